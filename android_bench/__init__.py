@@ -1,0 +1,1 @@
+"""armq android_bench stage."""

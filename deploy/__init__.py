@@ -1,0 +1,1 @@
+"""armq deploy stage."""

@@ -1,0 +1,1 @@
+"""armq export stage."""

@@ -1,0 +1,1 @@
+"""armq quant stage."""

@@ -1,0 +1,188 @@
+"""Image data without torch: folders, ImageFolder trees, .tar/.tar.gz/.zip of them.
+
+Used by training, calibration and evaluation. Members of archives are read in
+memory, never extracted, so a hostile archive cannot write anywhere; names
+that are absolute or contain '..' are refused anyway, as `tarfile`'s 'data'
+filter would.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .config import DataConfig
+from .util import ArmqError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+class DataError(ArmqError, ValueError):
+    """A user error about image data (printed as one line)."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    name: str                     # path inside the source, posix style
+    label: str | None             # parent folder name, None for a flat folder
+    read: Callable[[], bytes]
+
+
+def _is_archive(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _safe_member(name: str) -> bool:
+    pp = PurePosixPath(name)
+    return not pp.is_absolute() and ".." not in pp.parts
+
+
+def _label_of(rel: PurePosixPath) -> str | None:
+    return rel.parts[-2] if len(rel.parts) >= 2 else None
+
+
+def list_images(source: str | os.PathLike) -> list[ImageRecord]:
+    """Every image file of a folder tree or archive, sorted by name."""
+    src = Path(source)
+    if not src.exists():
+        raise DataError(f"{src}: no such file or directory")
+    records: list[ImageRecord] = []
+    if src.is_dir():
+        for p in sorted(src.rglob("*")):
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
+                rel = PurePosixPath(p.relative_to(src).as_posix())
+                records.append(ImageRecord(str(rel), _label_of(rel), p.read_bytes))
+    elif _is_archive(src) and src.name.lower().endswith(".zip"):
+        try:
+            zf = zipfile.ZipFile(src)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"{src}: not a readable zip archive ({e})") from None
+        for info in sorted(zf.infolist(), key=lambda i: i.filename):
+            rel = PurePosixPath(info.filename)
+            if info.is_dir() or rel.suffix.lower() not in IMAGE_EXTS:
+                continue
+            if not _safe_member(info.filename):
+                raise DataError(f"{src}: unsafe member name '{info.filename}'")
+            records.append(ImageRecord(str(rel), _label_of(rel),
+                                       lambda zf=zf, n=info.filename: zf.read(n)))
+    elif _is_archive(src):
+        try:
+            tf = tarfile.open(src)
+            members = tf.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"{src}: not a readable tar archive ({e})") from None
+        for m in sorted(members, key=lambda m: m.name):
+            rel = PurePosixPath(m.name)
+            if not m.isfile() or rel.suffix.lower() not in IMAGE_EXTS:
+                continue
+            if not _safe_member(m.name):
+                raise DataError(f"{src}: unsafe member name '{m.name}'")
+            records.append(ImageRecord(str(rel), _label_of(rel),
+                                       lambda tf=tf, m=m: tf.extractfile(m).read()))
+    else:
+        raise DataError(f"{src}: expected a folder of images or a .tar/.tar.gz/.zip archive")
+    return records
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """Decode any PIL-readable image to 8-bit RGB (grayscale, RGBA, 16-bit, palette)."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite on black, not on garbage from the alpha-less channels.
+        img = img.convert("RGBA")
+        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(bg, img)
+    return img.convert("RGB")
+
+
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+def resize_crop(img: Image.Image, resize: int, crop: int, interpolation: str = "bilinear") -> np.ndarray:
+    """Resize the short side to `resize`, centre-crop `crop`: uint8 HxWx3."""
+    w, h = img.size
+    if min(w, h) != resize:
+        scale = resize / min(w, h)
+        img = img.resize((max(crop, round(w * scale)), max(crop, round(h * scale))),
+                         _RESAMPLE.get(interpolation, Image.BILINEAR))
+        w, h = img.size
+    left, top = (w - crop) // 2, (h - crop) // 2
+    return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+
+
+def normalize(batch_u8: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW normalized with the model's mean/std."""
+    x = batch_u8.astype(np.float32) / 255.0
+    x = (x - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+@dataclass
+class LabelledImages:
+    images: np.ndarray             # uint8 N x H x W x 3, already resized/cropped
+    labels: np.ndarray             # int64 N (-1 where unlabelled)
+    class_names: tuple[str, ...]   # folder names in label order
+    names: tuple[str, ...]         # member names, for reports
+    skipped: tuple[str, ...] = ()  # unreadable members
+
+
+def iter_decoded(records: list[ImageRecord], resize: int, crop: int,
+                 interpolation: str = "bilinear") -> Iterator[tuple[ImageRecord, np.ndarray | None, str]]:
+    for r in records:
+        try:
+            yield r, resize_crop(decode_rgb(r.read()), resize, crop, interpolation), ""
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+                Image.DecompressionBombError) as e:
+            yield r, None, f"{type(e).__name__}: {e}"
+
+
+def load_images(source: str | os.PathLike, resize: int, crop: int, interpolation: str = "bilinear",
+                class_names: tuple[str, ...] | None = None, limit: int | None = None,
+                progress: bool = False, desc: str = "images") -> LabelledImages:
+    """Decode a source into memory. Unreadable files are skipped with a warning;
+    a source with no usable image is an error.
+
+    `class_names` fixes the label order (a model's classes); otherwise the
+    sorted folder names are used, as torchvision's ImageFolder does.
+    """
+    records = list_images(source)
+    if not records:
+        raise DataError(f"{source}: no image files found")
+    if limit is not None and limit < len(records):
+        # Spread the subset over all classes: deterministic stride, not the first N.
+        idx = np.linspace(0, len(records) - 1, limit).round().astype(int)
+        records = [records[i] for i in sorted(set(idx.tolist()))]
+    folders = sorted({r.label for r in records if r.label is not None})
+    names = tuple(class_names) if class_names else tuple(folders)
+    index = {c: i for i, c in enumerate(names)}
+    it = iter_decoded(records, resize, crop, interpolation)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, total=len(records), desc=desc, unit="img", leave=False)
+    imgs, labels, kept, skipped = [], [], [], []
+    for r, arr, err in it:
+        if arr is None:
+            skipped.append(r.name)
+            warnings.warn(f"skipping {r.name}: {err}", stacklevel=2)
+            continue
+        imgs.append(arr)
+        labels.append(index.get(r.label, -1) if r.label is not None else -1)
+        kept.append(r.name)
+    if not imgs:
+        raise DataError(f"{source}: none of the {len(records)} image files could be decoded")
+    return LabelledImages(np.stack(imgs), np.asarray(labels, np.int64), names, tuple(kept),
+                          tuple(skipped))

@@ -1,0 +1,214 @@
+"""Train a zoo model on an ImageFolder dataset (folders or .tar archives).
+
+    python -m zoo.train --model shufflenet_v1 --groups 3 --dataset cifar10 \
+        --data ../shared/data/cifar10 --epochs 30 --out ckpt.pt
+
+The whole training set is decoded once into a uint8 tensor (cached under
+~/.cache/armq) so an epoch costs only the network. Augmentation is the standard
+CIFAR one (4-pixel pad + random crop + horizontal flip); the learning rate has
+a linear warm-up then a cosine decay, per step. A resume file is written after
+every epoch so CPU training can continue across sessions (`--resume`).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .cli import add_model_args, variant_from_args
+from .data import DataError, LabelledImages, load_images
+from .util import ArmqError, atomic_output, cli_entry
+
+CACHE = Path(os.environ.get("ARMQ_CACHE", Path.home() / ".cache" / "armq"))
+
+
+def find_split(root: Path, split: str) -> Path:
+    for cand in (root / split, root / f"{split}.tar", root / f"{split}.tar.gz", root / f"{split}.zip"):
+        if cand.exists():
+            return cand
+    raise DataError(f"{root}: no '{split}' folder or {split}.tar inside")
+
+
+def cached_images(src: Path, size: int, resize: int, class_names: tuple[str, ...]) -> LabelledImages:
+    """Decode once, keep a .npz in the cache keyed by source path, size and mtime."""
+    st = src.stat()
+    key = hashlib.sha1(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|{resize}|"
+                       f"{','.join(class_names)}".encode()).hexdigest()[:16]
+    path = CACHE / "decoded" / f"{src.name}-{key}.npz"
+    if path.exists():
+        z = np.load(path)
+        return LabelledImages(z["images"], z["labels"], tuple(z["classes"].tolist()), ())
+    data = load_images(src, resize, size, class_names=class_names, progress=True,
+                       desc=f"decoding {src.name}")
+    with atomic_output(path) as f:
+        np.savez(f, images=data.images, labels=data.labels, classes=np.asarray(data.class_names))
+    return data
+
+
+def augment(x, pad: int = 4):
+    """Random crop with zero padding + horizontal flip on a uint8 NCHW batch."""
+    import torch
+
+    n, c, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    i = torch.randint(0, 2 * pad + 1, (n,))
+    j = torch.randint(0, 2 * pad + 1, (n,))
+    rows = (i[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (j[:, None] + torch.arange(w))[:, None, None, :]
+    out = xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    flip = torch.rand(n) < 0.5
+    out[flip] = out[flip].flip(3)
+    return out
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def evaluate(model, images, labels, mean, std, batch: int = 500) -> float:
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(images), batch):
+            x = torch.from_numpy(images[s:s + batch]).permute(0, 3, 1, 2).float().div_(255)
+            x = (x - mean) / std
+            correct += int((model(x).argmax(1) == torch.from_numpy(labels[s:s + batch])).sum())
+    return correct / len(images)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m zoo.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--data", type=Path, required=True,
+                   help="folder holding train/ and test/ (folders or .tar archives)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD, nesterov)")
+    p.add_argument("--wd", type=float, default=5e-4, help="weight decay (not on BN/bias)")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--eval-every", type=int, default=5, help="test every N epochs (and the last)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit-train", type=int, help="use only N training images (smoke tests)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt")
+    p.add_argument("--log", type=Path, help="JSON-lines log (default: <out>.log.jsonl)")
+    args = p.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
+        raise ArmqError("--epochs, --batch-size and --lr must be positive")
+    variant = variant_from_args(args)
+
+    import torch
+    from .checkpoint import load_weights, read_checkpoint, save_checkpoint
+    from ._registry import create_model
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = create_model(variant)
+    cfg = model.default_cfg
+    train = cached_images(find_split(args.data, "train"), cfg.input_size, cfg.resize, cfg.class_names)
+    test = cached_images(find_split(args.data, "test"), cfg.input_size, cfg.resize, cfg.class_names)
+    if train.labels.min() < 0 or train.labels.max() >= cfg.num_classes:
+        raise DataError(f"{args.data}: class folders do not match the model's "
+                        f"{cfg.num_classes} classes")
+    if args.limit_train:
+        train = LabelledImages(train.images[:: max(1, len(train.images) // args.limit_train)],
+                               train.labels[:: max(1, len(train.labels) // args.limit_train)],
+                               train.class_names, ())
+    x_train = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()
+    y_train = torch.from_numpy(train.labels)
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+
+    decay, no_decay = [], []
+    for name, prm in model.named_parameters():
+        (no_decay if prm.ndim <= 1 else decay).append(prm)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": args.wd},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=args.lr, momentum=0.9, nesterov=True)
+    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    warmup = int(args.warmup_epochs * steps_per_epoch)
+    resume_path = args.out.with_name(args.out.name + ".resume.pt")
+    log_path = args.log or args.out.with_name(args.out.name + ".log.jsonl")
+    start_epoch, history = 0, []
+    if args.resume:
+        state = read_checkpoint(resume_path)
+        load_weights(model, state["state_dict"], f"resume file {resume_path}")
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, history = int(state["epoch"]), list(state.get("history", []))
+        torch.set_rng_state(state["rng"])
+        print(f"resuming at epoch {start_epoch + 1}/{args.epochs}", file=sys.stderr)
+    model = model.to(memory_format=torch.channels_last)
+    crit = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k in ("epochs", "batch_size", "lr", "wd", "label_smoothing", "warmup_epochs", "seed")}
+    from tqdm import tqdm
+
+    top1 = float("nan")
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        t0 = time.time()
+        perm = torch.randperm(len(x_train))
+        seen = correct = 0
+        loss_sum = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step",
+                   leave=False, file=sys.stderr, mininterval=5)
+        for it in bar:
+            step = epoch * steps_per_epoch + it
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, warmup, args.lr)
+            idx = perm[it * args.batch_size:(it + 1) * args.batch_size]
+            xb = augment(x_train[idx]).float().div_(255).sub_(mean).div_(std)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = y_train[idx]
+            out = model(xb)
+            loss = crit(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if not math.isfinite(loss.item()):
+                raise ArmqError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}): "
+                                "lower --lr")
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            correct += int((out.argmax(1) == yb).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        rec = {"epoch": epoch + 1, "loss": round(loss_sum / seen, 4),
+               "train_top1": round(correct / seen, 4), "seconds": round(time.time() - t0, 1)}
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            top1 = evaluate(model, test.images, test.labels, mean, std)
+            rec["test_top1"] = round(top1, 4)
+        history.append(rec)
+        print(json.dumps(rec), flush=True)
+        with open(log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        meta = {"data_config": cfg.to_dict(), "recipe": recipe, "history": history,
+                "metrics": {"test_top1": rec.get("test_top1")}, "epochs_done": epoch + 1}
+        save_checkpoint(args.out, model, variant, **meta)
+        with_state = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "history": history,
+                      "rng": torch.get_rng_state()}
+        save_checkpoint(resume_path, model, variant, **with_state)
+    print(f"test top-1 {top1:.4f} ({len(test.images)} images) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli_entry(main, "zoo.train")
