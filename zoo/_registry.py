@@ -77,7 +77,10 @@ class Variant:
         short = {"width": "w", "groups": "g", "part": "p", "multiplier": "m", "shuffle": "s"}
         bits = [self.model]
         for k in sorted(self.params):
-            bits.append(f"{short.get(k, k)}{self.params[k]}")
+            if k == "shuffle" and self.params[k] == "transpose":
+                continue  # the default graph form; weights are the same either way
+            v = self.params[k]
+            bits.append(f"{short.get(k, k)}{v:g}" if isinstance(v, float) else f"{short.get(k, k)}{v}")
         bits.append(self.dataset)
         if self.input_size:
             bits.append(f"r{self.input_size}")

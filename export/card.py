@@ -1,0 +1,128 @@
+"""The model card: the JSON file that travels beside every exported model.
+
+Stages talk through files: `export` writes `<name>.onnx|.tflite` and `<name>.json`;
+`quant`, `android_bench` and `deploy` read the card for preprocessing, labels
+and cost, and add their own sections. Torch-free (the device side reads it).
+
+Layout (version "armq-card/1"):
+    name            file stem shared by the model files, e.g. shufflenet_v1_g3_w1_cifar10
+    variant         zoo Variant dict (model, dataset, input_size, num_classes, params)
+    input           {"name", "shape" [N,C,H,W], "layout": "NCHW", "dtype": "float32"}
+    output          {"name", "shape"}
+    preprocessing   zoo DataConfig dict (resize, input_size, mean, std, interpolation, ...)
+    class_names     list, index = class id
+    cost            {"macs", "params", "memory_access"} from zoo.cost
+    source          {"checkpoint", "sha256", "metrics"} or {"weights": "random"}
+    artifacts       {"onnx": {...}, "tflite": {...}, "onnx_int8": {...}, "tflite_int8": {...}}
+                    each: path (relative to the card), sha256, size_bytes, and the
+                    producing stage's details (exporter, opset, parity, audit, calibration)
+    accuracy        {artifact key: {"top1", "top5", "agreement", "sqnr_db", "data", "n"}}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.util import ArmqError, atomic_output
+
+CARD_FORMAT = "armq-card/1"
+
+
+class CardError(ArmqError):
+    pass
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ModelCard:
+    name: str
+    variant: dict
+    input: dict
+    output: dict
+    preprocessing: dict
+    class_names: list[str]
+    cost: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+    artifacts: dict[str, dict] = field(default_factory=dict)
+    accuracy: dict[str, dict] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {"format": CARD_FORMAT, "name": self.name, "variant": self.variant,
+             "input": self.input, "output": self.output, "preprocessing": self.preprocessing,
+             "class_names": self.class_names, "cost": self.cost, "source": self.source,
+             "artifacts": self.artifacts, "accuracy": self.accuracy}
+        d.update(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "card") -> "ModelCard":
+        if not isinstance(d, dict) or d.get("format") != CARD_FORMAT:
+            raise CardError(f"{where} is not an armq model card (format {CARD_FORMAT})")
+        required = ("name", "variant", "input", "output", "preprocessing", "class_names")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise CardError(f"{where} lacks '{missing[0]}'")
+        pre = d["preprocessing"]
+        if not isinstance(pre, dict) or not all(k in pre for k in ("mean", "std", "input_size", "resize")):
+            raise CardError(f"{where}: preprocessing needs mean, std, input_size and resize")
+        known = set(required) | {"format", "cost", "source", "artifacts", "accuracy"}
+        return cls(name=str(d["name"]), variant=dict(d["variant"]), input=dict(d["input"]),
+                   output=dict(d["output"]), preprocessing=dict(pre),
+                   class_names=[str(c) for c in d["class_names"]], cost=dict(d.get("cost", {})),
+                   source=dict(d.get("source", {})), artifacts=dict(d.get("artifacts", {})),
+                   accuracy=dict(d.get("accuracy", {})),
+                   extra={k: v for k, v in d.items() if k not in known})
+
+    # ---- file helpers --------------------------------------------------------------------
+
+    def artifact_path(self, card_path: str | Path, key: str) -> Path:
+        """Absolute path of artifact `key` (e.g. 'onnx_int8') of the card at card_path."""
+        if key not in self.artifacts:
+            raise CardError(f"card {card_path} has no '{key}' model")
+        return Path(card_path).parent / self.artifacts[key]["path"]
+
+    def record_artifact(self, card_path: str | Path, key: str, model_path: str | Path,
+                        **details: Any) -> None:
+        model_path = Path(model_path)
+        rel = model_path.resolve().relative_to(Path(card_path).resolve().parent) \
+            if model_path.resolve().parent == Path(card_path).resolve().parent else model_path.resolve()
+        self.artifacts[key] = {"path": str(rel), "sha256": sha256_of(model_path),
+                               "size_bytes": model_path.stat().st_size, **details}
+
+
+def card_path_for(model_path: str | Path) -> Path:
+    """`artifacts/x.int8.onnx` -> `artifacts/x.json` (the card is per model, not per file)."""
+    p = Path(model_path)
+    stem = p.name.split(".")[0]
+    return p.with_name(stem + ".json")
+
+
+def load_card(path: str | Path) -> ModelCard:
+    p = Path(path)
+    if p.suffix != ".json":
+        p = card_path_for(p)
+    if not p.is_file():
+        raise CardError(f"no model card {p} (export the model with `python -m export.onnx` first)")
+    try:
+        d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CardError(f"model card {p} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    return ModelCard.from_dict(d, str(p))
+
+
+def save_card(card: ModelCard, path: str | Path) -> Path:
+    with atomic_output(path, "w") as f:
+        json.dump(card.to_dict(), f, indent=2)
+        f.write("\n")
+    return Path(path)
