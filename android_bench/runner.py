@@ -1,0 +1,729 @@
+#!/usr/bin/env python3
+"""armq on-device benchmark runner: one model, one process, one JSON result.
+
+Self-contained on purpose: it imports only the standard library, numpy and one
+runtime (onnxruntime for .onnx; ai_edge_litert or tflite_runtime for .tflite),
+so it can be copied alone to a board, a phone (Termux) or a QEMU sysroot.
+
+    python3 runner.py --model m.onnx [--card m.json] [--threads 1] [--warmup 10]
+        [--runs 100] [--profile] [--json out.json|-] [--inputs x.npy]
+        [--outputs-npy y.npy] [--markers] [--runtime auto|onnxruntime|ai_edge_litert|tflite_runtime]
+        [--seed 0]
+
+Measures, in this order: runtime import + session/interpreter creation ("init"),
+the first inference, `--warmup` untimed inferences, then `--runs` timed ones
+(mean, median, p90, p99, min, max, std and a distribution-free 95% confidence
+interval of the median from order statistics). Inputs are the `--inputs` array
+(N preprocessed samples, NCHW float as the model card describes; cycled), else
+seeded random data of the model's input shape and dtype.
+
+Markers (`--markers`): every inference (first, warm-up and timed) is bracketed by
+    posix_fadvise(fd, offset=0x41524D51 ("ARMQ"), len=1, POSIX_FADV_NORMAL)   begin
+    posix_fadvise(fd, offset=0x41524D51, len=2, POSIX_FADV_NORMAL)            end
+on a read-only fd of the model file: a harmless syscall (fadvise64, number 223 on
+aarch64) with arguments nothing else uses, which the armq QEMU TCG plugin
+(android_bench/qemu_plugin/armq_icount.c) watches to count guest instructions
+per inference, excluding start-up. Region i is: 0 = first inference,
+1..warmup = warm-up, then the timed runs.
+
+Exit status: 0 ok, 2 user error, 3 runtime not installed, 1 internal error;
+errors are one line on stderr ("runner: error: ...").
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+FORMAT = "armq-bench/1"
+RUNNER_VERSION = 1
+MARKER_OFFSET = 0x41524D51
+MARKER_BEGIN, MARKER_END = 1, 2
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_NO_RUNTIME = 0, 1, 2, 3
+
+
+class UserError(Exception):
+    """Printed as one line, exit 2."""
+
+
+class NoRuntime(Exception):
+    """Printed as one line, exit 3."""
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---- CPU and system -------------------------------------------------------------------
+
+# Linux arch/arm64/include/uapi/asm/hwcap.h bit positions (AT_HWCAP, AT_HWCAP2).
+_HWCAP = {"fp": 0, "asimd": 1, "aes": 3, "pmull": 4, "sha1": 5, "sha2": 6, "crc32": 7,
+          "atomics": 8, "fphp": 9, "asimdhp": 10, "cpuid": 11, "asimdrdm": 12, "jscvt": 13,
+          "fcma": 14, "lrcpc": 15, "dcpop": 16, "sha3": 17, "asimddp": 20, "sha512": 21,
+          "sve": 22, "asimdfhm": 23}
+_HWCAP2 = {"sve2": 1, "svei8mm": 9, "i8mm": 13, "bf16": 14, "sme": 23}
+AT_HWCAP, AT_HWCAP2 = 16, 26
+KEY_FEATURES = ("asimd", "dotprod", "i8mm", "sve", "sve2", "fphp", "bf16", "sme")
+_ARM_PARTS = {0xd03: "Cortex-A53", 0xd04: "Cortex-A35", 0xd05: "Cortex-A55", 0xd07: "Cortex-A57",
+              0xd08: "Cortex-A72", 0xd09: "Cortex-A73", 0xd0a: "Cortex-A75", 0xd0b: "Cortex-A76",
+              0xd0c: "Neoverse-N1", 0xd0d: "Cortex-A77", 0xd40: "Neoverse-V1", 0xd41: "Cortex-A78",
+              0xd44: "Cortex-X1", 0xd46: "Cortex-A510", 0xd47: "Cortex-A710", 0xd48: "Cortex-X2",
+              0xd49: "Neoverse-N2", 0xd4d: "Cortex-A715", 0xd4e: "Cortex-X3", 0xd80: "Cortex-A520",
+              0xd81: "Cortex-A720", 0xd82: "Cortex-X4"}
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _getauxval(kind: int) -> int | None:
+    try:
+        libc = ctypes.CDLL(None)
+        fn = libc.getauxval
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_ulong
+    fn.argtypes = [ctypes.c_ulong]
+    return int(fn(kind))
+
+
+def cpu_info() -> dict:
+    """CPU model and the features that decide INT8 speed: from /proc/cpuinfo, and on
+    aarch64 Linux from AT_HWCAP/AT_HWCAP2 (what the kernel - or QEMU - really offers)."""
+    machine = platform.machine().lower()
+    text = _read_text("/proc/cpuinfo")
+    flags: set[str] = set()
+    model, parts, implementer = "", [], ""
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        k, v = k.strip().lower(), v.strip()
+        if k in ("features", "flags") and not flags:
+            flags = set(v.split())
+        elif k in ("model name", "hardware", "processor") and not model and not v.isdigit():
+            model = v
+        elif k == "cpu part":
+            parts.append(v)
+        elif k == "cpu implementer" and not implementer:
+            implementer = v
+    source = "/proc/cpuinfo" if flags else "none"
+    hw = hw2 = None
+    if machine in ("aarch64", "arm64") and sys.platform.startswith("linux"):
+        hw, hw2 = _getauxval(AT_HWCAP), _getauxval(AT_HWCAP2)
+        if hw:
+            flags |= {n for n, b in _HWCAP.items() if hw >> b & 1}
+            flags |= {n for n, b in _HWCAP2.items() if (hw2 or 0) >> b & 1}
+            source = "AT_HWCAP" + ("+/proc/cpuinfo" if source != "none" else "")
+    names = []
+    for p in dict.fromkeys(parts):
+        try:
+            pn = int(p, 16)
+        except ValueError:
+            continue
+        names.append(_ARM_PARTS.get(pn, f"part {p}") if implementer in ("0x41", "") else f"part {p}")
+    if names:
+        model = " + ".join(names) if not model else f"{model} ({' + '.join(names)})"
+    if machine in ("aarch64", "arm64", "armv7l", "armv8l"):
+        features = {"asimd": "asimd" in flags or "neon" in flags,
+                    "dotprod": "asimddp" in flags, "i8mm": "i8mm" in flags,
+                    "sve": "sve" in flags, "sve2": "sve2" in flags, "fphp": "fphp" in flags,
+                    "bf16": "bf16" in flags, "sme": "sme" in flags}
+    else:
+        features = {"avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+                    "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
+                    "amx_int8": "amx_int8" in flags}
+    return {"machine": machine, "model": model or platform.processor() or "unknown",
+            "features": features, "feature_source": source,
+            "hwcap": None if hw is None else hex(hw), "hwcap2": None if hw2 is None else hex(hw2),
+            "n_cpus": os.cpu_count()}
+
+
+def system_info() -> dict:
+    return {"os": platform.system(), "release": platform.release(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "android": "ANDROID_ROOT" in os.environ or hasattr(sys, "getandroidapilevel"),
+            "cpu": cpu_info()}
+
+
+def int8_warnings(cpu: dict, is_int8: bool) -> list[str]:
+    w = []
+    if cpu["machine"] in ("aarch64", "arm64") and not cpu["features"].get("dotprod"):
+        w.append("CPU has no dot-product instructions (asimddp): INT8 kernels fall back to "
+                 "slower widening multiplies; do not expect a large INT8 speed-up"
+                 + (" for this INT8 model" if is_int8 else ""))
+    if cpu["machine"] in ("armv7l", "armv8l"):
+        w.append("32-bit ARM userland: runtimes use 32-bit kernels; INT8 speed-ups are limited")
+    return w
+
+
+# ---- statistics -----------------------------------------------------------------------
+
+def median_ci(sorted_x: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Distribution-free CI of the median: order statistics X(r) <= m <= X(n+1-r) with
+    the number of samples below the median ~ Binomial(n, 1/2). Returns (lo, hi, coverage);
+    for n < 6 the 95% level cannot be reached and (min, max) with its coverage is returned."""
+    n = len(sorted_x)
+    alpha = 1.0 - level
+    # cdf[k] = P(B <= k), exact with integers up to a few thousand samples, normal beyond.
+    if n <= 5000:
+        total = 2 ** n
+        acc, r = 0, 0
+        for k in range(n // 2 + 1):
+            acc += math.comb(n, k)            # P(B <= k) * 2^n
+            if acc / total <= alpha / 2:
+                r = k + 1                     # X(k+1) is still a valid lower bound
+            else:
+                break
+        if r == 0:
+            cov = 1.0 - 2.0 / total
+            return sorted_x[0], sorted_x[-1], cov
+        below = sum(math.comb(n, k) for k in range(r)) / total
+        cov = 1.0 - 2.0 * below
+    else:
+        z = 1.959963984540054 if abs(level - 0.95) < 1e-9 else 1.959963984540054
+        r = max(1, int(math.floor(n / 2.0 - z * math.sqrt(n) / 2.0)))
+        cov = level
+    return sorted_x[r - 1], sorted_x[n - r], cov
+
+
+def summarize(times_ms: list[float]) -> dict:
+    x = np.asarray(times_ms, dtype=np.float64)
+    s = sorted(times_ms)
+    lo, hi, cov = median_ci(s)
+    return {"runs": len(s), "mean": float(x.mean()), "median": float(np.median(x)),
+            "p90": float(np.percentile(x, 90)), "p99": float(np.percentile(x, 99)),
+            "min": float(s[0]), "max": float(s[-1]),
+            "std": float(x.std(ddof=1)) if len(s) > 1 else 0.0,
+            "median_ci95": [float(lo), float(hi)], "median_ci_coverage": round(cov, 5)}
+
+
+# ---- runtimes -------------------------------------------------------------------------
+
+_NP_OF_ORT = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+              "tensor(double)": np.float64, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+              "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+              "tensor(bool)": np.bool_}
+
+
+class Backend:
+    name = "?"
+    version = "?"
+    inputs: list[dict]      # {"name", "shape", "dtype", "quantization": (scale, zp) | None}
+    outputs: list[dict]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def profile(self, x: np.ndarray, n: int) -> dict:
+        return {"available": False, "reason": f"no op profiler for {self.name}"}
+
+    def details(self) -> dict:
+        return {}
+
+    def is_quantized(self) -> bool:
+        return False
+
+
+class OrtBackend(Backend):
+    def __init__(self, model: str, threads: int):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise NoRuntime(f"onnxruntime is not installed for {sys.executable} "
+                            f"(pip install onnxruntime): {e}") from None
+        self.ort, self.model, self.threads = ort, model, threads
+        self.name, self.version = "onnxruntime", ort.__version__
+        self.sess = self._session(profile_prefix=None)
+        self.inputs = []
+        for i in self.sess.get_inputs():
+            if i.type not in _NP_OF_ORT:
+                raise UserError(f"input '{i.name}' has unsupported type {i.type}")
+            self.inputs.append({"name": i.name, "shape": list(i.shape),
+                                "dtype": np.dtype(_NP_OF_ORT[i.type]).name, "quantization": None})
+        self.outputs = [{"name": o.name, "shape": list(o.shape), "dtype": o.type}
+                        for o in self.sess.get_outputs()]
+
+    def _session(self, profile_prefix: str | None):
+        so = self.ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        if profile_prefix:
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
+        try:
+            return self.ort.InferenceSession(self.model, sess_options=so,
+                                             providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+            raise UserError(f"onnxruntime cannot load {self.model}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+    def run(self, x):
+        return self.sess.run(None, {self.inputs[0]["name"]: x})
+
+    def is_quantized(self):
+        return _onnx_is_quant(self)
+
+    def details(self):
+        return {"providers": self.sess.get_providers(),
+                "graph_optimization": "ORT_ENABLE_ALL", "inter_op_threads": 1}
+
+    def profile(self, x, n):
+        tmp = tempfile.mkdtemp(prefix="armq-ortprof-")
+        sess = self._session(os.path.join(tmp, "prof"))
+        name = self.inputs[0]["name"]
+        for _ in range(2):
+            sess.run(None, {name: x})
+        for _ in range(n):
+            sess.run(None, {name: x})
+        path = sess.end_profiling()
+        try:
+            with open(path) as f:
+                events = json.load(f)
+        finally:
+            for p in os.listdir(tmp):
+                os.unlink(os.path.join(tmp, p))
+            os.rmdir(tmp)
+        # Kernel events of every run; keep the last n runs' worth (2 warm-ups first).
+        per_node: dict[str, list[float]] = {}
+        op_of: dict[str, str] = {}
+        for ev in events if isinstance(events, list) else []:
+            if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
+                continue
+            node = ev["name"][:-len("_kernel_time")]
+            per_node.setdefault(node, []).append(float(ev.get("dur", 0)) / 1000.0)
+            op_of[node] = ev.get("args", {}).get("op_name", "?")
+        return _op_summary({k: v[-n:] for k, v in per_node.items()}, op_of, n,
+                           source="onnxruntime profiler (kernel time)")
+
+
+def _op_summary(per_node: dict[str, list[float]], op_of: dict[str, str], n: int,
+                source: str) -> dict:
+    by_type: dict[str, dict] = {}
+    for node, ts in per_node.items():
+        t = by_type.setdefault(op_of[node], {"op_type": op_of[node], "nodes": 0, "ms": 0.0})
+        t["nodes"] += 1
+        t["ms"] += sum(ts) / max(1, len(ts))
+    total = sum(t["ms"] for t in by_type.values()) or 1.0
+    ops = sorted(by_type.values(), key=lambda t: -t["ms"])
+    for t in ops:
+        t["ms"] = round(t["ms"], 6)
+        t["pct"] = round(100.0 * t["ms"] / total, 2)
+    top = sorted(((sum(v) / len(v), k) for k, v in per_node.items() if v), reverse=True)[:10]
+    return {"available": True, "source": source, "runs": n, "total_ms": round(total, 6),
+            "by_op_type": ops,
+            "top_nodes": [{"node": k, "op_type": op_of[k], "ms": round(ms, 6)} for ms, k in top]}
+
+
+class TfliteBackend(Backend):
+    def __init__(self, model: str, threads: int, prefer: str):
+        Interpreter, self.name, self.version = self._import(prefer)
+        try:
+            self.itp = Interpreter(model_path=model, num_threads=threads)
+            self.itp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"{self.name} cannot load {model}: {str(e).splitlines()[0]}") from None
+        self.inputs = []
+        for d in self.itp.get_input_details():
+            scale, zp = d.get("quantization", (0.0, 0))
+            self.inputs.append({"name": d["name"], "shape": [int(v) for v in d["shape"]],
+                                "dtype": np.dtype(d["dtype"]).name, "index": d["index"],
+                                "quantization": [float(scale), int(zp)] if scale else None})
+        self.outputs = [{"name": d["name"], "shape": [int(v) for v in d["shape"]],
+                         "dtype": np.dtype(d["dtype"]).name, "index": d["index"],
+                         "quantization": list(d.get("quantization", (0.0, 0)))}
+                        for d in self.itp.get_output_details()]
+
+    @staticmethod
+    def _import(prefer: str):
+        order = ["ai_edge_litert", "tflite_runtime"] if prefer == "auto" else [prefer]
+        errors = []
+        for mod in order:
+            try:
+                if mod == "ai_edge_litert":
+                    from ai_edge_litert import interpreter as m
+                    import ai_edge_litert as pkg
+                else:
+                    from tflite_runtime import interpreter as m
+                    import tflite_runtime as pkg
+            except ImportError as e:
+                errors.append(f"{mod}: {e}")
+                continue
+            ver = getattr(pkg, "__version__", None)
+            if ver is None:
+                try:
+                    from importlib.metadata import version
+                    ver = version(mod.replace("_", "-"))
+                except Exception:  # noqa: BLE001
+                    ver = "?"
+            return m.Interpreter, mod, ver
+        raise NoRuntime(f"no TFLite runtime for {sys.executable} (pip install ai-edge-litert "
+                        f"or tflite-runtime): {'; '.join(errors)}")
+
+    def run(self, x):
+        self.itp.set_tensor(self.inputs[0]["index"], x)
+        self.itp.invoke()
+        return [self.itp.get_tensor(o["index"]) for o in self.outputs]
+
+    def details(self):
+        ops: dict[str, int] = {}
+        try:
+            for op in self.itp._get_ops_details():  # noqa: SLF001 - only way to list ops
+                ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+        except Exception:  # noqa: BLE001
+            pass
+        return {"op_counts": ops, "delegated": any("DELEGATE" in k for k in ops)}
+
+    def is_quantized(self):
+        try:
+            return any(np.dtype(t["dtype"]) == np.int8 and len(t.get("shape", ())) > 1
+                       for t in self.itp.get_tensor_details())
+        except Exception:  # noqa: BLE001
+            return False
+
+    def profile(self, x, n):
+        return {"available": False,
+                "reason": f"{self.name}'s Python API has no per-op profiler; run LiteRT's "
+                          f"benchmark_model --enable_op_profiling=true on the device",
+                "op_counts": self.details().get("op_counts", {})}
+
+
+def open_backend(model: str, threads: int, runtime: str) -> Backend:
+    ext = os.path.splitext(model)[1].lower()
+    if ext == ".onnx":
+        if runtime not in ("auto", "onnxruntime"):
+            raise UserError(f"--runtime {runtime} cannot run an .onnx model")
+        return OrtBackend(model, threads)
+    if ext == ".tflite":
+        if runtime not in ("auto", "ai_edge_litert", "tflite_runtime"):
+            raise UserError(f"--runtime {runtime} cannot run a .tflite model")
+        return TfliteBackend(model, threads, runtime)
+    raise UserError(f"{model}: not an .onnx or .tflite model")
+
+
+# ---- inputs ---------------------------------------------------------------------------
+
+def concrete_shape(shape: list, card: dict | None) -> list[int]:
+    card_shape = (card or {}).get("input", {}).get("shape")
+    out = []
+    for i, d in enumerate(shape):
+        if isinstance(d, int) and d > 0:
+            out.append(d)
+        elif card_shape and i < len(card_shape) and isinstance(card_shape[i], int) and card_shape[i] > 0:
+            out.append(card_shape[i])
+        else:
+            out.append(1)
+    return out
+
+
+def random_input(shape: list[int], dtype: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return rng.standard_normal(shape).astype(dt)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        lo, hi = max(int(info.min), -128), min(int(info.max), 255)
+        return rng.integers(lo, hi + 1, size=shape, dtype=np.int64).astype(dt)
+    if dt.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(dt)
+    raise UserError(f"cannot make random input of dtype {dtype}")
+
+
+def fit_sample(x: np.ndarray, spec: dict, shape: list[int]) -> np.ndarray:
+    """One preprocessed sample (NCHW float, batch 1 or none) -> the model's input tensor:
+    NCHW->NHWC if the model wants it, quantized if the model input is integer."""
+    if x.ndim == len(shape) - 1:
+        x = x[None]
+    if list(x.shape) != shape:
+        if x.ndim == 4 and list(x.transpose(0, 2, 3, 1).shape) == shape:
+            x = x.transpose(0, 2, 3, 1)
+        elif x.ndim == 4 and list(x.transpose(0, 3, 1, 2).shape) == shape:
+            x = x.transpose(0, 3, 1, 2)
+        else:
+            raise UserError(f"inputs sample shape {list(x.shape)} does not fit the model "
+                            f"input {shape}")
+    dt = np.dtype(spec["dtype"])
+    if dt.kind in "iu" and x.dtype.kind == "f":
+        q = spec.get("quantization")
+        if not q:
+            raise UserError(f"model input is {dt.name} without quantization parameters; "
+                            f"--inputs must already be {dt.name}")
+        info = np.iinfo(dt)
+        x = np.clip(np.round(x / q[0]) + q[1], info.min, info.max)
+    return np.ascontiguousarray(x.astype(dt, copy=False))
+
+
+def load_inputs(path: str, spec: dict, shape: list[int]) -> list[np.ndarray]:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read inputs {path}: {e}") from None
+    if arr.ndim == len(shape) and arr.shape[0] != shape[0] or arr.ndim == len(shape) + 1:
+        samples = [arr[i] for i in range(arr.shape[0])]
+    else:
+        samples = [arr]
+    if not samples:
+        raise UserError(f"inputs {path} holds no sample")
+    return [fit_sample(s, spec, shape) for s in samples]
+
+
+# ---- markers --------------------------------------------------------------------------
+
+class Markers:
+    """Begin/end markers around each inference for the QEMU instruction-count plugin."""
+
+    def __init__(self, path: str, enabled: bool):
+        self.fd = -1
+        if not enabled:
+            return
+        if not hasattr(os, "posix_fadvise"):
+            raise UserError("--markers needs os.posix_fadvise (Linux)")
+        self.fd = os.open(path, os.O_RDONLY)
+        self.count = 0
+
+    def begin(self):
+        if self.fd >= 0:
+            os.posix_fadvise(self.fd, MARKER_OFFSET, MARKER_BEGIN, os.POSIX_FADV_NORMAL)
+
+    def end(self):
+        if self.fd >= 0:
+            os.posix_fadvise(self.fd, MARKER_OFFSET, MARKER_END, os.POSIX_FADV_NORMAL)
+            self.count += 1
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# ---- main -----------------------------------------------------------------------------
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json(doc: dict, path: str) -> None:
+    text = json.dumps(doc, indent=2) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_npy(arr: np.ndarray, path: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".npy", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="runner", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help=".onnx or .tflite file")
+    p.add_argument("--card", help="model card JSON (input shape, cost); default: none")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--profile", action="store_true", help="per-op profile by op type")
+    p.add_argument("--json", default="-", help="result file (written atomically); - = stdout")
+    p.add_argument("--inputs", help=".npy of preprocessed samples (N x C x H x W float)")
+    p.add_argument("--outputs-npy", help="save the first output for each input sample here")
+    p.add_argument("--markers", action="store_true", help="instruction-count markers (QEMU)")
+    p.add_argument("--runtime", default="auto",
+                   choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    a = p.parse_args(argv)
+    if a.threads < 1 or a.warmup < 0 or a.runs < 1:
+        raise UserError("need --threads >= 1, --warmup >= 0, --runs >= 1")
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if not os.path.isfile(a.model):
+        raise UserError(f"model file {a.model} not found")
+    card = None
+    if a.card:
+        try:
+            with open(a.card) as f:
+                card = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"cannot read model card {a.card}: {e}") from None
+    sysinfo = system_info()
+
+    t0 = time.perf_counter()
+    be = open_backend(a.model, a.threads, a.runtime)
+    init_ms = (time.perf_counter() - t0) * 1e3
+    spec = be.inputs[0]
+    if len(be.inputs) != 1:
+        raise UserError(f"model has {len(be.inputs)} inputs; the runner feeds exactly one")
+    shape = concrete_shape(spec["shape"], card)
+    if a.inputs:
+        samples = load_inputs(a.inputs, spec, shape)
+        input_source = {"kind": "file", "path": os.path.basename(a.inputs), "n": len(samples)}
+    else:
+        samples = [random_input(shape, spec["dtype"], a.seed)]
+        input_source = {"kind": "random", "seed": a.seed, "n": 1,
+                        "distribution": "standard normal" if np.dtype(spec["dtype"]).kind == "f"
+                        else "uniform integers"}
+
+    markers = Markers(a.model, a.markers)
+    outputs_first: list[np.ndarray | None] = [None] * len(samples)
+
+    def infer(i: int) -> float:
+        x = samples[i % len(samples)]
+        t = time.perf_counter()
+        markers.begin()
+        out = be.run(x)
+        markers.end()
+        dt = (time.perf_counter() - t) * 1e3
+        if outputs_first[i % len(samples)] is None:
+            outputs_first[i % len(samples)] = np.array(out[0], copy=True)
+        return dt
+
+    try:
+        first_ms = infer(0)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"inference failed: {str(e).splitlines()[0] if str(e) else e}") from None
+    t = time.perf_counter()
+    for i in range(a.warmup):
+        infer(1 + i)
+    warm_ms = (time.perf_counter() - t) * 1e3
+    times = [infer(1 + a.warmup + i) for i in range(a.runs)]
+    # Make sure every sample's output is known for --outputs-npy.
+    for i, o in enumerate(outputs_first):
+        if o is None:
+            infer(i)
+    markers.close()
+
+    timing = {"init": init_ms, "first": first_ms, "warmup_total": warm_ms,
+              "warmup_runs": a.warmup, **summarize(times)}
+    profile = be.profile(samples[0], min(a.runs, 20)) if a.profile else None
+
+    out0 = outputs_first[0]
+    is_int8 = be.is_quantized()
+    doc = {
+        "format": FORMAT, "runner_version": RUNNER_VERSION,
+        "model": {"file": os.path.basename(a.model), "format": os.path.splitext(a.model)[1][1:],
+                  "sha256": sha256_file(a.model), "size_bytes": os.path.getsize(a.model),
+                  "int8": is_int8,
+                  "card_name": (card or {}).get("name"), "cost": (card or {}).get("cost")},
+        "runtime": {"name": be.name, "version": be.version, "threads": a.threads, **be.details()},
+        "input": {"name": spec["name"], "shape": shape, "dtype": spec["dtype"],
+                  "quantization": spec.get("quantization"), "source": input_source},
+        "outputs": [{"name": o["name"], "shape": list(o["shape"]), "dtype": str(o["dtype"])}
+                    for o in be.outputs],
+        "output_check": {"argmax": [int(np.argmax(o.reshape(o.shape[0], -1)[0])) for o in outputs_first],
+                         "first_values": [float(v) for v in out0.reshape(-1)[:5]]},
+        "timing_ms": timing,
+        "samples_ms": [round(v, 6) for v in times],
+        "system": sysinfo,
+        "config": {"threads": a.threads, "warmup": a.warmup, "runs": a.runs,
+                   "profile": a.profile, "markers": a.markers, "seed": a.seed},
+        "markers": ({"regions": markers.count, "first": 0, "warmup": [1, a.warmup],
+                     "timed": [1 + a.warmup, a.runs], "extra_after_timed": markers.count - 1 - a.warmup - a.runs}
+                    if a.markers else None),
+        "profile": profile,
+        "warnings": int8_warnings(sysinfo["cpu"], is_int8),
+    }
+    if a.outputs_npy:
+        save_npy(np.stack(outputs_first), a.outputs_npy)
+        doc["outputs_npy"] = os.path.basename(a.outputs_npy)
+    write_json(doc, a.json)
+    log(f"runner: {os.path.basename(a.model)} [{be.name} {be.version}, {a.threads} thread(s)] "
+        f"median {timing['median']:.3f} ms (95% CI {timing['median_ci95'][0]:.3f}-"
+        f"{timing['median_ci95'][1]:.3f}), init {init_ms:.1f} ms, first {first_ms:.3f} ms")
+    for w in doc["warnings"]:
+        log(f"runner: warning: {w}")
+    return EXIT_OK
+
+
+def _onnx_is_quant(be: Backend) -> bool:
+    """Does an ORT session hold quantized ops? (QDQ / QLinear / integer weights)"""
+    if not isinstance(be, OrtBackend):
+        return False
+    try:
+        meta = be.sess.get_modelmeta()
+        if "quant" in (meta.custom_metadata_map or {}).get("armq", "").lower():
+            return True
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        with open(be.model, "rb") as f:
+            blob = f.read()
+        return any(k in blob for k in (b"QuantizeLinear", b"QLinearConv", b"ConvInteger",
+                                       b"MatMulInteger"))
+    except OSError:
+        return False
+
+
+def cli(argv=None) -> None:
+    debug = os.environ.get("ARMQ_DEBUG") == "1"
+    try:
+        rc = main(argv)
+    except UserError as e:
+        log(f"runner: error: {e}")
+        sys.exit(EXIT_USER)
+    except NoRuntime as e:
+        log(f"runner: error: {e}")
+        sys.exit(EXIT_NO_RUNTIME)
+    except KeyboardInterrupt:
+        log("runner: error: interrupted")
+        sys.exit(130)
+    except (OSError, MemoryError) as e:
+        if debug:
+            traceback.print_exc()
+        log(f"runner: error: {type(e).__name__}: {e}")
+        sys.exit(EXIT_USER if isinstance(e, OSError) else EXIT_INTERNAL)
+    except Exception as e:  # noqa: BLE001
+        if debug:
+            traceback.print_exc()
+        msg = str(e).splitlines()[0] if str(e) else ""
+        log(f"runner: error: internal error: {type(e).__name__}: {msg}")
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    cli()
