@@ -13,7 +13,7 @@ instead of 1x1.
 Quantization-friendly by construction: every activation is a module (ReLU6 /
 Hardswish / Hardsigmoid), Conv+BN+Act come as `ConvBNAct`, pooling is
 `AdaptiveAvgPool2d`, SE is `zoo.layers.SqueezeExcite`, and residual adds are
-plain tensors adds with no activation after them (linear bottlenecks).
+plain tensor adds with no activation after them (linear bottlenecks).
 """
 from __future__ import annotations
 
