@@ -1,0 +1,505 @@
+"""ShuffleNet V2's four guideline micro-benchmarks, on any android_bench target.
+
+    python -m android_bench.guidelines [--target local|qemu|ssh|adb] [--cpu cortex-a76]
+        [--host pi@board] [--only G1,G3] [--scales 1,2,4] [--size 56] [--width 1.0]
+        [--blocks 10] [--runs 30] [--warmup 5] [--threads 1] [--keep DIR] [--json]
+
+Ma, Zhang, Zheng and Sun, "ShuffleNet V2: Practical Guidelines for Efficient CNN
+Architecture Design", ECCV 2018, Section 2, derive four guidelines from small
+networks timed on a GPU and on an ARM phone; this module builds the same kind of
+networks with torch at run time, exports them to ONNX, times each with runner.py
+on the chosen target and prints the paper's tables (images/s at batch 1, as the
+paper's ARM columns, with the median latency in ms):
+
+  Table 1 (G1, equal channel width minimizes memory access cost): 10 blocks of two
+    1x1 convolutions c1 -> c2 -> c1; rows c1:c2 = 1:1, 1:2, 1:6, 1:12 with (c1, c2)
+    = (128,128), (90,180), (52,312), (36,432) for x1 -- c1*c2, hence FLOPs, held
+    constant; columns x1, x2, x4 scale both widths.
+  Table 2 (G2, excessive group convolution increases MAC): 10 1x1 group
+    convolutions c -> c; rows g = 1, 2, 4, 8 with c = 128, 180, 256, 360 for x1
+    (c^2/g constant); columns x1, x2, x4.
+  Table 3 (G3, network fragmentation reduces parallelism): 10 blocks, each of 1 to 4
+    1x1 convolutions in series or in parallel; rows 1-fragment, 2-fragment-series,
+    4-fragment-series, 2-fragment-parallel, 4-fragment-parallel; columns c = 64,
+    128, 256 (the paper's CPU columns). As in the paper, the other structures' channel
+    numbers are adjusted so that their FLOPs equal the 1-fragment's: k convolutions
+    in series run at width round(c / sqrt(k)); k parallel ones each map c -> c/k and
+    are concatenated (our construction of the paper's appendix figure).
+  Table 4 (G4, element-wise operations are non-negligible): 10 ResNet bottleneck
+    units (1x1 4c->c, 3x3 c->c, 1x1 c->4c), rows ReLU on/off x shortcut on/off;
+    columns c = 32, 64, 128.
+
+Column scale s picks x s (G1, G2), c = 64 s (G3) and c = 32 s (G4); the default
+--scales 1 runs only the first column. Feature maps are --size x --size (56, the
+paper's benchmark resolution), batch 1, no BatchNorm. --width multiplies every
+channel number (e.g. 0.25 to make emulation bearable; FLOP equality is then only
+approximate because of rounding). FLOPs ("MACs", multiply-accumulates) and the
+paper's memory access cost ("mem", elements read + written, weights included) of
+each network are computed here with zoo.cost's formulas and printed beside the speed.
+
+The paper's GPU columns (batches/s at batch 8) have no counterpart here: every
+target runs a CPU runtime at batch 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from zoo.util import ArmqError, cli_entry
+
+GUIDELINES = ("G1", "G2", "G3", "G4")
+TITLES = {
+    "G1": "Table 1 (G1): equal channel width minimizes memory access cost",
+    "G2": "Table 2 (G2): excessive group convolution increases memory access cost",
+    "G3": "Table 3 (G3): network fragmentation reduces degree of parallelism",
+    "G4": "Table 4 (G4): element-wise operations are non-negligible",
+}
+G1_RATIOS = {"1:1": (128, 128), "1:2": (90, 180), "1:6": (52, 312), "1:12": (36, 432)}
+G2_GROUPS = {1: 128, 2: 180, 4: 256, 8: 360}
+G3_STRUCTURES = ("1-fragment", "2-fragment-series", "4-fragment-series",
+                 "2-fragment-parallel", "4-fragment-parallel")
+G4_VARIANTS = ((True, True), (False, True), (True, False), (False, False))  # (relu, shortcut)
+
+
+class GuidelineError(ArmqError):
+    pass
+
+
+# ---- the micro-networks (pure arithmetic: widths and costs) ---------------------------------
+
+def _ch(c: float, multiple: int = 1) -> int:
+    """A channel count >= multiple, rounded to a multiple of `multiple`."""
+    return max(multiple, int(round(c / multiple)) * multiple)
+
+
+@dataclass
+class Conv:
+    """One convolution of a micro-network: in/out channels, kernel, groups."""
+    cin: int
+    cout: int
+    k: int = 1
+    groups: int = 1
+
+    def macs(self, hw: int) -> int:
+        from zoo.cost import conv_macs
+        return conv_macs((1, self.cout, hw, hw), (self.cout, self.cin // self.groups, self.k, self.k))
+
+    def memory_access(self, hw: int) -> int:
+        from zoo.cost import memory_access
+        w = self.cout * (self.cin // self.groups) * self.k * self.k
+        return memory_access([(1, self.cin, hw, hw)], (1, self.cout, hw, hw), w)
+
+
+@dataclass
+class Case:
+    guideline: str
+    row: str                  # the paper's row label ("1:6", "g=4", "2-fragment-series", ...)
+    scale: int                # column scale s
+    column: str               # the paper's column label ("x2", "c=128")
+    in_channels: int
+    size: int
+    blocks: int
+    spec: dict                # what build_model needs
+    convs: list[Conv] = field(default_factory=list)   # one block's convolutions
+    extra_mem: int = 0        # one block's element-wise/concat memory access (elements)
+    macs: int = 0
+    memory_access: int = 0
+
+    @property
+    def file_stem(self) -> str:
+        safe = self.row.replace(":", "-").replace("=", "").replace(" ", "_").replace("/", "_")
+        return f"{self.guideline.lower()}_{safe}_s{self.scale}"
+
+    def finish(self) -> "Case":
+        hw = self.size
+        self.macs = self.blocks * sum(c.macs(hw) for c in self.convs)
+        self.memory_access = self.blocks * (sum(c.memory_access(hw) for c in self.convs)
+                                            + self.extra_mem)
+        return self
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["convs"] = [asdict(c) for c in self.convs]
+        d["file_stem"] = self.file_stem
+        return d
+
+
+def g1_cases(scale: int, width: float, size: int, blocks: int) -> list[Case]:
+    out = []
+    for row, (c1, c2) in G1_RATIOS.items():
+        a, b = _ch(c1 * scale * width), _ch(c2 * scale * width)
+        out.append(Case("G1", row, scale, f"x{scale}", a, size, blocks,
+                        {"kind": "g1", "c1": a, "c2": b},
+                        [Conv(a, b), Conv(b, a)]).finish())
+    return out
+
+
+def g2_cases(scale: int, width: float, size: int, blocks: int) -> list[Case]:
+    out = []
+    for g, c in G2_GROUPS.items():
+        ch = _ch(c * scale * width, g)
+        out.append(Case("G2", f"g={g}", scale, f"x{scale}", ch, size, blocks,
+                        {"kind": "g2", "c": ch, "groups": g}, [Conv(ch, ch, 1, g)]).finish())
+    return out
+
+
+def g3_cases(scale: int, width: float, size: int, blocks: int) -> list[Case]:
+    c = _ch(64 * scale * width, 4)
+    out = []
+    for row in G3_STRUCTURES:
+        k = int(row[0])
+        if "parallel" in row:
+            convs = [Conv(c, c // k) for _ in range(k)]
+            extra = 2 * c * size * size     # concat: read the branches, write the block output
+            cin = c
+        elif k > 1:
+            cs = _ch(c / math.sqrt(k))
+            convs, extra, cin = [Conv(cs, cs) for _ in range(k)], 0, cs
+        else:
+            convs, extra, cin = [Conv(c, c)], 0, c
+        out.append(Case("G3", row, scale, f"c={c}", cin, size, blocks,
+                        {"kind": "g3", "c": cin, "k": k, "parallel": "parallel" in row},
+                        convs, extra).finish())
+    return out
+
+
+def g4_cases(scale: int, width: float, size: int, blocks: int) -> list[Case]:
+    c = _ch(32 * scale * width)
+    out = []
+    for relu, shortcut in G4_VARIANTS:
+        hw = size * size
+        convs = [Conv(4 * c, c), Conv(c, c, 3), Conv(c, 4 * c)]
+        # ReLU after each conv reads and writes its output; the shortcut add reads two
+        # tensors and writes one (zoo.cost counts them the same way when not fused).
+        extra = (2 * (c + c + 4 * c) * hw if relu else 0) + (3 * 4 * c * hw if shortcut else 0)
+        row = f"ReLU {'yes' if relu else 'no'}, shortcut {'yes' if shortcut else 'no'}"
+        out.append(Case("G4", row, scale, f"c={c}", 4 * c, size, blocks,
+                        {"kind": "g4", "c": c, "relu": relu, "shortcut": shortcut},
+                        convs, extra).finish())
+    return out
+
+
+CASE_BUILDERS: dict[str, Callable[[int, float, int, int], list[Case]]] = {
+    "G1": g1_cases, "G2": g2_cases, "G3": g3_cases, "G4": g4_cases}
+
+
+def make_cases(only: Sequence[str] = GUIDELINES, scales: Sequence[int] = (1,), width: float = 1.0,
+               size: int = 56, blocks: int = 10) -> list[Case]:
+    if size < 1 or blocks < 1 or width <= 0:
+        raise GuidelineError("--size, --blocks and --width must be positive")
+    bad = [g for g in only if g not in GUIDELINES]
+    if bad:
+        raise GuidelineError(f"unknown guideline {bad[0]} (G1, G2, G3, G4)")
+    bad_s = [s for s in scales if s < 1]
+    if bad_s:
+        raise GuidelineError("--scales must be positive integers (the paper's 1,2,4)")
+    return [c for g in only for s in scales for c in CASE_BUILDERS[g](s, width, size, blocks)]
+
+
+# ---- torch models and export ------------------------------------------------------------
+
+def build_model(case: Case):
+    """The torch network of a case (random weights; no BatchNorm)."""
+    import torch
+    from torch import nn
+
+    spec = case.spec
+
+    class G1Block(nn.Module):
+        def __init__(self, c1, c2):
+            super().__init__()
+            self.a = nn.Conv2d(c1, c2, 1, bias=False)
+            self.b = nn.Conv2d(c2, c1, 1, bias=False)
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    class G3Block(nn.Module):
+        def __init__(self, c, k, parallel):
+            super().__init__()
+            self.parallel = parallel
+            if parallel:
+                self.convs = nn.ModuleList(nn.Conv2d(c, c // k, 1, bias=False) for _ in range(k))
+            else:
+                self.convs = nn.ModuleList(nn.Conv2d(c, c, 1, bias=False) for _ in range(k))
+
+        def forward(self, x):
+            if self.parallel:
+                return torch.cat([conv(x) for conv in self.convs], dim=1)
+            for conv in self.convs:
+                x = conv(x)
+            return x
+
+    class Bottleneck(nn.Module):
+        def __init__(self, c, relu, shortcut):
+            super().__init__()
+            self.c1 = nn.Conv2d(4 * c, c, 1, bias=False)
+            self.c2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+            self.c3 = nn.Conv2d(c, 4 * c, 1, bias=False)
+            self.relu, self.shortcut = relu, shortcut
+
+        def forward(self, x):
+            act = torch.relu if self.relu else (lambda t: t)
+            y = self.c3(act(self.c2(act(self.c1(x)))))
+            if self.shortcut:
+                y = y + x
+            return act(y)
+
+    kind, n = spec["kind"], case.blocks
+    if kind == "g1":
+        layers = [G1Block(spec["c1"], spec["c2"]) for _ in range(n)]
+    elif kind == "g2":
+        layers = [nn.Conv2d(spec["c"], spec["c"], 1, groups=spec["groups"], bias=False)
+                  for _ in range(n)]
+    elif kind == "g3":
+        layers = [G3Block(spec["c"], spec["k"], spec["parallel"]) for _ in range(n)]
+    elif kind == "g4":
+        layers = [Bottleneck(spec["c"], spec["relu"], spec["shortcut"]) for _ in range(n)]
+    else:
+        raise GuidelineError(f"unknown micro-network kind {kind}")
+    torch.manual_seed(0)
+    model = nn.Sequential(*layers).eval()
+    with torch.no_grad():  # keep activations in a sane range through 10-40 layers
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.normal_(0.0, 1.0 / math.sqrt(fan_in))
+    return model
+
+
+def export_case(case: Case, out_dir: Path) -> Path:
+    import torch
+    import warnings
+
+    path = Path(out_dir) / f"{case.file_stem}.onnx"
+    model = build_model(case)
+    x = torch.zeros(1, case.in_channels, case.size, case.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["output"])
+    card = {"name": case.file_stem, "input": {"name": "input",
+                                             "shape": [1, case.in_channels, case.size, case.size]},
+            "cost": {"macs": case.macs, "memory_access": case.memory_access}}
+    # A minimal card for runner.py (input shape, cost); not an armq model card.
+    (Path(out_dir) / f"{case.file_stem}.json").write_text(json.dumps(card, indent=1))
+    return path
+
+
+# ---- running and tables -----------------------------------------------------------------
+
+@dataclass
+class Cell:
+    case: Case
+    median_ms: float | None = None
+    ci_ms: list[float] | None = None
+    instructions: float | None = None
+    error: str | None = None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return 1000.0 / self.median_ms if self.median_ms else None
+
+    def to_dict(self) -> dict:
+        return {**self.case.to_dict(), "median_ms": self.median_ms, "median_ci95_ms": self.ci_ms,
+                "images_per_s": self.images_per_s, "instructions": self.instructions,
+                "error": self.error}
+
+
+def cells_from_results(cases: Sequence[Case], results: Sequence[dict],
+                       failures: Sequence[dict] = ()) -> list[Cell]:
+    """Match runner results (by model file name) back to the cases."""
+    from .compare import instructions_per_inference
+
+    by_file = {str((r.get("model") or {}).get("file")): r for r in results}
+    err_by_file = {Path(str(f.get("model"))).name: str(f.get("error")) for f in failures}
+    cells = []
+    for c in cases:
+        fname = f"{c.file_stem}.onnx"
+        r = by_file.get(fname)
+        if r is None:
+            cells.append(Cell(c, error=err_by_file.get(fname, "no result")))
+            continue
+        tm = r.get("timing_ms") or {}
+        cells.append(Cell(c, median_ms=tm.get("median"), ci_ms=tm.get("median_ci95"),
+                          instructions=instructions_per_inference(r)))
+    return cells
+
+
+def _fmt_count(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(int(n))
+
+
+def format_tables(cells: Sequence[Cell], where: str = "", emulated: bool = False) -> str:
+    """One table per guideline: rows as in the paper, one column per scale, cells
+    'images/s (ms)'; the first column's widths, MACs and memory access on the left."""
+    lines = []
+    if where:
+        lines.append(f"target: {where}" + ("  [EMULATED: times are emulation time; compare "
+                                          "instruction counts, not ms]" if emulated else ""))
+    for g in GUIDELINES:
+        gc = [c for c in cells if c.case.guideline == g]
+        if not gc:
+            continue
+        rows = list(dict.fromkeys(c.case.row for c in gc))
+        scales = sorted({c.case.scale for c in gc})
+        first = {c.case.row: c for c in gc if c.case.scale == scales[0]}
+        col_names = []
+        for s in scales:
+            lab = next(c.case.column for c in gc if c.case.scale == s)
+            col_names.append(f"{lab} img/s (ms)")
+        head = ["", f"widths @{next(iter(first.values())).case.column}", "MACs", "mem", *col_names]
+        if any(c.instructions for c in gc):
+            head.append("instr./inf.")
+        body = []
+        for row in rows:
+            f = first.get(row)
+            widths = ""
+            if f is not None:
+                sp = f.case.spec
+                widths = {"g1": lambda: f"({sp['c1']},{sp['c2']})", "g2": lambda: f"c={sp['c']}",
+                          "g3": lambda: f"c={sp['c']}", "g4": lambda: f"c={sp['c']}"}[sp["kind"]]()
+            out = [row, widths, _fmt_count(f.case.macs) if f else "",
+                   _fmt_count(f.case.memory_access) if f else ""]
+            for s in scales:
+                cell = next((c for c in gc if c.case.row == row and c.case.scale == s), None)
+                if cell is None or cell.median_ms is None:
+                    out.append("failed" if cell is not None and cell.error else "-")
+                else:
+                    out.append(f"{cell.images_per_s:.1f} ({cell.median_ms:.2f})")
+            if len(head) > len(out):
+                instr = f.instructions if f else None
+                out.append(_fmt_count(instr) if instr else "-")
+            body.append(out)
+        w = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+        lines.append("")
+        lines.append(TITLES[g])
+        lines.append("  " + "  ".join(h.ljust(w[i]) if i < 2 else h.rjust(w[i])
+                                      for i, h in enumerate(head)))
+        lines.append("  " + "  ".join("-" * x for x in w))
+        for r in body:
+            lines.append("  " + "  ".join(v.ljust(w[i]) if i < 2 else v.rjust(w[i])
+                                          for i, v in enumerate(r)))
+        for c in gc:
+            if c.error:
+                lines.append(f"  failed: {c.case.row} ({c.case.column}): {c.error}")
+    lines.append("")
+    lines.append("img/s = 1000 / median ms at batch 1. MACs: multiply-accumulates; mem: memory "
+                 "access cost in elements (ShuffleNet V2's MAC).")
+    return "\n".join(lines)
+
+
+def run_guidelines(cases: Sequence[Case], target, config, work_dir: Path,
+                   progress: Callable[[str], None] | None = None) -> tuple[list[Cell], str | None]:
+    """Export every case, run them all on `target`; returns the cells and the first error
+    (finished cases are kept when some fail)."""
+    from .targets.base import PartialResults
+
+    paths = []
+    for i, c in enumerate(cases):
+        if progress:
+            progress(f"exporting {c.file_stem} ({i + 1}/{len(cases)})")
+        paths.append(export_case(c, work_dir))
+    try:
+        results, failures, err = target.run(paths, config, progress), [], None
+    except PartialResults as e:
+        results, failures, err = e.results, e.failures, str(e)
+    return cells_from_results(cases, results, failures), err
+
+
+def _target_options(a):
+    from .targets.base import TargetOptions
+    extra = {k: getattr(a, k) for k in ("ssh_key", "ssh_port", "ssh_strict", "known_hosts",
+                                        "connect_timeout", "benchmark_binary", "adb_python",
+                                        "adb")
+             if getattr(a, k, None) is not None}
+    return TargetOptions(cpu=a.cpu, host=a.host, serial=a.serial, python=a.python,
+                         remote_dir=a.remote_dir, extra=extra)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .targets import KINDS, make_target
+    from .targets.base import BenchConfig
+
+    ap = argparse.ArgumentParser(prog="python -m android_bench.guidelines",
+                                 description="ShuffleNet V2 guideline micro-benchmarks "
+                                             "(Ma et al., ECCV 2018, Sec. 2, Tables 1-4)")
+    ap.add_argument("--target", choices=KINDS, default="local")
+    ap.add_argument("--cpu", help="qemu: emulated CPU model (e.g. cortex-a76)")
+    ap.add_argument("--host", help="ssh: user@board[:port]")
+    ap.add_argument("--serial", help="adb: device serial")
+    ap.add_argument("--python", help="interpreter on the target (default python3)")
+    ap.add_argument("--remote-dir", help="scratch folder on the target")
+    ap.add_argument("--only", default="G1,G2,G3,G4", help="guidelines to run (default all)")
+    ap.add_argument("--scales", default="1",
+                    help="column scales, comma-separated (paper: 1,2,4; default 1)")
+    ap.add_argument("--size", type=int, default=56, help="feature map size (default 56)")
+    ap.add_argument("--width", type=float, default=1.0, help="channel multiplier (default 1)")
+    ap.add_argument("--blocks", type=int, default=10, help="blocks per network (default 10)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--timeout", type=float, help="seconds per network (default: the target's)")
+    ap.add_argument("--keep", help="keep the generated ONNX models in this folder")
+    ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                    help="write the results as JSON (to FILE, or stdout without one)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    try:
+        from .targets.ssh import add_arguments as ssh_args
+        ssh_args(ap)
+    except ImportError:
+        pass
+    try:
+        from .targets.adb import add_arguments as adb_args
+        adb_args(ap)
+    except ImportError:
+        pass
+    a = ap.parse_args(argv)
+    try:
+        scales = [int(s) for s in a.scales.split(",") if s.strip()]
+    except ValueError:
+        raise GuidelineError(f"--scales {a.scales!r}: comma-separated integers") from None
+    only = [g.strip().upper() for g in a.only.split(",") if g.strip()]
+    cases = make_cases(only, scales, a.width, a.size, a.blocks)
+    config = BenchConfig(threads=a.threads, warmup=a.warmup, runs=a.runs, timeout_s=a.timeout,
+                         runtime="onnxruntime").validate()
+    target = make_target(a.target, _target_options(a))
+    progress = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    if a.keep:
+        work = Path(a.keep)
+        work.mkdir(parents=True, exist_ok=True)
+        cells, err = run_guidelines(cases, target, config, work, progress)
+    else:
+        with tempfile.TemporaryDirectory(prefix="armq-guidelines-") as tmp:
+            cells, err = run_guidelines(cases, target, config, Path(tmp), progress)
+    desc = target.describe()
+    where = " ".join(str(v) for k, v in desc.items() if k in ("kind", "host", "cpu", "serial") and v)
+    doc: dict[str, Any] = {"format": "armq-guidelines/1", "target": desc,
+                           "config": {"size": a.size, "width": a.width, "blocks": a.blocks,
+                                      "scales": scales, **config.to_dict()},
+                           "cells": [c.to_dict() for c in cells], "error": err}
+    if a.json == "-":
+        print(json.dumps(doc, indent=2))
+    else:
+        if a.json:
+            from zoo.util import atomic_output
+            with atomic_output(a.json, "w") as f:
+                json.dump(doc, f, indent=2)
+        print(format_tables(cells, where, bool(desc.get("emulated"))))
+    if err:
+        raise GuidelineError(err)
+    return 0
+
+
+if __name__ == "__main__":
+    cli_entry(main, "android_bench.guidelines")
