@@ -160,10 +160,11 @@ def system_info() -> dict:
 
 def int8_warnings(cpu: dict, is_int8: bool) -> list[str]:
     w = []
+    if not is_int8:
+        return w
     if cpu["machine"] in ("aarch64", "arm64") and not cpu["features"].get("dotprod"):
         w.append("CPU has no dot-product instructions (asimddp): INT8 kernels fall back to "
-                 "slower widening multiplies; do not expect a large INT8 speed-up"
-                 + (" for this INT8 model" if is_int8 else ""))
+                 "slower widening multiplies; do not expect a large INT8 speed-up")
     if cpu["machine"] in ("armv7l", "armv8l"):
         w.append("32-bit ARM userland: runtimes use 32-bit kernels; INT8 speed-ups are limited")
     return w
@@ -637,7 +638,7 @@ def main(argv=None) -> int:
             infer(i)
     markers.close()
 
-    timing = {"init": init_ms, "first": first_ms, "warmup_total": warm_ms,
+    timing = {"clock": "wall", "init": init_ms, "first": first_ms, "warmup_total": warm_ms,
               "warmup_runs": a.warmup, **summarize(times)}
     profile = be.profile(samples[0], min(a.runs, 20)) if a.profile else None
 

@@ -214,7 +214,8 @@ def check_runner_exit(rc: int, stderr: str, model: str, where: str) -> None:
 
 def run_process(argv: Sequence[str], timeout_s: float, *, what: str,
                 env: dict | None = None, cwd: str | os.PathLike | None = None,
-                on_timeout: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
+                on_timeout: Callable[[], None] | None = None,
+                preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
     """Run a host process (the runner, ssh, adb, qemu) with a hard time limit.
 
     The child gets its own process group, so a hang kills it and its children.
@@ -224,7 +225,8 @@ def run_process(argv: Sequence[str], timeout_s: float, *, what: str,
     try:
         proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, env=env, cwd=cwd, text=True,
-                                errors="replace", start_new_session=True)
+                                errors="replace", start_new_session=True,
+                                preexec_fn=preexec_fn)
     except FileNotFoundError:
         raise TargetUnavailable(f"{argv[0]} not found (needed for {what})") from None
     try:
@@ -296,6 +298,15 @@ class Target(ABC):
     kind: ClassVar[str] = "?"
     emulated: ClassVar[bool] = False
     default_timeout_s: ClassVar[float] = 900.0
+    # What the CLI uses when the user gives no --warmup/--runs (emulation is slow).
+    default_warmup: ClassVar[int] = 10
+    default_runs: ClassVar[int] = 100
+    # Set by run(): progress messages (setup steps, copies) go here; None = quiet.
+    progress: Callable[[str], None] | None = None
+
+    def say(self, msg: str) -> None:
+        if self.progress:
+            self.progress(msg)
 
     def describe(self) -> dict:
         """The "target" section of every result: kind, emulated, and transport details."""
@@ -319,6 +330,7 @@ class Target(ABC):
         if anything failed."""
         config.validate()
         models = resolve_models(model_paths)
+        self.progress = progress
         self.check()
         results: list[dict] = []
         failures: list[dict] = []
@@ -334,11 +346,13 @@ class Target(ABC):
                 failures.append({"model": str(m.path), "error": str(e)})
                 failures += [{"model": str(x.path), "error": "not run"} for x in models[i + 1:]]
                 break
-            if progress and len(results) and results[-1]["model"]["host_path"] == str(m.path):
-                progress(f"    done in {time.monotonic() - t0:.1f} s")
+            else:
+                self.say(f"    done in {time.monotonic() - t0:.1f} s")
         if failures:
             first = next(f for f in failures if f["error"] != "not run")
             n_ok = len(results)
-            raise PartialResults(f"{first['error']} ({n_ok} of {len(models)} models finished, "
-                                 f"results kept)", results, failures)
+            tail = (f"{n_ok} of {len(models)} models finished, their results kept" if n_ok
+                    else "no model finished") if len(models) > 1 else ""
+            raise PartialResults(first["error"] + (f" ({tail})" if tail else ""),
+                                 results, failures)
         return results

@@ -1,0 +1,175 @@
+"""python -m android_bench: benchmark models on a target, print a table, write JSON.
+
+    python -m android_bench --model artifacts/x.onnx [artifacts/x.int8.onnx ...]
+        [--target local|qemu|ssh|adb] [--cpu cortex-a53|cortex-a72|cortex-a76|neoverse-n1|max]
+        [--host user@board] [--threads 1] [--warmup N] [--runs N] [--profile]
+        [--inputs x.npy] [--outputs-dir DIR] [--json out.json] [--timeout S]
+
+--warmup/--runs default to 10/100, or 1/5 on qemu (emulation is slow and its
+instruction counts need few runs). The JSON ("armq-bench-results/1") holds one
+result per model (runner.py's JSON plus "target", and "instructions" on qemu);
+models that finished are kept when a later one fails, and the command then exits
+non-zero with a one-line error.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from typing import Sequence
+
+from zoo.util import atomic_output, cli_entry
+
+from .targets import KINDS, make_target
+from .targets.base import BenchConfig, BenchError, PartialResults, TargetOptions
+
+RESULTS_FORMAT = "armq-bench-results/1"
+PROG = "python -m android_bench"
+
+
+def _fmt_ms(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 1000 else f"{v:.0f}"
+
+
+def _fmt_count(n) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else str(int(n))
+
+
+def format_table(results: Sequence[dict], failures: Sequence[dict] = ()) -> str:
+    """One row per model; emulated results are flagged in the heading and per row."""
+    head = ["model", "runtime", "thr", "median ms", "95% CI", "p90", "mean±std", "init ms",
+            "first ms", "instr/inf", ""]
+    rows = []
+    emulated = any(r.get("target", {}).get("emulated") for r in results)
+    for r in results:
+        t, rt, tm = r.get("target", {}), r.get("runtime", {}), r.get("timing_ms", {})
+        ins = r.get("instructions") or {}
+        ci = tm.get("median_ci95") or [None, None]
+        flags = []
+        if t.get("emulated"):
+            flags.append("EMULATED")
+        if r.get("warnings") and any("dot-product" in w for w in r["warnings"]):
+            flags.append("no-dotprod")
+        rows.append([r["model"].get("file", "?"),
+                     f"{rt.get('name', '?')} {rt.get('version', '')}".strip(),
+                     str(rt.get("threads", "?")), _fmt_ms(tm.get("median")),
+                     f"{_fmt_ms(ci[0])}-{_fmt_ms(ci[1])}", _fmt_ms(tm.get("p90")),
+                     f"{_fmt_ms(tm.get('mean'))}±{_fmt_ms(tm.get('std'))}",
+                     _fmt_ms(tm.get("init")), _fmt_ms(tm.get("first")),
+                     _fmt_count(ins.get("per_inference")), " ".join(flags)])
+    for f in failures:
+        rows.append([f["model"].rsplit("/", 1)[-1], "FAILED", "", "", "", "", "", "", "", "",
+                     f["error"][:60]])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(head)]
+    lines = []
+    if results:
+        t = results[0].get("target", {})
+        where = t.get("kind", "?") + (f" {t['cpu']}" if t.get("cpu") else "") + \
+            (f" {t['host']}" if t.get("host") and t.get("kind") != "local" else "")
+        cpu = results[0].get("system", {}).get("cpu", {})
+        feats = ",".join(k for k, v in (cpu.get("features") or {}).items() if v) or "-"
+        lines.append(f"target: {where}; cpu: {cpu.get('model', '?')} [{feats}]")
+    if emulated:
+        lines.append("EMULATED (QEMU): milliseconds are emulation time on this host, NOT board "
+                     "latency; compare instr/inf (guest instructions per inference)")
+    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
+    lines.append("  ".join("-" * w for w in widths[:-1]))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    warns = sorted({w for r in results for w in r.get("warnings", [])
+                    if not w.startswith("emulated:")})
+    lines += [f"warning: {w}" for w in warns]
+    return "\n".join(lines)
+
+
+def _add_transport_args(ap: argparse.ArgumentParser) -> None:
+    for mod in ("ssh", "adb"):
+        try:
+            m = __import__(f"android_bench.targets.{mod}", fromlist=["add_arguments"])
+        except ImportError:
+            continue
+        add = getattr(m, "add_arguments", None)
+        if add:
+            add(ap)
+
+
+def _target_options(a: argparse.Namespace) -> TargetOptions:
+    known = {"model", "target", "cpu", "host", "serial", "python", "remote_dir", "threads",
+             "warmup", "runs", "profile", "json", "inputs", "outputs_dir", "runtime", "seed",
+             "timeout", "no_icount", "quiet"}
+    extra = {k: v for k, v in vars(a).items() if k not in known and v is not None}
+    extra["icount"] = not a.no_icount
+    return TargetOptions(cpu=a.cpu, host=a.host, serial=a.serial, python=a.python,
+                         remote_dir=a.remote_dir, extra=extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", nargs="+", action="extend", required=True,
+                    help=".onnx / .tflite files (cards beside them are used)")
+    ap.add_argument("--target", choices=KINDS, default="local")
+    ap.add_argument("--cpu", help="qemu: cortex-a53, cortex-a72, cortex-a76 (default), "
+                                  "neoverse-n1 or max")
+    ap.add_argument("--host", help="ssh: user@board")
+    ap.add_argument("--serial", help="adb: device serial")
+    ap.add_argument("--python", help="interpreter that runs runner.py (default: this one "
+                                     "locally, python3 on a board)")
+    ap.add_argument("--remote-dir", help="scratch folder on the target")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--warmup", type=int, help="untimed runs (default 10; qemu 1)")
+    ap.add_argument("--runs", type=int, help="timed runs (default 100; qemu 5)")
+    ap.add_argument("--profile", action="store_true", help="per-op profile by op type")
+    ap.add_argument("--inputs", help=".npy of preprocessed inputs (default: seeded random)")
+    ap.add_argument("--outputs-dir", help="save each model's outputs here as .npy")
+    ap.add_argument("--runtime", default="auto",
+                    choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime"])
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    ap.add_argument("--timeout", type=float, help="seconds per model (default: the target's)")
+    ap.add_argument("--no-icount", action="store_true",
+                    help="qemu: no instruction counting (no plugin build)")
+    ap.add_argument("--json", help="write all results here (atomically)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_transport_args(ap)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    target = make_target(a.target, _target_options(a))
+    config = BenchConfig(threads=a.threads,
+                         warmup=a.warmup if a.warmup is not None else target.default_warmup,
+                         runs=a.runs if a.runs is not None else target.default_runs,
+                         profile=a.profile, inputs=a.inputs, save_outputs=bool(a.outputs_dir),
+                         out_dir=a.outputs_dir, runtime=a.runtime, seed=a.seed,
+                         timeout_s=a.timeout)
+    progress = None if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    error: PartialResults | None = None
+    try:
+        results, failures = target.run(a.model, config, progress), []
+    except PartialResults as e:
+        results, failures, error = e.results, e.failures, e
+    doc = {"format": RESULTS_FORMAT,
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": [PROG, *(sys.argv[1:] if argv is None else argv)],
+           "target": target.describe(), "config": config.to_dict(),
+           "results": results, "failures": failures}
+    if a.json and (results or not failures):
+        with atomic_output(a.json, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+    if results or failures:
+        print(format_table(results, failures))
+    if a.json and results:
+        print(f"results: {a.json}" + (" (finished models only)" if failures else ""))
+    if error is not None:
+        raise BenchError(str(error))
+    return 0
+
+
+def entry(argv: Sequence[str] | None = None) -> None:
+    cli_entry(main, PROG, argv)
