@@ -176,7 +176,8 @@ def prepare(args: argparse.Namespace, prog: str) -> Prepared:
                 notes.append(f"weights were trained at {trained} px, exported at {data.input_size} px")
                 source["trained_input_size"] = trained
     else:
-        source = {"weights": "random", "seed": RANDOM_SEED}
+        randomize_norms(model)
+        source = dict(RANDOM_SOURCE)
         if not args.random_weights:
             notes.append(f"no shipped or given weights for {variant.tag}: exporting random-init "
                          "weights (accuracy is meaningless; pass --weights)")
@@ -259,13 +260,42 @@ def _prepare_model_py(args, prog: str, flags: dict, ck: LoadedCheckpoint | None)
         load_weights(model, ck.data["state_dict"], f"checkpoint {ck.path}")
         source = {**_source_of(ck, False), **builder}
     else:
-        source = {"weights": "random", "seed": RANDOM_SEED, **builder}
+        randomize_norms(model)
+        source = {**RANDOM_SOURCE, **builder}
         if not args.random_weights:
             notes.append(f"no --weights for {name}: exporting random-init weights")
     for n in notes:
         warn(prog, n)
     model.eval()
     return Prepared(model, variant, data, source, notes)
+
+
+def randomize_norms(model, seed: int = RANDOM_SEED) -> None:
+    """Give every BatchNorm random affine params and running stats.
+
+    Fresh zoo models zero-init some BN scales (residual branches start as
+    identity) and have mean 0 / var 1 stats: converters then fold whole branches
+    into constants, so the exported graph, its op counts and its speed would not be
+    those of a trained model. Random-weight exports use this instead.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.num_features:
+                n = m.num_features
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                if m.running_mean is not None:
+                    m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                    m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+
+
+RANDOM_SOURCE = {"weights": "random", "seed": RANDOM_SEED,
+                 "init": "zoo init, BatchNorm params and stats randomized"}
 
 
 # ---- parity images -------------------------------------------------------------------------
