@@ -1,0 +1,192 @@
+"""Shared vocabulary of the quant stage: backends, calibration methods, model lookup.
+
+Torch-free and onnxruntime-free, so a CLI can check every user input (paths,
+cards, labels) before the heavy imports and fail with one line.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Iterator
+
+from export.card import CardError, ModelCard, card_path_for, load_card
+from zoo.config import DataConfig
+from zoo.util import ArmqError
+
+
+class QuantError(ArmqError):
+    """A user-fixable problem in the quant stage (printed as one line)."""
+
+
+class Backend(str, Enum):
+    """Which runtime the INT8 model is made for."""
+
+    ORT = "ort"          # ONNX Runtime, QDQ ONNX
+    TFLITE = "tflite"    # LiteRT / TFLite flatbuffer, full-integer
+    ALL = "all"
+
+    @property
+    def float_key(self) -> str:
+        return {Backend.ORT: "onnx", Backend.TFLITE: "tflite"}[self]
+
+    @property
+    def int8_key(self) -> str:
+        return {Backend.ORT: "onnx_int8", Backend.TFLITE: "tflite_int8"}[self]
+
+    @property
+    def suffix(self) -> str:
+        return {Backend.ORT: ".onnx", Backend.TFLITE: ".tflite"}[self]
+
+
+CONCRETE_BACKENDS = (Backend.ORT, Backend.TFLITE)
+
+
+class Method(str, Enum):
+    """How activation ranges are picked from the calibration images."""
+
+    MINMAX = "minmax"          # observed min/max
+    ENTROPY = "entropy"        # KL-divergence optimal clipping (TensorRT style)
+    PERCENTILE = "percentile"  # clip the outer PERCENTILE tails
+    AUTO = "auto"              # try the three, keep the best on held-out images
+
+
+CONCRETE_METHODS = (Method.MINMAX, Method.ENTROPY, Method.PERCENTILE)
+# Percentile kept on each side of an activation histogram (percentile method).
+PERCENTILE = 99.999
+
+
+def backend_for_path(path: Path) -> Backend | None:
+    s = path.name.lower()
+    if s.endswith(".onnx"):
+        return Backend.ORT
+    if s.endswith(".tflite"):
+        return Backend.TFLITE
+    return None
+
+
+def is_int8_file(path: Path) -> bool:
+    return ".int8." in path.name
+
+
+def data_config(card: ModelCard) -> DataConfig:
+    """The model's preprocessing, from its card only (never re-typed)."""
+    pre = card.preprocessing
+    try:
+        return DataConfig(
+            dataset=str(pre.get("dataset", "custom")),
+            input_size=int(pre["input_size"]),
+            num_classes=int(pre.get("num_classes", len(card.class_names))),
+            mean=tuple(float(v) for v in pre["mean"]),
+            std=tuple(float(v) for v in pre["std"]),
+            resize=int(pre["resize"]),
+            interpolation=str(pre.get("interpolation", "bilinear")),
+            class_names=tuple(card.class_names),
+        )
+    except (TypeError, ValueError, KeyError) as e:
+        raise QuantError(f"model card {card.name}: unusable preprocessing ({e})") from None
+
+
+@dataclass
+class ModelRef:
+    """One model to work on: its card and where the card lives."""
+
+    card: ModelCard
+    card_path: Path
+    given: Path | None = None      # the model file the user named, if any
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    def artifact(self, key: str) -> Path | None:
+        if key not in self.card.artifacts:
+            return None
+        p = self.card.artifact_path(self.card_path, key)
+        return p if p.is_file() else None
+
+
+def _card_for_model_file(p: Path) -> ModelRef:
+    if not p.is_file():
+        raise QuantError(f"model {p} does not exist")
+    cp = card_path_for(p)
+    if not cp.is_file():
+        raise QuantError(f"model {p} has no model card ({cp.name} is missing beside it; "
+                         f"export it with `python -m export.onnx`)")
+    return ModelRef(load_card(cp), cp, p)
+
+
+def resolve_models(model: str | None, search_dir: Path) -> list[ModelRef]:
+    """--model as a file (x.onnx / x.tflite / x.json), a name in search_dir, or every card there."""
+    if model:
+        p = Path(model)
+        if p.suffix.lower() in (".onnx", ".tflite"):
+            return [_card_for_model_file(p)]
+        if p.suffix.lower() == ".json":
+            if not p.is_file():
+                raise QuantError(f"model card {p} does not exist")
+            return [ModelRef(load_card(p), p)]
+        if p.is_dir():
+            raise QuantError(f"--model {p} is a folder; name a model file or a model name")
+        cp = search_dir / f"{model}.json"
+        if not cp.is_file():
+            raise QuantError(f"no model '{model}' in {search_dir} ({cp.name} not found)")
+        return [ModelRef(load_card(cp), cp)]
+    if not search_dir.is_dir():
+        raise QuantError(f"no --model given and {search_dir} does not exist "
+                         f"(run `python -m export.onnx` first)")
+    refs = []
+    for cp in sorted(search_dir.glob("*.json")):
+        try:
+            refs.append(ModelRef(load_card(cp), cp))
+        except CardError:
+            continue  # other JSON files (reports, caches) are not cards
+    if not refs:
+        raise QuantError(f"no model cards in {search_dir} (run `python -m export.onnx` first)")
+    return refs
+
+
+def check_labels(found: tuple[str, ...] | list[str], card: ModelCard, source: str) -> None:
+    """Every class folder of a labelled data set must be one of the model's classes."""
+    known = set(card.class_names)
+    unknown = [c for c in found if c not in known]
+    if unknown:
+        preview = ", ".join(card.class_names[:5]) + (", ..." if len(card.class_names) > 5 else "")
+        raise QuantError(f"{source}: class folder '{unknown[0]}' is not a class of {card.name} "
+                         f"({len(unknown)} unknown of {len(found)}; the model's classes: {preview})")
+
+
+def one_line_warnings(prog: str) -> None:
+    """Print Python warnings as `prog: warning: message`, one line each."""
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        print(f"{prog}: warning: {str(message).splitlines()[0]}", file=file or sys.stderr)
+    warnings.showwarning = show
+
+
+@contextlib.contextmanager
+def captured_native_output() -> Iterator[list[str]]:
+    """Send fd 1/2 (C++ logging of converters) to a temp file; yields a list that
+    receives the captured lines afterwards, for error messages."""
+    lines: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        try:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            yield lines
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            tmp.seek(0)
+            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())

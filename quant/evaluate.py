@@ -1,0 +1,128 @@
+"""Evaluate an exported model on a labelled ImageFolder: top-1/top-5, top-1
+agreement with the float model and output SQNR.
+
+    python -m quant.evaluate --model artifacts/x.int8.onnx --data ../shared/data/cifar10/test.tar
+    python -m quant.evaluate --model artifacts/x.int8.tflite --ref artifacts/x.tflite \
+        --data DIR --limit 1000 --json
+
+The model card beside the model gives the preprocessing and the class names;
+the data's class folders must be classes of the model. Without --ref, an INT8
+model is compared with the float model of its card (same format, else ONNX).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from zoo.util import cli_entry
+
+from .common import (Backend, ModelRef, QuantError, backend_for_path, is_int8_file,
+                     one_line_warnings, resolve_models)
+
+PROG = "quant.evaluate"
+
+
+def run_model(path: Path, x: np.ndarray, desc: str | None = None, arm: bool = True) -> np.ndarray:
+    """Logits of `path` on preprocessed images, with a progress bar."""
+    from tqdm import tqdm
+
+    from .runners import open_runner
+
+    runner = open_runner(path, arm=arm)
+    step = max(runner.batch or 0, 64 if runner.batch is None else runner.batch * 32)
+    outs = []
+    with tqdm(total=len(x), desc=desc or path.name, unit="img", leave=False,
+              disable=not sys.stderr.isatty() and desc is None) as bar:
+        for i in range(0, len(x), step):
+            outs.append(runner(x[i:i + step]))
+            bar.update(len(outs[-1]))
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def default_ref(ref: ModelRef, model: Path) -> Path | None:
+    """The float model an INT8 file is compared with: same format first, else ONNX."""
+    if not is_int8_file(model):
+        return None
+    b = backend_for_path(model)
+    for key in ([b.float_key] if b else []) + ["onnx", "tflite"]:
+        p = ref.artifact(key)
+        if p is not None:
+            return p
+    return None
+
+
+def format_table(rows: list[dict]) -> str:
+    """One fixed-width table: model, backend, precision, method, top1, top5, agree, SQNR, n."""
+    cols = [("model", "model", "{}"), ("backend", "backend", "{}"), ("precision", "precision", "{}"),
+            ("method", "method", "{}"), ("top1", "top1 %", "{:.2f}"), ("top5", "top5 %", "{:.2f}"),
+            ("agreement", "agree %", "{:.2f}"), ("sqnr_db", "SQNR dB", "{:.1f}"),
+            ("drop", "drop pt", "{:+.2f}"), ("n", "n", "{}")]
+    cells = [[h for _, h, _ in cols]]
+    for r in rows:
+        line = []
+        for k, _, f in cols:
+            v = r.get(k)
+            line.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f.format(v))
+        cells.append(line)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(c[i].ljust(widths[i]) if i < 4 else c[i].rjust(widths[i])
+                               for i in range(len(cols))) for c in cells)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="x.onnx, x.int8.onnx, x.tflite or x.int8.tflite")
+    p.add_argument("--ref", help="float model to compare with (default: the card's float model)")
+    p.add_argument("--data", required=True, help="labelled ImageFolder: folder, .tar or .zip")
+    p.add_argument("--limit", type=int, help="use at most N images, spread over the classes")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--host-graph", action="store_true",
+                   help="ONNX: let onnxruntime build its x86 graph instead of the ARM64 one")
+    args = p.parse_args(argv)
+    one_line_warnings(PROG)
+    if args.limit is not None and args.limit < 1:
+        raise QuantError("--limit must be at least 1")
+
+    model = Path(args.model)
+    if backend_for_path(model) is None:
+        raise QuantError(f"--model {model}: expected a .onnx or .tflite file")
+    ref_model = resolve_models(str(model), model.parent)[0]
+    ref_path = Path(args.ref) if args.ref else default_ref(ref_model, model)
+    if ref_path is not None and not ref_path.is_file():
+        raise QuantError(f"--ref {ref_path} does not exist")
+    if ref_path is not None and backend_for_path(ref_path) is None:
+        raise QuantError(f"--ref {ref_path}: expected a .onnx or .tflite file")
+
+    from .calib import check_source, load_set
+
+    check_source(args.data, "--data")
+    images = load_set(args.data, ref_model.card, limit=args.limit, require_labels=True,
+                      what="--data")
+    t0 = time.perf_counter()
+    logits = run_model(model, images.x, model.name, arm=not args.host_graph)
+    seconds = time.perf_counter() - t0
+    ref_logits = run_model(ref_path, images.x, ref_path.name) if ref_path else None
+    from .metrics import summarize
+
+    res = summarize(logits, images.labels, ref_logits)
+    res.update(model=str(model), ref=str(ref_path) if ref_path else None, data=str(args.data),
+               skipped=images.skipped, seconds=round(seconds, 2))
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        b = backend_for_path(model)
+        row = dict(res, model=ref_model.name, backend=b.value if b else "?",
+                   precision="int8" if is_int8_file(model) else "fp32", method=None)
+        print(format_table([row]))
+    return 0
+
+
+if __name__ == "__main__":
+    cli_entry(main, PROG)

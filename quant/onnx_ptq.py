@@ -1,0 +1,339 @@
+"""ONNX Runtime backend: static QDQ INT8 with onnxruntime.quantization.
+
+Format: QDQ, int8 activations (asymmetric, zero point free) and int8 weights
+(symmetric, per output channel by default): "S8S8", the combination ORT's
+ARM64 kernels run natively.
+
+Why an S8S8 model can be slower than FP32 on an x86 host (and how this
+module avoids being fooled by it): ORT's CPU graph optimizer fuses
+DQ -> Conv -> Q into QLinearConv only when input and output have the same
+8-bit type. On x86 it first runs QDQS8ToU8Transformer (int8 is "not allowed"
+there, `session.qdqisint8allowed` defaults to 0), which rewrites each S8 Q->DQ
+*pair* to U8, but only where the Q feeds exactly one DQ. A tensor that fans out
+(a residual/shortcut input, a stride-2 unit feeding both the pooled shortcut and
+the branch, the stem) keeps an S8 Q with two DQs after EnsureUniqueDQForNodeUnit,
+so the conv producing it sees U8 in / S8 out and stays a float Conv wrapped in
+Q/DQ: on a small ShuffleNet 17 of 49 convs, with two extra memory passes each.
+On ARM64 int8 is allowed, nothing is rewritten and every conv, depthwise
+included, becomes QLinearConv. So:
+
+  * the audit and the evaluation build the session with
+    `session.qdqisint8allowed=1`, i.e. the graph an ARM64 CPU runs;
+  * `--activations uint8` writes a U8S8 model for x86 servers, which ORT
+    fuses completely and runs faster than FP32 there.
+
+Other details:
+  * quant_pre_process (symbolic shape inference + ORT basic optimization,
+    which folds BatchNorm) runs first;
+  * calibration runs in chunks through ORT's own calibrators (MinMax /
+    Entropy / Percentile) so that memory stays bounded, and is computed once
+    per method: the fallback loop re-quantizes from the cached ranges;
+  * Entropy uses a 512-bin histogram (ORT's default 128 bins leaves the KL
+    search a single candidate) and its symmetric threshold is clipped to the
+    observed range, so ReLU outputs keep all 256 levels;
+  * a Shape node reading a DequantizeLinear output is rewired to the int8
+    tensor, removing a whole-tensor DQ that only fed a shape query.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .common import Method, QuantError
+
+ORT_METHOD_NAMES = {Method.MINMAX: "MinMax", Method.ENTROPY: "Entropy",
+                    Method.PERCENTILE: "Percentile"}
+# Ops that do arithmetic; in float after ORT's optimizer they are float islands.
+COMPUTE_OPS = {"Conv", "FusedConv", "ConvTranspose", "Gemm", "MatMul", "FusedGemm", "FusedMatMul",
+               "Add", "Sub", "Mul", "Div", "AveragePool", "GlobalAveragePool", "MaxPool",
+               "Concat", "Sigmoid", "HardSigmoid", "HardSwish", "Relu", "Clip", "Softmax",
+               "ReduceMean", "Resize", "LeakyRelu", "Tanh", "Gelu", "QuickGelu", "Erf"}
+INT8_OPS_PREFIX = ("QLinear", "QGemm", "QAttention", "QEmbed", "MatMulInteger", "ConvInteger",
+                   "DynamicQuantize")
+CHUNK_BYTES = 64 << 20  # activations kept at once while calibrating (approx.)
+
+
+def model_input(path: str | Path) -> tuple[str, int | None, list]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    ins = [i for i in m.graph.input if i.name not in inits]
+    if len(ins) != 1:
+        raise QuantError(f"{path}: expected one image input, found {len(ins)}")
+    dims = ins[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+    n = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+    return ins[0].name, n, shape
+
+
+def preprocess(src: Path, dst: Path) -> dict:
+    """quant_pre_process: shape inference + ORT's basic optimizations (BN folding).
+    Falls back to shape inference only if the optimizer fails on the graph."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        return {"optimized": True}
+    except Exception:  # noqa: BLE001 - some graphs defeat symbolic shape inference
+        try:
+            quant_pre_process(str(src), str(dst), skip_optimization=False, skip_symbolic_shape=True)
+            return {"optimized": True, "symbolic_shape": False}
+        except Exception as e:  # noqa: BLE001
+            raise QuantError(f"{src}: onnxruntime cannot prepare the model for quantization "
+                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _chunk_images(x: np.ndarray, model_path: Path) -> int:
+    """Images per calibration chunk: the ORT calibrators keep every activation
+    of a chunk in memory, so budget by a rough activation size."""
+    per_image = int(np.prod(x.shape[1:])) * 4 * 60  # ~60 input-sized tensors per image
+    return int(max(4, min(len(x), CHUNK_BYTES // max(1, per_image))))
+
+
+def calibrate(pre: Path, x: np.ndarray, method: Method, input_name: str, batch: int | None,
+              workdir: Path, progress: Callable[[int], None] | None = None):
+    """Ranges of every float tensor, with ORT's calibrator for `method`."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    from .calib import make_reader
+
+    opts: dict = {}
+    if method is Method.ENTROPY:
+        opts = {"num_bins": 512, "num_quantized_bins": 128, "symmetric": False}
+    elif method is Method.PERCENTILE:
+        from .common import PERCENTILE
+        opts = {"num_bins": 2048, "percentile": PERCENTILE, "symmetric": True}
+    cal = create_calibrator(str(pre), None, augmented_model_path=str(workdir / "augmented.onnx"),
+                            calibrate_method=getattr(CalibrationMethod, ORT_METHOD_NAMES[method]),
+                            extra_options=opts)
+    step = _chunk_images(x, pre)
+    if batch:
+        step = max(batch, step // batch * batch)
+    for i in range(0, len(x), step):
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT prints per chunk
+            cal.collect_data(make_reader(input_name, x[i:i + step], batch or 16))
+        if progress:
+            progress(min(step, len(x) - i))
+    observed = {}
+    coll = getattr(cal, "collector", None)
+    if coll is not None:
+        observed = {k: (float(v[2]), float(v[3])) for k, v in coll.histogram_dict.items()}
+    with contextlib.redirect_stdout(io.StringIO()):
+        ranges = cal.compute_data()
+    if method is Method.ENTROPY:
+        _clip_to_observed(ranges, observed)
+    return ranges
+
+
+def _clip_to_observed(ranges, observed: dict[str, tuple[float, float]]) -> None:
+    """ORT's entropy threshold is symmetric (-t, t); a ReLU output never goes below 0,
+    so clip each range to what was seen: all 256 levels then cover real values."""
+    for name, (lo_seen, hi_seen) in observed.items():
+        if name not in ranges.data:
+            continue
+        td = ranges.data[name]
+        lo, hi = float(td.lowest), float(td.highest)
+        new_lo, new_hi = max(lo, lo_seen), min(hi, hi_seen)
+        if new_hi > new_lo:
+            td.lowest = np.array(new_lo, dtype=np.float32)
+            td.highest = np.array(new_hi, dtype=np.float32)
+
+
+def quantize(pre: Path, ranges, method: Method, out: Path, per_channel: bool = True,
+             activations: str = "int8", nodes_to_exclude: Sequence[str] = ()) -> None:
+    """Write the QDQ model for precomputed ranges (no calibration pass)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    with tempfile.TemporaryDirectory(prefix="armq-ort-") as td:
+        cache = Path(td) / "ranges.json"
+        save_tensors_data(copy.deepcopy(ranges), cache)
+        act = QuantType.QInt8 if activations == "int8" else QuantType.QUInt8
+        quantize_static(
+            str(pre), str(out), None,
+            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=False,
+            activation_type=act, weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude),
+            calibrate_method=getattr(CalibrationMethod, ORT_METHOD_NAMES[method]),
+            calibration_cache_path=str(cache),
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                           "ForceQuantizeNoInputCheck": True},
+        )
+    rewire_shape_queries(out)
+
+
+def rewire_shape_queries(path: Path) -> int:
+    """Shape(DequantizeLinear(q)) == Shape(q): read shapes from the int8 tensor and
+    drop DQ nodes left without consumers. Returns the number of DQs removed."""
+    import onnx
+
+    m = onnx.load(str(path))
+    g = m.graph
+    producer = {o: n for n in g.node for o in n.output}
+    changed = False
+    for n in g.node:
+        if n.op_type == "Shape" and n.input and n.input[0] in producer:
+            p = producer[n.input[0]]
+            if p.op_type == "DequantizeLinear":
+                n.input[0] = p.input[0]
+                changed = True
+    if not changed:
+        return 0
+    outputs = {o.name for o in g.output}
+    removed = 0
+    while True:
+        used = {i for n in g.node for i in n.input} | outputs
+        dead = [n for n in g.node if n.op_type == "DequantizeLinear" and n.output[0] not in used]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+            removed += 1
+    used = {i for n in g.node for i in n.input}
+    for init in list(g.initializer):
+        if init.name not in used and init.name not in outputs:
+            g.initializer.remove(init)
+    onnx.save(m, str(path))
+    return removed
+
+
+# ---- what really runs ------------------------------------------------------------------
+
+
+def runtime_graph(path: Path, arm: bool = True):
+    """The graph onnxruntime builds for `path` (ARM64 rules unless arm=False)."""
+    import onnx
+
+    from .runners import ort_session
+
+    with tempfile.TemporaryDirectory(prefix="armq-ortopt-") as td:
+        opt = Path(td) / "optimized.onnx"
+        ort_session(path, arm=arm, threads=1, optimized_path=opt)
+        return onnx.load(str(opt))
+
+
+def runtime_audit(path: Path, arm: bool = True) -> dict:
+    """Count what the CPU EP executes: int8 kernels vs float compute left over."""
+    from onnx import helper, numpy_helper
+
+    m = runtime_graph(path, arm)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    ops = Counter(n.op_type for n in g.node)
+    int8 = sum(v for k, v in ops.items() if k.startswith(INT8_OPS_PREFIX))
+    float_nodes = [n for n in g.node if n.op_type in COMPUTE_OPS]
+    dw_int8 = dw_float = 0
+    for n in g.node:
+        if n.op_type not in ("QLinearConv", "Conv", "FusedConv"):
+            continue
+        group = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "group"), 1)
+        w_name = n.input[3] if n.op_type == "QLinearConv" else n.input[1]
+        w = inits.get(w_name)
+        if w is None and w_name in producer and producer[w_name].op_type == "DequantizeLinear":
+            w = inits.get(producer[w_name].input[0])
+        if w is None or group <= 1:
+            continue
+        shape = numpy_helper.to_array(w).shape
+        if len(shape) == 4 and shape[1] == 1 and group == shape[0]:
+            if n.op_type == "QLinearConv":
+                dw_int8 += 1
+            else:
+                dw_float += 1
+    graph_outputs = {o.name for o in g.output}
+    dq_feeds = Counter()
+    for n in g.node:
+        for i in n.input:
+            if i in producer and producer[i].op_type == "DequantizeLinear" \
+                    and producer[i].input[0] not in inits and n.op_type != "QuantizeLinear":
+                dq_feeds[n.op_type] += 1
+    return {
+        "graph": "arm64 (session.qdqisint8allowed=1)" if arm else "host",
+        "int8_kernels": int8,
+        "float_compute": len(float_nodes),
+        "float_islands": sorted({f"{n.op_type}:{n.name}" for n in float_nodes})[:50],
+        "depthwise_int8": dw_int8,
+        "depthwise_float": dw_float,
+        "quantize_nodes": ops.get("QuantizeLinear", 0),
+        "dequantize_to_float": dict(dq_feeds),
+        "dequantize_to_output": sum(1 for o in graph_outputs if o in producer
+                                    and producer[o].op_type == "DequantizeLinear"),
+        "transposes": ops.get("Transpose", 0),
+        "ops": dict(sorted(ops.items())),
+    }
+
+
+# ---- per-layer debugging ------------------------------------------------------------------
+
+
+def layer_errors(pre: Path, qdq: Path, x: np.ndarray, input_name: str, batch: int | None,
+                 workdir: Path) -> list[dict]:
+    """Per-node SQNR between float and quantized activations (and weights), worst first.
+
+    For each node of the float graph whose output was quantized: `act_sqnr` is the
+    local quantization noise of its output (pre- vs post-QDQ inside the INT8 model),
+    `xmodel_sqnr` the accumulated error against the float model, `weight_sqnr` that
+    of its weight, `score` the smaller of the local ones.
+    """
+    import onnx
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    from .calib import make_reader
+
+    fa, qa = workdir / "float_aug.onnx", workdir / "qdq_aug.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):
+        dbg.modify_model_output_intermediate_tensors(str(pre), str(fa))
+        dbg.modify_model_output_intermediate_tensors(str(qdq), str(qa))
+        f_act = dbg.collect_activations(str(fa), make_reader(input_name, x, batch or 8))
+        q_act = dbg.collect_activations(str(qa), make_reader(input_name, x, batch or 8))
+        match = dbg.create_activation_matching(q_act, f_act)
+        match = {k: v for k, v in match.items() if "float" in v}
+        act_err = dbg.compute_activation_error(match)
+        w_err = dbg.compute_weight_error(dbg.create_weight_matching(str(pre), str(qdq)))
+    g = onnx.load(str(pre), load_external_data=False).graph
+    rows = []
+    for n in g.node:
+        out = n.output[0] if n.output else None
+        a = act_err.get(out, {}) if out else {}
+        w = [w_err[i] for i in n.input if i in w_err]
+        if not a and not w:
+            continue
+        local = [v for v in (a.get("qdq_err"), min(w) if w else None) if v is not None]
+        rows.append({"node": n.name, "op": n.op_type, "tensor": out,
+                     "act_sqnr": _r(a.get("qdq_err")), "xmodel_sqnr": _r(a.get("xmodel_err")),
+                     "weight_sqnr": _r(min(w)) if w else None,
+                     "score": _r(min(local)) if local else None})
+    rows.sort(key=lambda r: (r["score"] is None, r["score"] if r["score"] is not None else 0))
+    return rows
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 2)
+
+
+def exclusion_for(pre: Path, node_name: str) -> list[str]:
+    """Nodes to keep in float so `node_name` and its output stay float: the node itself
+    plus the data-movement/elementwise consumers of its output that would otherwise
+    re-quantize it (a Conv consumer keeps its own int8 input)."""
+    import onnx
+
+    g = onnx.load(str(pre), load_external_data=False).graph
+    nodes = {n.name: n for n in g.node}
+    if node_name not in nodes:
+        return [node_name]
+    out = set(nodes[node_name].output)
+    names = [node_name]
+    for n in g.node:
+        if out & set(n.input) and n.op_type in ("Relu", "Clip", "Add", "Mul", "Concat", "MaxPool",
+                                                "AveragePool", "Reshape", "Transpose", "Flatten"):
+            names.append(n.name)
+    return names

@@ -1,0 +1,154 @@
+"""Run an exported model (ONNX or TFLite, float or INT8) on preprocessed images.
+
+Every runner takes float32 NCHW batches, as the card's preprocessing makes
+them, and returns float32 logits: a full-integer TFLite model gets its input
+quantized and its output dequantized with the model's own parameters, an NHWC
+model gets a transpose. Fixed-batch models are fed in slices.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .common import Backend, QuantError, backend_for_path
+
+# Make ORT build the graph an ARM64 CPU builds: on x86 ORT otherwise rewrites
+# S8 Q/DQ pairs to U8 (QDQS8ToU8Transformer) and leaves the convs next to
+# fan-out tensors in float (see quant/onnx_ptq.py).
+ARM_INT8_CONFIG = {"session.qdqisint8allowed": "1"}
+
+
+def _threads() -> int:
+    return int(os.environ.get("ARMQ_THREADS", "0")) or min(4, os.cpu_count() or 1)
+
+
+def ort_session(path: str | Path, arm: bool = True, threads: int | None = None,
+                optimized_path: str | Path | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = threads or _threads()
+    so.inter_op_num_threads = 1
+    if arm:
+        for k, v in ARM_INT8_CONFIG.items():
+            so.add_session_config_entry(k, v)
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
+        # The NCHWc layout rewrite is x86-only; keep the saved graph portable.
+        so.add_session_config_entry("optimization.disable_specified_optimizers", "NchwcTransformer")
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise QuantError(f"onnxruntime cannot load {path}: {msg}") from None
+
+
+class OrtRunner:
+    def __init__(self, path: str | Path, arm: bool = True, threads: int | None = None):
+        self.path = Path(path)
+        self.sess = ort_session(path, arm, threads)
+        inp = self.sess.get_inputs()[0]
+        self.input_name = inp.name
+        n = inp.shape[0]
+        self.batch = n if isinstance(n, int) and n > 0 else None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        step = self.batch or 64
+        outs = []
+        for i in range(0, len(x), step):
+            xb = np.ascontiguousarray(x[i:i + step], np.float32)
+            if self.batch and len(xb) < self.batch:  # pad the last slice of a fixed batch
+                pad = np.zeros((self.batch - len(xb),) + xb.shape[1:], np.float32)
+                y = self.sess.run(None, {self.input_name: np.concatenate([xb, pad])})[0][:len(xb)]
+            else:
+                y = self.sess.run(None, {self.input_name: xb})[0]
+            outs.append(np.asarray(y, np.float32).reshape(len(xb), -1))
+        return np.concatenate(outs)
+
+
+def tflite_interpreter(path: str | Path, threads: int | None = None, delegates: bool = True):
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        raise QuantError("TFLite models need ai-edge-litert (pip install 'armq[tflite]')") from None
+    kw = {} if delegates else {
+        "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    try:
+        it = Interpreter(model_path=str(path), num_threads=threads or _threads(), **kw)
+        it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise QuantError(f"LiteRT cannot load {path}: {msg}") from None
+    return it
+
+
+class TfliteRunner:
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = Path(path)
+        self.it = tflite_interpreter(path, threads)
+        self.inp = self.it.get_input_details()[0]
+        self.out = self.it.get_output_details()[0]
+        shape = list(self.inp["shape"])
+        self.nhwc = len(shape) == 4 and shape[3] in (1, 3) and shape[1] not in (1, 3)
+        self.batch = int(shape[0])
+
+    @staticmethod
+    def _qparams(d: dict) -> tuple[float, int]:
+        scale, zp = d.get("quantization", (0.0, 0))
+        return float(scale), int(zp)
+
+    @property
+    def io(self) -> dict:
+        """Input/output dtypes and quantization, for the card."""
+        def one(d):
+            s, z = self._qparams(d)
+            r = {"dtype": np.dtype(d["dtype"]).name, "shape": [int(v) for v in d["shape"]]}
+            if s:
+                r.update(scale=s, zero_point=z)
+            return r
+        return {"input": one(self.inp), "output": one(self.out),
+                "layout": "NHWC" if self.nhwc else "NCHW"}
+
+    def _quant_in(self, xb: np.ndarray) -> np.ndarray:
+        dt = np.dtype(self.inp["dtype"])
+        if self.nhwc:
+            xb = xb.transpose(0, 2, 3, 1)
+        if dt.kind in "iu":
+            s, z = self._qparams(self.inp)
+            info = np.iinfo(dt)
+            return np.clip(np.round(xb / s) + z, info.min, info.max).astype(dt)
+        return xb.astype(dt)
+
+    def _dequant_out(self, y: np.ndarray) -> np.ndarray:
+        if np.dtype(y.dtype).kind in "iu":
+            s, z = self._qparams(self.out)
+            return (y.astype(np.float32) - z) * s
+        return y.astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        outs = []
+        for i in range(0, len(x), self.batch):
+            xb = np.ascontiguousarray(x[i:i + self.batch], np.float32)
+            n = len(xb)
+            if n < self.batch:
+                xb = np.concatenate([xb, np.zeros((self.batch - n,) + xb.shape[1:], np.float32)])
+            self.it.set_tensor(self.inp["index"], self._quant_in(xb))
+            self.it.invoke()
+            y = self._dequant_out(self.it.get_tensor(self.out["index"]))
+            outs.append(y.reshape(self.batch, -1)[:n])
+        return np.concatenate(outs)
+
+
+def open_runner(path: str | Path, arm: bool = True):
+    p = Path(path)
+    if not p.is_file():
+        raise QuantError(f"model {p} does not exist")
+    b = backend_for_path(p)
+    if b is Backend.ORT:
+        return OrtRunner(p, arm=arm)
+    if b is Backend.TFLITE:
+        return TfliteRunner(p)
+    raise QuantError(f"model {p}: expected a .onnx or .tflite file")
