@@ -25,6 +25,23 @@ def _round_to(v: float, multiple: int) -> int:
     return max(multiple, int(round(v / multiple)) * multiple)
 
 
+# Stem width per scale: 24 at 1x, not scaled linearly. With these the model
+# matches the paper's complexities (0.25x 13M, 0.5x 38M, 1.5x 292M, 2x 524M
+# MFLOPs for g=3; Tables 2 and 8); linear scaling of the stem misses 0.25x by 15%.
+V1_STEM = {0.25: 12, 0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
+
+
+def _v1_stem(width: float, stage2: int, groups: int) -> int:
+    """The stem nearest the table value whose leftover (stage2 - stem) splits into
+    `groups`: Stage2's first unit concatenates the stem with a grouped conv output."""
+    target = V1_STEM[width]
+    for d in range(0, target, 4):
+        for s in (target + d, target - d):
+            if s >= 4 and (stage2 - s) % groups == 0:
+                return s
+    raise ValueError(f"no stem width fits {stage2} channels in {groups} groups")
+
+
 class ShuffleV1Unit(nn.Module):
     """Fig. 2(b)/(c): GConv1x1 -> shuffle -> DWConv3x3 -> GConv1x1, add or concat."""
 
@@ -60,8 +77,8 @@ class ShuffleNetV1(nn.Module):
                  shuffle: str = DEFAULT_SHUFFLE.value):
         super().__init__()
         cifar = data.dataset == "cifar10"
-        stem = 24 if width >= 1.0 else _round_to(24 * width, 4)
         stage_out = [_round_to(V1_STAGE2[groups] * width * 2 ** i, 4 * groups) for i in range(3)]
+        stem = _v1_stem(width, stage_out[0], groups)
         self.stem = ConvBNAct(3, stem, 3, 1 if cifar else 2)
         self.pool = nn.Identity() if cifar else nn.MaxPool2d(3, 2, 1)
         units: list[nn.Module] = []

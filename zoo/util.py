@@ -15,6 +15,14 @@ class ArmqError(Exception):
     """A problem the user can fix; printed as one line, never as a traceback."""
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give the temp file normal permissions (mkstemp makes it 0600), then rename."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """Write `path` through a temp file in the same folder, renamed on success.
@@ -30,7 +38,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     try:
         with os.fdopen(fd, mode) as f:
             yield f
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -49,7 +57,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise ArmqError(f"cannot write to {path.parent}: {e.strerror or e}") from None
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
