@@ -423,6 +423,7 @@ def _target_options(a):
                                         "connect_timeout", "benchmark_binary", "adb_python",
                                         "adb")
              if getattr(a, k, None) is not None}
+    extra["icount"] = not a.no_icount
     return TargetOptions(cpu=a.cpu, host=a.host, serial=a.serial, python=a.python,
                          remote_dir=a.remote_dir, extra=extra)
 
@@ -447,8 +448,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--width", type=float, default=1.0, help="channel multiplier (default 1)")
     ap.add_argument("--blocks", type=int, default=10, help="blocks per network (default 10)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--warmup", type=int, help="untimed runs per network (default 5; qemu 1)")
+    ap.add_argument("--runs", type=int, help="timed runs per network (default 30; qemu 5)")
+    ap.add_argument("--no-icount", action="store_true",
+                    help="qemu: no instruction counting (no plugin build)")
     ap.add_argument("--timeout", type=float, help="seconds per network (default: the target's)")
     ap.add_argument("--keep", help="keep the generated ONNX models in this folder")
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -471,9 +474,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise GuidelineError(f"--scales {a.scales!r}: comma-separated integers") from None
     only = [g.strip().upper() for g in a.only.split(",") if g.strip()]
     cases = make_cases(only, scales, a.width, a.size, a.blocks)
-    config = BenchConfig(threads=a.threads, warmup=a.warmup, runs=a.runs, timeout_s=a.timeout,
-                         runtime="onnxruntime").validate()
     target = make_target(a.target, _target_options(a))
+    emulated = bool(getattr(target, "emulated", False))
+    warmup = a.warmup if a.warmup is not None else (target.default_warmup if emulated else 5)
+    runs = a.runs if a.runs is not None else (target.default_runs if emulated else 30)
+    config = BenchConfig(threads=a.threads, warmup=warmup, runs=runs, timeout_s=a.timeout,
+                         runtime="onnxruntime").validate()
     progress = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     if a.keep:
         work = Path(a.keep)

@@ -36,6 +36,9 @@ Connection options:
                            private network, and it also writes to no known_hosts).
   --known-hosts FILE       UserKnownHostsFile to use instead of ~/.ssh/known_hosts.
   --connect-timeout S      ssh ConnectTimeout (default 10 s).
+  --no-ssh-mux             a new connection per step (default: one ControlMaster
+                           connection, owned and stopped by the target, that every
+                           ssh/scp step reuses through a socket in a private temp dir).
 Always: -o BatchMode=yes (never a password or passphrase prompt: a key agent or
 an unencrypted key must work non-interactively), ServerAliveInterval=15 with
 ServerAliveCountMax=3 (a board that drops off the network is noticed within ~45 s).
@@ -49,11 +52,16 @@ dash, busybox ash).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -218,7 +226,8 @@ class SshTarget(Target):
     def __init__(self, dest: SshDestination, *, key: str | None = None, strict: str = "accept-new",
                  known_hosts: str | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  python: str = "python3", remote_dir: str | None = None,
-                 ssh: str = "ssh", scp: str = "scp", extra_ssh_options: Sequence[str] = ()):
+                 ssh: str = "ssh", scp: str = "scp", extra_ssh_options: Sequence[str] = (),
+                 multiplex: bool = True):
         if strict not in STRICT_MODES:
             raise BenchError(f"--ssh-strict must be one of {', '.join(STRICT_MODES)}")
         if key is not None and not Path(key).expanduser().is_file():
@@ -247,6 +256,10 @@ class SshTarget(Target):
         self._inputs_remote: str | None = None
         self._n = 0
         self.log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
+        self.multiplex = multiplex
+        self._master: subprocess.Popen | None = None   # our ControlMaster ssh process
+        self._cm_dir: str | None = None
+        self._finalizer: weakref.finalize | None = None
 
     # ---- command lines (pure; tested without a network) ----
 
@@ -260,8 +273,15 @@ class SshTarget(Target):
             opts += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
         if self.key:
             opts += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
+        if self._cm_dir and self._master is not None and self._master.poll() is None:
+            # through our master connection: no new TCP handshake and authentication
+            opts += ["-o", "ControlMaster=no", "-o", f"ControlPath={self._cm_path}"]
         opts += self.extra_ssh_options
         return opts
+
+    @property
+    def _cm_path(self) -> str:
+        return os.path.join(self._cm_dir or "", "cm")
 
     def ssh_argv(self, remote_command: str) -> list[str]:
         argv = [self.ssh_prog, *self._common_options()]
@@ -285,6 +305,54 @@ class SshTarget(Target):
         return d
 
     # ---- transport ----
+
+    def connect(self) -> None:
+        """Open one authenticated connection (an ssh ControlMaster this object owns) that
+        every later ssh/scp reuses: a board over Wi-Fi costs one handshake, not ten.
+        Unreachable host, refused port, failed authentication or host-key trouble
+        surface here as one TargetUnavailable line."""
+        if not self.multiplex or (self._master is not None and self._master.poll() is None):
+            return
+        self.close()
+        self._cm_dir = tempfile.mkdtemp(prefix="armq-ssh-")
+        err_path = os.path.join(self._cm_dir, "master.err")
+        argv = [self.ssh_prog, *self._common_options(), "-M", "-N", "-o", "ControlPersist=no",
+                "-o", f"ControlPath={self._cm_path}"]
+        if self.dest.port:
+            argv += ["-p", str(self.dest.port)]
+        argv += ["--", self.dest.ssh_dest]
+        with open(err_path, "w") as err:
+            try:
+                self._master = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.DEVNULL, stderr=err,
+                                                start_new_session=True)
+            except FileNotFoundError:
+                self.close()
+                raise TargetUnavailable(f"{self.ssh_prog} not found (install OpenSSH's client: "
+                                        f"apt-get install openssh-client)") from None
+        self._finalizer = weakref.finalize(self, _stop_master, self._master, self._cm_dir)
+        deadline = time.monotonic() + self.connect_timeout + 15
+        while time.monotonic() < deadline:
+            if self._master.poll() is not None:
+                with open(err_path, errors="replace") as f:
+                    text = f.read()
+                self.close()
+                raise TargetUnavailable(classify_ssh_failure(text, self.dest))
+            if os.path.exists(self._cm_path):   # created once authenticated
+                return
+            time.sleep(0.05)
+        self.close()
+        raise TargetUnavailable(f"{self.dest} is unreachable (no ssh session after "
+                                f"{self.connect_timeout + 15:.0f} s)")
+
+    def close(self) -> None:
+        """Stop the master connection (if any). Never raises."""
+        if self._finalizer is not None:
+            self._finalizer()           # runs _stop_master once
+            self._finalizer = None
+        elif self._cm_dir:
+            shutil.rmtree(self._cm_dir, ignore_errors=True)
+        self._master, self._cm_dir = None, None
 
     def _ssh(self, remote_command: str, timeout: float, what: str,
              on_timeout: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
@@ -322,7 +390,9 @@ class SshTarget(Target):
                                     f"{lines[-1] if lines else f'scp exit {p.returncode}'}")
 
     def probe(self) -> dict:
-        """Ask the board what it has; one line if python3/numpy are missing."""
+        """Ask the board what it has; one line if python3/numpy are missing.
+        (Leaves the master connection open: run() closes it, or call close().)"""
+        self.connect()
         cmd = f"{shlex.quote(self.python)} -c {shlex.quote(PROBE_SCRIPT)}"
         p = self._ssh(cmd, PROBE_TIMEOUT, "probe")
         info = parse_probe(p.stdout)
@@ -392,7 +462,10 @@ class SshTarget(Target):
         try:
             return super().run(model_paths, config, progress)
         finally:
-            self.cleanup()
+            try:
+                self.cleanup()
+            finally:
+                self.close()
 
     def run_model(self, model: ModelSpec, config: BenchConfig) -> dict:
         if self.probe_info is None:
@@ -445,6 +518,21 @@ class SshTarget(Target):
         return finish_result(raw, self.describe(), model)
 
 
+def _stop_master(proc: subprocess.Popen, cm_dir: str) -> None:
+    """End our ControlMaster ssh (and only it: its own process group) and its socket dir."""
+    try:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    shutil.rmtree(cm_dir, ignore_errors=True)
+
+
 # ---- factory and CLI options -------------------------------------------------------------
 
 def add_arguments(parser) -> None:
@@ -458,6 +546,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--known-hosts", help="known_hosts file to use instead of ~/.ssh/known_hosts")
     g.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT,
                    help="seconds to wait for the ssh connection (default 10)")
+    g.add_argument("--no-ssh-mux", action="store_true", default=None,
+                   help="open a new ssh connection per step instead of one shared "
+                        "ControlMaster connection")
 
 
 def make_target(options: TargetOptions) -> SshTarget:
@@ -467,4 +558,5 @@ def make_target(options: TargetOptions) -> SshTarget:
                      known_hosts=x.get("known_hosts"),
                      connect_timeout=float(x.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT),
                      python=options.python or "python3", remote_dir=options.remote_dir,
-                     extra_ssh_options=x.get("ssh_options") or ())
+                     extra_ssh_options=x.get("ssh_options") or (),
+                     multiplex=not x.get("no_ssh_mux"))
