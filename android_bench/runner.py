@@ -655,7 +655,7 @@ def main(argv=None) -> int:
                   "quantization": spec.get("quantization"), "source": input_source},
         "outputs": [{"name": o["name"], "shape": list(o["shape"]), "dtype": str(o["dtype"])}
                     for o in be.outputs],
-        "output_check": {"argmax": [int(np.argmax(o.reshape(o.shape[0], -1)[0])) for o in outputs_first],
+        "output_check": {"argmax": [int(np.argmax(o[0] if o.ndim > 1 else o)) for o in outputs_first],
                          "first_values": [float(v) for v in out0.reshape(-1)[:5]]},
         "timing_ms": timing,
         "samples_ms": [round(v, 6) for v in times],
