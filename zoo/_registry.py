@@ -6,7 +6,7 @@ error for a bad width/groups/part, and attaches the default data config.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 from .config import DataConfig, Dataset, default_data_config
@@ -50,6 +50,9 @@ class ModelEntry:
     params: dict[str, Param]
     summary: str
     paper: str = ""
+    # Per-dataset DataConfig fields that differ from the dataset default, e.g. the
+    # preprocessing pretrained weights expect: {"imagenet": {"mean": ..., "std": ...}}.
+    data_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,11 @@ class Variant:
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(family: str, summary: str, paper: str = "", **params: Param):
+def register_model(family: str, summary: str, paper: str = "",
+                   data_overrides: dict[str, dict[str, Any]] | None = None, **params: Param):
     def deco(fn):
-        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, family, params, summary, paper)
+        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, family, params, summary, paper,
+                                          dict(data_overrides or {}))
         return fn
     return deco
 
@@ -135,7 +140,7 @@ def create_model(name: str | Variant, dataset: str = "imagenet", input_size: int
     v = name if isinstance(name, Variant) else resolve_variant(
         name, dataset, input_size, num_classes, **params)
     entry = get_entry(v.model)
-    data = default_data_config(v.dataset, v.input_size, v.num_classes)
+    data = data_config_for(v)
     model = entry.fn(data=data, **v.params)
     model.default_cfg = data
     model.variant = v
@@ -143,4 +148,6 @@ def create_model(name: str | Variant, dataset: str = "imagenet", input_size: int
 
 
 def data_config_for(v: Variant) -> DataConfig:
-    return default_data_config(v.dataset, v.input_size, v.num_classes)
+    data = default_data_config(v.dataset, v.input_size, v.num_classes)
+    overrides = get_entry(v.model).data_overrides.get(v.dataset)
+    return replace(data, **overrides) if overrides else data
