@@ -144,7 +144,8 @@ def entry_of(result: dict, source: str = "") -> Entry:
     macs = cost.get("macs") if isinstance(cost, dict) else None
     ci = tm.get("median_ci95")
     return Entry(name=str(name), file=file, int8=bool(m.get("int8")), setting=setting_of(result),
-                 latency_ms=tm.get("median", tm.get("mean")),
+                 # benchmark_model (adb) results have a mean but no median
+                 latency_ms=tm.get("median") if tm.get("median") is not None else tm.get("mean"),
                  latency_ci=list(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None,
                  instructions=instructions_per_inference(result),
                  macs=float(macs) if isinstance(macs, (int, float)) else None,
