@@ -114,7 +114,7 @@ def quantize_ort(ref: ModelRef, calib, hold: Holdout | None, args, work: Path) -
     layer_report: list[dict] = []
     if hold is not None:
         drop = hold.float_metric(ref_hold) - tried[best.value]["metric"]
-        details["holdout_drop"] = round(drop, 3)
+        details["holdout_drop"] = details["holdout_drop_before_fallback"] = round(drop, 3)
         if drop > args.max_drop or args.fallback > 0:
             dbg_x = calib[:: max(1, len(calib) // DEBUG_IMAGES)][:DEBUG_IMAGES]
             layer_report = op.layer_errors(pre, chosen, dbg_x, input_name, batch, work)
@@ -165,6 +165,7 @@ def quantize_tflite(ref: ModelRef, calib, hold: Holdout | None, args, work: Path
 
     model = tp.build_torch_model(ref)
     parity = tp.check_parity(model, ref.artifact("onnx"), calib[:4], ref.name)
+    layout = str(ref.card.artifacts.get("tflite", {}).get("layout") or args.tflite_layout).lower()
     methods = list(CONCRETE_METHODS) if args.method is Method.AUTO else [args.method]
     ref_hold = None
     if hold is not None:
@@ -174,7 +175,8 @@ def quantize_tflite(ref: ModelRef, calib, hold: Holdout | None, args, work: Path
     for m in methods:
         t0 = time.perf_counter()
         with _bar(len(calib), f"{ref.name} tflite calibrate {m.value}") as bar:
-            sims[m] = tp.calibrate(model, calib, m, not args.per_tensor, progress=bar.update)
+            sims[m] = tp.calibrate(model, calib, m, not args.per_tensor, progress=bar.update,
+                                   layout=layout)
         info = {"seconds": round(time.perf_counter() - t0, 1)}
         if hold is not None:
             info.update(hold.score(tp.run_simulated(sims[m][1], hold.x), ref_hold))
@@ -183,12 +185,12 @@ def quantize_tflite(ref: ModelRef, calib, hold: Holdout | None, args, work: Path
             best = m
     details: dict = {"method": best.value, "tried": tried if len(methods) > 1 else None,
                      "selection": "PT2E simulated INT8 model on the held-out images",
-                     "torch_vs_onnx_max_abs_diff": parity}
+                     "torch_vs_onnx_max_abs_diff": parity, "layout": layout.upper()}
     quantizer, converted = sims[best]
     excluded: list[str] = []
     if hold is not None:
         drop = hold.float_metric(ref_hold) - tried[best.value]["metric"]
-        details["holdout_drop"] = round(drop, 3)
+        details["holdout_drop"] = details["holdout_drop_before_fallback"] = round(drop, 3)
         if drop > args.max_drop and args.fallback > 0:
             ranked = [tp.onnx_node_to_module(r["node"]) for r in (ort_details or {}).get("ranking", [])]
             ranked = [r for r in dict.fromkeys(ranked) if r]
@@ -198,7 +200,8 @@ def quantize_tflite(ref: ModelRef, calib, hold: Holdout | None, args, work: Path
             for i, mod in enumerate(ranked[: args.fallback]):
                 excluded.append(mod)
                 with _bar(len(calib), f"fallback {i + 1}") as bar:
-                    q, c = tp.calibrate(model, calib, best, not args.per_tensor, excluded, bar.update)
+                    q, c = tp.calibrate(model, calib, best, not args.per_tensor, excluded,
+                                        bar.update, layout)
                 s = hold.score(tp.run_simulated(c, hold.x), ref_hold)
                 new_drop = hold.float_metric(ref_hold) - s["metric"]
                 print(f"{PROG}: {ref.name} tflite: keeping {mod} in float: held-out drop "
@@ -240,10 +243,14 @@ def _audit(path: Path, backend: Backend) -> dict:
     return res
 
 
-def _backends_for(ref: ModelRef, requested: Backend, given: Path | None) -> list[Backend]:
+def _backends_for(ref: ModelRef, requested: Backend | None, given: Path | None) -> list[Backend]:
+    """Explicit backend: that one (or fail). No --backend: the format of the given model
+    file, else every backend the model can use. `all`: every usable backend."""
     from .tflite_ptq import available
 
-    if requested is not Backend.ALL:
+    if requested is None and given is not None and backend_for_path(given) is not None:
+        requested = backend_for_path(given)
+    if requested not in (None, Backend.ALL):
         if requested is Backend.ORT and ref.artifact("onnx") is None:
             raise QuantError(f"{ref.name}: no float ONNX model in the card (run `python -m export.onnx`)")
         if requested is Backend.TFLITE:
@@ -251,8 +258,6 @@ def _backends_for(ref: ModelRef, requested: Backend, given: Path | None) -> list
             if why:
                 raise QuantError(why)
         return [requested]
-    if given is not None and backend_for_path(given) is not None:
-        return [backend_for_path(given)]
     out = []
     if ref.artifact("onnx") is not None:
         out.append(Backend.ORT)
@@ -304,8 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--calib", required=True, help="calibration images: folder, ImageFolder tree, .tar/.zip")
     p.add_argument("--model", help="artifacts/<name>.onnx|.tflite|.json or a model name in --out "
                    "(default: every model card in --out)")
-    p.add_argument("--backend", type=Backend, choices=list(Backend), default=Backend.ALL,
-                   metavar="{ort,tflite,all}", help="default: every backend the model can use")
+    p.add_argument("--backend", type=Backend, choices=list(Backend), default=None,
+                   metavar="{ort,tflite,all}", help="default: the format of --model's file, "
+                   "else every backend the model can use")
     p.add_argument("--method", type=Method, choices=list(Method), default=Method.MINMAX,
                    metavar="{minmax,entropy,percentile,auto}", help="activation range calibration "
                    "(default minmax)")
@@ -316,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per channel)")
     p.add_argument("--activations", choices=("int8", "uint8"), default="int8",
                    help="ONNX activation type: int8 (ARM64, default) or uint8 (x86 servers)")
+    p.add_argument("--tflite-layout", choices=("nhwc", "nchw"), default="nhwc",
+                   help="TFLite input layout when the card has no float TFLite model to follow "
+                   "(default nhwc)")
     p.add_argument("--eval", help="labelled ImageFolder to report float vs INT8 accuracy on")
     p.add_argument("--eval-limit", type=int, help="use at most N --eval images")
     p.add_argument("--fallback", type=int, default=0,

@@ -92,6 +92,9 @@ def build_torch_model(ref: ModelRef):
     elif src.get("weights") == "random" and "seed" in src and not src.get("builder"):
         torch.manual_seed(int(src["seed"]))
         model = create_model(variant)
+        if "BatchNorm" in str(src.get("init", "")):
+            from export.common import randomize_norms  # export's random-init recipe
+            randomize_norms(model, int(src["seed"]))
     else:
         raise QuantError(f"{ref.name}: the card's source {sorted(src)} names no checkpoint to "
                          "rebuild the torch model from (the TFLite backend starts from torch)")
@@ -246,9 +249,13 @@ def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[st
         return a is not None and a.output_qspec is not None
 
     def in_skipped(n) -> bool:
+        # fqn may carry a wrapper prefix ('module.' of the channel-last wrapper)
         stack = n.meta.get("nn_module_stack") or {}
-        return any(fqn in skip or any(fqn.startswith(s + ".") for s in skip)
-                   for fqn, _ in stack.values())
+        for fqn, _ in stack.values():
+            f = "." + fqn + "."
+            if any(("." + s + ".") in f for s in skip):
+                return True
+        return False
 
     class ArmqPT2EQuantizer(PT2EQuantizer):
         """litert-torch's quantizer plus the ops the zoo needs (see module docstring)."""
@@ -281,32 +288,50 @@ def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[st
 # ---- calibrate, convert ---------------------------------------------------------------------
 
 
+def with_layout(model, layout: str):
+    """NHWC: wrap with litert-torch's channel-last IO (TFLite's native input layout)."""
+    if layout.lower() != "nhwc":
+        return model
+    _quiet_env()
+    import litert_torch
+    return litert_torch.to_channel_last_io(model, args=[0]).eval()
+
+
+def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout.lower() == "nhwc" else x
+
+
 def calibrate(model, x: np.ndarray, method: Method, per_channel: bool,
-              float_modules: Sequence[str] = (), progress=None):
-    """(quantizer, PT2E-converted GraphModule): the simulated INT8 model."""
+              float_modules: Sequence[str] = (), progress=None, layout: str = "nchw"):
+    """(quantizer, PT2E-converted GraphModule): the simulated INT8 model.
+    `model` takes NCHW; with layout nhwc the graph takes NHWC (x stays NCHW here)."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     _quiet_env()
-    sample = (torch.from_numpy(x[:1]),)
+    xl = to_layout(x, layout)
+    sample = (torch.from_numpy(xl[:1]),)
     quantizer = make_quantizer(method, per_channel, float_modules)
     with torch.no_grad():
-        exported = torch.export.export(model, sample).module()
+        exported = torch.export.export(with_layout(model, layout), sample).module()
         prepared = prepare_pt2e(exported, quantizer)
-        for i in range(len(x)):  # batch 1: the exported graph is static
-            prepared(torch.from_numpy(x[i:i + 1]))
+        for i in range(len(xl)):  # batch 1: the exported graph is static
+            prepared(torch.from_numpy(xl[i:i + 1]))
             if progress:
                 progress(1)
         converted = convert_pt2e(prepared, fold_quantize=False)
+    converted.armq_layout = layout
     return quantizer, converted
 
 
 def run_simulated(converted, x: np.ndarray) -> np.ndarray:
+    """Logits of a PT2E model (or of the float torch model) on NCHW images."""
     import torch
 
+    xl = to_layout(x, getattr(converted, "armq_layout", "nchw"))
     with torch.no_grad():
-        return np.concatenate([converted(torch.from_numpy(x[i:i + 1])).numpy()
-                               for i in range(len(x))]).reshape(len(x), -1)
+        return np.concatenate([converted(torch.from_numpy(xl[i:i + 1])).numpy()
+                               for i in range(len(xl))]).reshape(len(xl), -1)
 
 
 def to_tflite(converted, quantizer, x: np.ndarray, out: Path) -> None:
@@ -317,7 +342,8 @@ def to_tflite(converted, quantizer, x: np.ndarray, out: Path) -> None:
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
 
-    sample = (torch.from_numpy(x[:1]),)
+    xl = to_layout(x, getattr(converted, "armq_layout", "nchw"))
+    sample = (torch.from_numpy(xl[:1]),)
     with captured_native_output() as log:
         try:
             edge = litert_torch.convert(converted, sample,

@@ -1,0 +1,105 @@
+"""quant's small pieces: metrics, holdout split, the calibration reader, the KL
+range search, ONNX scope -> torch module names, the Shape(DQ) rewrite."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quant.calib import make_reader, split_holdout
+from quant.common import Backend, Method, backend_for_path
+from quant.evaluate import format_table
+from quant.metrics import agreement, sqnr_db, summarize, topk
+from quant.onnx_ptq import rewire_shape_queries
+from quant.tflite_ptq import kl_range, onnx_node_to_module
+
+
+def test_enums():
+    assert Backend("ort").int8_key == "onnx_int8" and Backend.TFLITE.float_key == "tflite"
+    assert [m.value for m in Method] == ["minmax", "entropy", "percentile", "auto"]
+    from pathlib import Path
+    assert backend_for_path(Path("a/x.int8.tflite")) is Backend.TFLITE
+    assert backend_for_path(Path("x.onnx")) is Backend.ORT and backend_for_path(Path("x.pt")) is None
+
+
+def test_metrics():
+    logits = np.array([[3, 2, 1, 0], [0, 1, 2, 3], [1, 3, 2, 0]], np.float32)
+    labels = np.array([0, 1, 2])
+    assert topk(logits, labels, 1) == pytest.approx(100 / 3)
+    assert topk(logits, labels, 2) == pytest.approx(200 / 3)
+    assert agreement(logits, logits[[0, 1, 1]]) == pytest.approx(200 / 3)
+    assert sqnr_db(logits, logits) == math.inf
+    assert sqnr_db(np.ones(4), np.ones(4) * 1.1) == pytest.approx(20.0)
+    s = summarize(logits, labels, logits)
+    assert s["agreement"] == 100.0 and s["sqnr_db"] is None and s["n"] == 3
+    assert "top1" not in summarize(logits, np.array([0, -1, 2]), None)
+
+
+def test_holdout_split_is_deterministic_and_disjoint():
+    c, h = split_holdout(100, 0.2)
+    assert len(h) == 20 and not set(c) & set(h) and len(c) + len(h) == 100
+    assert np.array_equal(h, split_holdout(100, 0.2)[1])
+    c, h = split_holdout(10, 0.2)
+    assert len(h) == 0 and len(c) == 10  # too few to spare
+
+
+def test_calibration_reader():
+    x = np.arange(10 * 3 * 2 * 2, dtype=np.float32).reshape(10, 3, 2, 2)
+    r = make_reader("input", x, 4)
+    got = [b["input"].shape[0] for b in iter(r.get_next, None)]
+    assert got == [4, 4, 2] and len(r) == 10
+    r.rewind()
+    assert r.get_next()["input"].shape == (4, 3, 2, 2)
+    r.set_range(8, 10)
+    assert r.get_next()["input"].shape[0] == 2 and r.get_next() is None
+
+
+def test_kl_range_clips_outliers_and_keeps_relu_at_zero():
+    rng = np.random.default_rng(0)
+    vals = np.concatenate([np.abs(rng.standard_normal(100000)), [40.0]])  # one huge outlier
+    hist, edges = np.histogram(vals, bins=2048, range=(0, vals.max()))
+    lo, hi = kl_range(edges, hist.astype(np.float64))
+    assert lo == 0.0 and 2.0 < hi < 20.0
+    signed = rng.standard_normal(100000)
+    hist, edges = np.histogram(signed, bins=2048)
+    lo, hi = kl_range(edges, hist.astype(np.float64))
+    assert lo < 0 < hi and lo >= edges[0] and hi <= edges[-1]
+
+
+def test_onnx_scope_to_module():
+    assert onnx_node_to_module("/features/features.3/pw1/pw1.0/Conv") == "features.3.pw1.0"
+    assert onnx_node_to_module("/head/fc/Gemm") == "head.fc"
+    assert onnx_node_to_module("/stem/stem.0/Conv") == "stem.0"
+    assert onnx_node_to_module("Conv_12") is None
+
+
+def test_format_table():
+    t = format_table([{"model": "m", "backend": "ort", "precision": "int8", "method": "minmax",
+                       "top1": 91.234, "agreement": 99.0, "sqnr_db": 30.0, "n": 10}])
+    head, row = t.splitlines()
+    assert "top1 %" in head and "91.23" in row and row.split()[:4] == ["m", "ort", "int8", "minmax"]
+
+
+def test_shape_of_dequantized_tensor_reads_the_int8_tensor(tmp_path):
+    """Shape(DequantizeLinear(q)) is rewired to Shape(q) and the DQ disappears."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [2])
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Shape", ["d"], ["y"])]
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    p = tmp_path / "m.onnx"
+    onnx.save(m, p)
+    assert rewire_shape_queries(p) == 1
+    g = onnx.load(p).graph
+    assert [n.op_type for n in g.node] == ["QuantizeLinear", "Shape"]
+    out = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+        None, {"x": np.zeros((1, 4), np.float32)})[0]
+    assert out.tolist() == [1, 4]
