@@ -102,11 +102,21 @@ def register_model(family: str, summary: str, paper: str = "",
     return deco
 
 
+def _ensure_families() -> None:
+    """Import every family module (registration happens at import)."""
+    from . import _load_families
+
+    _load_families()
+
+
 def list_models() -> list[str]:
+    _ensure_families()
     return sorted(_MODELS)
 
 
 def get_entry(name: str) -> ModelEntry:
+    if name not in _MODELS:
+        _ensure_families()
     try:
         return _MODELS[name]
     except KeyError:
