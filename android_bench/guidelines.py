@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -113,7 +114,7 @@ class Case:
 
     @property
     def file_stem(self) -> str:
-        safe = self.row.replace(":", "-").replace("=", "").replace(" ", "_").replace("/", "_")
+        safe = re.sub(r"[^a-z0-9]+", "_", self.row.lower()).strip("_")
         return f"{self.guideline.lower()}_{safe}_s{self.scale}"
 
     def finish(self) -> "Case":

@@ -401,6 +401,8 @@ class AdbTarget(Target):
             lines = [ln for ln in (p.stderr or "").splitlines() if ln.strip()]
             raise TargetUnavailable(f"adb: device not ready ({state or (lines[-1] if lines else 'no state')})")
         self.device = self._device_info()
+        self.say(f"    adb: {self.device.get('manufacturer', '')} {self.device.get('model', '?')}, "
+                 f"Android {self.device.get('release', '?')}, {self.device.get('abi', '?')}")
         if self.mode == "python" and self.probe_info is None:
             self._probe_python()
 
@@ -527,6 +529,7 @@ class AdbTarget(Target):
         # benchmark_model stops starting runs after --max_secs; the margin covers its
         # init and the run in progress.
         margin = min(30.0, max(5.0, 0.25 * timeout)) if self.mode == "benchmark_model" else 0.0
+        self.say(f"    running {model.name} on the device ({self.mode})")
         p = self.shell(remote, timeout + margin, f"{model.name} on the device",
                        on_timeout=lambda: self._kill(f"{mdir}/pid"))
         if self.mode == "benchmark_model":

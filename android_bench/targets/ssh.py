@@ -392,6 +392,7 @@ class SshTarget(Target):
     def probe(self) -> dict:
         """Ask the board what it has; one line if python3/numpy are missing.
         (Leaves the master connection open: run() closes it, or call close().)"""
+        self.say(f"    ssh {self.dest}: connecting and probing {self.python}")
         self.connect()
         cmd = f"{shlex.quote(self.python)} -c {shlex.quote(PROBE_SCRIPT)}"
         p = self._ssh(cmd, PROBE_TIMEOUT, "probe")
@@ -425,6 +426,7 @@ class SshTarget(Target):
             raise TargetUnavailable(f"{self.dest}: cannot make a temp dir "
                                     f"({(p.stderr or p.stdout).strip()[:200] or 'mktemp failed'})")
         self.tmp = self.last_tmp = tmp
+        self.say(f"    ssh {self.dest}: working in {tmp}")
         self._scp([str(RUNNER_PATH)], self.dest.scp_spec(f"{tmp}/runner.py"), "copying runner.py")
         return tmp
 
@@ -502,6 +504,7 @@ class SshTarget(Target):
                   f"{shlex.join(argv)} & echo $! > m{i}/pid; wait $!; rc=$?; rm -f m{i}/pid; "
                   f"exit $rc; }}")
         where = f"ssh {self.dest}"
+        self.say(f"    running {model.name} on {self.dest}")
         p = self._ssh(remote, self.timeout_for(config), f"{model.name}",
                       on_timeout=lambda: self._kill_remote(f"{tmp}/m{i}/pid"))
         check_runner_exit(p.returncode, p.stderr, model.name, where)
