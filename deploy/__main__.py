@@ -1,0 +1,4 @@
+"""`python -m deploy`: see deploy.cli."""
+from .cli import entry
+
+entry()

@@ -1,0 +1,230 @@
+"""What a deploy run is asked to do: model specs, targets and the sweep file.
+
+Torch-free: every syntax error in the command line or the sweep file is found
+here, before anything heavy is imported, and reported as one line.
+
+Model spec:  ``name[:key=value[:key=value ...]]``, e.g. ``shufflenet_v1:width=0.5``.
+Keys are the zoo variant knobs (width, groups, part, multiplier, shuffle) plus
+``dataset``, ``input_size`` (or ``r``), ``num_classes`` and ``weights`` (a
+checkpoint path; default: the shipped one of the variant, else random init).
+
+Target:  ``local`` | ``qemu:<cpu>`` (cortex-a53, cortex-a72, cortex-a76, neoverse-n1, max).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.util import ArmqError
+
+
+class SpecError(ArmqError):
+    """A malformed --models / --targets / --sweep entry (printed as one line)."""
+
+
+# zoo knobs and how their values are typed; a knob the model does not take is
+# reported by zoo.resolve_variant with the list of the ones it does.
+VARIANT_KEYS = {"width": float, "groups": int, "part": int, "multiplier": float, "shuffle": str}
+OTHER_KEYS = {"dataset": str, "input_size": int, "num_classes": int, "weights": str}
+KEY_ALIASES = {"w": "width", "g": "groups", "p": "part", "m": "multiplier", "r": "input_size",
+               "input-size": "input_size", "num-classes": "num_classes", "shuffle_impl": "shuffle",
+               "shuffle-impl": "shuffle"}
+DATASETS = ("cifar10", "imagenet")
+QEMU_CPUS = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1", "max")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the run, as the user wrote it plus the typed knobs."""
+
+    text: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+    input_size: int | None = None
+    num_classes: int | None = None
+    weights: str | None = None
+
+    def __hash__(self) -> int:  # params is a dict: hash the text
+        return hash(self.text)
+
+
+def _typed(key: str, raw: str, kind: type, where: str) -> Any:
+    if raw == "":
+        raise SpecError(f"{where}: '{key}=' needs a value")
+    if kind is str:
+        return raw
+    try:
+        v = float(raw) if kind is float else int(raw)
+    except ValueError:
+        raise SpecError(f"{where}: {key}={raw} is not {'a number' if kind is float else 'an integer'}") \
+            from None
+    return v
+
+
+def parse_model_spec(text: str, where: str = "--models") -> ModelSpec:
+    """``shufflenet_v1:width=0.5:groups=3`` -> ModelSpec; SpecError on any syntax problem."""
+    text = text.strip()
+    if not text:
+        raise SpecError(f"{where}: empty model spec")
+    name, *parts = text.split(":")
+    name = name.strip()
+    if not _NAME.match(name):
+        raise SpecError(f"{where}: '{text}': '{name}' is not a model name (expected "
+                        "name[:key=value...], e.g. shufflenet_v1:width=0.5)")
+    params: dict[str, Any] = {}
+    other: dict[str, Any] = {}
+    for part in parts:
+        key, eq, raw = part.partition("=")
+        key = key.strip().lower()
+        key = KEY_ALIASES.get(key, key)
+        if not eq:
+            raise SpecError(f"{where}: '{text}': '{part}' is not key=value")
+        if key in VARIANT_KEYS:
+            dest, kind = params, VARIANT_KEYS[key]
+        elif key in OTHER_KEYS:
+            dest, kind = other, OTHER_KEYS[key]
+        else:
+            known = ", ".join([*VARIANT_KEYS, *OTHER_KEYS])
+            raise SpecError(f"{where}: '{text}': unknown key '{key}' (known: {known})")
+        if key in dest:
+            raise SpecError(f"{where}: '{text}': '{key}' given twice")
+        dest[key] = _typed(key, raw.strip(), kind, f"{where}: '{text}'")
+    ds = other.get("dataset")
+    if ds is not None and ds not in DATASETS:
+        raise SpecError(f"{where}: '{text}': dataset={ds} is not one of {', '.join(DATASETS)}")
+    return ModelSpec(text, name, params, ds, other.get("input_size"), other.get("num_classes"),
+                     other.get("weights"))
+
+
+def parse_model_list(text: str, where: str = "--models") -> list[ModelSpec]:
+    items = [t for t in (s.strip() for s in text.split(",")) if t]
+    if not items:
+        raise SpecError(f"{where}: no model given")
+    specs = [parse_model_spec(t, where) for t in items]
+    return specs
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    kind: str                 # "local" | "qemu"
+    cpu: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.kind if self.cpu is None else f"{self.kind}:{self.cpu}"
+
+    @property
+    def emulated(self) -> bool:
+        return self.kind == "qemu"
+
+    @property
+    def slug(self) -> str:
+        return self.id.replace(":", "-")
+
+
+def parse_target(text: str, where: str = "--targets") -> TargetSpec:
+    t = text.strip().lower()
+    if t == "local":
+        return TargetSpec("local")
+    kind, _, cpu = t.partition(":")
+    if kind == "qemu":
+        cpu = cpu or "cortex-a76"
+        if cpu not in QEMU_CPUS:
+            raise SpecError(f"{where}: '{text}': unknown qemu cpu '{cpu}' "
+                            f"(one of {', '.join(QEMU_CPUS)})")
+        return TargetSpec("qemu", cpu)
+    raise SpecError(f"{where}: '{text}' is not a target (local or qemu:<cpu>, e.g. qemu:cortex-a72)")
+
+
+def parse_target_list(text: str, where: str = "--targets") -> list[TargetSpec]:
+    items = [t for t in (s.strip() for s in text.split(",")) if t]
+    if not items:
+        raise SpecError(f"{where}: no target given")
+    out: list[TargetSpec] = []
+    for t in items:
+        ts = parse_target(t, where)
+        if ts in out:
+            raise SpecError(f"{where}: '{ts.id}' given twice")
+        out.append(ts)
+    return out
+
+
+# ---- sweep files --------------------------------------------------------------------------
+
+SWEEP_KEYS = {"models", "targets", "dataset", "runs", "warmup", "limit_eval", "skip_tflite",
+              "baseline", "num_calib", "title", "eval_data", "calib_data", "jobs"}
+
+
+def load_sweep(path: str | Path) -> dict:
+    """Read a sweep TOML file into the same settings the flags give.
+
+    Layout (every key optional except the models)::
+
+        title = "ShuffleNet Table 8"
+        dataset = "imagenet"
+        targets = ["local", "qemu:cortex-a72"]
+        runs = 10
+        warmup = 2
+        baseline = "alexnet"
+        models = ["shufflenet_v1:width=0.5", "alexnet"]   # and/or:
+        [[model]]
+        name = "mobilenet_v1"
+        width = 1.0
+    """
+    import tomllib
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"--sweep {p}: no such file")
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"--sweep {p}: not valid TOML ({str(e).splitlines()[0]})") from None
+    body = dict(doc.get("deploy", {})) if isinstance(doc.get("deploy"), dict) else {}
+    body.update({k: v for k, v in doc.items() if k not in ("deploy", "model")})
+    unknown = sorted(set(body) - SWEEP_KEYS)
+    if unknown:
+        raise SpecError(f"--sweep {p}: unknown key '{unknown[0]}' (known: {', '.join(sorted(SWEEP_KEYS))})")
+    where = f"--sweep {p}"
+    specs: list[ModelSpec] = []
+    models = body.pop("models", [])
+    if isinstance(models, str):
+        models = [models]
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise SpecError(f"{where}: 'models' must be a list of model specs")
+    specs += [parse_model_spec(m, where) for m in models]
+    tables = doc.get("model", [])
+    if not isinstance(tables, list):
+        raise SpecError(f"{where}: [[model]] entries must be tables")
+    for i, t in enumerate(tables):
+        if not isinstance(t, dict) or "name" not in t:
+            raise SpecError(f"{where}: [[model]] #{i + 1} has no name")
+        text = ":".join([str(t["name"])] + [f"{k}={v}" for k, v in t.items() if k != "name"])
+        specs.append(parse_model_spec(text, where))
+    if not specs:
+        raise SpecError(f"{where}: no models (give models = [...] or [[model]] tables)")
+    if "targets" in body:
+        tg = body["targets"]
+        if isinstance(tg, list) and all(isinstance(x, str) for x in tg):
+            body["targets"] = parse_target_list(",".join(tg), where)
+        elif isinstance(tg, str):
+            body["targets"] = parse_target_list(tg, where)
+        else:
+            raise SpecError(f"{where}: 'targets' must be a list of strings")
+    for k in ("runs", "warmup", "limit_eval", "num_calib", "jobs"):
+        v = body.get(k)
+        if k in ("runs", "warmup") and isinstance(v, dict):
+            bad = [t for t in v if t not in ("local", "qemu")]
+            if bad or not all(isinstance(x, int) and not isinstance(x, bool) for x in v.values()):
+                raise SpecError(f"{where}: '{k}' must be an integer or a table of integers "
+                                f"keyed by target kind (local, qemu)")
+        elif k in body and (not isinstance(v, int) or isinstance(v, bool)):
+            raise SpecError(f"{where}: '{k}' must be an integer")
+    if "dataset" in body and body["dataset"] not in DATASETS:
+        raise SpecError(f"{where}: dataset '{body['dataset']}' is not one of {', '.join(DATASETS)}")
+    body["models"] = specs
+    return body

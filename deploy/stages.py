@@ -1,0 +1,386 @@
+"""Stages of a deploy run and the machinery that runs them.
+
+A stage is either a subprocess of one of the project's CLIs (export.onnx,
+quant.ptq, android_bench, ...) or a short in-process step (cost, weights).
+Subprocesses are the rule: stages talk through files anyway (models + cards),
+a crash or a hang of one converter cannot take the run down, its memory is
+returned when it exits, and its failure reason is the last line of its stderr
+(every armq CLI ends a failure with one `prog: error: ...` line). Each stage's
+full output goes to `logs/<stage>.log` in the run folder.
+
+`Results` owns results.json and rewrites it atomically (temp file + rename)
+after every stage transition, so an interrupted run leaves a readable file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from zoo.util import ArmqError, atomic_output
+
+RESULTS_FORMAT = "armq-deploy/1"
+HEARTBEAT_S = 30.0
+
+# Stage statuses. "pending" until started; "skipped" when a needed stage failed
+# or the stage does not apply (random weights -> no accuracy); "interrupted" on Ctrl-C.
+PENDING, RUNNING, OK, FAILED, SKIPPED, INTERRUPTED = (
+    "pending", "running", "ok", "failed", "skipped", "interrupted")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def last_line(text: str) -> str:
+    """The failure reason: the last non-empty line, without tqdm carriage-return noise."""
+    lines = [ln.rsplit("\r", 1)[-1].strip() for ln in (text or "").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("I0000", "W0000", "WARNING: All log"))]
+    return lines[-1] if lines else ""
+
+
+@dataclass
+class Stage:
+    """One unit of work. `run` does it (in process) or `argv` names the subprocess."""
+
+    id: str
+    kind: str                          # cost, weights, export_onnx, ..., bench, compare
+    model: str | None = None           # variant tag
+    target: str | None = None          # bench/compare: target id
+    argv: list[str] | None = None
+    run: Callable[["Stage"], dict | None] | None = None
+    needs: list[str] = field(default_factory=list)
+    when: Callable[[], str | None] | None = None   # returns a skip reason, or None to run
+    prepare: Callable[["Stage"], None] | None = None  # builds argv late (after needs)
+    timeout_s: float = 3600.0
+    env: dict[str, str] = field(default_factory=dict)
+    after: Callable[["Stage", dict], None] | None = None  # parse outputs into results
+    exclusive: bool = False            # never runs beside another stage (timing-sensitive)
+    stdout_file: Path | None = None    # stdout goes here (a JSON answer), stderr to the log
+    # filled while running
+    status: str = PENDING
+    started: str | None = None
+    seconds: float | None = None
+    reason: str | None = None
+    log: str | None = None
+    outputs: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        d = {"id": self.id, "kind": self.kind, "model": self.model, "target": self.target,
+             "status": self.status, "started": self.started,
+             "seconds": None if self.seconds is None else round(self.seconds, 2),
+             "reason": self.reason, "log": self.log}
+        if self.argv:
+            d["command"] = [Path(a).name if i == 0 else a for i, a in enumerate(self.argv)]
+        if self.outputs:
+            d["outputs"] = self.outputs
+        return d
+
+
+class Results:
+    """results.json: the run's single source of truth (see deploy.schema for the layout)."""
+
+    def __init__(self, path: Path, doc: dict):
+        self.path = path
+        self.doc = doc
+        self.lock = threading.RLock()
+
+    def model(self, tag: str) -> dict:
+        return self.doc["models"].setdefault(tag, {})
+
+    def save(self) -> None:
+        with self.lock:
+            text = json.dumps(self.doc, indent=1, default=_jsonable)
+            with atomic_output(self.path, "w") as f:
+                f.write(text)
+                f.write("\n")
+
+
+def _jsonable(o: Any):
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)
+
+
+class Interrupted(Exception):
+    pass
+
+
+class Runner:
+    """Runs stages in order (or a few at a time), records them, prints progress."""
+
+    def __init__(self, results: Results, run_dir: Path, stages: list[Stage], jobs: int = 1,
+                 out=sys.stderr, cwd: Path | None = None):
+        self.results = results
+        self.run_dir = run_dir
+        self.stages = stages
+        self.by_id = {s.id: s for s in stages}
+        self.jobs = max(1, jobs)
+        self.out = out
+        self.cwd = cwd
+        self.print_lock = threading.Lock()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.interrupted = False
+        self.done_count = 0
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._sync()
+
+    # ---- bookkeeping -------------------------------------------------------------------
+    def _sync(self) -> None:
+        with self.results.lock:
+            self.results.doc["stages"] = [s.record() for s in self.stages]
+            self.results.save()
+
+    def say(self, msg: str) -> None:
+        with self.print_lock:
+            print(msg, file=self.out, flush=True)
+
+    def _label(self, s: Stage) -> str:
+        what = s.kind if not s.target else f"{s.kind} {s.target}"
+        return f"{what:<22} {s.model or '':<34}".rstrip()
+
+    def _counter(self) -> str:
+        n = len(self.stages)
+        return f"[{self.done_count:>{len(str(n))}}/{n}]"
+
+    def _finish(self, s: Stage, status: str, reason: str | None = None) -> None:
+        s.status = status
+        s.reason = reason
+        with self.print_lock:
+            self.done_count += 1
+        t = "" if s.seconds is None else f"{s.seconds:6.1f} s"
+        tag = {OK: "ok", FAILED: "FAILED", SKIPPED: "skipped", INTERRUPTED: "interrupted"}[status]
+        line = f"{self._counter()} {self._label(s):<58} {tag:<8} {t}"
+        if reason and status != OK:
+            line += f"\n        {'why' if status == FAILED else 'note'}: {reason}"
+        self.say(line)
+        self._sync()
+
+    # ---- one stage -----------------------------------------------------------------------
+    def _skip_reason(self, s: Stage) -> str | None:
+        for n in s.needs:
+            dep = self.by_id.get(n)
+            if dep is None:
+                continue
+            if dep.status != OK:
+                return f"needs {dep.kind}" + (f" {dep.target}" if dep.target else "") + \
+                    f" ({dep.status})"
+        if s.when is not None:
+            return s.when()
+        return None
+
+    def run_one(self, s: Stage) -> None:
+        if self.interrupted:
+            return
+        why = self._skip_reason(s)
+        if why:
+            self._finish(s, SKIPPED, why)
+            return
+        s.status, s.started = RUNNING, now_iso()
+        t0 = time.monotonic()
+        try:
+            if s.prepare is not None:
+                s.prepare(s)
+            if s.argv is not None:
+                self._subprocess(s, t0)
+            elif s.run is not None:
+                self.say(f"    ... {self._label(s)}")
+                out = s.run(s) or {}
+                s.outputs.update(out)
+            s.seconds = time.monotonic() - t0
+            if s.after is not None and s.status == RUNNING:
+                s.after(s, s.outputs)
+            if s.status == RUNNING:
+                self._finish(s, OK)
+        except Interrupted:
+            s.seconds = time.monotonic() - t0
+            self._finish(s, INTERRUPTED, "interrupted (Ctrl-C)")
+        except SkipStage as e:
+            s.seconds = time.monotonic() - t0
+            self._finish(s, SKIPPED, str(e))
+        except KeyboardInterrupt:
+            s.seconds = time.monotonic() - t0
+            self.interrupted = True
+            self._finish(s, INTERRUPTED, "interrupted (Ctrl-C)")
+            raise
+        except Exception as e:  # noqa: BLE001 - a stage failing must not stop the run
+            s.seconds = time.monotonic() - t0
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if not isinstance(e, (ArmqError, StageFailed, OSError)):
+                msg = f"{type(e).__name__}: {msg}"
+            self._finish(s, FAILED, msg)
+
+    def _subprocess(self, s: Stage, t0: float) -> None:
+        log_path = self.run_dir / "logs" / f"{s.id.replace('/', '.').replace(':', '-')}.log"
+        s.log = str(log_path.relative_to(self.run_dir))
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        env.update(s.env)
+        self.say(f"    ... {self._label(s)}")
+        out_tmp = None
+        with open(log_path, "w") as log:
+            log.write("$ " + " ".join(s.argv) + "\n")
+            log.flush()
+            if s.stdout_file is not None:
+                Path(s.stdout_file).parent.mkdir(parents=True, exist_ok=True)
+                out_tmp = Path(str(s.stdout_file) + ".part")
+                stdout = open(out_tmp, "w")
+            else:
+                stdout = log
+            # Own session: a hang is killed with its children; Ctrl-C is forwarded by us
+            # (as SIGINT, so the CLI cleans up its own children, e.g. the bench runner).
+            try:
+                proc = subprocess.Popen(s.argv, stdout=stdout, stderr=subprocess.STDOUT
+                                        if stdout is log else log,
+                                        stdin=subprocess.DEVNULL, cwd=self.cwd, env=env,
+                                        start_new_session=True)
+            finally:
+                if stdout is not log:
+                    stdout.close()
+            self.procs[s.id] = proc
+            try:
+                next_beat = time.monotonic() + HEARTBEAT_S
+                while True:
+                    try:
+                        rc = proc.wait(timeout=0.5)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    if self.interrupted:
+                        _stop(proc)
+                        raise Interrupted()
+                    el = time.monotonic() - t0
+                    if el > s.timeout_s:
+                        _stop(proc)
+                        raise StageFailed(f"no result after {s.timeout_s:.0f} s (killed)")
+                    if time.monotonic() >= next_beat:
+                        next_beat += HEARTBEAT_S
+                        self.say(f"    ... {self._label(s)} still running ({el:.0f} s)")
+            finally:
+                self.procs.pop(s.id, None)
+        text = log_path.read_text(errors="replace")
+        s.outputs["exit_code"] = rc
+        if out_tmp is not None:
+            if rc == 0:
+                os.replace(out_tmp, s.stdout_file)
+            else:
+                out_tmp.unlink(missing_ok=True)
+        if rc != 0:
+            reason = last_line(text) or f"exit status {rc}"
+            if rc < 0:
+                reason = f"killed by signal {-rc}" + (f" ({reason})" if reason else "")
+            # the structured result may still hold finished parts (android_bench keeps them)
+            if s.after is not None:
+                try:
+                    s.after(s, s.outputs)
+                except Exception:  # noqa: BLE001 - the failure reason below is what matters
+                    pass
+            raise StageFailed(reason)
+
+    # ---- the whole plan ------------------------------------------------------------------
+    def run_all(self, groups: Sequence[tuple[Sequence[Stage], bool]]) -> None:
+        """Run (stages, parallel) groups in order. A sequential group runs its stages in
+        order (later ones may need earlier ones); a parallel group runs its non-exclusive
+        stages `jobs` at a time (they must not need each other), exclusive ones alone first."""
+        try:
+            for group, parallel in groups:
+                par = [s for s in group if not s.exclusive]
+                if not parallel or self.jobs == 1 or len(par) <= 1:
+                    for s in group:
+                        self.run_one(s)
+                        if self.interrupted:
+                            break
+                else:
+                    for s in group:
+                        if s.exclusive:
+                            self.run_one(s)
+                    self._parallel(par)
+                if self.interrupted:
+                    break
+        except KeyboardInterrupt:
+            self.interrupted = True
+        finally:
+            if self.interrupted:
+                for p in list(self.procs.values()):
+                    _stop(p)
+                for s in self.stages:
+                    if s.status in (PENDING, RUNNING):
+                        s.status = INTERRUPTED if s.status == RUNNING else SKIPPED
+                        s.reason = "interrupted (Ctrl-C)" if s.status == INTERRUPTED else "not run (Ctrl-C)"
+                self._sync()
+
+    def _parallel(self, stages: list[Stage]) -> None:
+        queue = list(stages)
+        qlock = threading.Lock()
+
+        def worker():
+            while not self.interrupted:
+                with qlock:
+                    if not queue:
+                        return
+                    s = queue.pop(0)
+                # (a group never holds a stage and what it needs: groups run in order)
+                try:
+                    self.run_one(s)
+                except KeyboardInterrupt:
+                    self.interrupted = True
+                    return
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.jobs, len(queue)))]
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.2)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            for p in list(self.procs.values()):
+                _stop(p)
+            for t in threads:
+                t.join(timeout=15)
+            raise
+
+
+class StageFailed(Exception):
+    """A subprocess stage ended badly; the message is its reason."""
+
+
+class SkipStage(Exception):
+    """Raised by a stage's prepare/run when it turns out not to apply."""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGINT the stage's process group (CLIs clean up on KeyboardInterrupt), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=10)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
