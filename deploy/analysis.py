@@ -20,6 +20,12 @@ from typing import Any, Iterable
 from . import paper
 from .collect import ARTIFACT_KEYS, fmt_prec
 
+DEFINITIONS = ("measured speed-up = baseline median latency / model median latency; instr. = "
+               "baseline / model guest instructions per inference (QEMU); theoretical = MAC ratio "
+               "(x4 for INT8 vs an FP32 baseline; 4x for INT8 vs FP32: 32/8-bit operands); "
+               "efficiency = measured / theoretical, computed from instruction counts on emulated "
+               "targets, whose milliseconds are emulation time, not board latency. Latency CIs are "
+               "distribution-free 95% intervals of the median (android_bench runner).")
 INT8_THEORETICAL = 4.0
 SLOW_INT8 = 1.1          # "INT8 not faster" below this speed-up
 

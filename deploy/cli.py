@@ -260,8 +260,11 @@ class Plan:
     # -- in-process stages --
     def run_cost(self, p: Planned):
         def run(stage: Stage) -> dict:
+            import torch
+
             from zoo.cost import cost_of
 
+            torch.set_num_threads(1)   # batch-1 bookkeeping run: threads only add sync waits
             rep = cost_of(p.variant)
             by_op = rep.by_op()
             cost = {"macs": rep.macs, "params": rep.params, "memory_access": rep.memory_access,
@@ -541,19 +544,20 @@ STAGE_ORDER = ("cost", "weights", "export_onnx", "export_tflite", "quant_ort", "
                "accuracy", "opprofile", "bench", "compare", "report")
 
 
-def stage_times(stages: list[dict]) -> list[tuple[str, float, int, int]]:
-    """(stage kind [+ target], seconds summed, count ok, count not ok) in pipeline order."""
+def stage_times(stages: list[dict]) -> list[tuple[str, float, float, int, int]]:
+    """(stage kind [+ target], wall s, cpu s, count ok, count not ok) in pipeline order."""
     acc: dict[str, list] = {}
     for s in stages:
         k = s["kind"] + (f" {s['target']}" if s.get("kind") == "bench" and s.get("target") else "")
-        a = acc.setdefault(k, [0.0, 0, 0])
+        a = acc.setdefault(k, [0.0, 0.0, 0, 0])
         a[0] += s.get("seconds") or 0.0
+        a[1] += s.get("cpu_seconds") or 0.0
         if s.get("status") == OK:
-            a[1] += 1
-        elif s.get("status") != SKIPPED:
             a[2] += 1
+        elif s.get("status") != SKIPPED:
+            a[3] += 1
     order = {k: i for i, k in enumerate(STAGE_ORDER)}
-    return sorted(((k, v[0], v[1], v[2]) for k, v in acc.items()),
+    return sorted(((k, *v) for k, v in acc.items()),
                   key=lambda r: (order.get(r[0].split()[0], 99), r[0]))
 
 
@@ -563,14 +567,20 @@ def print_summary(doc: dict, wall: float, report: Path | None, out=sys.stdout) -
     print(f"\n{PROG}: {len(stages)} stages: {n[OK]} ok, {n[FAILED]} failed, {n[SKIPPED]} skipped"
           + (f", {n['interrupted']} interrupted" if n["interrupted"] else "")
           + f"; wall time {_mmss(wall)}", file=out)
-    print("  wall time per stage (summed over models; stages ran side by side where marked ||):", file=out)
-    par_kinds = {"accuracy", "bench qemu"}
-    for k, secs, ok, bad in stage_times(stages):
-        mark = " ||" if any(k.startswith(p) for p in par_kinds) else ""
-        print(f"    {k:<26} {secs:7.1f} s{mark}" + (f"   ({bad} not ok)" if bad else ""), file=out)
+    print("  per stage, summed over models (|| = ran side by side with other || stages):", file=out)
+    print(f"    {'stage':<26} {'wall':>8} {'cpu':>8}", file=out)
+    par_kinds = ("accuracy", "bench qemu") if (doc.get("config") or {}).get("jobs", 1) > 1 else ()
+    for k, secs, cpu, ok, bad in stage_times(stages):
+        mark = " ||" if k.startswith(par_kinds) else ""
+        print(f"    {k:<26} {secs:7.1f}s {cpu:7.1f}s{mark}" + (f"   ({bad} not ok)" if bad else ""),
+              file=out)
     rep = (doc.get("report") or {}).get("seconds")
     if rep is not None:
-        print(f"    {'report':<26} {rep:7.1f} s", file=out)
+        print(f"    {'report':<26} {rep:7.1f}s", file=out)
+    load = (doc.get("run") or {}).get("host", {}).get("load_avg")
+    if load and load[0] > ((doc.get("run") or {}).get("host", {}).get("cpus") or 1):
+        print(f"  note: load average {load[0]:.1f} at start on {doc['run']['host'].get('cpus')} CPUs: "
+              "wall times are inflated; cpu times are what the stages cost", file=out)
     for s in stages:
         if s["status"] in (FAILED, "interrupted"):
             print(f"  {s['status'].upper()}: {s['kind']}{' ' + s['target'] if s.get('target') else ''}"

@@ -143,7 +143,7 @@ def _doc(run_dir: Path) -> dict:
 def test_run_exit_status_and_summary(run):
     r, run_dir = run
     assert r.returncode == 1, r.stderr[-3000:]          # one stage failed, on purpose
-    assert "wall time per stage" in r.stdout and f"report: {run_dir / 'report.html'}" in r.stdout
+    assert "per stage, summed over models" in r.stdout and f"report: {run_dir / 'report.html'}" in r.stdout
     for kind in ("export_onnx", "quant_ort", "accuracy", "bench local", "opprofile"):
         assert kind in r.stdout
     assert "FAILED: bench qemu:cortex-a72" in r.stdout
