@@ -4,9 +4,9 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev
+EXTRAS ?= dev,tflite,weights
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv sysdeps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+demo: $(STAMP) sysdeps
 	$(BIN)/python -m deploy
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -q tests
 
 clean:

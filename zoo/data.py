@@ -172,7 +172,7 @@ def load_images(source: str | os.PathLike, resize: int, crop: int, interpolation
     it = iter_decoded(records, resize, crop, interpolation)
     if progress:
         from tqdm import tqdm
-        it = tqdm(it, total=len(records), desc=desc, unit="img", leave=False)
+        it = tqdm(it, total=len(records), desc=desc, unit="img", leave=False, disable=None)
     imgs, labels, kept, skipped = [], [], [], []
     for r, arr, err in it:
         if arr is None:

@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step",
-                   leave=False, file=sys.stderr, mininterval=5)
+                   leave=False, file=sys.stderr, mininterval=5, disable=None)
         for it in bar:
             step = epoch * steps_per_epoch + it
             for g in opt.param_groups:
