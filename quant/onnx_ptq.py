@@ -57,6 +57,7 @@ COMPUTE_OPS = {"Conv", "FusedConv", "ConvTranspose", "Gemm", "MatMul", "FusedGem
                "ReduceMean", "Resize", "LeakyRelu", "Tanh", "Gelu", "QuickGelu", "Erf"}
 INT8_OPS_PREFIX = ("QLinear", "QGemm", "QAttention", "QEmbed", "MatMulInteger", "ConvInteger",
                    "DynamicQuantize")
+LAYER_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 CHUNK_BYTES = 64 << 20  # activations kept at once while calibrating (approx.)
 
 
@@ -300,9 +301,26 @@ def layer_errors(pre: Path, qdq: Path, x: np.ndarray, input_name: str, batch: in
         act_err = dbg.compute_activation_error(match)
         w_err = dbg.compute_weight_error(dbg.create_weight_matching(str(pre), str(qdq)))
     g = onnx.load(str(pre), load_external_data=False).graph
-    rows = []
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    # The QDQ quantizer drops a Relu/Clip that follows a Conv and quantizes the
+    # activation's output instead: charge that tensor's error to the Conv.
+    act_of: dict[str, str] = {}
     for n in g.node:
         out = n.output[0] if n.output else None
+        if out is None:
+            continue
+        act_of.setdefault(n.name, out)
+        if n.op_type in ("Relu", "Clip") and n.input and n.input[0] in producer:
+            p = producer[n.input[0]]
+            if p.op_type in LAYER_OPS and len(consumers.get(n.input[0], [])) == 1:
+                act_of[p.name] = out
+    rows = []
+    for n in g.node:
+        out = act_of.get(n.name)
         a = act_err.get(out, {}) if out else {}
         w = [w_err[i] for i in n.input if i in w_err]
         if not a and not w:

@@ -128,28 +128,31 @@ def quantize_ort(ref: ModelRef, calib, hold: Holdout | None, args, work: Path) -
                 details["holdout_drop"] = round(drop, 3)
     details["excluded_nodes"] = excluded
     if layer_report:
-        details["worst_layers"] = layer_report[:REPORT_LAYERS]
+        details["worst_layers"] = layer_report[:max(REPORT_LAYERS, args.fallback)]
     return chosen, details
 
 
 def _ort_fallback(ref, pre, ranges, method, report, hold, ref_hold, drop, args, work):
+    """Greedy: try the worst layers in order, keep each one in float if that lowers the
+    held-out drop, stop when the drop fits or N layers were tried."""
     from . import onnx_ptq as op
     from .evaluate import run_model
 
     chosen, excluded = work / f"q_{method.value}.onnx", []
-    candidates = [r["node"] for r in report if r["op"] in ("Conv", "Gemm", "MatMul", "ConvTranspose")]
-    candidates += [r["node"] for r in report if r["node"] not in candidates]
+    candidates = [r["node"] for r in report if r["op"] in op.LAYER_OPS]
     for i, node in enumerate(candidates[: args.fallback]):
-        excluded.append(node)
         out = work / f"q_fallback_{i}.onnx"
-        nodes = sorted({n for e in excluded for n in op.exclusion_for(pre, e)})
+        nodes = sorted({n for e in excluded + [node] for n in op.exclusion_for(pre, e)})
         op.quantize(pre, ranges, method, out, per_channel=not args.per_tensor,
                     activations=args.activations, nodes_to_exclude=nodes)
         s = hold.score(run_model(out, hold.x, f"fallback {i + 1}", arm=False), ref_hold)
         new_drop = hold.float_metric(ref_hold) - s["metric"]
-        print(f"{PROG}: {ref.name} ort: keeping {node} in float: held-out drop "
-              f"{drop:.2f} -> {new_drop:.2f} pt", file=sys.stderr)
-        chosen, drop = out, new_drop
+        kept = new_drop < drop
+        print(f"{PROG}: {ref.name} ort: {node} in float: held-out drop {drop:.2f} -> "
+              f"{new_drop:.2f} pt ({'kept' if kept else 'no gain, stays int8'})", file=sys.stderr)
+        if kept:
+            excluded.append(node)
+            chosen, drop = out, new_drop
         if drop <= args.max_drop:
             break
     return chosen, excluded, drop
@@ -158,12 +161,11 @@ def _ort_fallback(ref, pre, ranges, method, report, hold, ref_hold, drop, args, 
 # ---- TFLite ------------------------------------------------------------------------------------
 
 
-def quantize_tflite(ref: ModelRef, calib, hold: Holdout | None, args, work: Path,
+def quantize_tflite(ref: ModelRef, model, calib, hold: Holdout | None, args, work: Path,
                     ort_details: dict | None) -> tuple[Path, dict]:
     from . import tflite_ptq as tp
     from .evaluate import run_model
 
-    model = tp.build_torch_model(ref)
     parity = tp.check_parity(model, ref.artifact("onnx"), calib[:4], ref.name)
     layout = str(ref.card.artifacts.get("tflite", {}).get("layout") or args.tflite_layout).lower()
     methods = list(CONCRETE_METHODS) if args.method is Method.AUTO else [args.method]
@@ -176,7 +178,7 @@ def quantize_tflite(ref: ModelRef, calib, hold: Holdout | None, args, work: Path
         t0 = time.perf_counter()
         with _bar(len(calib), f"{ref.name} tflite calibrate {m.value}") as bar:
             sims[m] = tp.calibrate(model, calib, m, not args.per_tensor, progress=bar.update,
-                                   layout=layout)
+                                   layout=layout, annotations=args.pt2e_annotations)
         info = {"seconds": round(time.perf_counter() - t0, 1)}
         if hold is not None:
             info.update(hold.score(tp.run_simulated(sims[m][1], hold.x), ref_hold))
@@ -185,7 +187,8 @@ def quantize_tflite(ref: ModelRef, calib, hold: Holdout | None, args, work: Path
             best = m
     details: dict = {"method": best.value, "tried": tried if len(methods) > 1 else None,
                      "selection": "PT2E simulated INT8 model on the held-out images",
-                     "torch_vs_onnx_max_abs_diff": parity, "layout": layout.upper()}
+                     "torch_vs_onnx_max_abs_diff": parity, "layout": layout.upper(),
+                     "pt2e_annotations": args.pt2e_annotations}
     quantizer, converted = sims[best]
     excluded: list[str] = []
     if hold is not None:
@@ -198,15 +201,18 @@ def quantize_tflite(ref: ModelRef, calib, hold: Holdout | None, args, work: Path
                 print(f"{PROG}: warning: {ref.name} tflite: no per-layer ranking (needs the ONNX "
                       "backend's analysis); no layer kept in float", file=sys.stderr)
             for i, mod in enumerate(ranked[: args.fallback]):
-                excluded.append(mod)
                 with _bar(len(calib), f"fallback {i + 1}") as bar:
-                    q, c = tp.calibrate(model, calib, best, not args.per_tensor, excluded,
-                                        bar.update, layout)
+                    q, c = tp.calibrate(model, calib, best, not args.per_tensor, excluded + [mod],
+                                        bar.update, layout, args.pt2e_annotations)
                 s = hold.score(tp.run_simulated(c, hold.x), ref_hold)
                 new_drop = hold.float_metric(ref_hold) - s["metric"]
-                print(f"{PROG}: {ref.name} tflite: keeping {mod} in float: held-out drop "
-                      f"{drop:.2f} -> {new_drop:.2f} pt", file=sys.stderr)
-                quantizer, converted, drop = q, c, new_drop
+                kept = new_drop < drop
+                print(f"{PROG}: {ref.name} tflite: {mod} in float: held-out drop {drop:.2f} -> "
+                      f"{new_drop:.2f} pt ({'kept' if kept else 'no gain, stays int8'})",
+                      file=sys.stderr)
+                if kept:
+                    excluded.append(mod)
+                    quantizer, converted, drop = q, c, new_drop
                 if drop <= args.max_drop:
                     break
             details["holdout_drop"] = round(drop, 3)
@@ -325,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tflite-layout", choices=("nhwc", "nchw"), default="nhwc",
                    help="TFLite input layout when the card has no float TFLite model to follow "
                    "(default nhwc)")
+    p.add_argument("--pt2e-annotations", choices=("armq", "litert"), default="armq",
+                   help="TFLite: armq's quantizer (default) or litert-torch's PT2EQuantizer as "
+                   "shipped, which leaves some ops in float (for comparison)")
     p.add_argument("--eval", help="labelled ImageFolder to report float vs INT8 accuracy on")
     p.add_argument("--eval-limit", type=int, help="use at most N --eval images")
     p.add_argument("--fallback", type=int, default=0,
@@ -364,6 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     need_holdout = args.method is Method.AUTO or args.fallback > 0
     interactive = sys.stderr.isatty()
+    # The TFLite backend starts from torch: rebuild (and check) those models before any work.
+    torch_models = {}
+    for r, backends in plans:
+        if Backend.TFLITE in backends:
+            from .tflite_ptq import build_torch_model
+            torch_models[r.name] = build_torch_model(r)
     for ref, backends in plans:
         t_model = time.perf_counter()
         n_hold = args.holdout if need_holdout else 0
@@ -393,12 +408,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if b is Backend.ORT:
                     tmp_model, det = quantize_ort(ref, calib, hold, args, wb)
                 else:
-                    tmp_model, det = quantize_tflite(ref, calib, hold, args, wb,
-                                                     details_of.get(Backend.ORT))
+                    tmp_model, det = quantize_tflite(ref, torch_models[ref.name], calib, hold, args,
+                                                     wb, details_of.get(Backend.ORT))
                 dest = out_dir / f"{ref.name}.int8{b.suffix}"
                 audit = _audit(tmp_model, b)
-                _install(tmp_model, dest)
-                produced[b] = dest
                 calib_info = {"method": det.pop("method"), "requested": args.method.value,
                               "num_images": int(len(calib)), "source": str(calib_src),
                               "skipped_files": data.skipped,
@@ -417,8 +430,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rec["ranking"] = rec.pop("worst_layers", [])
                 else:
                     from .runners import TfliteRunner
-                    rec.update(format="TFLite full integer (PT2E)", io=TfliteRunner(dest).io)
+                    rec.update(format="TFLite full integer (PT2E)", io=TfliteRunner(tmp_model).io)
+                _install(tmp_model, dest)
+                produced[b] = dest
                 details_of[b] = rec
+                # Record at once: the card always describes the INT8 files on disk.
+                card = load_card(ref.card_path)
+                card.record_artifact(ref.card_path, b.int8_key, dest, **rec)
+                card.accuracy.pop(b.int8_key, None)  # a new model: old numbers are stale
+                save_card(card, ref.card_path)
                 _print_audit(ref.name, b, dest, rec)
         method_of = {b: d["calibration"]["method"] for b, d in details_of.items()}
         rows = []
@@ -426,14 +446,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ev = load_set(eval_src, ref.card, limit=args.eval_limit, require_labels=True,
                           progress=interactive, what="--eval")
             rows = _evaluate_all(ref, ev, produced, method_of, args)
-        # Re-read the card right before writing: another stage may have added to it.
-        card = load_card(ref.card_path)
-        for b, dest in produced.items():
-            card.record_artifact(ref.card_path, b.int8_key, dest, **details_of[b])
-        for r in rows:
-            card.accuracy[r["key"]] = {k: r.get(k) for k in ("top1", "top5", "agreement", "sqnr_db", "n")
-                                       if r.get(k) is not None} | {"data": str(eval_src)}
-        save_card(card, ref.card_path)
+        if rows:
+            card = load_card(ref.card_path)  # re-read: another stage may have added to it
+            for r in rows:
+                card.accuracy[r["key"]] = {k: r.get(k) for k in ("top1", "top5", "agreement",
+                                                                 "sqnr_db", "n", "method")
+                                           if r.get(k) is not None} | {"data": str(eval_src)}
+            save_card(card, ref.card_path)
         if rows:
             from .evaluate import format_table
             print(format_table(rows))

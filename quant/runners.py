@@ -76,9 +76,12 @@ def tflite_interpreter(path: str | Path, threads: int | None = None, delegates: 
         raise QuantError("TFLite models need ai-edge-litert (pip install 'armq[tflite]')") from None
     kw = {} if delegates else {
         "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    from .common import captured_native_output
+
     try:
-        it = Interpreter(model_path=str(path), num_threads=threads or _threads(), **kw)
-        it.allocate_tensors()
+        with captured_native_output():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            it = Interpreter(model_path=str(path), num_threads=threads or _threads(), **kw)
+            it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise QuantError(f"LiteRT cannot load {path}: {msg}") from None

@@ -32,10 +32,32 @@ from .common import Method, ModelRef, PERCENTILE, QuantError, captured_native_ou
 REPO = Path(__file__).resolve().parents[1]
 
 
+_IMPORTED = False
+
+
 def _quiet_env() -> None:
+    """Import torchao / litert-torch once with their import-time noise (missing CUDA
+    kernels, absl/oneDNN banners, pytree deprecations) kept off the terminal."""
+    global _IMPORTED
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GLOG_minloglevel", "3")
+    if _IMPORTED:
+        return
+    import logging
+    import warnings
+
+    for name in ("torchao", "torch.utils._pytree", "absl", "jax", "tensorflow", "litert_torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with captured_native_output(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import torchao.quantization.pt2e  # noqa: F401
+        try:
+            import litert_torch
+            litert_torch.config.show_progress = False
+        except ImportError:
+            pass
+    _IMPORTED = True
 
 
 def available() -> str | None:
@@ -200,6 +222,7 @@ def kl_range(edges: np.ndarray, hist: np.ndarray, levels: int = 256,
 
 
 def quantization_config(method: Method, per_channel: bool):
+    _quiet_env()
     import torch
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e.observer import MinMaxObserver
@@ -221,7 +244,9 @@ def quantization_config(method: Method, per_channel: bool):
 # ---- the quantizer -----------------------------------------------------------------------------
 
 
-def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[str] = ()):
+def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[str] = (),
+                   annotations: str = "armq"):
+    """annotations="litert": litert-torch's PT2EQuantizer as shipped (for comparison)."""
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
     from torchao.quantization.pt2e.quantizer import (QuantizationAnnotation,
@@ -256,6 +281,9 @@ def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[st
             if any(("." + s + ".") in f for s in skip):
                 return True
         return False
+
+    if annotations == "litert":
+        return PT2EQuantizer().set_global(config)
 
     class ArmqPT2EQuantizer(PT2EQuantizer):
         """litert-torch's quantizer plus the ops the zoo needs (see module docstring)."""
@@ -302,7 +330,8 @@ def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
 
 
 def calibrate(model, x: np.ndarray, method: Method, per_channel: bool,
-              float_modules: Sequence[str] = (), progress=None, layout: str = "nchw"):
+              float_modules: Sequence[str] = (), progress=None, layout: str = "nchw",
+              annotations: str = "armq"):
     """(quantizer, PT2E-converted GraphModule): the simulated INT8 model.
     `model` takes NCHW; with layout nhwc the graph takes NHWC (x stays NCHW here)."""
     import torch
@@ -311,7 +340,7 @@ def calibrate(model, x: np.ndarray, method: Method, per_channel: bool,
     _quiet_env()
     xl = to_layout(x, layout)
     sample = (torch.from_numpy(xl[:1]),)
-    quantizer = make_quantizer(method, per_channel, float_modules)
+    quantizer = make_quantizer(method, per_channel, float_modules, annotations)
     with torch.no_grad():
         exported = torch.export.export(with_layout(model, layout), sample).module()
         prepared = prepare_pt2e(exported, quantizer)

@@ -157,8 +157,10 @@ def test_fallback_cli_records_excluded_nodes(model, tmp_path):
     art = load_card(tmp_path / f"{NAME}.json").artifacts["onnx_int8"]
     assert art["ranking"], "per-layer ranking missing"
     rt = art["audit"]["runtime"]
-    if art["holdout_drop_before_fallback"] > 0:
-        assert len(art["excluded_nodes"]) == 1
-        assert rt["float_compute"] >= 1 and rt["depthwise_int8"] + rt["depthwise_float"] == 16
+    assert len(art["excluded_nodes"]) <= 1
+    assert set(art["excluded_nodes"]) <= {r["node"] for r in art["ranking"]}
+    if art["excluded_nodes"]:  # kept only when it lowered the held-out drop
+        assert art["holdout_drop"] < art["holdout_drop_before_fallback"]
+        assert rt["float_compute"] >= 1
     else:
-        assert art["excluded_nodes"] == [] and rt["float_compute"] == 0
+        assert rt["float_compute"] == 0
