@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import onnx
+import onnxsim
 import pytest
 import torch
 from onnx import numpy_helper, shape_inference
@@ -99,11 +100,20 @@ def onnx_macs(model: torch.nn.Module, size: int, tmp_path) -> int:
     """MACs of Conv and Gemm/MatMul nodes read off the exported, shape-inferred ONNX graph."""
     path = tmp_path / "m.onnx"
     torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), dynamo=False,
-                      opset_version=17, do_constant_folding=False)
-    g = shape_inference.infer_shapes(onnx.load(str(path))).graph
+                      opset_version=17, do_constant_folding=True)
+    # onnxsim folds the shape arithmetic of explicit pads, which ONNX shape inference
+    # alone leaves unknown; it fuses BN into Conv, which keeps every Conv's shape.
+    simplified, ok = onnxsim.simplify(onnx.load(str(path)))
+    assert ok
+    g = shape_inference.infer_shapes(simplified, data_prop=True).graph
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
               for vi in list(g.value_info) + list(g.output) + list(g.input)}
     inits = {i.name: numpy_helper.to_array(i).shape for i in g.initializer}
+    for n in g.node:  # folded weights may be Constant nodes rather than initializers
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].t.dims:
+            inits[n.output[0]] = tuple(n.attribute[0].t.dims)
+        elif n.op_type == "Identity" and n.input[0] in inits:  # deduplicated equal weights
+            inits[n.output[0]] = inits[n.input[0]]
     total = 0
     for n in g.node:
         if n.op_type == "Conv":
