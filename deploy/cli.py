@@ -416,6 +416,7 @@ class Plan:
                 raise SkipStage("no ONNX model to profile")
             stage.argv = [self.py, "-m", "deploy.opprofile", "--model", *files,
                           "--runs", str(PROFILE_RUNS), "--json", str(out_json)]
+            stage.outputs["load_avg_before"] = _load()
         return prepare
 
     def _after_profile(self, p: Planned, path: Path):
@@ -448,8 +449,10 @@ class Plan:
             if tg.cpu:
                 argv += ["--cpu", tg.cpu]
             stage.argv = argv
+            stage.outputs["load_avg_before"] = _load()
 
         def after(stage: Stage, out: dict) -> None:
+            stage.outputs["load_avg_after"] = _load()
             doc = collect.read_json(out_json)
             res, fails = collect.summarize_bench(doc)
             with self.results.lock:
@@ -493,6 +496,13 @@ class Plan:
                     self.results.doc.setdefault("compare", {})[tg.id] = doc
         return Stage(id=f"compare/{tg.id}", kind="compare", target=tg.id, prepare=prepare,
                      after=after, timeout_s=TIMEOUTS["compare"])
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _show(p: Path, base: Path | None = None) -> str:

@@ -3,7 +3,7 @@
     python -m deploy.opprofile --model artifacts/x.onnx [artifacts/x.int8.onnx ...]
         [--runs 20] [--warmup 3] [--threads 1] [--json out.json]
 
-onnxruntime's profiler (kernel time of every node, averaged over --runs) on this
+onnxruntime's profiler (kernel time of every node, median over --runs) on this
 host, with the session options android_bench's runner uses (1 thread,
 sequential, all graph optimizations), so it explains the runner's local latency.
 Every node is classified with the help of the model file itself, since the
@@ -166,10 +166,12 @@ def profile_onnx(path: Path, runs: int = 20, warmup: int = 3, threads: int = 1) 
         op_of[node] = str((ev.get("args") or {}).get("op_name", "?"))
     nodes = []
     for node, ts in per_node.items():
-        ts = ts[-runs:]  # the last `runs` calls: warm-up excluded
+        ts = sorted(ts[-runs:])  # the last `runs` calls: warm-up excluded
         op = op_of[node]
         dw = op in CONV_OPS and index.is_depthwise(node)
-        nodes.append({"name": node, "op_type": op, "ms": round(sum(ts) / len(ts), 6),
+        # median per node: a preempted kernel inflates one run, not the profile
+        med = ts[len(ts) // 2] if len(ts) % 2 else (ts[len(ts) // 2 - 1] + ts[len(ts) // 2]) / 2
+        nodes.append({"name": node, "op_type": op, "ms": round(med, 6),
                       "category": categorize(op, dw)})
     nodes.sort(key=lambda n: -n["ms"])
     total = sum(n["ms"] for n in nodes) or 1.0

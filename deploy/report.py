@@ -131,7 +131,10 @@ def plot_macs_latency(doc: dict) -> bytes | None:
         lo, hi = min(xs) / 1.6, max(xs) * 1.6
         k = anchor[4] / anchor[3]
         ax.plot([lo, hi], [k * lo, k * hi], "--", color="#555555", linewidth=1,
-                label=f"speedup = MAC ratio (through {A.short_name(anchor[1], ms[anchor[1]])})")
+                label=f"speedup = MAC ratio (through {A.short_name(anchor[1], ms[anchor[1]])} FP32)")
+        if any(p[2].endswith("int8") for p in mine):
+            ax.plot([lo, hi], [k * lo / 4, k * hi / 4], ":", color="#DD8452", linewidth=1,
+                    label="same, INT8 at the ideal 4x")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("MACs per inference")
@@ -211,14 +214,14 @@ def plot_op_breakdown(doc: dict) -> bytes | None:
             left += v
         ax.text(101, i, fms(total) + " ms", va="center", fontsize=7)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in CAT_COLORS.values()]
-    ax.legend(handles, list(CAT_COLORS), fontsize=7, ncol=4, frameon=False,
-              loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    ax.legend(handles, list(CAT_COLORS), fontsize=7, ncol=7, frameon=False,
+              loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.set_yticks(range(len(bars)))
     ax.set_yticklabels([b[0] for b in bars], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 112)
     ax.set_xlabel("% of kernel time (onnxruntime profiler on the host, 1 thread)")
-    ax.set_title("Where the time goes, by op type (ONNX models; host x86, not ARM)")
+    ax.set_title("Where the time goes, by op type (ONNX models; host x86, not ARM)", pad=22)
     fig.tight_layout()
     return _png(fig)
 
@@ -442,6 +445,9 @@ def _sections(doc: dict):
                       f"milliseconds are EMULATED (emulation time on this host, FP32 "
                       f"disproportionately slow), not board latency. Compare their guest "
                       f"instruction counts, which are deterministic."))
+    busy = busy_note(doc)
+    if busy:
+        items.append(("busy", busy))
     fails = [s for s in doc.get("stages") or [] if s.get("status") in ("failed", "interrupted")]
     if fails:
         items.append(("fail", [f"{s['kind']}{' ' + s['target'] if s.get('target') else ''}"
@@ -450,6 +456,23 @@ def _sections(doc: dict):
     if run.get("status") == "running":
         items.append(("fail", ["this run has not finished (partial results.json)"]))
     return items
+
+
+def busy_note(doc: dict) -> str | None:
+    """A warning when local timings were taken on a loaded machine."""
+    cpus = A.g(doc, "run", "host", "cpus") or 1
+    loads = [x for s in doc.get("stages") or [] if s.get("kind") in ("bench", "opprofile")
+             and not str(s.get("target") or "").startswith("qemu")
+             for x in ((s.get("outputs") or {}).get("load_avg_before"),
+                       (s.get("outputs") or {}).get("load_avg_after")) if isinstance(x, (int, float))]
+    if not loads:
+        start = A.g(doc, "run", "host", "load_avg")
+        loads = [start[0]] if start else []
+    if not loads or max(loads) <= cpus:
+        return None
+    return (f"local timings were taken on a busy machine (load average up to {max(loads):.1f} on "
+            f"{cpus} CPUs): wall-clock latencies, their ratios and the per-op profile are "
+            f"inflated and noisy (see the CI widths). QEMU instruction counts are not affected.")
 
 
 def _meta_lines(doc: dict) -> list[str]:
@@ -494,6 +517,8 @@ def build_md(doc: dict, pngs) -> str:
     for kind, payload in _sections(doc):
         if kind == "emu":
             L += [f"> **{EMU}:** {payload}", ""]
+        elif kind == "busy":
+            L += [f"> **Busy machine:** {payload}", ""]
         else:
             L += ["> **Failed or interrupted stages** (finished stages are kept):"] + [f"> - {x}" for x in payload] + [""]
     L += ["## What the numbers say", ""]
@@ -530,6 +555,8 @@ def build_html(doc: dict, pngs) -> str:
     for kind, payload in _sections(doc):
         if kind == "emu":
             H.append(f"<div class='emu-banner'><b>{EMU}:</b> {_esc(payload)}</div>")
+        elif kind == "busy":
+            H.append(f"<div class='emu-banner'><b>Busy machine:</b> {_esc(payload)}</div>")
         else:
             H.append("<div class='fail-box'><b>Failed or interrupted stages</b> (finished stages "
                      "are kept):<ul>"
