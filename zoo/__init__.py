@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 
+from .config import DataConfig, Dataset, default_data_config  # noqa: F401 (torch-free)
+
 # Family modules: importing one registers its builders.
 FAMILIES = ("shufflenet", "mobilenet", "ghostnet", "mobilenext", "shiftnet", "hetconv",
             "classic", "efficientnet_lite")
