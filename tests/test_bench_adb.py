@@ -263,7 +263,7 @@ def test_real_adb_without_device(tmp_path, monkeypatch):
         t0 = time.monotonic()
         with pytest.raises(TargetUnavailable) as e:
             t.run([m], BenchConfig(runs=1, warmup=0))
-        assert time.monotonic() - t0 < 60
+        assert time.monotonic() - t0 < 120
         assert "no Android device connected" in str(e.value)
     finally:
         subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
@@ -383,7 +383,7 @@ def test_hung_benchmark_is_killed(fake_env, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(PartialResults) as e:
         t.run([m], BenchConfig(runs=5, warmup=0, timeout_s=3))
-    assert time.monotonic() - t0 < 60 and "no result after" in str(e.value)
+    assert time.monotonic() - t0 < 120 and "no result after" in str(e.value)
     pid = int((tmp_path / "bm.pid").read_text())
     for _ in range(50):
         try:

@@ -38,7 +38,8 @@ Connection options:
   --connect-timeout S      ssh ConnectTimeout (default 10 s).
   --no-ssh-mux             a new connection per step (default: one ControlMaster
                            connection, owned and stopped by the target, that every
-                           ssh/scp step reuses through a socket in a private temp dir).
+                           ssh/scp step reuses through a socket in a private temp dir;
+                           use this with ssh clients without ControlMaster, e.g. Windows).
 Always: -o BatchMode=yes (never a password or passphrase prompt: a key agent or
 an unencrypted key must work non-interactively), ServerAliveInterval=15 with
 ServerAliveCountMax=3 (a board that drops off the network is noticed within ~45 s).
