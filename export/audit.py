@@ -24,7 +24,6 @@ off, so the graph is seen as stored, not as XNNPACK rewrote it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections import Counter

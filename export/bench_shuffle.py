@@ -8,13 +8,14 @@ For ShuffleNet V1 (g=3) and V2 (1x), each form is exported to ONNX and TFLite
 compute the same function and every export passes the parity check), then
 timed on this CPU: onnxruntime (CPU provider) and LiteRT (default XNNPACK
 delegate), batch 1. Runs of the two forms are interleaved so that load from
-other processes hits both alike; the table shows the median and the
-inter-quartile range in milliseconds, and the Transpose/Gather op counts of
-each graph.
+other processes hits both alike; the table shows the median wall time, its
+inter-quartile range and the median CPU time of the calling thread in
+milliseconds (with --threads 1 both runtimes compute in the calling thread,
+so CPU time is the cost of the inference itself, not of the machine's other
+tenants), and the Transpose/Gather op counts of each graph.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -52,16 +53,19 @@ def _time(fns: dict, runs: int, warmup: int = 5) -> dict:
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times = {k: [] for k in fns}
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
     for _ in range(runs):
         for k, fn in fns.items():  # interleaved: drift and neighbours hit all forms alike
-            t = time.perf_counter()
+            c, t = time.thread_time(), time.perf_counter()
             fn()
-            times[k].append((time.perf_counter() - t) * 1e3)
+            wall[k].append((time.perf_counter() - t) * 1e3)
+            cpu[k].append((time.thread_time() - c) * 1e3)
     out = {}
-    for k, ts in times.items():
-        q1, med, q3 = np.percentile(ts, [25, 50, 75])
-        out[k] = {"median_ms": float(med), "iqr_ms": float(q3 - q1)}
+    for k in fns:
+        q1, med, q3 = np.percentile(wall[k], [25, 50, 75])
+        out[k] = {"median_ms": float(med), "iqr_ms": float(q3 - q1),
+                  "cpu_median_ms": float(np.median(cpu[k]))}
     return out
 
 
@@ -120,19 +124,20 @@ def bench(dataset: str = "imagenet", input_size: int | None = None, runs: int = 
 
 
 def format_table(rows: list[dict], threads: int) -> str:
-    head = (f"{'model':<22} {'impl':<10} {'ONNX Tr/Ga':>10} {'ORT ms (IQR)':>16} "
-            f"{'TFL Tr/Ga':>10} {'LiteRT ms (IQR)':>17}")
-    lines = [f"batch 1, {threads} thread(s), median of interleaved runs", head, "-" * len(head)]
+    head = (f"{'model':<22} {'impl':<10} {'ONNX Tr/Ga':>10} {'ORT ms (IQR) cpu':>22} "
+            f"{'TFL Tr/Ga':>10} {'LiteRT ms (IQR) cpu':>23}")
+    lines = [f"batch 1, {threads} thread(s), median of interleaved runs: wall (IQR) and "
+             "thread CPU time", head, "-" * len(head)]
     for r in rows:
         name = r["model"] + "".join(f"_g{v}" for k, v in r["params"].items() if k == "groups")
         ort = r["onnxruntime"]
         line = (f"{name + ' @' + str(r['input_size']):<22} {r['impl']:<10} "
                 f"{str(r['onnx_transpose']) + '/' + str(r['onnx_gather']):>10} "
-                f"{ort['median_ms']:>8.2f} ({ort['iqr_ms']:>5.2f})")
+                f"{ort['median_ms']:>8.2f} ({ort['iqr_ms']:>5.2f}) {ort['cpu_median_ms']:>6.2f}")
         if "litert" in r:
             tl = r["litert"]
             line += (f" {str(r['tflite_transpose']) + '/' + str(r['tflite_gather']):>10} "
-                     f"{tl['median_ms']:>9.2f} ({tl['iqr_ms']:>5.2f})")
+                     f"{tl['median_ms']:>9.2f} ({tl['iqr_ms']:>5.2f}) {tl['cpu_median_ms']:>6.2f}")
         lines.append(line)
     return "\n".join(lines)
 

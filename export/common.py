@@ -3,6 +3,7 @@ building the model, the parity images and writing the model card."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -27,6 +28,26 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ATOL = 1e-4      # FP32 parity: max |exported - torch| over the logits
 DEFAULT_NUM_IMAGES = 16
 RANDOM_SEED = 0          # random-init weights and random parity inputs
+
+
+@contextlib.contextmanager
+def quiet_fds():
+    """Silence fds 1 and 2 (C++ and Python prints of converters) for a block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def warn(prog: str, msg: str) -> None:
@@ -65,7 +86,7 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def check_common_args(args: argparse.Namespace) -> None:
-    if not args.model and not args.weights:
+    if not args.model and not args.weights and not args.model_py:
         raise ArmqError("--model is required (or --weights with an armq checkpoint)")
     if args.weights is not None and args.random_weights:
         raise ArmqError("--weights and --random-weights exclude each other")
@@ -332,10 +353,13 @@ def parity_inputs(data: DataConfig, images: Path | None, n: int, prog: str) -> t
         warnings.simplefilter("ignore")
         li = load_images(src, data.resize, data.input_size, data.interpolation,
                          class_names=tuple(data.class_names) or None, limit=n)
-    try:
-        shown = str(Path(src).resolve().relative_to(REPO.parent))
-    except ValueError:
-        shown = str(src)
+    shown = str(src)
+    for base in (REPO, REPO.parent):
+        try:
+            shown = str(Path(src).resolve().relative_to(base))
+            break
+        except ValueError:
+            continue
     return normalize(li.images, data), {"data": shown, "n": int(len(li.images))}
 
 

@@ -46,8 +46,85 @@ DEFAULT_EXPORTER = "torchscript"
 OPSET_RANGE = {"torchscript": (11, 20), "dynamo": (18, 23)}
 
 
+class _PoolAsMatmul:
+    """Factory for an exact stand-in of an AdaptiveAvgPool2d whose output size does not
+    divide its input size (e.g. VGG's 7x7 pool on a 2x2 map at 64 px), which the
+    TorchScript exporter refuses: adaptive average pooling is linear, y = Ph @ x @ Pw^T,
+    with Ph/Pw the (out x in) averaging matrices of PyTorch's start/end window rule."""
+
+    @staticmethod
+    def matrix(n_in: int, n_out: int):
+        import torch
+
+        m = torch.zeros(n_out, n_in)
+        for i in range(n_out):
+            lo, hi = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+            m[i, lo:hi] = 1.0 / (hi - lo)
+        return m
+
+    @classmethod
+    def module(cls, h_in: int, w_in: int, h_out: int, w_out: int):
+        import torch
+
+        class PoolAsMatmul(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("ph", cls.matrix(h_in, h_out))
+                self.register_buffer("pwt", cls.matrix(w_in, w_out).t().contiguous())
+
+            def forward(self, x):
+                return torch.matmul(torch.matmul(self.ph, x), self.pwt)
+
+        return PoolAsMatmul()
+
+
+def _swap_awkward_pools(model, example) -> list:
+    """Replace non-divisible AdaptiveAvgPool2d modules in place; returns what to restore."""
+    import torch
+
+    seen: dict[str, tuple[int, int, int, int]] = {}
+    hooks = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.AdaptiveAvgPool2d):
+            def hook(m, inp, out, name=name):
+                h, w = inp[0].shape[-2:]
+                oh, ow = out.shape[-2:]
+                if h % oh or w % ow:
+                    seen[name] = (int(h), int(w), int(oh), int(ow))
+            hooks.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    swapped = []
+    for name, dims in seen.items():
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        swapped.append((parent, attr, getattr(parent, attr)))
+        setattr(parent, attr, _PoolAsMatmul.module(*dims))
+    return swapped
+
+
 def _export(prep: common.Prepared, example, path: Path, exporter: str, opset: int,
-            dynamic_batch: bool) -> None:
+            dynamic_batch: bool) -> list[str]:
+    """Export; returns the graph rewrites made for the exporter (recorded in the card)."""
+    if exporter == "torchscript":
+        swapped = _swap_awkward_pools(prep.model, example)
+        try:
+            _export_with(prep, example, path, exporter, opset, dynamic_batch)
+        finally:
+            for parent, attr, orig in swapped:
+                setattr(parent, attr, orig)
+        return [f"{type(parent).__name__}.{attr}: AdaptiveAvgPool2d({orig.output_size}) as MatMul"
+                for parent, attr, orig in swapped]
+    _export_with(prep, example, path, exporter, opset, dynamic_batch)
+    return []
+
+
+def _export_with(prep: common.Prepared, example, path: Path, exporter: str, opset: int,
+                 dynamic_batch: bool) -> None:
     import torch
 
     axes = {"input": {0: "N"}, "logits": {0: "N"}} if dynamic_batch else None
@@ -103,7 +180,9 @@ def export_onnx(prep: common.Prepared, x: np.ndarray, data: dict, out_dir: Path,
     with tempfile.TemporaryDirectory(prefix="armq-onnx-") as td:
         raw = Path(td) / "raw.onnx"
         try:
-            _export(prep, torch.from_numpy(x[:1]), raw, exporter, opset, dynamic_batch)
+            with common.quiet_fds():
+                rewrites = _export(prep, torch.from_numpy(x[:1]), raw, exporter, opset,
+                                   dynamic_batch)
         except ArmqError:
             raise
         except Exception as e:  # noqa: BLE001 - report which model did not export, in one line
@@ -153,6 +232,7 @@ def export_onnx(prep: common.Prepared, x: np.ndarray, data: dict, out_dir: Path,
         "dynamic_batch": dynamic_batch,
         "simplified": simplified,
         "nodes_before_simplify": n_raw,
+        "rewrites": rewrites,
         "input": {"name": "input", "shape": ["N" if dynamic_batch else 1, 3, prep.input_size,
                                               prep.input_size], "layout": "NCHW", "dtype": "float32"},
         "output": {"name": "logits", "shape": ["N" if dynamic_batch else 1, prep.data.num_classes]},

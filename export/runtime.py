@@ -71,11 +71,24 @@ def tflite_interpreter(model: str | os.PathLike | bytes, threads: int | None = N
         kw["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if isinstance(model, (bytes, bytearray)):
         kw["model_content"] = bytes(model)
+        head = bytes(model[:8])
     else:
         kw["model_path"] = str(Path(model))
+        try:
+            with open(model, "rb") as f:
+                head = f.read(8)
+        except OSError as e:
+            raise ArmqError(f"{model}: cannot read ({e.strerror or e})") from None
+    if head[4:8] != b"TFL3":
+        # Checked here: the interpreter would print its own error lines first.
+        where = "model" if isinstance(model, (bytes, bytearray)) else str(model)
+        raise ArmqError(f"{where}: not a TFLite flatbuffer (no TFL3 identifier)")
+    from .common import quiet_fds
+
     try:
-        it = mod.Interpreter(**kw)
-        it.allocate_tensors()
+        with quiet_fds():  # the runtime's own INFO/ERROR lines
+            it = mod.Interpreter(**kw)
+            it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         where = "model" if isinstance(model, (bytes, bytearray)) else str(model)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

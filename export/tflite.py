@@ -18,8 +18,6 @@ Needs the `tflite` extra (litert-torch, ai-edge-litert).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import shutil
@@ -67,7 +65,7 @@ def convert(prep: common.Prepared, example_nchw: np.ndarray, layout: str = "nhwc
         module = lt.to_channel_last_io(module, args=[0]).eval()
         sample = sample.permute(0, 2, 3, 1).contiguous()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        with warnings.catch_warnings(), common.quiet_fds(), torch.no_grad():
             warnings.simplefilter("ignore")
             edge = lt.convert(module, (sample,))
             return bytes(edge.model_content())

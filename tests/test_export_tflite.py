@@ -84,6 +84,7 @@ def test_depthwise_convs_stay_depthwise(v2_exports):
     assert entry["audit"]["depthwise"]["depthwise_as_conv2d"] == 0
 
 
+@pytest.mark.slow
 def test_nchw_layout_option(tmp_path):
     net = random_trained_like("shufflenet_v2", "cifar10", None, width=0.5)
     ck = save_checkpoint(tmp_path / "w.pt", net, net.variant)
