@@ -13,6 +13,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--groups", type=int, help="pointwise groups (shufflenet_v1)")
     g.add_argument("--part", type=int, help="HetConv part P (hetconv models)")
     g.add_argument("--multiplier", type=float, help="identity tensor multiplier (mobilenext)")
+    g.add_argument("--depth", type=int, help="network depth (shiftnet: ShiftResNet-20/56/110)")
     g.add_argument("--shuffle-impl", dest="shuffle", choices=("transpose", "gather"),
                    help="channel-shuffle graph form (shufflenet models)")
     g.add_argument("--dataset", default=Dataset.IMAGENET.value,
@@ -22,7 +23,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--num-classes", type=int, help="classifier size (default: dataset's)")
 
 
-VARIANT_FLAGS = ("width", "groups", "part", "multiplier", "shuffle")
+VARIANT_FLAGS = ("width", "groups", "part", "multiplier", "shuffle", "depth")
 
 
 def variant_from_args(args: argparse.Namespace):

