@@ -106,7 +106,7 @@ def test_cli_on_the_local_target(tmp_path):
     p = subprocess.run([sys.executable, "-m", "android_bench.guidelines", "--target", "local",
                         "--size", "8", "--width", "0.125", "--blocks", "2", "--runs", "3",
                         "--warmup", "1", "--quiet", "--json", str(out)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+                       capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     for t in ("Table 1 (G1)", "Table 2 (G2)", "Table 3 (G3)", "Table 4 (G4)"):
         assert t in p.stdout
