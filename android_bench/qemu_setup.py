@@ -6,8 +6,11 @@ Layout of $ARMQ_CACHE/qemu-sysroot (ARMQ_CACHE defaults to ~/.cache/armq):
     root/             Debian bookworm arm64 packages unpacked with `dpkg -x`: Python 3.11
                       and the C/C++ runtime libraries; the host's dpkg is never touched
                       (apt runs with a private state folder, APT::Architecture=arm64)
-    site-litert/      aarch64 cp311 wheels: numpy, onnxruntime, ai-edge-litert
-    site-tflite/      tflite-runtime 2.14 + numpy<2 (its own folder; --tflite-runtime)
+    root/opt/armq/    what the guest sees at the same path on every machine, so that
+                      instruction counts do not depend on where the cache lives:
+        site-litert/  aarch64 cp311 wheels: numpy, onnxruntime, ai-edge-litert
+        site-tflite/  tflite-runtime 2.14 + numpy<2 (its own folder; --tflite-runtime)
+        runner-<sha>.py  a copy of android_bench/runner.py, per content
     views/<cpu>/      the `qemu -L` prefix for one emulated CPU: links to root/* plus a
                       proc/cpuinfo written from what QEMU reports for that CPU (AT_HWCAP)
                       - onnxruntime reads /proc/cpuinfo and crashes on the host's x86 one,
@@ -40,7 +43,7 @@ from typing import Callable, Sequence
 
 from zoo.util import ArmqError, atomic_output, cli_entry
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
@@ -60,6 +63,9 @@ PLATFORMS_LITERT = ["manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinu
 PLATFORMS_TFLITE = PLATFORMS_LITERT + ["manylinux_2_34_aarch64"]
 
 PLUGIN_SRC = Path(__file__).resolve().parent / "qemu_plugin" / "armq_icount.c"
+RUNNER_SRC = Path(__file__).resolve().parent / "runner.py"
+GUEST_DIR = "/opt/armq"              # inside the sysroot; the guest's path for armq files
+GUEST_PYTHON = "/usr/bin/python3.11"
 
 # -cpu name -> (qemu -cpu argument, MIDR fields for /proc/cpuinfo: implementer, variant, part, rev)
 CPUS = {
@@ -295,7 +301,7 @@ def _pip_download(reqs: Sequence[str], platforms: Sequence[str], dest: Path) -> 
     return sorted(dest.glob("*.whl"))
 
 
-def _compileall(paths: Sequence[Path], strip: Path | None = None) -> None:
+def _compileall(paths: Sequence[Path], strip: Path | None = None, prepend: str = "/") -> None:
     """Precompile .pyc with the host's Python 3.11 (same bytecode), so runs never write
     into the cache and start faster."""
     if sys.version_info[:2] != (3, 11):
@@ -304,7 +310,7 @@ def _compileall(paths: Sequence[Path], strip: Path | None = None) -> None:
     import io
     for p in paths:
         with contextlib.redirect_stdout(io.StringIO()):
-            kw = {"stripdir": str(strip), "prependdir": "/"} if strip else {}
+            kw = {"stripdir": str(strip), "prependdir": prepend} if strip else {}
             compileall.compile_dir(str(p), quiet=2, workers=1, **kw)
 
 
@@ -353,17 +359,15 @@ def _build_base(root: Path, apt: PrivateApt, progress) -> dict:
         _say(progress, "qemu-sysroot: downloading aarch64 wheels "
                        f"({', '.join(WHEELS_LITERT)}) ...")
         wheels = _pip_download(WHEELS_LITERT, PLATFORMS_LITERT, work / "wheels")
-        site = work / "site-litert"
-        site.mkdir()
+        site = staging / GUEST_DIR.lstrip("/") / "site-litert"
+        site.mkdir(parents=True)
         _unpack_wheels(wheels, site)
         _say(progress, "qemu-sysroot: precompiling Python bytecode ...")
-        _compileall([staging / "usr/lib/python3.11"], strip=staging)
-        _compileall([site])
-        for name in ("root", "site-litert"):
-            dst = root / name
-            if dst.exists():
-                shutil.rmtree(dst)
-            os.replace(work / name, dst)
+        _compileall([staging / "usr/lib/python3.11", site], strip=staging)
+        for old in ("root", "site-litert", "site-tflite", "views"):   # layout 1 leftovers
+            if (root / old).exists():
+                shutil.rmtree(root / old)
+        os.replace(staging, root / "root")
         return {"debs": [d.name for d in debs], "wheels_litert": [w.name for w in wheels]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -377,8 +381,8 @@ def _build_tflite(root: Path, progress) -> dict:
         site = work / "site-tflite"
         site.mkdir()
         _unpack_wheels(wheels, site)
-        _compileall([site])
-        dst = root / "site-tflite"
+        dst = root / "root" / GUEST_DIR.lstrip("/") / "site-tflite"
+        _compileall([site], strip=work, prepend=GUEST_DIR)
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(site, dst)
@@ -463,8 +467,26 @@ class Sysroot:
     def view(self, cpu: str) -> Path:
         return self.root / "views" / cpu
 
-    def site(self, runtime: str) -> Path:
-        return self.root / ("site-tflite" if runtime == "tflite_runtime" else "site-litert")
+    def site(self, runtime: str) -> str:
+        """The guest path of the site-packages folder for `runtime`."""
+        return f"{GUEST_DIR}/" + ("site-tflite" if runtime == "tflite_runtime" else "site-litert")
+
+    def host_path(self, guest_path: str) -> Path:
+        return self.root / "root" / guest_path.lstrip("/")
+
+    def install_runner(self) -> str:
+        """Copy runner.py into the sysroot under a name of its content; the guest path.
+        The same runner is at the same guest path on every machine."""
+        data = RUNNER_SRC.read_bytes()
+        guest = f"{GUEST_DIR}/runner-{hashlib.sha256(data).hexdigest()[:12]}.py"
+        dst = self.host_path(guest)
+        if not dst.is_file() or dst.read_bytes() != data:
+            fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".runner-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dst)
+        return guest
 
     @property
     def plugin(self) -> Path | None:
@@ -500,7 +522,8 @@ def ensure(cpus: Sequence[str] = (), tflite_runtime: bool = False, plugin: bool 
             shutil.rmtree(root / "views", ignore_errors=True)
             _write_manifest(root, m)
             built = True
-        if tflite_runtime and ("tflite" not in m or not (root / "site-tflite").is_dir()):
+        if tflite_runtime and ("tflite" not in m or
+                               not (root / "root" / GUEST_DIR.lstrip("/") / "site-tflite").is_dir()):
             m["tflite"] = _build_tflite(root, progress)
             _write_manifest(root, m)
             built = True

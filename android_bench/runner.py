@@ -240,6 +240,10 @@ class Backend:
 
 class OrtBackend(Backend):
     def __init__(self, model: str, threads: int):
+        # onnxruntime >= 1.29 on Linux/Android starts telemetry threads (1DS uploads, a
+        # SQLite queue, DNS look-ups) unless told not to: they would send data from the
+        # benchmark and run beside the measured inferences. Opt out before the import.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -247,6 +251,10 @@ class OrtBackend(Backend):
                             f"(pip install onnxruntime): {e}") from None
         self.ort, self.model, self.threads = ort, model, threads
         self.name, self.version = "onnxruntime", ort.__version__
+        try:
+            ort.disable_telemetry_events()
+        except Exception:  # noqa: BLE001 - older/newer builds without the call
+            pass
         self.sess = self._session(profile_prefix=None)
         self.inputs = []
         for i in self.sess.get_inputs():
@@ -281,7 +289,9 @@ class OrtBackend(Backend):
 
     def details(self):
         return {"providers": self.sess.get_providers(),
-                "graph_optimization": "ORT_ENABLE_ALL", "inter_op_threads": 1}
+                "graph_optimization": "ORT_ENABLE_ALL", "inter_op_threads": 1,
+                "telemetry": "disabled" if os.environ.get("ORT_DISABLE_TELEMETRY") == "1"
+                else "default"}
 
     def profile(self, x, n):
         tmp = tempfile.mkdtemp(prefix="armq-ortprof-")

@@ -17,8 +17,8 @@
  *
  * Arguments: out=FILE (required), mode=inline|tb, sysno=N (default 223).
  * Output lines, one per event, flushed as they happen:
- *     armq-icount 1 mode=<mode>
- *     region <index> <instructions>
+ *     armq-icount 1 mode=<mode> target=<arch>
+ *     region <index> <instructions, all threads> own <instructions of the marking thread>
  *     total <instructions> regions <n> threads <max vcpus seen> unbalanced <n>
  *
  * Build: cc -shared -fPIC -O2 -I<qemu>/include/qemu -o armq_icount.so armq_icount.c
@@ -48,6 +48,8 @@ static int use_inline = 1;
 static int64_t marker_sysno = 223;
 static FILE *out;
 static uint64_t region_start;
+static uint64_t region_start_own;
+static unsigned int region_vcpu;
 static int in_region;
 static uint64_t regions;
 static uint64_t unbalanced;
@@ -63,6 +65,16 @@ static uint64_t total_count(void)
         t += __atomic_load_n(&per_vcpu[i].n, __ATOMIC_RELAXED);
     }
     return t;
+}
+
+/* Instructions of one vCPU (the thread that issued the markers); tb mode only. */
+static uint64_t own_count(unsigned int vcpu_index)
+{
+    if (use_inline) {
+        return __atomic_load_n(&inline_count, __ATOMIC_RELAXED);
+    }
+    unsigned int i = vcpu_index < MAX_VCPUS ? vcpu_index : MAX_VCPUS;
+    return __atomic_load_n(&per_vcpu[i].n, __ATOMIC_RELAXED);
 }
 
 static void tb_exec(unsigned int vcpu_index, void *udata)
@@ -109,13 +121,16 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
         }
         in_region = 1;
         region_start = now;
+        region_vcpu = vcpu_index;
+        region_start_own = own_count(vcpu_index);
     } else if (a3 == MARKER_END) {
         if (!in_region) {
             unbalanced++;
             return;
         }
         in_region = 0;
-        fprintf(out, "region %" PRIu64 " %" PRIu64 "\n", regions, now - region_start);
+        fprintf(out, "region %" PRIu64 " %" PRIu64 " own %" PRIu64 "\n", regions,
+                now - region_start, own_count(region_vcpu) - region_start_own);
         fflush(out);
         regions++;
     }

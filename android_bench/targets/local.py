@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
-from .base import (RUNNER_PATH, BenchConfig, ModelSpec, Target, TargetOptions, TargetUnavailable,
-                   check_runner_exit, finish_result, load_result, run_process, runner_argv)
+from .base import (RUNNER_PATH, BenchConfig, ModelSpec, RunnerFailed, Target, TargetOptions,
+                   TargetUnavailable, check_runner_exit, finish_result, load_result, run_process,
+                   runner_argv)
 
 
 def host_cpu_model() -> str:
@@ -71,27 +72,37 @@ class LocalTarget(Target):
         result["timing_ms"]["clock"] = "wall"
         return result
 
+    def stage(self, model: ModelSpec, config: BenchConfig, work: Path) -> dict:
+        """Runner-side paths: model, card, inputs, json, outputs (None where unused)."""
+        return {"model": str(model.path), "card": str(model.card) if model.card else None,
+                "inputs": str(Path(config.inputs).resolve()) if config.inputs else None,
+                "json": str(work / "result.json"),
+                "outputs": str(work / "outputs.npy") if config.save_outputs else None}
+
+    def workdir(self):
+        return tempfile.TemporaryDirectory(prefix="armq-bench-")
+
     # ----------------------------------------------------------------------------------
     def run_model(self, model: ModelSpec, config: BenchConfig) -> dict:
         where = self.tag()
-        with tempfile.TemporaryDirectory(prefix="armq-bench-") as tmp:
+        with self.workdir() as tmp:
             work = Path(tmp)
-            json_out = work / "result.json"
-            outputs = outputs_path(config, model, where)
-            args = runner_argv(config, str(model.path),
-                               card=str(model.card) if model.card else None,
-                               json_out=str(json_out),
-                               inputs=str(Path(config.inputs).resolve()) if config.inputs else None,
-                               outputs_npy=str(outputs) if outputs else None)
+            paths = self.stage(model, config, work)
+            args = runner_argv(config, paths["model"], card=paths["card"], json_out=paths["json"],
+                               inputs=paths["inputs"], outputs_npy=paths["outputs"])
             argv = self.command(args, config, work)
             proc = run_process(argv, self.timeout_for(config), what=f"{model.name} on {where}",
                                env=self.environment(config), cwd=work,
                                preexec_fn=self.preexec())
             self.check_exit(proc, model, where)
-            raw = load_result(json_out, model.name, where)
+            raw = load_result(work / "result.json", model.name, where)
             result = finish_result(raw, self.describe(), model)
-            if outputs:
-                result["outputs_npy"] = str(outputs)
+            dest = outputs_path(config, model, where)
+            if dest:
+                if not (work / "outputs.npy").is_file():
+                    raise RunnerFailed(f"{model.name} on {where}: the runner saved no outputs")
+                shutil.move(str(work / "outputs.npy"), dest)
+                result["outputs_npy"] = str(dest)
             return self.post(result, work, config)
 
     def check_exit(self, proc, model: ModelSpec, where: str) -> None:

@@ -19,14 +19,13 @@ point in software, so FP32 is disproportionately slow. Every result says so
 from __future__ import annotations
 
 import ctypes
-import os
 import statistics
+import tempfile
 from pathlib import Path
 from typing import ClassVar
 
 from .. import qemu_setup
-from .base import (RUNNER_PATH, BenchConfig, ModelSpec, RunnerFailed, Target, TargetOptions,
-                   TargetUnavailable)
+from .base import BenchConfig, ModelSpec, RunnerFailed, Target, TargetOptions, TargetUnavailable
 from .local import LocalTarget, host_cpu_model
 
 DEFAULT_CPU = "cortex-a76"
@@ -38,22 +37,24 @@ _ADDR_NO_RANDOMIZE = 0x0040000
 def parse_icount(path: Path) -> dict:
     """Read the plugin's output: regions in order, total, guest threads."""
     regions: list[int] = []
+    own: list[int] = []
     total = threads = unbalanced = None
     try:
         lines = path.read_text().splitlines()
     except OSError:
-        return {"regions": regions, "total": None, "threads": None, "complete": False}
+        return {"regions": regions, "own": own, "total": None, "threads": None, "complete": False}
     for line in lines:
         f = line.split()
-        if f[:1] == ["region"] and len(f) == 3:
+        if f[:1] == ["region"] and len(f) >= 3:
             regions.append(int(f[2]))
+            own.append(int(f[4]) if len(f) >= 5 and f[3] == "own" else int(f[2]))
         elif f[:1] == ["total"] and len(f) >= 2:
             total = int(f[1])
             kv = dict(zip(f[2::2], f[3::2]))
             threads = int(kv.get("threads", 0)) or None
             unbalanced = int(kv.get("unbalanced", 0))
-    return {"regions": regions, "total": total, "threads": threads, "unbalanced": unbalanced,
-            "complete": total is not None}
+    return {"regions": regions, "own": own, "total": total, "threads": threads,
+            "unbalanced": unbalanced, "complete": total is not None}
 
 
 def instruction_summary(ic: dict, markers: dict | None, cpu: str, threads: int) -> dict:
@@ -75,7 +76,10 @@ def instruction_summary(ic: dict, markers: dict | None, cpu: str, threads: int) 
            "spread_pct": round(100.0 * (max(timed) - min(timed)) / med, 4) if med else 0.0,
            "process_total": ic["total"],
            "outside_inferences": (ic["total"] - sum(regions)) if ic["total"] is not None else None,
-           "guest_threads": ic["threads"]}
+           "guest_threads": ic["threads"],
+           # instructions of threads other than the one running the inference
+           "other_threads_timed": sum(ic["regions"][i] - ic["own"][i]
+                                      for i in range(t0, t0 + nt)) if ic.get("own") else None}
     if threads > 1:
         out["note"] = ("several runtime threads: counts include their spinning and are not "
                        "reproducible; use --threads 1 for comparisons")
@@ -130,24 +134,45 @@ class QemuTarget(LocalTarget):
     def tag(self) -> str:
         return f"qemu-{self.cpu}"
 
+    def workdir(self):
+        # Fixed-length names under /tmp: the guest sees its working folder only through
+        # getcwd (onnxruntime makes the model path absolute), but its length shifts the
+        # heap and with it a few hundred instructions per inference.
+        return tempfile.TemporaryDirectory(prefix="armq-qemu-", dir="/tmp")
+
+    def stage(self, model: ModelSpec, config: BenchConfig, work: Path) -> dict:
+        """Link the files into the working folder and give the runner relative names, so
+        its command line is the same on every run and machine."""
+        (work / model.name).symlink_to(model.path)
+        card = None
+        if model.card:
+            card = model.card.name if model.card.name != model.name else "card.json"
+            (work / card).symlink_to(model.card)
+        inputs = None
+        if config.inputs:
+            inputs = "inputs.npy"
+            (work / inputs).symlink_to(Path(config.inputs).resolve())
+        return {"model": model.name, "card": card, "inputs": inputs, "json": "result.json",
+                "outputs": "outputs.npy" if config.save_outputs else None}
+
     def command(self, runner_args, config: BenchConfig, workdir: Path) -> list[str]:
         sr = self._ensure(tflite_runtime=config.runtime == "tflite_runtime")
         view = sr.view(self.cpu)
-        argv = [sr.qemu, "-L", str(view), "-cpu", self.cpu_arg]
+        runner = sr.install_runner()
+        argv = [sr.qemu, "-L", str(view), "-cpu", self.cpu_arg, "-0", qemu_setup.GUEST_PYTHON]
         if self.icount and sr.plugin:
             argv += ["-plugin", f"{sr.plugin},out={workdir / 'icount.txt'},mode=tb"]
             if "--markers" not in runner_args:
                 runner_args = [*runner_args, "--markers"]
-        return argv + [str(view / "usr/bin/python3.11"), str(RUNNER_PATH), *runner_args]
+        return argv + [str(view / qemu_setup.GUEST_PYTHON.lstrip("/")), runner, *runner_args]
 
     def environment(self, config: BenchConfig) -> dict:
         assert self.sysroot is not None
         n = str(config.threads)
-        return {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"),
-                "LANG": "C.UTF-8", "TZ": "UTC",
-                "PYTHONPATH": str(self.sysroot.site(config.runtime)),
-                "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-                "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}
+        return {"PATH": "/usr/bin:/bin", "HOME": qemu_setup.GUEST_DIR, "LANG": "C.UTF-8",
+                "TZ": "UTC", "PYTHONPATH": self.sysroot.site(config.runtime),
+                "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
+                "ORT_DISABLE_TELEMETRY": "1", "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}
 
     def preexec(self):
         pers = self._personality
