@@ -337,6 +337,9 @@ def default_images(dataset: str) -> Path | None:
     return None
 
 
+_IMAGE_CACHE: dict = {}
+
+
 def parity_inputs(data: DataConfig, images: Path | None, n: int, prog: str) -> tuple[np.ndarray, dict]:
     """float32 NCHW batch, preprocessed exactly as the card says, and where it came from."""
     from zoo.data import load_images, normalize
@@ -349,10 +352,18 @@ def parity_inputs(data: DataConfig, images: Path | None, n: int, prog: str) -> t
         return x, {"data": "random", "n": n}
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        li = load_images(src, data.resize, data.input_size, data.interpolation,
-                         class_names=tuple(data.class_names) or None, limit=n)
+    st = Path(src).stat()
+    key = (str(Path(src).resolve()), st.st_mtime_ns, st.st_size, data.resize, data.input_size,
+           data.interpolation, tuple(data.class_names), n)
+    li = _IMAGE_CACHE.get(key)
+    if li is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            li = load_images(src, data.resize, data.input_size, data.interpolation,
+                             class_names=tuple(data.class_names) or None, limit=n)
+        while len(_IMAGE_CACHE) >= 4:  # a few configs: repeated exports in one process
+            _IMAGE_CACHE.pop(next(iter(_IMAGE_CACHE)))
+        _IMAGE_CACHE[key] = li
     shown = str(src)
     for base in (REPO, REPO.parent):
         try:

@@ -74,7 +74,9 @@ def load_pinned(path: str | os.PathLike) -> LoadedCheckpoint:
     except OSError as e:
         raise WeightsError(f"checkpoint {p} cannot be read ({e.strerror or e})") from None
     try:
-        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "pickle protocol 4" chatter on odd files
+            obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).splitlines()[0] if str(e) else "unsafe content"
         raise WeightsError(f"checkpoint {p} is not a plain weights file ({first})") from None
@@ -115,7 +117,9 @@ def list_shipped(root: str | os.PathLike | None = None) -> list[Shipped]:
         if not _is_candidate(p):
             continue
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:  # noqa: BLE001 - a bad shipped file must not break exports
             warnings.warn(f"ignoring shipped checkpoint {p}: unreadable ({type(e).__name__})",
                           stacklevel=2)
