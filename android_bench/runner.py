@@ -663,7 +663,9 @@ def main(argv=None) -> int:
         "runtime": {"name": be.name, "version": be.version, "threads": a.threads, **be.details()},
         "input": {"name": spec["name"], "shape": shape, "dtype": spec["dtype"],
                   "quantization": spec.get("quantization"), "source": input_source},
-        "outputs": [{"name": o["name"], "shape": list(o["shape"]), "dtype": str(o["dtype"])}
+        "outputs": [{"name": o["name"], "shape": list(o["shape"]), "dtype": str(o["dtype"]),
+                     **({"quantization": o["quantization"]} if o.get("quantization")
+                        and o["quantization"][0] else {})}
                     for o in be.outputs],
         "output_check": {"argmax": [int(np.argmax(o[0] if o.ndim > 1 else o)) for o in outputs_first],
                          "first_values": [float(v) for v in out0.reshape(-1)[:5]]},
