@@ -88,3 +88,30 @@ def random_trained_like(model: str, dataset: str, input_size: int | None, seed: 
 
 def load_json(p: Path) -> dict:
     return json.loads(Path(p).read_text())
+
+
+HEAVY_PARAMS = 30_000_000  # sweep cases above this many parameters run only with -m slow
+
+
+@lru_cache(maxsize=None)
+def param_count(model: str, dataset: str) -> int:
+    """Parameters of a zoo model's default variant, counted on the meta device (no memory)."""
+    import torch
+
+    import zoo
+
+    try:
+        with torch.device("meta"):
+            m = zoo.create_model(model, dataset=dataset)
+        return int(sum(p.numel() for p in m.parameters()))
+    except Exception:  # noqa: BLE001 - a builder that cannot go on meta: treat as light
+        return 0
+
+
+def sweep_params(models, datasets=("cifar10", "imagenet")):
+    """pytest.param cases for every (model, dataset); heavy ones are marked slow."""
+    import pytest
+
+    return [pytest.param(m, d, id=f"{m}-{d}",
+                         marks=[pytest.mark.slow] if param_count(m, d) > HEAVY_PARAMS else [])
+            for m in models for d in datasets]

@@ -22,7 +22,7 @@ from zoo.checkpoint import save_checkpoint
 from zoo.layers import ChannelShuffle
 
 from _export_util import IMAGES, REPO, configs, load_json, random_trained_like, real_batch, \
-    run_module
+    run_module, sweep_params
 
 ATOL = 1e-4
 N_IMAGES = 8
@@ -58,10 +58,7 @@ def run_main(args: list[str]) -> int:
     return export_onnx.main(args)
 
 
-CASES = [(m, ds) for m in zoo.list_models() for ds in ("cifar10", "imagenet")]
-
-
-@pytest.mark.parametrize("model,dataset", CASES, ids=[f"{m}-{d}" for m, d in CASES])
+@pytest.mark.parametrize("model,dataset", sweep_params(zoo.list_models()))
 def test_every_zoo_model_exports_with_parity(model, dataset, tmp_path):
     size = dict(configs(model))[dataset]
     net = random_trained_like(model, dataset, size)
