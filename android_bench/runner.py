@@ -133,7 +133,12 @@ def cpu_info() -> dict:
             pn = int(p, 16)
         except ValueError:
             continue
-        names.append(_ARM_PARTS.get(pn, f"part {p}") if implementer in ("0x41", "") else f"part {p}")
+        if implementer in ("0x41", ""):
+            names.append(_ARM_PARTS.get(pn, f"part {p}"))
+        elif implementer == "0x00" and pn == 0x051:
+            names.append("QEMU max")
+        else:
+            names.append(f"implementer {implementer} part {p}")
     if names:
         model = " + ".join(names) if not model else f"{model} ({' + '.join(names)})"
     if machine in ("aarch64", "arm64", "armv7l", "armv8l"):
