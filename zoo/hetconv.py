@@ -27,7 +27,8 @@ max-pools, so block 5 runs at 2x2 (the paper's FLOPs depend on it; an
 exception to the zoo's >= 4x4 rule), head FC 512-512(BN, ReLU)-10. ImageNet
 config: VGG-16 configuration D with BN, FC 4096-4096-1000 on the 7x7 map.
 
-Published (paper Table 1, VGG-16 on CIFAR-10, FLOPs = mult-adds):
+Published (the paper's VGG-16 on CIFAR-10 table, FLOPs = mult-adds; the same numbers
+are quoted as "original" by the Efficient-HetConv reproduction README):
 P=1 313.74M, P=2 175.23M, P=4 105.98M, P=8 71.35M, P=16 54.04M,
 P=32 45.38M, P=64 41.05M; checked in tests/test_zoo_hetconv.py.
 
@@ -77,16 +78,11 @@ class HetConv2d(nn.Module):
 
 
 def paper_convention_macs(model: nn.Module, report) -> int:
-    """`report.macs` minus the 1x1 taps duplicating the 3x3 centre taps (see module doc),
-    i.e. the count of the paper's formula D^2 * N * (9M/P + M - M/P) for HetConv layers."""
-    dup = 0
-    names = {f"{name}.conv1.0" for name, m in model.named_modules()
-             if isinstance(m, HetConv2d) and m.conv1 is not None}
+    """`report.macs` (a zoo.cost report of `model`) minus the 1x1 taps that duplicate
+    3x3 centre taps (see the module doc): the paper's D^2 * N * (9M/P + M - M/P)."""
     parts = {f"{name}.conv1.0": m.part for name, m in model.named_modules()
-             if isinstance(m, HetConv2d)}
-    for layer in report.layers:
-        if layer.name in names:
-            dup += layer.macs // parts[layer.name]
+             if isinstance(m, HetConv2d) and m.conv1 is not None}
+    dup = sum(layer.macs // parts[layer.name] for layer in report.layers if layer.name in parts)
     return report.macs - dup
 
 
