@@ -293,10 +293,18 @@ def explain(doc: dict, tag: str) -> list[str]:
             prof = g(m, "profile", f"{s['format']}_int8", "categories", "quantize/dequantize", "pct")
             if not s["emulated"] and isinstance(prof, (int, float)) and prof >= 5:
                 why.append(f"quantize/dequantize ops take {prof:.0f}% of its time")
-            fl = [x for x in g(m, "artifacts", f"{s['format']}_int8", "warnings", default=[]) or []
-                  if "float" in x]
+            warns8 = g(m, "artifacts", f"{s['format']}_int8", "warnings", default=[]) or []
+            fl = [x for x in warns8 if "float" in x]
             if fl:
                 why.append(fl[0])
+            rt_tr = g(m, "artifacts", f"{s['format']}_int8", "runtime_transposes")
+            fp_tr = g(m, "artifacts", s["format"], "transposes")
+            if s["target"].startswith("qemu") and isinstance(rt_tr, int) and isinstance(fp_tr, int) \
+                    and rt_tr > fp_tr:
+                why.append(f"its ARM64 graph runs {rt_tr} Transposes ({fp_tr} in FP32: NHWC layout "
+                           f"changes around the channel shuffles)" if "shufflenet" in
+                           str(g(m, "variant", "model", default="")) else
+                           f"its ARM64 graph runs {rt_tr} Transposes ({fp_tr} in FP32)")
             out.append(f"INT8 not faster on {s['target']} ({fmt}: {v:.2f}x FP32 {unit})"
                        + (f": {'; '.join(why)}." if why else "."))
         else:

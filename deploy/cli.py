@@ -27,7 +27,6 @@ import argparse
 import datetime as _dt
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path

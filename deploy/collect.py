@@ -73,6 +73,11 @@ def audit_notes(key: str, det: dict, onnx_transposes: int | None) -> tuple[list[
         isl = runtime.get("float_islands")
         warns.append(f"{rt_float} op(s) run in float in the runtime graph"
                      + (f": {str(isl)[:80]}" if isl else ""))
+    rt_tr = runtime.get("transposes")
+    if key.endswith("int8") and isinstance(rt_tr, int) and isinstance(onnx_transposes, int) \
+            and key.startswith("onnx") and rt_tr > onnx_transposes:
+        warns.append(f"{rt_tr} Transposes in the ARM64 runtime graph ({onnx_transposes} in FP32): "
+                     "NHWC layout changes of the int8 kernels")
     dwf = runtime.get("depthwise_float")
     if key.endswith("int8") and isinstance(dwf, int) and dwf:
         warns.append(f"{dwf} depthwise conv(s) run in float")
@@ -112,6 +117,8 @@ def summarize_card(card_path: Path, run_dir: Path) -> dict:
             "num_ops": graph.get("num_ops"), "transposes": graph.get("transpose_count"),
             "warnings": warns, "notes": notes,
             "layout": det.get("layout"), "seconds": det.get("seconds"),
+            "runtime_transposes": _get(det, "audit", "runtime", "transposes"),
+            "runtime_ops": _get(det, "audit", "runtime", "ops"),
         }
     for k in ("cost", "source", "variant"):
         if isinstance(card.get(k), dict):

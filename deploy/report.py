@@ -142,10 +142,12 @@ def plot_macs_latency(doc: dict) -> bytes | None:
         ax.set_title(f"{t['id']}" + (f"  [{EMU}: instruction count]" if emu else "  (wall clock)"),
                      color="#B00020" if emu else "black")
         ax.grid(True, which="both", alpha=0.25)
-    axes[0][-1].legend(fontsize=7, loc="upper left", frameon=False)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.suptitle("MACs vs measured cost: points above the dashed line gained less than the "
                  "MAC ratio", fontsize=9)
     fig.tight_layout()
+    fig.legend(handles, labels, fontsize=7, loc="upper center", ncol=3, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
     return _png(fig)
 
 
@@ -329,7 +331,8 @@ def int8_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
         body.append([s["label"], "ONNX Runtime" if s["format"] == "onnx" else "TFLite",
                      s["target"] + (f" [{EMU}]" if s["emulated"] else ""),
                      fx(s["latency_ratio"]) + (" (emulated)" if s["emulated"] else ""),
-                     "-" if not rng else f"{rng[0]:.2f}-{rng[1]:.2f}x", fx(s["instr_ratio"]),
+                     "-" if not rng or s["emulated"] else f"{rng[0]:.2f}-{rng[1]:.2f}x",
+                     fx(s["instr_ratio"]),
                      fnum(s["efficiency"]),
                      ", ".join(k for k in s["features"] if k in ("asimd", "dotprod", "i8mm", "sve",
                                                                  "avx2", "avx512f", "avx512_vnni"))

@@ -9,7 +9,6 @@ marked in the report, and leave every other stage's results in place.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def test_table8_sweep_is_valid():
     (["--models", "alexnet", "--sweep", "x.toml"], "not allowed with"),
 ])
 def test_cli_usage_errors_are_one_line(args, needle, tmp_path):
-    r = run_cli("deploy", *args, "--out", tmp_path / "runs", timeout=180)
+    r = run_cli("deploy", *args, "--out", tmp_path / "runs", timeout=900)
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("deploy: error: ") and needle in lines[0], r.stderr
