@@ -342,8 +342,9 @@ def explain(doc: dict, tag: str) -> list[str]:
         if fp.get("top1") is not None and q.get("top1") is not None:
             d = fp["top1"] - q["top1"]
             tag_ = "ONNX Runtime" if fmt == "onnx" else "TFLite"
+            delta = "no change" if abs(d) < 0.005 else f"{'-' if d > 0 else '+'}{abs(d):.2f} pt"
             msg = (f"{tag_} INT8 top-1 {q['top1']:.2f}% vs FP32 {fp['top1']:.2f}% "
-                   f"({'-' if d >= 0 else '+'}{abs(d):.2f} pt; agrees with FP32 on "
+                   f"({delta}; agrees with FP32 on "
                    f"{q.get('agreement', float('nan')):.1f}% of images).")
             if d > 1.0:
                 msg += " More than 1 pt lost: see the calibration notes."

@@ -156,7 +156,7 @@ def parse_target_list(text: str, where: str = "--targets") -> list[TargetSpec]:
 # ---- sweep files --------------------------------------------------------------------------
 
 SWEEP_KEYS = {"models", "targets", "dataset", "runs", "warmup", "limit_eval", "skip_tflite",
-              "baseline", "num_calib", "title", "eval_data", "calib_data", "jobs"}
+              "baseline", "num_calib", "num_calib_tflite", "title", "eval_data", "calib_data", "jobs"}
 
 
 def load_sweep(path: str | Path) -> dict:
@@ -215,7 +215,7 @@ def load_sweep(path: str | Path) -> dict:
             body["targets"] = parse_target_list(tg, where)
         else:
             raise SpecError(f"{where}: 'targets' must be a list of strings")
-    for k in ("runs", "warmup", "limit_eval", "num_calib", "jobs"):
+    for k in ("runs", "warmup", "limit_eval", "num_calib", "num_calib_tflite", "jobs"):
         v = body.get(k)
         if k in ("runs", "warmup") and isinstance(v, dict):
             bad = [t for t in v if t not in ("local", "qemu")]
