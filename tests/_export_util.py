@@ -77,12 +77,14 @@ def random_trained_like(model: str, dataset: str, input_size: int | None, seed: 
         for mod in m.modules():
             if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
                 n = mod.num_features
+                # Trained-like scales: activations neither vanish nor blow up with depth,
+                # so logits stay O(10) as a trained net's do (the 1e-4 parity is absolute).
                 if mod.weight is not None:
-                    mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                    mod.bias.copy_(torch.randn(n, generator=g) * 0.2)
+                    mod.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
+                    mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
                 if mod.running_mean is not None:
-                    mod.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                    mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                    mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                    mod.running_var.copy_(torch.rand(n, generator=g) + 1.0)
     return m.eval()
 
 
