@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,tflite,weights
+# onnxruntime 1.32 on Linux enables telemetry by default (threads, files, DNS queries).
+export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: demo test venv sysdeps clean
 
