@@ -92,6 +92,87 @@ def preprocess(src: Path, dst: Path) -> dict:
                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
+def nhwc_channel_shuffle(path: Path) -> int:
+    """Rewrite NCHW channel shuffles so they cost one transpose in an NHWC int8 graph.
+
+    Reshape(N,g,C/g,H,W) -> Transpose(0,2,1,3,4) -> Reshape(N,C,H,W) becomes
+    Transpose(to NHWC) -> Reshape(N,H,W,g,C/g) -> Transpose(0,1,2,4,3) ->
+    Reshape(N,H,W,C) -> Transpose(to NCHW): the same permutation of channels. ORT
+    runs QLinearConv in NHWC and brackets NCHW-only ops with layout transposes; the
+    outer pair here cancels against those, so each shuffle keeps just its own
+    transpose instead of three. Exact (pure data movement). Returns the count."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(path))
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+
+    def const(name):
+        return numpy_helper.to_array(inits[name]).tolist() if name in inits else None
+
+    def only_consumer(t):
+        c = consumers.get(t, [])
+        return c[0] if len(c) == 1 and t not in outputs else None
+
+    done = 0
+    new_nodes, drop = [], set()
+    for a in g.node:
+        if a.op_type != "Reshape" or a.name in drop:
+            continue
+        s5 = const(a.input[1])
+        t = only_consumer(a.output[0])
+        if not s5 or len(s5) != 5 or t is None or t.op_type != "Transpose":
+            continue
+        perm = next((list(x.ints) for x in t.attribute if x.name == "perm"), None)
+        b = only_consumer(t.output[0])
+        if perm != [0, 2, 1, 3, 4] or b is None or b.op_type != "Reshape":
+            continue
+        s4 = const(b.input[1])
+        n_, grp, cpg, h, w = s5
+        if not s4 or len(s4) != 4 or s4[1] != grp * cpg or s4[2:] != [h, w] or min(s5[1:]) <= 0:
+            continue
+        k = f"armq_nhwc_shuffle_{done}"
+        shp5 = numpy_helper.from_array(np.array([n_, h, w, grp, cpg], np.int64), f"{k}_s5")
+        shp4 = numpy_helper.from_array(np.array([n_, h, w, grp * cpg], np.int64), f"{k}_s4")
+        g.initializer.extend([shp5, shp4])
+        new_nodes.append((a, [
+            helper.make_node("Transpose", [a.input[0]], [f"{k}_nhwc"], f"{k}_to_nhwc", perm=[0, 2, 3, 1]),
+            helper.make_node("Reshape", [f"{k}_nhwc", shp5.name], [f"{k}_split"], f"{k}_split"),
+            helper.make_node("Transpose", [f"{k}_split"], [f"{k}_shuf"], f"{k}_shuffle", perm=[0, 1, 2, 4, 3]),
+            helper.make_node("Reshape", [f"{k}_shuf", shp4.name], [f"{k}_merged"], f"{k}_merge"),
+            helper.make_node("Transpose", [f"{k}_merged"], [b.output[0]], f"{k}_to_nchw", perm=[0, 3, 1, 2]),
+        ]))
+        drop.update({a.name, t.name, b.name})
+        done += 1
+    if not done:
+        return 0
+    by_anchor = {id(a): nodes for a, nodes in new_nodes}
+    rebuilt = []
+    for n in g.node:
+        if id(n) in by_anchor:
+            rebuilt.extend(by_anchor[id(n)])
+        elif n.name not in drop:
+            rebuilt.append(n)
+    del g.node[:]
+    g.node.extend(rebuilt)
+    used = {i for n in g.node for i in n.input}
+    for init in list(g.initializer):
+        if init.name not in used:
+            g.initializer.remove(init)
+    keep = {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    for vi in list(g.value_info):
+        if vi.name not in keep:
+            g.value_info.remove(vi)
+    onnx.save(m, str(path))
+    return done
+
+
 def _chunk_images(x: np.ndarray, model_path: Path) -> int:
     """Images per calibration chunk: the ORT calibrators keep every activation
     of a chunk in memory, so budget by a rough activation size."""
@@ -280,10 +361,13 @@ def layer_errors(pre: Path, qdq: Path, x: np.ndarray, input_name: str, batch: in
                  workdir: Path) -> list[dict]:
     """Per-node SQNR between float and quantized activations (and weights), worst first.
 
-    For each node of the float graph whose output was quantized: `act_sqnr` is the
-    local quantization noise of its output (pre- vs post-QDQ inside the INT8 model),
-    `xmodel_sqnr` the accumulated error against the float model, `weight_sqnr` that
-    of its weight, `score` the smaller of the local ones.
+    For each node of the float graph whose output is quantized in the QDQ model:
+    `act_sqnr`: the float model's activation against the same activation through the
+    QDQ model's Q/DQ (scale, zero point): the noise this one quantization adds, free
+    of upstream error. (qdq_loss_debug's own pre-/post-QDQ error is wrong where the
+    quantizer folded a Relu into the Q: its "pre" tensor still holds the negatives.)
+    `xmodel_sqnr`: float vs QDQ model activation (accumulated error, qdq_loss_debug),
+    `weight_sqnr`: the node's weight (qdq_loss_debug), `score`: the smaller local one.
     """
     import onnx
     from onnxruntime.quantization import qdq_loss_debug as dbg
@@ -298,8 +382,16 @@ def layer_errors(pre: Path, qdq: Path, x: np.ndarray, input_name: str, batch: in
         q_act = dbg.collect_activations(str(qa), make_reader(input_name, x, batch or 8))
         match = dbg.create_activation_matching(q_act, f_act)
         match = {k: v for k, v in match.items() if "float" in v}
-        act_err = dbg.compute_activation_error(match)
+        xmodel = {k: dbg.compute_signal_to_quantization_noice_ratio(v["float"], v["post_qdq"])
+                  for k, v in match.items()}
         w_err = dbg.compute_weight_error(dbg.create_weight_matching(str(pre), str(qdq)))
+    qparams = _activation_qparams(qdq)
+    act_err: dict[str, dict] = {}
+    for name, vals in f_act.items():
+        if name in qparams:
+            f = np.concatenate([v.ravel() for v in vals])
+            act_err[name] = {"qdq_err": _sqnr(f, _fake_quant(f, *qparams[name])),
+                             "xmodel_err": xmodel.get(name)}
     g = onnx.load(str(pre), load_external_data=False).graph
     producer = {o: n for n in g.node for o in n.output}
     consumers: dict[str, list] = {}
@@ -334,24 +426,64 @@ def layer_errors(pre: Path, qdq: Path, x: np.ndarray, input_name: str, batch: in
     return rows
 
 
+def _activation_qparams(qdq: Path) -> dict[str, tuple[float, int, int, int]]:
+    """tensor -> (scale, zero point, qmin, qmax) of each per-tensor QuantizeLinear."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(qdq), load_external_data=False).graph
+    inits = {i.name: i for i in g.initializer}
+    out = {}
+    for n in g.node:
+        if n.op_type != "QuantizeLinear" or len(n.input) < 3 or n.input[1] not in inits:
+            continue
+        s = numpy_helper.to_array(inits[n.input[1]])
+        z = numpy_helper.to_array(inits[n.input[2]]) if n.input[2] in inits else None
+        if s.size != 1 or z is None:
+            continue
+        info = np.iinfo(z.dtype)
+        out[n.input[0]] = (float(s.ravel()[0]), int(z.ravel()[0]), int(info.min), int(info.max))
+    return out
+
+
+def _fake_quant(x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int) -> np.ndarray:
+    return (np.clip(np.round(x / scale) + zp, qmin, qmax) - zp) * scale
+
+
+def _sqnr(ref: np.ndarray, test: np.ndarray) -> float:
+    noise = float(np.sum((ref.astype(np.float64) - test) ** 2))
+    sig = float(np.sum(ref.astype(np.float64) ** 2))
+    return 200.0 if noise == 0 else (10 * np.log10(max(sig, 1e-30) / noise))
+
+
 def _r(v: float | None) -> float | None:
     return None if v is None else round(float(v), 2)
 
 
 def exclusion_for(pre: Path, node_name: str) -> list[str]:
-    """Nodes to keep in float so `node_name` and its output stay float: the node itself
-    plus the data-movement/elementwise consumers of its output that would otherwise
-    re-quantize it (a Conv consumer keeps its own int8 input)."""
+    """Nodes to exclude from quantization so that `node_name`'s output stays float.
+
+    Excluding a Conv alone is not enough: when its input and output are still
+    quantized, ORT's optimizer quantizes the float weight itself (weight/bias
+    quantization transformer) and fuses a QLinearConv anyway. So the output tensor
+    loses its Q/DQ: the node (with a Relu/Clip that follows it alone) and every
+    consumer of that tensor are excluded; they run in float."""
     import onnx
 
     g = onnx.load(str(pre), load_external_data=False).graph
     nodes = {n.name: n for n in g.node}
     if node_name not in nodes:
         return [node_name]
-    out = set(nodes[node_name].output)
-    names = [node_name]
+    consumers: dict[str, list] = {}
     for n in g.node:
-        if out & set(n.input) and n.op_type in ("Relu", "Clip", "Add", "Mul", "Concat", "MaxPool",
-                                                "AveragePool", "Reshape", "Transpose", "Flatten"):
-            names.append(n.name)
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    names = [node_name]
+    outs = list(nodes[node_name].output)
+    nxt = consumers.get(outs[0], []) if outs else []
+    if len(nxt) == 1 and nxt[0].op_type in ("Relu", "Clip"):
+        names.append(nxt[0].name)
+        outs = list(nxt[0].output)
+    for o in outs:
+        names += [c.name for c in consumers.get(o, []) if c.name not in names]
     return names

@@ -88,6 +88,7 @@ def quantize_ort(ref: ModelRef, calib, hold: Holdout | None, args, work: Path) -
         raise QuantError(f"{ref.name}: the card has no float ONNX model (run `python -m export.onnx`)")
     pre = work / "pre.onnx"
     op.preprocess(src, pre)
+    shuffles = op.nhwc_channel_shuffle(pre)
     input_name, batch, _ = op.model_input(pre)
     methods = list(CONCRETE_METHODS) if args.method is Method.AUTO else [args.method]
     ref_hold = None
@@ -109,7 +110,8 @@ def quantize_ort(ref: ModelRef, calib, hold: Holdout | None, args, work: Path) -
         if best is None or (hold is not None and _better(info, tried[best.value])):
             best = m
     chosen = work / f"q_{best.value}.onnx"
-    details: dict = {"method": best.value, "tried": tried if len(methods) > 1 else None}
+    details: dict = {"method": best.value, "tried": tried if len(methods) > 1 else None,
+                     "nhwc_channel_shuffles": shuffles}
     excluded: list[str] = []
     layer_report: list[dict] = []
     if hold is not None:

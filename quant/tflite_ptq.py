@@ -147,6 +147,7 @@ def check_parity(model, ref_onnx: Path | None, x: np.ndarray, name: str) -> floa
 
 def _observer_classes():
     """Histogram observers picking the range by percentile or by KL divergence."""
+    _quiet_env()
     import torch
     from torchao.quantization.pt2e.observer import HistogramObserver
 
@@ -247,6 +248,7 @@ def quantization_config(method: Method, per_channel: bool):
 def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[str] = (),
                    annotations: str = "armq"):
     """annotations="litert": litert-torch's PT2EQuantizer as shipped (for comparison)."""
+    _quiet_env()
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
     from torchao.quantization.pt2e.quantizer import (QuantizationAnnotation,
@@ -334,10 +336,10 @@ def calibrate(model, x: np.ndarray, method: Method, per_channel: bool,
               annotations: str = "armq"):
     """(quantizer, PT2E-converted GraphModule): the simulated INT8 model.
     `model` takes NCHW; with layout nhwc the graph takes NHWC (x stays NCHW here)."""
+    _quiet_env()
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    _quiet_env()
     xl = to_layout(x, layout)
     sample = (torch.from_numpy(xl[:1]),)
     quantizer = make_quantizer(method, per_channel, float_modules, annotations)
@@ -365,9 +367,8 @@ def run_simulated(converted, x: np.ndarray) -> np.ndarray:
 
 def to_tflite(converted, quantizer, x: np.ndarray, out: Path) -> None:
     """litert_torch.convert the PT2E model and write the flatbuffer to `out`."""
-    import torch
-
     _quiet_env()
+    import torch
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
 

@@ -16,14 +16,18 @@ pytestmark = pytest.mark.skipif(
     reason="the tflite extra (litert-torch, ai-edge-litert) is not installed")
 
 
+def _s(args):
+    return [str(a) for a in args]
+
+
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
     card, trained = shared_model(tmp_path_factory)
     out = tmp_path_factory.mktemp("tflite")
     copy_model(card, out)
     from quant.ptq import main
-    main(["--calib", CALIB, "--model", out / f"{NAME}.json", "--backend", "tflite",
-          "--num-calib", "64", "--eval", TEST, "--eval-limit", "200", "--out", out])
+    main(_s(["--calib", CALIB, "--model", out / f"{NAME}.json", "--backend", "tflite",
+          "--num-calib", "64", "--eval", TEST, "--eval-limit", "200", "--out", out]))
     return out, trained
 
 
