@@ -8,6 +8,8 @@ an array.
 """
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,15 @@ from export.card import ModelCard
 from zoo.data import DataError, list_images, load_images, normalize
 
 from .common import QuantError, check_labels, data_config
+
+
+MAX_SKIP_WARNINGS = 5
+
+
+def _tidy(msg: str) -> str:
+    """PIL names the in-memory buffer ('<_io.BytesIO object at 0x..>'): say what it means."""
+    return re.sub(r"cannot identify image file <_io\.BytesIO object at 0x[0-9a-f]+>",
+                  "not a readable image", msg)
 
 
 @dataclass
@@ -71,12 +82,21 @@ def load_set(source: str | Path, card: ModelCard, limit: int | None = None,
             raise QuantError(f"{what} {src} is not a labelled ImageFolder tree "
                              f"(expected <class>/<image> with the model's class names)")
         check_labels(folders, card, f"{what} {src}")
-    try:
-        data = load_images(src, cfg.resize, cfg.input_size, cfg.interpolation,
-                           class_names=tuple(card.class_names), limit=limit, progress=progress,
-                           desc=f"decoding {src.name}")
-    except DataError as e:
-        raise QuantError(f"{what}: {e}") from None
+    # Hold the per-file warnings back: if nothing decodes, the error alone is the message.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = load_images(src, cfg.resize, cfg.input_size, cfg.interpolation,
+                               class_names=tuple(card.class_names), limit=limit,
+                               progress=progress, desc=f"decoding {src.name}")
+        except DataError as e:
+            raise QuantError(f"{what}: {e}") from None
+    skips = [str(w.message) for w in caught if str(w.message).startswith("skipping ")]
+    for msg in skips[:MAX_SKIP_WARNINGS]:
+        warnings.warn(_tidy(msg), stacklevel=2)
+    if len(skips) > MAX_SKIP_WARNINGS:
+        warnings.warn(f"skipped {len(skips) - MAX_SKIP_WARNINGS} more unreadable files in {src}",
+                      stacklevel=2)
     x = normalize(data.images, cfg)
     return ImageSet(x, data.labels, data.names, str(src), len(data.skipped))
 
