@@ -190,7 +190,8 @@ def calibrate(pre: Path, x: np.ndarray, method: Method, input_name: str, batch: 
 
     opts: dict = {}
     if method is Method.ENTROPY:
-        opts = {"num_bins": 512, "num_quantized_bins": 128, "symmetric": False}
+        # ORT's collector, armq's KL search (see entropy_ranges)
+        opts = {"num_bins": 2048, "num_quantized_bins": 128, "symmetric": False}
     elif method is Method.PERCENTILE:
         from .common import PERCENTILE
         opts = {"num_bins": 2048, "percentile": PERCENTILE, "symmetric": True}
@@ -205,29 +206,40 @@ def calibrate(pre: Path, x: np.ndarray, method: Method, input_name: str, batch: 
             cal.collect_data(make_reader(input_name, x[i:i + step], batch or 16))
         if progress:
             progress(min(step, len(x) - i))
-    observed = {}
-    coll = getattr(cal, "collector", None)
-    if coll is not None:
-        observed = {k: (float(v[2]), float(v[3])) for k, v in coll.histogram_dict.items()}
-    with contextlib.redirect_stdout(io.StringIO()):
-        ranges = cal.compute_data()
     if method is Method.ENTROPY:
-        _clip_to_observed(ranges, observed)
-    return ranges
+        return entropy_ranges(cal.collector.histogram_dict)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return cal.compute_data()
 
 
-def _clip_to_observed(ranges, observed: dict[str, tuple[float, float]]) -> None:
-    """ORT's entropy threshold is symmetric (-t, t); a ReLU output never goes below 0,
-    so clip each range to what was seen: all 256 levels then cover real values."""
-    for name, (lo_seen, hi_seen) in observed.items():
-        if name not in ranges.data:
-            continue
-        td = ranges.data[name]
-        lo, hi = float(td.lowest), float(td.highest)
-        new_lo, new_hi = max(lo, lo_seen), min(hi, hi_seen)
-        if new_hi > new_lo:
-            td.lowest = np.array(new_lo, dtype=np.float32)
-            td.highest = np.array(new_hi, dtype=np.float32)
+def entropy_ranges(histograms: dict):
+    """KL-optimal ranges for asymmetric int8 from ORT's histograms.
+
+    ORT's own entropy search models a symmetric 128-level quantizer over (-t, t):
+    for a ReLU output (no negatives) that is 64 levels where int8 asymmetric has
+    256, so it clips far too much (12.9 dB output SQNR vs 27 dB for MinMax on the
+    CIFAR ShuffleNet). Here the histogram is restricted to the observed [min, max]
+    and searched for the 256-level quantizer that really runs (quant.ranges.kl_range).
+    """
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+
+    from .ranges import kl_range
+
+    data = {}
+    for name, (hist, edges, lo_seen, hi_seen, _t) in histograms.items():
+        edges = np.asarray(edges, np.float64)
+        hist = np.asarray(hist, np.float64)
+        a = max(0, int(np.searchsorted(edges, float(lo_seen), side="right")) - 1)
+        b = min(len(hist), int(np.searchsorted(edges, float(hi_seen), side="left")))
+        if b <= a:
+            lo, hi = float(lo_seen), float(hi_seen)
+        else:
+            lo, hi = kl_range(edges[a:b + 1], hist[a:b])
+            lo, hi = max(lo, float(lo_seen)), min(hi, float(hi_seen))
+        data[name] = TensorData(lowest=np.array(min(lo, 0.0) if lo_seen < 0 else lo, np.float32),
+                                highest=np.array(max(hi, 0.0), np.float32))
+    return TensorsData(CalibrationMethod.Entropy, data)
 
 
 def quantize(pre: Path, ranges, method: Method, out: Path, per_channel: bool = True,

@@ -15,7 +15,8 @@ from quant.common import Backend, Method, backend_for_path
 from quant.evaluate import format_table
 from quant.metrics import agreement, sqnr_db, summarize, topk
 from quant.onnx_ptq import rewire_shape_queries
-from quant.tflite_ptq import kl_range, onnx_node_to_module
+from quant.ranges import kl_range
+from quant.tflite_ptq import onnx_node_to_module
 
 
 def test_enums():
