@@ -309,7 +309,9 @@ def explain(doc: dict, tag: str) -> list[str]:
                        + (f": {'; '.join(why)}." if why else "."))
         else:
             out.append(f"INT8 {v:.1f}x faster than FP32 on {s['target']} ({fmt}, {unit}; "
-                       f"{v / INT8_THEORETICAL:.0%} of the 4x that 8-bit operands promise).")
+                       f"{v / INT8_THEORETICAL:.0%} of the 4x that 8-bit operands promise"
+                       + ("; no dotprod on this CPU" if _no_dotprod(s["features"], s["target"])
+                          else "") + ").")
     # dotprod: a76 vs a72 INT8 instruction counts
     for fmt in ("onnx", "tflite"):
         a72, a76 = bench(m, "qemu:cortex-a72", f"{fmt}_int8"), bench(m, "qemu:cortex-a76", f"{fmt}_int8")
@@ -365,7 +367,8 @@ def explain(doc: dict, tag: str) -> list[str]:
         if p["model"] == tag and p["precision"] == "FP32" and p["format"] == "onnx" and \
                 p["measured"] and p["theoretical"]:
             unit = "instruction count, emulated" if p["emulated"] else "latency"
-            out.append(f"vs {doc.get('baseline')} on {p['target']}: {p['theoretical']:.1f}x fewer MACs, "
+            bname = short_name(doc["baseline"], models(doc).get(doc["baseline"]) or {})
+            out.append(f"vs {bname} on {p['target']}: {p['theoretical']:.1f}x fewer MACs, "
                        f"{p['measured']:.1f}x faster ({unit}), efficiency {p['efficiency']:.2f}.")
     row = paper.match(str(g(m, "variant", "model")), g(m, "variant", "params", default={}) or {})
     if row is not None and doc.get("baseline") and tag != doc.get("baseline"):

@@ -51,8 +51,8 @@ def audit_notes(key: str, det: dict, onnx_transposes: int | None) -> tuple[list[
     tr = graph.get("transpose_count")
     if isinstance(tr, int) and tr:
         if key.startswith("tflite") and isinstance(onnx_transposes, int) and tr > onnx_transposes:
-            warns.append(f"{tr} TRANSPOSE ops ({tr - onnx_transposes} more than the ONNX graph: "
-                         "added by the NHWC conversion)")
+            warns.append(f"{tr} TRANSPOSE op{'s' if tr != 1 else ''} ({tr - onnx_transposes} more "
+                         "than the ONNX graph: added by the NHWC conversion)")
         else:
             notes.append(f"{tr} Transpose op{'s' if tr != 1 else ''}")
     dw = graph.get("depthwise") or {}

@@ -301,7 +301,7 @@ def table8_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
     for tid in tids:
         head.append(f"measured {tid}" + (f" [{EMU}: instr.]" if A.is_emulated(doc, tid) else ""))
         head.append(f"efficiency {tid}")
-    head += ["paper actual 224px", "paper efficiency"]
+    head += ["paper actual 224px", "paper efficiency", "paper actual 224 / 480x640 / 720x1280"]
     body = []
     for r in t8:
         p = r.get("paper") or {}
@@ -314,7 +314,8 @@ def table8_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
                 row += ["1.0x", "1.00"]
             else:
                 row += [fx(meas.get("speedup"), 1), fnum(meas.get("efficiency"))]
-        row += [fx(p.get("actual_224"), 1) if p else "-", fnum(p.get("efficiency_224")) if p else "-"]
+        row += [fx(p.get("actual_224"), 1) if p else "-", fnum(p.get("efficiency_224")) if p else "-",
+                " / ".join(f"{v:.1f}" for v in p.get("actual") or []) + "x" if p else "-"]
         body.append(row)
     return head, body
 
@@ -536,8 +537,9 @@ def build_md(doc: dict, pngs) -> str:
     t8 = table8_table(doc)
     if t8:
         L += ["## ShuffleNet Table 8: theoretical vs measured speed-up over the baseline", "",
-              f"Paper: {paper.CITATION}; efficiency = measured / theoretical. "
-              f"Paper figures marked unverified in deploy/paper.py could not be re-checked here.", "",
+              f"Paper: {paper.CITATION}; efficiency = measured / theoretical; the paper's rule of "
+              f"thumb: {paper.RULE_OF_THUMB}. Paper figures and their provenance: deploy/paper.py.",
+              "",
               _md_table(*t8), ""]
     i8 = int8_table(doc)
     if i8:
@@ -582,8 +584,8 @@ def build_html(doc: dict, pngs) -> str:
     if t8:
         H.append("<h2>ShuffleNet Table 8: theoretical vs measured speed-up over the baseline</h2>")
         H.append(f"<p class='small'>Paper: {_esc(paper.CITATION)}. Efficiency = measured / "
-                 f"theoretical; the paper's rule of thumb: {_esc(paper.RULE_OF_THUMB)}. Figures "
-                 f"marked unverified in deploy/paper.py could not be re-checked here.</p>")
+                 f"theoretical; the paper's rule of thumb: {_esc(paper.RULE_OF_THUMB)}. Paper "
+                 f"figures and their provenance: deploy/paper.py.</p>")
         H.append(_html_table(*t8))
     i8 = int8_table(doc)
     if i8:

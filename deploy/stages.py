@@ -192,6 +192,7 @@ class Runner:
             self._finish(s, SKIPPED, why)
             return
         s.status, s.started = RUNNING, now_iso()
+        self._sync()    # results.json shows what is running (a reader can tell a hang)
         t0 = time.monotonic()
         try:
             if s.prepare is not None:
@@ -261,10 +262,14 @@ class Runner:
             try:
                 next_beat = time.monotonic() + HEARTBEAT_S
                 while True:
-                    rc = _reap(proc, s)
-                    if rc is not None:
-                        break
-                    time.sleep(0.2)
+                    try:
+                        rc = _reap(proc, s)
+                        if rc is not None:
+                            break
+                        time.sleep(0.2)
+                    except KeyboardInterrupt:
+                        _stop(proc)     # its own session: Ctrl-C did not reach it
+                        raise
                     if self.interrupted:
                         _stop(proc)
                         raise Interrupted()

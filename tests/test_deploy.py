@@ -210,3 +210,51 @@ def test_report_rerenders_partial_results(run, tmp_path):
     bad.write_text("{not json")
     r = run_cli("deploy.report", bad, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("deploy.report: error:")
+
+
+def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):
+    """SIGINT while export.onnx runs: exit 130, results.json says interrupted, the report
+    of the partial run is written, and the stage's process group is gone."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "deploy", "--models", "shufflenet_v1:groups=3",
+                             "--targets", "local", "--skip-tflite", "--limit-eval", "50",
+                             "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        results = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(out.glob("2*/results.json"))
+            if found:
+                results = found[0]
+                try:
+                    st = {s["kind"]: s["status"] for s in json.loads(results.read_text())["stages"]}
+                except (json.JSONDecodeError, KeyError):
+                    st = {}
+                if st.get("export_onnx") == "running":
+                    break
+            time.sleep(0.2)
+        assert results is not None and proc.poll() is None, "export_onnx never started"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    d = json.loads(results.read_text())
+    assert d["run"]["status"] == "interrupted"
+    st = {s["kind"]: s for s in d["stages"]}
+    assert st["cost"]["status"] == OK and st["weights"]["status"] == OK
+    assert st["export_onnx"]["status"] == "interrupted"
+    assert st["quant_ort"]["status"] == SKIPPED and "Ctrl-C" in st["quant_ort"]["reason"]
+    html = (results.parent / "report.html").read_text()
+    assert "interrupted" in html and "<table" in html
+    # nothing of the stage is left running
+    r = subprocess.run(["pgrep", "-f", f"export.onnx .*{results.parent.name}"], capture_output=True)
+    assert r.returncode == 1, r.stdout
