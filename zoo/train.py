@@ -107,10 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit-train", type=int, help="use only N training images (smoke tests)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write")
     p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt")
+    p.add_argument("--init", type=Path, metavar="CKPT",
+                   help="start from these weights with a fresh schedule (a warm restart: fine-tune "
+                        "a shipped checkpoint with another cosine cycle)")
     p.add_argument("--log", type=Path, help="JSON-lines log (default: <out>.log.jsonl)")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         raise ArmqError("--epochs, --batch-size and --lr must be positive")
+    if args.init and args.resume:
+        raise ArmqError("--init and --resume exclude each other: --resume continues its own schedule")
     variant = variant_from_args(args)
 
     import torch
@@ -149,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     resume_path = args.out.with_name(args.out.name + ".resume.pt")
     log_path = args.log or args.out.with_name(args.out.name + ".log.jsonl")
     start_epoch, history = 0, []
+    if args.init:
+        load_weights(model, read_checkpoint(args.init)["state_dict"], f"--init {args.init}")
+        print(f"starting from the weights in {args.init}", file=sys.stderr)
     if args.resume:
         state = read_checkpoint(resume_path)
         load_weights(model, state["state_dict"], f"resume file {resume_path}")
@@ -159,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = model.to(memory_format=torch.channels_last)
     crit = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-              if k in ("epochs", "batch_size", "lr", "wd", "label_smoothing", "warmup_epochs", "seed")}
+              if k in ("epochs", "batch_size", "lr", "wd", "label_smoothing", "warmup_epochs", "seed",
+                      "init")}
     from tqdm import tqdm
 
     top1 = float("nan")
