@@ -179,6 +179,19 @@ def test_train_cli_one_epoch_then_resume(small_cifar, tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["n"] == 100 and abs(res["top1"] - ck["history"][-1].get("test_top1", res["top1"])) < 1.0
+    # A warm restart starts from those weights (its first loss is far below a fresh start's),
+    # and refuses weights of another architecture.
+    fresh = json.loads(out.with_name("ck.pt.log.jsonl").read_text().splitlines()[0])["loss"]
+    r = run_cli("zoo.train", *args[:-1], tmp_path / "ft.pt", "--epochs", "1", "--lr", "0.01",
+                "--init", out, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "starting from the weights" in r.stderr
+    warm = torch.load(tmp_path / "ft.pt", weights_only=True)
+    assert warm["recipe"]["init"] == str(out) and warm["history"][0]["loss"] < fresh
+    r = run_cli("zoo.train", *args[:2], "--groups", "2", *args[4:-1], tmp_path / "bad.pt",
+                "--epochs", "1", "--init", out, env=env)
+    assert r.returncode != 0 and "does not match the architecture" in r.stderr
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_train_cli_user_errors(tmp_path):
