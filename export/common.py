@@ -18,7 +18,7 @@ import numpy as np
 
 from zoo.cli import VARIANT_FLAGS, add_model_args
 from zoo.config import DataConfig, default_data_config
-from zoo.util import ArmqError
+from zoo.util import ArmqError, captured_native_output
 
 from .card import ModelCard, load_card, save_card, CardError
 from .weights import GRAPH_ONLY_PARAMS, LoadedCheckpoint, WeightsError, find_shipped, \
@@ -33,21 +33,8 @@ RANDOM_SEED = 0          # random-init weights and random parity inputs
 @contextlib.contextmanager
 def quiet_fds():
     """Silence fds 1 and 2 (C++ and Python prints of converters) for a block."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
+    with captured_native_output():
+        yield
 
 
 def warn(prog: str, msg: str) -> None:

@@ -5,15 +5,11 @@ cards, labels) before the heavy imports and fail with one line.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator
 
 from export.card import CardError, ModelCard, card_path_for, load_card
 from zoo.config import DataConfig
@@ -168,25 +164,3 @@ def one_line_warnings(prog: str) -> None:
     warnings.showwarning = show
 
 
-@contextlib.contextmanager
-def captured_native_output() -> Iterator[list[str]]:
-    """Send fd 1/2 (C++ logging of converters) to a temp file; yields a list that
-    receives the captured lines afterwards, for error messages."""
-    lines: list[str] = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        try:
-            os.dup2(tmp.fileno(), 1)
-            os.dup2(tmp.fileno(), 2)
-            yield lines
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-            tmp.seek(0)
-            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())

@@ -46,16 +46,30 @@ def ort_session(path: str | Path, arm: bool = True, threads: int | None = None,
         raise QuantError(f"onnxruntime cannot load {path}: {msg}") from None
 
 
+def check_input_shape(path: str | Path, name: str, shape, sample, layout: str = "NCHW") -> None:
+    """The model's declared input (batch aside; symbolic dims match anything) must take
+    the samples the card's preprocessing makes: a one-line error here, not the runtime's."""
+    dims = list(shape)[1:]
+    sample = [int(v) for v in sample]
+    if len(dims) != len(sample) or any(isinstance(d, int) and d > 0 and d != s
+                                       for d, s in zip(dims, sample)):
+        raise QuantError(f"{Path(path).name}: input '{name}' is {list(shape)}, but the model "
+                         f"card's preprocessing makes {['N', *sample]} {layout} samples (wrong "
+                         "input size or layout for this card)")
+
+
 class OrtRunner:
     def __init__(self, path: str | Path, arm: bool = True, threads: int | None = None):
         self.path = Path(path)
         self.sess = ort_session(path, arm, threads)
         inp = self.sess.get_inputs()[0]
         self.input_name = inp.name
+        self.input_shape = list(inp.shape)
         n = inp.shape[0]
         self.batch = n if isinstance(n, int) and n > 0 else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        check_input_shape(self.path, self.input_name, self.input_shape, x.shape[1:])
         step = self.batch or 64
         outs = []
         for i in range(0, len(x), step):
@@ -76,7 +90,7 @@ def tflite_interpreter(path: str | Path, threads: int | None = None, delegates: 
         raise QuantError("TFLite models need ai-edge-litert (pip install 'armq[tflite]')") from None
     kw = {} if delegates else {
         "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    from .common import captured_native_output
+    from zoo.util import captured_native_output
 
     try:
         with captured_native_output():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
@@ -132,6 +146,11 @@ class TfliteRunner:
         return y.astype(np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        sample = tuple(x.shape[1:])
+        if self.nhwc and len(sample) == 3:
+            sample = (sample[1], sample[2], sample[0])
+        check_input_shape(self.path, self.inp["name"], [int(v) for v in self.inp["shape"]],
+                          sample, "NHWC" if self.nhwc else "NCHW")
         outs = []
         for i in range(0, len(x), self.batch):
             xb = np.ascontiguousarray(x[i:i + self.batch], np.float32)

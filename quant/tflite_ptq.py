@@ -27,7 +27,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .common import Method, ModelRef, PERCENTILE, QuantError, captured_native_output
+from zoo.util import captured_native_output
+from .common import Method, ModelRef, PERCENTILE, QuantError
 from .ranges import kl_range
 
 REPO = Path(__file__).resolve().parents[1]

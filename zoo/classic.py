@@ -17,26 +17,7 @@ from torch import nn
 
 from ._registry import register_model
 from .config import DataConfig
-from .layers import ClassifierHead, ConvBNAct
-
-
-def _is_cifar(data: DataConfig) -> bool:
-    return data.dataset == "cifar10"
-
-
-def _init_weights(model: nn.Module) -> None:
-    """He init for convs, N(0, 0.01) for linears, BN to identity (then zero-init-last)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+from .layers import init_weights, is_cifar, ClassifierHead, ConvBNAct
 
 
 class MLPHead(nn.Module):
@@ -88,7 +69,7 @@ class AlexNet(nn.Module):
 
     def __init__(self, data: DataConfig):
         super().__init__()
-        cifar = _is_cifar(data)
+        cifar = is_cifar(data)
         if cifar:
             conv1, pool_pad, grid = ConvBNAct(3, 96, 5, 1), 1, 4
         else:
@@ -104,7 +85,7 @@ class AlexNet(nn.Module):
             nn.MaxPool2d(3, 2, pool_pad),
         )
         self.head = MLPHead(256, grid, 4096, data.num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -137,7 +118,7 @@ class VGG(nn.Module):
 
     def __init__(self, data: DataConfig, cfg=VGG16_CFG):
         super().__init__()
-        cifar = _is_cifar(data)
+        cifar = is_cifar(data)
         layers: list[nn.Module] = []
         cin, pools, max_pools = 3, 0, 3 if cifar else 5
         for v in cfg:
@@ -153,7 +134,7 @@ class VGG(nn.Module):
             self.head = ClassifierHead(cin, data.num_classes)
         else:
             self.head = MLPHead(cin, 7, 4096, data.num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -230,7 +211,7 @@ class ResNet(nn.Module):
 
     def __init__(self, data: DataConfig, block: type[nn.Module], repeats: tuple[int, ...]):
         super().__init__()
-        if _is_cifar(data):
+        if is_cifar(data):
             self.stem = ConvBNAct(3, 64, 3, 1)
             self.pool = nn.Identity()
         else:
@@ -247,7 +228,7 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*units))
         self.stages = nn.Sequential(*stages)
         self.head = ClassifierHead(cin, data.num_classes)
-        _init_weights(self)
+        init_weights(self)
         for m in self.modules():
             if isinstance(m, (BasicBlock, Bottleneck)):
                 nn.init.zeros_(m.last_bn.weight)

@@ -24,26 +24,7 @@ from torch import nn
 
 from ._registry import Param, register_model
 from .config import DataConfig
-from .layers import ClassifierHead, ConvBNAct, SqueezeExcite, make_divisible
-
-
-def _is_cifar(data: DataConfig) -> bool:
-    return data.dataset == "cifar10"
-
-
-def _init_weights(model: nn.Module) -> None:
-    """He init for convs, N(0, 0.01) for linears, BN to identity (then zero-init-last)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+from .layers import init_weights, is_cifar, ClassifierHead, ConvBNAct, SqueezeExcite, make_divisible
 
 
 # ---- MobileNet V1 -----------------------------------------------------------------------
@@ -74,7 +55,7 @@ class DepthwiseSeparable(nn.Module):
 class MobileNetV1(nn.Module):
     def __init__(self, data: DataConfig, width: float = 1.0):
         super().__init__()
-        cifar = _is_cifar(data)
+        cifar = is_cifar(data)
         stem = make_divisible(32 * width)
         self.stem = ConvBNAct(3, stem, 3, 1 if cifar else 2, act=nn.ReLU6)
         blocks: list[nn.Module] = []
@@ -87,7 +68,7 @@ class MobileNetV1(nn.Module):
             cin = cout
         self.features = nn.Sequential(*blocks)
         self.head = ClassifierHead(cin, data.num_classes)
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.stem(x)))
@@ -132,7 +113,7 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     def __init__(self, data: DataConfig, width: float = 1.0):
         super().__init__()
-        cifar = _is_cifar(data)
+        cifar = is_cifar(data)
         stem = make_divisible(32 * width)
         self.stem = ConvBNAct(3, stem, 3, 1 if cifar else 2, act=nn.ReLU6)
         blocks: list[nn.Module] = []
@@ -150,7 +131,7 @@ class MobileNetV2(nn.Module):
         last = make_divisible(1280 * max(1.0, width))
         self.conv_last = ConvBNAct(cin, last, 1, act=nn.ReLU6)
         self.head = ClassifierHead(last, data.num_classes, dropout=0.2)
-        _init_weights(self)
+        init_weights(self)
         for b in blocks:
             if b.use_res:
                 nn.init.zeros_(b.project[1].weight)
@@ -252,7 +233,7 @@ class V3Head(nn.Module):
 class MobileNetV3(nn.Module):
     def __init__(self, data: DataConfig, arch: str, width: float = 1.0):
         super().__init__()
-        cifar = _is_cifar(data)
+        cifar = is_cifar(data)
         cfg = V3_LARGE if arch == "large" else V3_SMALL
         stem = make_divisible(16 * width)
         self.stem = ConvBNAct(3, stem, 3, 1 if cifar else 2, act=nn.Hardswish)
@@ -279,7 +260,7 @@ class MobileNetV3(nn.Module):
         hidden = make_divisible(hidden * max(1.0, width))
         self.conv_last = ConvBNAct(cin, last_conv, 1, act=nn.Hardswish)
         self.head = V3Head(last_conv, hidden, data.num_classes)
-        _init_weights(self)
+        init_weights(self)
         for b in blocks:
             if b.use_res:
                 nn.init.zeros_(b.project[1].weight)

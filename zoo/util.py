@@ -98,3 +98,27 @@ def cli_entry(main: Callable[[Sequence[str] | None], int | None], prog: str,
         print(f"{prog}: error: {msg}", file=sys.stderr)
         sys.exit(2 if user else 1)
     sys.exit(rc or 0)
+
+
+@contextlib.contextmanager
+def captured_native_output() -> Iterator[list[str]]:
+    """Send fd 1/2 (C++ logging of converters) to a temp file; yields a list that
+    receives the captured lines afterwards, for error messages."""
+    lines: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        try:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            yield lines
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            tmp.seek(0)
+            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
