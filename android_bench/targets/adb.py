@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import shlex
 import shutil
@@ -51,7 +50,8 @@ from typing import Any, Callable, Sequence
 
 from .base import (RESULT_FORMAT, RUNNER_PATH, BenchConfig, BenchError, ModelSpec, RunnerFailed,
                    RuntimeMissing, Target, TargetOptions, TargetUnavailable, check_runner_exit,
-                   finish_result, load_result, run_process, runner_argv)
+                   finish_result, load_result, remote_cleanup_cmd, remote_kill_cmd, run_process,
+                   runner_argv)
 from .ssh import PROBE_SCRIPT, missing_runtime, parse_probe
 
 SHORT_TIMEOUT = 30.0
@@ -460,10 +460,8 @@ class AdbTarget(Target):
         if not self.tmp:
             return True
         tmp, self.tmp, self._inputs_remote, self._bin_remote = self.tmp, None, None, None
-        q = shlex.quote(tmp)
         try:
-            p = self.shell(f"for f in {q}/m*/pid; do [ -f \"$f\" ] && kill -9 \"$(cat \"$f\")\" "
-                           f"2>/dev/null; done; rm -rf {q}", what="cleanup")
+            p = self.shell(remote_cleanup_cmd(tmp), what="cleanup")
             if p.returncode == 0:
                 return True
             self.log(f"android_bench: warning: could not remove {tmp} on the device")
@@ -472,10 +470,8 @@ class AdbTarget(Target):
         return False
 
     def _kill(self, pidfile: str) -> None:
-        q = shlex.quote(pidfile)
         try:
-            self.shell(f"[ -f {q} ] && kill -9 \"$(cat {q})\" 2>/dev/null; true",
-                       what="stopping the hung run")
+            self.shell(remote_kill_cmd(pidfile), what="stopping the hung run")
         except BenchError:
             pass
 

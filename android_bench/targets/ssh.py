@@ -69,7 +69,8 @@ from typing import Any, Callable, Sequence
 
 from .base import (RUNNER_PATH, BenchConfig, BenchError, ModelSpec, RunnerFailed,
                    RuntimeMissing, Target, TargetOptions, TargetUnavailable, check_runner_exit,
-                   finish_result, load_result, run_process, runner_argv)
+                   finish_result, load_result, remote_cleanup_cmd, remote_kill_cmd, run_process,
+                   runner_argv)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 PROBE_TIMEOUT = 60.0
@@ -436,12 +437,8 @@ class SshTarget(Target):
         if not self.tmp:
             return True
         tmp, self.tmp, self._inputs_remote = self.tmp, None, None
-        q = shlex.quote(tmp)
-        # Kill a runner still running (a timeout), then remove the folder.
-        cmd = (f"for f in {q}/m*/pid; do [ -f \"$f\" ] && kill -9 \"$(cat \"$f\")\" "
-               f"2>/dev/null; done; rm -rf -- {q}")
         try:
-            p = self._ssh(cmd, SHORT_TIMEOUT, "cleanup")
+            p = self._ssh(remote_cleanup_cmd(tmp), SHORT_TIMEOUT, "cleanup")
             if p.returncode == 0:
                 return True
             msg = (p.stderr or "").strip().splitlines()
@@ -452,10 +449,8 @@ class SshTarget(Target):
         return False
 
     def _kill_remote(self, pidfile: str) -> None:
-        q = shlex.quote(pidfile)
         try:
-            self._ssh(f"[ -f {q} ] && kill -9 \"$(cat {q})\" 2>/dev/null; true", SHORT_TIMEOUT,
-                      "stopping the hung runner")
+            self._ssh(remote_kill_cmd(pidfile), SHORT_TIMEOUT, "stopping the hung runner")
         except BenchError:
             pass
 
