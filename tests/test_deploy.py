@@ -78,6 +78,22 @@ def test_table8_sweep_is_valid():
     assert d["baseline"] == "alexnet"
 
 
+def test_zoo_sweep_names_every_seed_model_and_resolves():
+    """deploy/zoo.toml (issue: the results table) resolves, variant by variant, in the zoo."""
+    import zoo
+
+    d = load_sweep(REPO / "deploy" / "zoo.toml")
+    tags = []
+    for m in d["models"]:
+        tags.append(zoo.resolve_variant(m.name, d["dataset"], m.input_size, m.num_classes,
+                                        **m.params).tag)
+    assert len(set(tags)) == len(tags) == 20 and d["baseline"] == "alexnet"
+    for seed in ("mobilenet_v1", "mobilenet_v2", "ghostnet", "mobilenext", "shiftnet",
+                 "hetconv_vgg16", "vgg16", "resnet18", "mobilenet_v3_small", "alexnet"):
+        assert any(t.startswith(seed + "_") or t == seed for t in tags), seed
+    assert sum(t.startswith("shufflenet_v1_") for t in tags) == 7
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--models", "shufflenet_v1:width"], "is not key=value"),
     (["--models", "no_such_net"], "unknown model 'no_such_net'"),
