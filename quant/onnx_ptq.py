@@ -75,21 +75,60 @@ def model_input(path: str | Path) -> tuple[str, int | None, list]:
     return ins[0].name, n, shape
 
 
+def check_float_model(src: Path, sample_shape: Sequence[int]) -> None:
+    """Before quantizing: onnxruntime can load the float model (no truncated file, no op
+    the runtime lacks), its input takes the card's samples, and its weights are finite."""
+    import onnx
+    from onnx import numpy_helper
+
+    from .runners import check_input_shape, ort_session
+
+    sess = ort_session(src, arm=False, threads=1)
+    inp = sess.get_inputs()[0]
+    check_input_shape(src, inp.name, inp.shape, sample_shape)
+    m = onnx.load(str(src))
+    for t in m.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise QuantError(f"{src}: weight tensor '{t.name}' contains NaN or Inf "
+                             "(re-export the model from finite weights)")
+
+
+@contextlib.contextmanager
+def _quiet_ort_preprocess(work: Path):
+    """quant_pre_process logs tracebacks of the steps it retries, and ORT's symbolic
+    shape inference drops `sym_shape_infer_temp.onnx` into the current folder when
+    it gives up: run it from a private folder with its logger off."""
+    import logging
+
+    log = logging.getLogger("onnxruntime.quantization.shape_inference")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        with contextlib.chdir(work):
+            yield
+    finally:
+        log.setLevel(level)
+
+
 def preprocess(src: Path, dst: Path) -> dict:
     """quant_pre_process: shape inference + ORT's basic optimizations (BN folding).
     Falls back to shape inference only if the optimizer fails on the graph."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-        return {"optimized": True}
-    except Exception:  # noqa: BLE001 - some graphs defeat symbolic shape inference
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    with tempfile.TemporaryDirectory(prefix="armq-pre-") as td, _quiet_ort_preprocess(Path(td)):
         try:
-            quant_pre_process(str(src), str(dst), skip_optimization=False, skip_symbolic_shape=True)
-            return {"optimized": True, "symbolic_shape": False}
-        except Exception as e:  # noqa: BLE001
-            raise QuantError(f"{src}: onnxruntime cannot prepare the model for quantization "
-                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+            return {"optimized": True}
+        except Exception:  # noqa: BLE001 - some graphs defeat symbolic shape inference
+            try:
+                quant_pre_process(str(src), str(dst), skip_optimization=False,
+                                  skip_symbolic_shape=True)
+                return {"optimized": True, "symbolic_shape": False}
+            except Exception as e:  # noqa: BLE001
+                raise QuantError(f"{src}: onnxruntime cannot prepare the model for quantization "
+                                 f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
 def nhwc_channel_shuffle(path: Path) -> int:

@@ -86,6 +86,7 @@ def quantize_ort(ref: ModelRef, calib, hold: Holdout | None, args, work: Path) -
     src = ref.artifact("onnx")
     if src is None:
         raise QuantError(f"{ref.name}: the card has no float ONNX model (run `python -m export.onnx`)")
+    op.check_float_model(src, calib.shape[1:])
     pre = work / "pre.onnx"
     op.preprocess(src, pre)
     shuffles = op.nhwc_channel_shuffle(pre)
