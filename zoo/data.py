@@ -12,6 +12,7 @@ import os
 import tarfile
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
@@ -94,7 +95,21 @@ def list_images(source: str | os.PathLike) -> list[ImageRecord]:
 
 
 def decode_rgb(data: bytes) -> Image.Image:
-    """Decode any PIL-readable image to 8-bit RGB (grayscale, RGBA, 16-bit, palette)."""
+    """Decode any PIL-readable image to 8-bit RGB (grayscale, RGBA, 16-bit, palette).
+
+    Anything that is not a decodable image raises DataError: PIL's decoders raise
+    many exception types on corrupt input (OSError, ValueError, SyntaxError,
+    struct.error, EOFError, DecompressionBombError, ...)."""
+    try:
+        return _decode_rgb(data)
+    except MemoryError:
+        raise  # the machine's problem, not the file's
+    except Exception as e:  # noqa: BLE001 - see above
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise DataError(f"{type(e).__name__}: {first}" if first else type(e).__name__) from None
+
+
+def _decode_rgb(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -144,10 +159,20 @@ def iter_decoded(records: list[ImageRecord], resize: int, crop: int,
                  interpolation: str = "bilinear") -> Iterator[tuple[ImageRecord, np.ndarray | None, str]]:
     for r in records:
         try:
-            yield r, resize_crop(decode_rgb(r.read()), resize, crop, interpolation), ""
+            data = r.read()
+        except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error) as e:
+            # e.g. a zip member failing its CRC, a tar cut short inside a member
+            yield r, None, f"unreadable archive member ({type(e).__name__}: {e})"
+            continue
+        try:
+            arr = resize_crop(decode_rgb(data), resize, crop, interpolation)
+        except DataError as e:
+            yield r, None, str(e)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
                 Image.DecompressionBombError) as e:
             yield r, None, f"{type(e).__name__}: {e}"
+        else:
+            yield r, arr, ""
 
 
 def load_images(source: str | os.PathLike, resize: int, crop: int, interpolation: str = "bilinear",
