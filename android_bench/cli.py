@@ -17,9 +17,10 @@ import argparse
 import datetime as _dt
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from zoo.util import atomic_output, cli_entry
+from zoo.util import atomic_output, check_writable_dir, cli_entry
 
 from .targets import KINDS, make_target
 from .targets.base import BenchConfig, BenchError, PartialResults, TargetOptions
@@ -140,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    # Where results go must be writable now, not after an hour of benchmarks.
+    if a.json:
+        check_writable_dir(Path(a.json).parent)
+    if a.outputs_dir:
+        check_writable_dir(a.outputs_dir)
     target = make_target(a.target, _target_options(a))
     config = BenchConfig(threads=a.threads,
                          warmup=a.warmup if a.warmup is not None else target.default_warmup,
