@@ -25,7 +25,7 @@ import numpy as np
 
 from .cli import add_model_args, variant_from_args
 from .data import DataError, LabelledImages, load_images
-from .util import ArmqError, atomic_output, cli_entry
+from .util import ArmqError, atomic_output, check_writable_dir, cli_entry
 
 CACHE = Path(os.environ.get("ARMQ_CACHE", Path.home() / ".cache" / "armq"))
 
@@ -114,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         raise ArmqError("--epochs, --batch-size and --lr must be positive")
+    # The checkpoint and log folders must take files now, not after the first epoch.
+    check_writable_dir(args.out.parent)
+    if args.log:
+        check_writable_dir(args.log.parent)
     if args.init and args.resume:
         raise ArmqError("--init and --resume exclude each other: --resume continues its own schedule")
     variant = variant_from_args(args)
