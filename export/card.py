@@ -76,6 +76,16 @@ class ModelCard:
         pre = d["preprocessing"]
         if not isinstance(pre, dict) or not all(k in pre for k in ("mean", "std", "input_size", "resize")):
             raise CardError(f"{where}: preprocessing needs mean, std, input_size and resize")
+        for k in ("variant", "input", "output", "cost", "source", "artifacts", "accuracy"):
+            if k in d and not isinstance(d[k], dict):
+                raise CardError(f"{where}: '{k}' must be an object, not {type(d[k]).__name__}")
+        bad = next((k for k in ("artifacts", "accuracy")
+                    for v in d.get(k, {}).values() if not isinstance(v, dict)), None)
+        if bad:
+            raise CardError(f"{where}: every entry of '{bad}' must be an object")
+        names = d["class_names"]
+        if not isinstance(names, list) or not all(isinstance(c, (str, int)) for c in names):
+            raise CardError(f"{where}: 'class_names' must be a list of names")
         known = set(required) | {"format", "cost", "source", "artifacts", "accuracy"}
         return cls(name=str(d["name"]), variant=dict(d["variant"]), input=dict(d["input"]),
                    output=dict(d["output"]), preprocessing=dict(pre),
@@ -116,7 +126,7 @@ def load_card(path: str | Path) -> ModelCard:
         raise CardError(f"no model card {p} (export the model with `python -m export.onnx` first)")
     try:
         d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CardError(f"model card {p} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
     return ModelCard.from_dict(d, str(p))
 
