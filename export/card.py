@@ -111,11 +111,23 @@ class ModelCard:
                                "size_bytes": model_path.stat().st_size, **details}
 
 
+MODEL_FILE_SUFFIXES = (".int8.onnx", ".int8.tflite", ".onnx", ".tflite", ".json")
+
+
+def model_stem(filename: str) -> str:
+    """`x.int8.onnx` -> `x`. Model names may hold dots (`mobilenet_v1_w0.25_cifar10`), so
+    only the known suffixes are cut, never everything after the first dot."""
+    low = filename.lower()
+    for suf in MODEL_FILE_SUFFIXES:
+        if low.endswith(suf) and len(filename) > len(suf):
+            return filename[: -len(suf)]
+    return Path(filename).stem
+
+
 def card_path_for(model_path: str | Path) -> Path:
     """`artifacts/x.int8.onnx` -> `artifacts/x.json` (the card is per model, not per file)."""
     p = Path(model_path)
-    stem = p.name.split(".")[0]
-    return p.with_name(stem + ".json")
+    return p.with_name(model_stem(p.name) + ".json")
 
 
 def load_card(path: str | Path) -> ModelCard:

@@ -144,8 +144,9 @@ class ModelSpec:
 
 def card_for(model_path: Path) -> Path | None:
     """`x.int8.onnx` -> `x.json` beside it, as export.card does; None if absent."""
-    stem = model_path.name.split(".")[0]
-    c = model_path.with_name(stem + ".json")
+    from export.card import card_path_for
+
+    c = card_path_for(model_path)
     return c if c.is_file() else None
 
 
