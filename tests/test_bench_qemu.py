@@ -90,16 +90,43 @@ def test_results_complete_and_labelled_emulated(qemu_results, cpu):
     assert no_dot is (cpu == "cortex-a72")
 
 
+def _output_step(int8_model) -> float:
+    """The scale of the DequantizeLinear that produces the INT8 model's output: one step
+    of the output quantizer."""
+    import onnx
+    from onnx import numpy_helper
+    g = onnx.load(str(int8_model)).graph
+    inits = {i.name: i for i in g.initializer}
+    node = next(n for n in g.node if n.op_type == "DequantizeLinear" and n.output[0] == g.output[0].name)
+    return float(numpy_helper.to_array(inits[node.input[1]]))
+
+
 @pytest.mark.parametrize("cpu", CPUS)
-def test_emulated_outputs_equal_host(qemu_results, host_outputs, cpu):
+def test_emulated_outputs_equal_host(qemu_results, host_outputs, models, cpu):
     for r, kind in zip(qemu_results[cpu], ("fp32", "int8")):
         y = np.load(r["outputs_npy"])
         ref = host_outputs[kind]
         assert y.shape == ref.shape
         scale = float(np.abs(ref).max())
-        # Different kernels (NEON vs AVX), different summation order: tiny differences only.
-        np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4 * max(scale, 1e-3) + 1e-6)
-        assert r["output_check"]["argmax"] == [int(v) for v in ref.reshape(len(ref), -1).argmax(1)]
+        # FP32: different kernels (NEON vs AVX), different summation order: tiny differences.
+        atol = 1e-4 * max(scale, 1e-3) + 1e-6
+        if kind == "int8":
+            # INT8: ARM's and x86's integer kernels requantize with their own rounding
+            # (x86 even runs S8S8 as U8S8), so an intermediate value may land one step
+            # off and that step travels through the following layers: outputs agree to a
+            # few steps of the output quantizer (seen here: at most 3 of ~120 used steps),
+            # mostly exactly, and the class is the same.
+            step = _output_step(models["int8"])
+            d = np.abs(y - ref) / step
+            assert d.max() <= 4.001 and d.mean() <= 1.0, (d.max(), d.mean())
+            atol = 4.001 * step
+        np.testing.assert_allclose(y, ref, rtol=0, atol=atol)
+        flat = ref.reshape(len(ref), -1)
+        top2 = np.sort(flat, axis=1)[:, -2:]
+        clear = (top2[:, 1] - top2[:, 0]) > 2 * atol   # not a near-tie within the tolerance
+        got = np.asarray(r["output_check"]["argmax"])
+        assert (got[clear] == flat.argmax(1)[clear]).all(), (got, flat.argmax(1), clear)
+        assert kind == "int8" or clear.all()
 
 
 def test_dotprod_cpu_needs_fewer_int8_instructions(qemu_results):
