@@ -104,3 +104,43 @@ def test_shape_of_dequantized_tensor_reads_the_int8_tensor(tmp_path):
     out = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
         None, {"x": np.zeros((1, 4), np.float32)})[0]
     assert out.tolist() == [1, 4]
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("litert_torch") is None,
+                    reason="the tflite extra (litert-torch) is not installed")
+def test_pt2e_relu6_and_residual_adds_are_annotated():
+    # conv + ReLU6 (hardtanh 0..6) gets one observer, after the clamp (sharing the conv's
+    # pre-clamp range cost efficientnet_lite0 its accuracy), and chained residual adds
+    # are quantized (torch.export records no source_fn_stack for litert's add pattern).
+    import torch
+    from torch import nn
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    from quant.tflite_ptq import make_quantizer
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6())
+            self.b1 = nn.Conv2d(8, 8, 1)
+            self.b2 = nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            x = self.stem(x)
+            x = x + self.b1(x)
+            return x + self.b2(x)
+
+    gm = torch.export.export(Net().eval(), (torch.randn(1, 3, 8, 8),)).module()
+    prepare_pt2e(gm, make_quantizer(Method.MINMAX, True))
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    clamps = [n for n in nodes if "hardtanh" in str(n.target)]
+    adds = [n for n in nodes if n.target is torch.ops.aten.add.Tensor]
+    assert len(clamps) == 1 and len(adds) == 2
+    ann = clamps[0].meta["quantization_annotation"]
+    assert ann.output_qspec is not None and not isinstance(ann.output_qspec, SharedQuantizationSpec)
+    conv = clamps[0].args[0]
+    assert conv.meta["quantization_annotation"].output_qspec is None
+    for a in adds:
+        qa = a.meta.get("quantization_annotation")
+        assert qa is not None and qa.output_qspec is not None and len(qa.input_qspec_map) == 2
