@@ -194,6 +194,30 @@ def test_train_cli_one_epoch_then_resume(small_cifar, tmp_path):
     assert not (tmp_path / "bad.pt").exists()
 
 
+def test_cutout_blanks_one_square_per_image_and_keeps_the_rest(tmp_path):
+    from zoo.train import augment
+
+    x = torch.randint(130, 255, (64, 3, 32, 32), dtype=torch.uint8)  # never the fill colour
+    fill = (125, 123, 114)
+    torch.manual_seed(0)
+    out = augment(x, pad=0, cutout=16, fill=fill)
+    torch.manual_seed(0)
+    plain = augment(x, pad=0, cutout=0)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    changed = (out != plain).any(1)  # (n, h, w)
+    for i in range(len(x)):
+        ys, xs = torch.nonzero(changed[i], as_tuple=True)
+        assert len(ys) > 0  # every image loses a patch
+        h = int(ys.max() - ys.min() + 1)
+        w = int(xs.max() - xs.min() + 1)
+        assert 8 <= h <= 16 and 8 <= w <= 16 and int(changed[i].sum()) == h * w  # one clipped square
+        assert all(out[i, c][changed[i]].eq(fill[c]).all() for c in range(3))
+    # Off by default; a negative size is a user error.
+    r = run_cli("zoo.train", "--model", "shufflenet_v1", "--dataset", "cifar10", "--data", tmp_path,
+                "--cutout", "-1", "--out", tmp_path / "x.pt")
+    assert r.returncode != 0 and "--cutout" in r.stderr and not (tmp_path / "x.pt").exists()
+
+
 def test_train_cli_user_errors(tmp_path):
     r = run_cli("zoo.train", "--model", "shufflenet_v1", "--dataset", "cifar10",
                 "--data", tmp_path / "nowhere", "--epochs", "1", "--out", tmp_path / "x.pt")
