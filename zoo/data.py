@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .config import DataConfig
 from .util import ArmqError
@@ -165,11 +165,13 @@ def iter_decoded(records: list[ImageRecord], resize: int, crop: int,
             yield r, None, f"unreadable archive member ({type(e).__name__}: {e})"
             continue
         try:
-            arr = resize_crop(decode_rgb(data), resize, crop, interpolation)
+            img = decode_rgb(data)  # every decode failure is a DataError
         except DataError as e:
             yield r, None, str(e)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
-                Image.DecompressionBombError) as e:
+            continue
+        try:
+            arr = resize_crop(img, resize, crop, interpolation)
+        except (OSError, ValueError) as e:  # a decoded image PIL still cannot resample
             yield r, None, f"{type(e).__name__}: {e}"
         else:
             yield r, arr, ""
