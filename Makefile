@@ -8,7 +8,7 @@ EXTRAS ?= dev,tflite,weights
 # onnxruntime 1.32 on Linux enables telemetry by default (threads, files, DNS queries).
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: demo test venv sysdeps clean
+.PHONY: demo test test-all venv sysdeps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,7 +24,13 @@ sysdeps:
 demo: $(STAMP) sysdeps
 	$(BIN)/python -m deploy
 
+# The default suite (CI): everything but the tests marked slow (every zoo model through
+# TFLite, the heaviest ImageNet exports, QEMU end-to-end runs, INT8 determinism).
 test: $(STAMP) sysdeps
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# Everything (~35-45 min on 2 cores).
+test-all: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -19,8 +19,6 @@ import pytest
 
 from _bench_models import shared_models
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parent.parent
 CPUS = ("cortex-a72", "cortex-a76")
 

@@ -240,7 +240,10 @@ def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "deploy", "--models", "shufflenet_v1:groups=3",
                              "--targets", "local", "--skip-tflite", "--limit-eval", "50",
                              "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a suite started in the background (`make test &`) inherits an
+                            # ignored SIGINT, and Python then never raises KeyboardInterrupt
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 600
         results = None
