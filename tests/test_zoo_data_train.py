@@ -124,6 +124,9 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(m(x), m2(x))
     assert meta["note"] == "x"
+    # The same weights and metadata give the same bytes, whatever the file is called.
+    again = save_checkpoint(tmp_path / "other_name.pt", m, v, note="x")
+    assert again.read_bytes() == path.read_bytes()
     # Truncated file.
     (tmp_path / "trunc.pt").write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt"):

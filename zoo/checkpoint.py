@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ._registry import Variant, create_model
-from .util import ArmqError, atomic_path
+from .util import ArmqError, atomic_output
 
 FORMAT = "armq-checkpoint/1"
 
@@ -28,8 +28,10 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, variant: Variant,
     payload = {"format": FORMAT, "variant": variant.to_dict(),
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                **meta}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Through a file object, not the temp path: torch names the zip's records after the
+    # file it is given, and a random temp name would make equal checkpoints differ in bytes.
+    with atomic_output(path) as f:
+        torch.save(payload, f)
     return Path(path)
 
 
