@@ -231,21 +231,26 @@ def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[st
                                                      SharedQuantizationSpec)
 
     aten = torch.ops.aten
+    relu6 = {aten.relu6.default} if hasattr(aten, "relu6") else set()
+    relu_ops = {aten.relu.default, aten.relu_.default}
+    clamp_ops = {aten.hardtanh.default, aten.hardtanh_.default}
     shared = {aten.transpose.int, aten.transpose_copy.int, aten.index_select.default,
               aten.avg_pool2d.default, aten.constant_pad_nd.default, aten.pad.default,
-              aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default,
-              aten.clone.default, aten.contiguous.default, aten.reshape.default,
-              aten.view.default, aten.flatten.using_ints, aten.permute.default,
-              aten.squeeze.dim, aten.unsqueeze.default, aten.max_pool2d.default,
-              aten.adaptive_avg_pool2d.default, aten.mean.dim, aten.chunk.default,
-              aten.split.Tensor, aten.split_with_sizes.default, aten.slice.Tensor,
-              getattr(aten, "_unsafe_view").default}
+              *relu_ops, *clamp_ops, aten.clone.default, aten.contiguous.default,
+              aten.reshape.default, aten.view.default, aten.flatten.using_ints,
+              aten.permute.default, aten.squeeze.dim, aten.unsqueeze.default,
+              aten.max_pool2d.default, aten.adaptive_avg_pool2d.default, aten.mean.dim,
+              aten.chunk.default, aten.split.Tensor, aten.split_with_sizes.default,
+              aten.slice.Tensor, getattr(aten, "_unsafe_view").default}
     own_range = {aten.hardswish.default, aten.hardswish_.default, aten.hardsigmoid.default,
                  aten.hardsigmoid_.default, aten.sigmoid.default, aten.silu.default,
-                 aten.silu_.default, aten.relu6.default if hasattr(aten, "relu6") else None}
-    own_range.discard(None)
+                 aten.silu_.default, *relu6}
     config = quantization_config(method, per_channel)
     skip = set(float_modules)
+
+    def is_annotated(n) -> bool:
+        a = n.meta.get("quantization_annotation") if hasattr(n, "meta") else None
+        return a is not None and a._annotated
 
     def annotated_output(n) -> bool:
         a = n.meta.get("quantization_annotation") if hasattr(n, "meta") else None
@@ -264,20 +269,13 @@ def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[st
         return PT2EQuantizer().set_global(config)
 
     conv_ops = {aten.conv1d.default, aten.conv2d.default, aten.convolution.default}
-    relu_ops = {aten.relu.default, aten.relu_.default}
-    if hasattr(aten, "relu6"):
-        relu_ops.add(aten.relu6.default)
-    clamp_ops = {aten.hardtanh.default, aten.hardtanh_.default}
-
-    def is_annotated(n) -> bool:
-        a = n.meta.get("quantization_annotation") if hasattr(n, "meta") else None
-        return a is not None and a._annotated
+    fused_relu_ops = relu_ops | relu6
 
     def fusable_act(n) -> bool:
         """relu or relu6 (hardtanh 0..6): activations TFLite fuses into a conv or an add."""
         if n.op != "call_function" or is_annotated(n):
             return False
-        if n.target in relu_ops:
+        if n.target in fused_relu_ops:
             return True
         if n.target in clamp_ops:
             lo = n.args[1] if len(n.args) > 1 else n.kwargs.get("min_val", -1.0)
@@ -299,7 +297,7 @@ def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[st
                 continue
             users = list(n.users)
             act = users[0] if len(users) == 1 and fusable_act(users[0]) else None
-            if n.target in conv_ops and act is not None and act.target not in relu_ops:
+            if n.target in conv_ops and act is not None and act.target not in fused_relu_ops:
                 # conv + relu is litert's own "conv_relu" pattern
                 qmap = {n.args[0]: get_input_act_qspec(config), n.args[1]: get_weight_qspec(config)}
                 bias = n.args[2] if len(n.args) > 2 else None
@@ -308,8 +306,8 @@ def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[st
                 for w in qmap:
                     if w is not n.args[0] and "quantization_annotation" not in w.meta:
                         w.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
-            elif n.target is aten.add.Tensor and len(n.args) == 2 and n.kwargs.get("alpha", 1) == 1 \
-                    and all(float_tensor(a) for a in n.args):
+            elif (n.target is aten.add.Tensor and len(n.args) == 2
+                  and n.kwargs.get("alpha", 1) == 1 and all(float_tensor(a) for a in n.args)):
                 qmap = {a: get_input_act_qspec(config) for a in n.args}
             else:
                 continue
@@ -330,7 +328,7 @@ def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[st
             for n in model.graph.nodes:
                 if n.op != "call_function" or not n.args or not hasattr(n.args[0], "meta"):
                     continue
-                if "quantization_annotation" in n.meta and n.meta["quantization_annotation"]._annotated:
+                if is_annotated(n):
                     continue
                 prev = n.args[0]
                 if n.target in shared and annotated_output(prev):

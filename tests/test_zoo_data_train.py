@@ -215,7 +215,7 @@ def test_cutout_blanks_one_square_per_image_and_keeps_the_rest(tmp_path):
         w = int(xs.max() - xs.min() + 1)
         assert 8 <= h <= 16 and 8 <= w <= 16 and int(changed[i].sum()) == h * w  # one clipped square
         assert all(out[i, c][changed[i]].eq(fill[c]).all() for c in range(3))
-    # Off by default; a negative size is a user error.
+    # A negative size is a user error.
     r = run_cli("zoo.train", "--model", "shufflenet_v1", "--dataset", "cifar10", "--data", tmp_path,
                 "--cutout", "-1", "--out", tmp_path / "x.pt")
     assert r.returncode != 0 and "--cutout" in r.stderr and not (tmp_path / "x.pt").exists()
