@@ -248,12 +248,15 @@ def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[st
     config = quantization_config(method, per_channel)
     skip = set(float_modules)
 
+    def annotation(n):
+        return n.meta.get("quantization_annotation") if hasattr(n, "meta") else None
+
     def is_annotated(n) -> bool:
-        a = n.meta.get("quantization_annotation") if hasattr(n, "meta") else None
+        a = annotation(n)
         return a is not None and a._annotated
 
     def annotated_output(n) -> bool:
-        a = n.meta.get("quantization_annotation") if hasattr(n, "meta") else None
+        a = annotation(n)
         return a is not None and a.output_qspec is not None
 
     def in_skipped(n) -> bool:
