@@ -8,6 +8,13 @@ The whole training set is decoded once into a uint8 tensor (cached under
 CIFAR one (4-pixel pad + random crop + horizontal flip); the learning rate has
 a linear warm-up then a cosine decay, per step. A resume file is written after
 every epoch so CPU training can continue across sessions (`--resume`).
+
+`--device cuda` keeps the decoded training set, the augmentation and the model
+on the GPU and reads the loss/accuracy sums from it once per epoch (and every
+`SYNC_EVERY` steps for the divergence check), so the GPU never waits on Python;
+`--bf16` adds bf16 autocast there. `--time-budget` fits the schedule to a
+wall-clock budget: the epoch count is decided once the warm-up epochs have been
+timed, before the cosine decay starts, so every run ends its schedule.
 """
 from __future__ import annotations
 
@@ -53,6 +60,50 @@ def cached_images(src: Path, size: int, resize: int, class_names: tuple[str, ...
     return data
 
 
+# Steps between reads of the loss on the host: each read waits for the device.
+SYNC_EVERY = 50
+
+
+def pick_device(choice: str) -> str:
+    """'auto' -> cuda when torch sees a GPU, else cpu; 'cuda' without one is a user error."""
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ArmqError("--device cuda: torch sees no CUDA device (this torch build: "
+                        f"{torch.__version__}); use --device cpu or auto")
+    return choice
+
+
+def has_grouped_conv(model) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
+
+
+def pick_memory_format(choice: str, device: str, model):
+    """channels_last on CPU (1.4x faster per step here); on CUDA too, except for nets with
+    depthwise/grouped convs, whose cuDNN kernels ran several times slower in channels_last."""
+    import torch
+
+    if choice == "auto":
+        choice = ("contiguous" if device == "cuda" and has_grouped_conv(model)
+                  else "channels_last")
+    return torch.channels_last if choice == "channels_last" else torch.contiguous_format
+
+
+def planned_epochs(requested: int, budget_s: float | None, seconds: Sequence[float],
+                   done: int, done_before: int = 0) -> int:
+    """Epoch count that fits: `done_before` epochs already run, plus as many more as
+    `budget_s` (the time left) holds at the mean pace of `seconds`. Never fewer than
+    `done` + 1, never more than `requested`."""
+    if budget_s is None or not seconds:
+        return requested
+    pace = max(1e-9, sum(seconds) / len(seconds))
+    return max(done + 1, min(requested, done_before + int(max(0.0, budget_s) // pace)))
+
+
 def augment(x, pad: int = 4, cutout: int = 0, fill: Sequence[int] = (0, 0, 0)):
     """Random crop with zero padding + horizontal flip on a uint8 NCHW batch.
 
@@ -63,22 +114,25 @@ def augment(x, pad: int = 4, cutout: int = 0, fill: Sequence[int] = (0, 0, 0)):
     import torch
 
     n, c, h, w = x.shape
+    dev = x.device  # random numbers are drawn where the batch lives (no host round trip)
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    i = torch.randint(0, 2 * pad + 1, (n,))
-    j = torch.randint(0, 2 * pad + 1, (n,))
-    rows = (i[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (j[:, None] + torch.arange(w))[:, None, None, :]
-    out = xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-    flip = torch.rand(n) < 0.5
-    out[flip] = out[flip].flip(3)
+    i = torch.randint(0, 2 * pad + 1, (n,), device=dev)
+    j = torch.randint(0, 2 * pad + 1, (n,), device=dev)
+    rows = (i[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (j[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+    out = xp[torch.arange(n, device=dev)[:, None, None, None],
+             torch.arange(c, device=dev)[None, :, None, None], rows, cols]
+    flip = torch.rand(n, device=dev) < 0.5
+    out = torch.where(flip[:, None, None, None], out.flip(3), out)
     if cutout > 0:
-        cy = torch.randint(0, h, (n, 1, 1))
-        cx = torch.randint(0, w, (n, 1, 1))
-        ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+        cy = torch.randint(0, h, (n, 1, 1), device=dev)
+        cx = torch.randint(0, w, (n, 1, 1), device=dev)
+        ys = torch.arange(h, device=dev).view(1, h, 1)
+        xs = torch.arange(w, device=dev).view(1, 1, w)
         half = cutout // 2
         mask = ((ys >= cy - half) & (ys < cy - half + cutout)
                 & (xs >= cx - half) & (xs < cx - half + cutout))  # (n, h, w)
-        fill_t = torch.tensor(list(fill), dtype=out.dtype).view(1, c, 1, 1)
+        fill_t = torch.tensor(list(fill), dtype=out.dtype, device=dev).view(1, c, 1, 1)
         out = torch.where(mask[:, None], fill_t, out)
     return out
 
@@ -91,16 +145,28 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def evaluate(model, images, labels, mean, std, batch: int = 500) -> float:
+    """Top-1 in float32 (no autocast), on the device the model and mean live on."""
     import torch
 
     model.eval()
-    correct = 0
+    dev = mean.device
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
     with torch.no_grad():
         for s in range(0, len(images), batch):
-            x = torch.from_numpy(images[s:s + batch]).permute(0, 3, 1, 2).float().div_(255)
+            x = torch.from_numpy(images[s:s + batch]).to(dev).permute(0, 3, 1, 2).float().div_(255)
             x = (x - mean) / std
-            correct += int((model(x).argmax(1) == torch.from_numpy(labels[s:s + batch])).sum())
-    return correct / len(images)
+            y = torch.from_numpy(labels[s:s + batch]).to(dev)
+            correct += (model(x).argmax(1) == y).sum()
+    return int(correct) / len(images)
+
+
+def device_name(device: str) -> str:
+    """What the log records: 'cpu (N threads)' or the GPU's name."""
+    import torch
+
+    if device == "cuda":
+        return f"cuda ({torch.cuda.get_device_name()}, torch {torch.__version__})"
+    return f"cpu ({torch.get_num_threads()} threads, torch {torch.__version__})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +185,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="blank a random PX x PX square per training image (0: off; 16 for CIFAR)")
     p.add_argument("--eval-every", type=int, default=5, help="test every N epochs (and the last)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="where to train (default cpu; auto: cuda when torch sees a GPU)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast for the forward pass (CUDA only; weights stay float32)")
+    p.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"),
+                   default="auto", help="activation layout (auto: channels_last, but NCHW on "
+                   "CUDA for nets with depthwise/grouped convs)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="fit the schedule to this wall-clock budget: the epoch count (at most "
+                        "--epochs) is fixed after the warm-up epochs have been timed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-train", type=int, help="use only N training images (smoke tests)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write")
@@ -138,12 +214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_writable_dir(args.log.parent)
     if args.init and args.resume:
         raise ArmqError("--init and --resume exclude each other: --resume continues its own schedule")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise ArmqError(f"--time-budget must be positive, got {args.time_budget}")
+    if args.time_budget and args.resume:
+        raise ArmqError("--time-budget and --resume exclude each other: the resumed schedule "
+                        "keeps its epoch count")
     variant = variant_from_args(args)
 
     import torch
     from .checkpoint import load_weights, read_checkpoint, save_checkpoint
     from ._registry import create_model
 
+    device = pick_device(args.device)
+    if args.bf16 and device != "cuda":
+        raise ArmqError("--bf16 needs --device cuda (bf16 autocast on CPU is slower here)")
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     if args.threads:
@@ -159,10 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         train = LabelledImages(train.images[:: max(1, len(train.images) // args.limit_train)],
                                train.labels[:: max(1, len(train.labels) // args.limit_train)],
                                train.class_names, ())
-    x_train = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()
-    y_train = torch.from_numpy(train.labels)
-    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    # The whole uint8 training set lives on the training device (150 MB for CIFAR-10).
+    x_train = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous().to(device)
+    y_train = torch.from_numpy(train.labels).to(device)
+    mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1)
     fill = tuple(round(255 * m) for m in cfg.mean)
 
     decay, no_decay = [], []
@@ -177,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     resume_path = args.out.with_name(args.out.name + ".resume.pt")
     log_path = args.log or args.out.with_name(args.out.name + ".log.jsonl")
     start_epoch, history = 0, []
+    epochs = args.epochs
     if args.init:
         load_weights(model, read_checkpoint(args.init)["state_dict"], f"--init {args.init}")
         print(f"starting from the weights in {args.init}", file=sys.stderr)
@@ -185,23 +271,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_weights(model, state["state_dict"], f"resume file {resume_path}")
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), list(state.get("history", []))
+        epochs = int(state.get("epochs", epochs))
+        total = steps_per_epoch * epochs
         torch.set_rng_state(state["rng"])
-        print(f"resuming at epoch {start_epoch + 1}/{args.epochs}", file=sys.stderr)
-    model = model.to(memory_format=torch.channels_last)
+        if device == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        print(f"resuming at epoch {start_epoch + 1}/{epochs}", file=sys.stderr)
+    fmt = pick_memory_format(args.memory_format, device, model)
+    model = model.to(device=device, memory_format=fmt)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels once
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.bf16)
     crit = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k in ("epochs", "batch_size", "lr", "wd", "label_smoothing", "warmup_epochs", "seed",
-                      "init", "cutout")}
+                      "init", "cutout", "bf16", "time_budget")}
+    recipe["device"] = device_name(device)
+    recipe["memory_format"] = "channels_last" if fmt == torch.channels_last else "contiguous"
     from tqdm import tqdm
 
     top1 = float("nan")
-    for epoch in range(start_epoch, args.epochs):
+    warmup_epochs = max(1, math.ceil(args.warmup_epochs))
+    epoch = start_epoch
+    while epoch < epochs:
         model.train()
         t0 = time.time()
-        perm = torch.randperm(len(x_train))
-        seen = correct = 0
-        loss_sum = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step",
+        perm = torch.randperm(len(x_train), device=device)
+        seen = 0
+        # Sums stay on the device; the host reads them every SYNC_EVERY steps and at the end.
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
                    leave=False, file=sys.stderr, mininterval=5, disable=None)
         for it in bar:
             step = epoch * steps_per_epoch + it
@@ -209,35 +309,53 @@ def main(argv: Sequence[str] | None = None) -> int:
                 g["lr"] = lr_at(step, total, warmup, args.lr)
             idx = perm[it * args.batch_size:(it + 1) * args.batch_size]
             xb = augment(x_train[idx], cutout=args.cutout, fill=fill).float().div_(255).sub_(mean).div_(std)
-            xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = xb.contiguous(memory_format=fmt)
             yb = y_train[idx]
-            out = model(xb)
-            loss = crit(out, yb)
+            with autocast:
+                out = model(xb)
+                loss = crit(out.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if not math.isfinite(loss.item()):
-                raise ArmqError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}): "
-                                "lower --lr")
             seen += len(idx)
-            loss_sum += loss.item() * len(idx)
-            correct += int((out.argmax(1) == yb).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        rec = {"epoch": epoch + 1, "loss": round(loss_sum / seen, 4),
-               "train_top1": round(correct / seen, 4), "seconds": round(time.time() - t0, 1)}
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            loss_sum += loss.detach() * len(idx)
+            correct += (out.argmax(1) == yb).sum()
+            if it % SYNC_EVERY == SYNC_EVERY - 1 or it == steps_per_epoch - 1:
+                mean_loss = float(loss_sum) / seen
+                if not math.isfinite(mean_loss):
+                    raise ArmqError(f"training diverged at epoch {epoch + 1} (loss {mean_loss}): "
+                                    "lower --lr")
+                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{int(correct) / seen:.3f}")
+        rec = {"epoch": epoch + 1, "loss": round(float(loss_sum) / seen, 4),
+               "train_top1": round(int(correct) / seen, 4), "seconds": round(time.time() - t0, 1)}
+        if epoch + 1 == warmup_epochs and args.time_budget and not args.resume:
+            # Decide the schedule's length now, while the lr is still warming up, so the cosine
+            # decay that follows runs to its end inside the budget.
+            # Paced on the last warm-up epoch: the first also holds cuDNN's kernel search.
+            elapsed = sum(h["seconds"] for h in history) + rec["seconds"]
+            epochs = planned_epochs(args.epochs, args.time_budget - elapsed, [rec["seconds"]],
+                                    epoch + 1, done_before=epoch + 1)
+            total = steps_per_epoch * epochs
+            rec["planned_epochs"] = epochs
+            print(f"time budget {args.time_budget:.0f} s: {epochs} epochs", file=sys.stderr)
+        rec["device"] = recipe["device"]
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == epochs:
             top1 = evaluate(model, test.images, test.labels, mean, std)
             rec["test_top1"] = round(top1, 4)
         history.append(rec)
         print(json.dumps(rec), flush=True)
         with open(log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
+        recipe["epochs"] = epochs
         meta = {"data_config": cfg.to_dict(), "recipe": recipe, "history": history,
                 "metrics": {"test_top1": rec.get("test_top1")}, "epochs_done": epoch + 1}
         save_checkpoint(args.out, model, variant, **meta)
-        with_state = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "history": history,
-                      "rng": torch.get_rng_state()}
+        with_state = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "epochs": epochs,
+                      "history": history, "rng": torch.get_rng_state()}
+        if device == "cuda":
+            with_state["cuda_rng"] = torch.cuda.get_rng_state()
         save_checkpoint(resume_path, model, variant, **with_state)
+        epoch += 1
     print(f"test top-1 {top1:.4f} ({len(test.images)} images) -> {args.out}")
     return 0
 
