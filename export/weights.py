@@ -91,7 +91,9 @@ def load_pinned(path: str | os.PathLike) -> LoadedCheckpoint:
         raise WeightsError(f"checkpoint {p} holds no state dict")
     if "variant" in obj and not (isinstance(obj["variant"], dict) and "model" in obj["variant"]):
         raise WeightsError(f"checkpoint {p} has a malformed 'variant' entry")
-    return LoadedCheckpoint(p, hashlib.sha256(raw).hexdigest(), obj)
+    from zoo.checkpoint import from_transport
+
+    return LoadedCheckpoint(p, hashlib.sha256(raw).hexdigest(), from_transport(obj))
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,9 @@ class Shipped:
 
 
 def _is_candidate(p: Path) -> bool:
-    # Skip hidden temp files (atomic writes) and `x.pt.resume.pt`-style side files.
-    return p.is_file() and not p.name.startswith(".") and p.name.count(".") == 1
+    # Skip hidden temp files (atomic writes) and `x.pt.resume.pt` side files; names may hold
+    # other dots (`shufflenet_v2_w0.5_cifar10.fp16.pt`).
+    return p.is_file() and not p.name.startswith(".") and not p.name.endswith(".resume.pt")
 
 
 def list_shipped(root: str | os.PathLike | None = None) -> list[Shipped]:

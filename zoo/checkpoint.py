@@ -53,14 +53,20 @@ def read_checkpoint(path: str | Path) -> dict:
         obj = {"state_dict": obj}  # a bare state dict, e.g. a user's own
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint {p} holds no state dict")
-    if obj.get("transport") == TRANSPORT_FP16:
-        # Stored as float16 to halve the shipped size; every model computes in float32.
-        obj["state_dict"] = {k: v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float16
-                             else v for k, v in obj["state_dict"].items()}
-    return obj
+    return from_transport(obj)
 
 
 TRANSPORT_FP16 = "fp16"
+
+
+def from_transport(obj: dict) -> dict:
+    """Undo a transport encoding in place: a `transport: fp16` file's float16 tensors are
+    cast back to float32 (stored as float16 to halve the shipped size; every model and
+    exporter computes in float32)."""
+    if obj.get("transport") == TRANSPORT_FP16:
+        obj["state_dict"] = {k: v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float16
+                             else v for k, v in obj["state_dict"].items()}
+    return obj
 
 
 def save_fp16(src: str | Path, dst: str | Path) -> Path:
