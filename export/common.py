@@ -112,7 +112,7 @@ def _source_of(ck: LoadedCheckpoint, shipped: bool) -> dict:
     except ValueError:
         shown = str(ck.path)
     src: dict[str, Any] = {"checkpoint": shown, "sha256": ck.sha256, "shipped": shipped}
-    for k in ("metrics", "epochs_done", "pretrained"):
+    for k in ("metrics", "epochs_done", "pretrained", "recipe", "transport"):
         if k in ck.data:
             src[k] = ck.data[k]
     return src
