@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8")
+from export.card import ARTIFACT_KEYS
 
 
 def artifact_key_of(filename: str) -> str | None:
@@ -187,7 +187,7 @@ def summarize_bench(doc: Any) -> tuple[dict[str, dict], list[dict]]:
 
 
 def summarize_profile(doc: Any, keep_nodes: int = 12) -> dict[str, dict]:
-    """{artifact key: profile summary} from a deploy.opprofile document."""
+    """{artifact key: profile summary} from an android_bench.profile document."""
     out: dict[str, dict] = {}
     models = doc.get("models") if isinstance(doc, dict) else None
     if not isinstance(models, dict):
