@@ -49,10 +49,11 @@ def headline(doc: dict) -> list[str]:
     what_line = "What got faster: " + ("; ".join(what) if what else
                                        "nothing measured yet (no model ran on two precisions)")
     much = []
+    one_model = len({lbl for lbl, _ in groups}) == 1
     if groups and len(groups) <= 2:
         for lbl, f in groups:
             mine = [s for s in sp if (s["label"], s["format"]) == (lbl, f)]
-            much.append(f"{RUNTIME[f]} INT8 {_per_target(mine)}")
+            much.append(f"{'' if one_model else lbl + ' '}{RUNTIME[f]} INT8 {_per_target(mine)}")
     elif groups:
         for t in dict.fromkeys(s["target"] for s in sp):
             mine = sorted((s for s in sp if s["target"] == t), key=lambda s: s["speedup"])
@@ -81,9 +82,11 @@ def _accuracy_cost(ms: dict) -> str:
         return ("not measured (random-init weights, no test set, or the accuracy stage did "
                 "not run)")
     if len(drops) <= 2:
-        return "; ".join(f"{RUNTIME[f]} INT8 top-1 {q:.2f}% vs FP32 {fp:.2f}% ({q - fp:+.2f} pt"
+        one_model = len({d[0] for d in drops}) == 1
+        return "; ".join(f"{'' if one_model else lbl + ' '}{RUNTIME[f]} INT8 top-1 {q:.2f}% vs "
+                         f"FP32 {fp:.2f}% ({q - fp:+.2f} pt"
                          + (f", agrees with FP32 on {a:.1f}% of images" if isinstance(a, (int, float))
-                            else "") + f"){'' if len(ms) == 1 else ' ' + lbl}"
+                            else "") + ")"
                          for lbl, f, fp, q, a in drops)
     worst = min(drops, key=lambda d: d[3] - d[2])
     return (f"INT8 top-1 within {min(d[3] - d[2] for d in drops):+.2f} to "

@@ -33,6 +33,10 @@ TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "quant_ort": 3600, "quan
 
 
 class Plan:
+    """The stages of one run: `stages()` lists them in their groups; each stage's `prepare`
+    builds its command line late (after the stages it needs) and its `after` folds the
+    stage's output file into results.json."""
+
     def __init__(self, settings: Settings, planned: list[Planned], run_dir: Path, results: Results,
                  baseline: str | None):
         self.s = settings

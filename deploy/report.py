@@ -5,7 +5,10 @@
 The HTML is one self-contained file (plots embedded as base64 PNG); the
 Markdown links the PNG files in plots/. Works on partial runs: whatever a
 failed or interrupted stage did not produce is shown as missing, with why.
-Emulated (QEMU) timings are labelled EMULATED wherever they appear.
+Emulated (QEMU) timings are labelled EMULATED wherever they appear. The report
+opens with three lines (deploy.explain.headline): what got faster, by how much,
+what it cost in accuracy. Numbers: deploy.analysis; tables: deploy.tables;
+plots: deploy.plots; this module writes the Markdown and the HTML.
 """
 from __future__ import annotations
 
