@@ -7,16 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from export.card import ARTIFACT_KEYS
-
-
-def artifact_key_of(filename: str) -> str | None:
-    """`x.int8.onnx` -> onnx_int8, `x.tflite` -> tflite."""
-    name = filename.lower()
-    fmt = "onnx" if name.endswith(".onnx") else "tflite" if name.endswith(".tflite") else None
-    if fmt is None:
-        return None
-    return f"{fmt}_int8" if ".int8." in name else fmt
+from export.card import ARTIFACT_KEYS, artifact_key as artifact_key_of
 
 
 def fmt_prec(key: str) -> tuple[str, str]:

@@ -35,6 +35,16 @@ CARD_FORMAT = "armq-card/1"
 ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8")
 
 
+def artifact_key(filename: str) -> str | None:
+    """The ARTIFACT_KEYS key of a model file name: `x.int8.onnx` -> onnx_int8, `x.tflite` ->
+    tflite; None for anything else."""
+    name = filename.lower()
+    fmt = "onnx" if name.endswith(".onnx") else "tflite" if name.endswith(".tflite") else None
+    if fmt is None:
+        return None
+    return f"{fmt}_int8" if ".int8." in name else fmt
+
+
 class CardError(ArmqError):
     pass
 

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from export.card import artifact_key
 from zoo.util import cli_entry
 
 from .common import (Backend, ModelRef, QuantError, backend_for_path, is_int8_file,
@@ -64,17 +65,9 @@ def ref_keys(key: str) -> tuple[str, ...]:
     return () if fmt == "onnx" else ("onnx",)
 
 
-def artifact_key(model: Path) -> str | None:
-    """`x.int8.onnx` -> onnx_int8, `x.tflite` -> tflite (export.card.ARTIFACT_KEYS)."""
-    b = backend_for_path(model)
-    if b is None:
-        return None
-    return b.int8_key if is_int8_file(model) else b.float_key
-
-
 def default_ref(ref: ModelRef, model: Path) -> Path | None:
     """The float model `model` is compared with when no --ref is given (`ref_keys`)."""
-    for key in ref_keys(artifact_key(model) or ""):
+    for key in ref_keys(artifact_key(model.name) or ""):
         p = ref.artifact(key)
         if p is not None:
             return p

@@ -293,8 +293,12 @@ def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):
 def test_float_reference_rule():
     """One rule for every evaluation: INT8 vs its own format's float model, else ONNX;
     FP32 TFLite vs ONNX (converter agreement); ONNX vs nothing."""
+    from export.card import ARTIFACT_KEYS, artifact_key
     from quant.evaluate import ref_keys
 
+    assert [artifact_key(f"mobilenet_v1_w0.25.{s}") for s in ("onnx", "int8.onnx", "tflite",
+                                                             "int8.tflite")] == list(ARTIFACT_KEYS)
+    assert artifact_key("x.json") is None
     assert ref_keys("onnx_int8") == ("onnx",)
     assert ref_keys("tflite_int8") == ("tflite", "onnx")
     assert ref_keys("tflite") == ("onnx",)
