@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from android_bench.compare import Entry, make_pair, ratio
-from export.card import ARTIFACT_KEYS
+from export.card import ARTIFACT_KEYS, artifact_key
 
 from . import paper
 from .collect import fmt_prec
@@ -226,6 +226,30 @@ def baseline_pairs(doc: dict) -> list[dict]:
                     rec["measured"] = rec["speedup"]
                     out.append(rec)
     return out
+
+
+def compare_check(doc: dict) -> tuple[int, list[str]]:
+    """The compare stage's stored output (results.json "compare": `python -m
+    android_bench.compare` on each target's bench files) against int8_speedups: (pairs that
+    agree, one line per pair that does not). Same arithmetic, so a mismatch means the
+    bench files and results.json disagree."""
+    mine = {(s["model"], s["format"], s["target"]): s["speedup"] for s in int8_speedups(doc)}
+    n, bad = 0, []
+    for target, cdoc in (doc.get("compare") or {}).items():
+        for p in (cdoc.get("pairs") if isinstance(cdoc, dict) else None) or []:
+            key = artifact_key(str(g(p, "model", "file", default="")))
+            if not isinstance(p, dict) or p.get("kind") != "int8 vs fp32" or not key:
+                continue
+            theirs = p.get("instr_ratio") if p.get("emulated") else p.get("measured")
+            ours = mine.get((g(p, "model", "name"), key.split("_")[0], target))
+            if ours is None or theirs is None:
+                continue
+            if abs(ours - theirs) <= 1e-6 * abs(ours):
+                n += 1
+            else:
+                bad.append(f"{g(p, 'model', 'name')} {key} on {target}: compare.json "
+                           f"{theirs:.3f}x, results.json {ours:.3f}x")
+    return n, bad
 
 
 def table8(doc: dict) -> list[dict]:

@@ -210,6 +210,9 @@ def test_report_html_and_md(run):
         png = run_dir / "plots" / f"{name}.png"
         assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG", name
     assert "Transpose" in html and "Depthwise convolutions" in html   # generated explanations
+    # the compare stage's output is read back: same arithmetic, same local INT8 speed-up
+    assert "Cross-check: android_bench.compare" in md and "for 1 INT8/FP32 pair." in md
+    assert "MISMATCH" not in md
 
 
 def test_report_rerenders_partial_results(run, tmp_path):
