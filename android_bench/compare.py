@@ -3,24 +3,30 @@
     python -m android_bench.compare results.json [more.json ...] [--baseline NAME] [--json]
 
 Pairs it compares, within one setting (same target, board/CPU, runtime and threads):
-  * INT8 vs FP32 of the same model (same card name): theoretical 4x, the ratio
-    of operand widths (32 / 8 bits) -- what INT8 arithmetic could buy at best;
-  * every model vs a baseline (--baseline: a card name, file name or stem):
-    theoretical = MAC ratio from the model cards' cost.macs (x 4 when an INT8
-    model is compared with an FP32 baseline).
+  * INT8 vs FP32 of the same model (same card name): the bit-width bound, 4x,
+    the ratio of operand widths (32 / 8 bits) -- what INT8 arithmetic could buy
+    at best;
+  * every model vs a baseline (--baseline: a card name, file name or stem): the
+    MAC-ratio theory, baseline MACs / model MACs from the model cards' cost.macs
+    (times the bit-width ratio when the precisions differ).
 For each pair:
-  measured   = baseline latency / model latency (medians; the bracket is the
-               range the two medians' 95% confidence intervals allow);
-  instr.     = baseline / model instructions per inference, for QEMU results,
-               which count guest instructions (their milliseconds are emulation
-               time and say little about a board);
-  efficiency = measured / theoretical (instruction ratio for emulated results).
+  speed-up   = the measured figure: baseline / model median latency on real
+               CPUs (with the range the two medians' 95% confidence intervals
+               allow); on QEMU the ratio of guest instructions per inference,
+               since emulated milliseconds are emulation time and say little
+               about a board (their ratio is kept as `measured`, never shown as
+               a speed-up);
+  efficiency = speed-up / theoretical.
 
-This is the comparison of ShuffleNet v1 (Zhang et al., CVPR 2018, Sec. 4.5 and
-Table 8, "Actual inference time on mobile device"): on an ARM phone "every 4x
-theoretical complexity reduction usually results in ~2.6x actual speedup", an
-efficiency of about 0.65, because memory access and other overheads do not shrink
-with the MACs. The same gap is what an INT8 model shows against its 4x.
+Two different 4x: ShuffleNet v1 (Zhang et al., CVPR 2018, Sec. 4.5 and Table 8,
+"Actual inference time on mobile device") found on an ARM phone that "every 4x
+theoretical complexity reduction usually results in ~2.6x actual speedup" --
+4x fewer MACs, an efficiency of about 0.65, because memory access and other
+overheads do not shrink with the MACs. INT8's 4x is the bit-width bound, the
+same MACs on operands a quarter as wide; it falls short for related reasons.
+
+This module is the one implementation of the speed-up arithmetic: `python -m
+deploy` builds its report's pairs with `make_pair` too (deploy/speedups.py).
 
 Accepted inputs: one runner result per file, a list of them, or an object with a
 "results" list (what `python -m android_bench --json` writes).
@@ -30,13 +36,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from zoo.util import ArmqError, cli_entry
 
-INT8_THEORETICAL = 32 / 8   # operand width ratio FP32 : INT8
+INT8_THEORETICAL = 32 / 8   # the bit-width bound: operand width ratio FP32 : INT8
 
 
 class CompareError(ArmqError):
@@ -58,12 +65,16 @@ def ratio(base: float | None, model: float | None) -> float | None:
     return base / model
 
 
+def bit_width_ratio(base_int8: bool = False, model_int8: bool = False) -> float:
+    """Operand-width ratio: 4 for INT8 vs FP32, 1/4 the other way, else 1."""
+    return (8 if base_int8 else 32) / (8 if model_int8 else 32)
+
+
 def theoretical_speedup(base_macs: float | None, model_macs: float | None,
                         base_int8: bool = False, model_int8: bool = False) -> float | None:
-    """MAC ratio times the operand-width ratio (4 for INT8 vs FP32, 1/4 the other way)."""
-    width = (8 if base_int8 else 32) / (8 if model_int8 else 32)
+    """MAC ratio times the bit-width ratio (4 for INT8 vs FP32, 1/4 the other way)."""
     r = ratio(base_macs, model_macs)
-    return None if r is None else r * width
+    return None if r is None else r * bit_width_ratio(base_int8, model_int8)
 
 
 def measured_speedup(base_ms: float | None, model_ms: float | None) -> float | None:
@@ -189,8 +200,29 @@ class Pair:
     emulated: bool
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def speedup(self) -> float | None:
+        """The measured speed-up: instruction ratio when emulated, else latency ratio."""
+        return self.instr_ratio if self.emulated else self.measured
+
+    @property
+    def basis(self) -> str:
+        return "instructions" if self.emulated else "latency"
+
+    @property
+    def mac_ratio(self) -> float | None:
+        """The MAC-ratio theory alone (1 for INT8 vs FP32 of one model)."""
+        return 1.0 if self.kind == "int8 vs fp32" else ratio(self.base.macs, self.model.macs)
+
+    @property
+    def bit_width(self) -> float:
+        """The bit-width factor alone (4 for INT8 vs FP32)."""
+        return bit_width_ratio(self.base.int8, self.model.int8)
+
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.update(speedup=self.speedup, basis=self.basis, mac_ratio=self.mac_ratio,
+                 bit_width=self.bit_width)
         d["model"] = {"name": self.model.name, "file": self.model.file,
                       "precision": self.model.precision, "latency_ms": self.model.latency_ms,
                       "instructions": self.model.instructions, "macs": self.model.macs}
@@ -265,14 +297,17 @@ def format_table(pairs: Sequence[Pair]) -> str:
     for setting in dict.fromkeys(p.setting for p in pairs):
         group = [p for p in pairs if p.setting == setting]
         emulated = any(p.emulated for p in group)
-        lines.append(f"{setting}" + ("  [EMULATED: ms are not board latency]" if emulated else ""))
-        head = ("model", "baseline", "theoretical", "measured", "95% range", "instr.", "efficiency")
+        lines.append(f"{setting}" + ("  [EMULATED: speed-up = guest instruction ratio; ms are "
+                                     "emulation time, not board latency]" if emulated else ""))
+        head = ("model", "baseline", "MAC ratio", "bit width", "theoretical", "speed-up",
+                "basis", "95% range", "efficiency")
         rows = []
         for p in group:
-            rng = "-" if p.measured_range is None else \
+            rng = "-" if p.measured_range is None or p.emulated else \
                 f"{p.measured_range[0]:.2f}-{p.measured_range[1]:.2f}x"
-            rows.append((p.model.label, p.base.label, _x(p.theoretical), _x(p.measured), rng,
-                         _x(p.instr_ratio), "-" if p.efficiency is None else f"{p.efficiency:.2f}"))
+            rows.append((p.model.label, p.base.label, _x(p.mac_ratio), _x(p.bit_width),
+                         _x(p.theoretical), _x(p.speedup), p.basis, rng,
+                         "-" if p.efficiency is None else f"{p.efficiency:.2f}"))
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(r, widths)))
@@ -282,8 +317,10 @@ def format_table(pairs: Sequence[Pair]) -> str:
             for n in p.notes:
                 lines.append(f"  note ({p.model.label}): {n}")
         lines.append("")
-    lines.append("efficiency = measured / theoretical speed-up. ShuffleNet v1 (Zhang et al. 2018, "
-                 "Table 8) reports ~2.6x real per 4x theoretical on ARM (~0.65).")
+    lines.append("theoretical = MAC ratio x bit-width ratio; efficiency = speed-up / theoretical. "
+                 "MAC-ratio theory: ShuffleNet v1 (Zhang et al. 2018, Table 8) reports ~2.6x real "
+                 "per 4x fewer MACs on ARM (~0.65). Bit-width bound: INT8 vs FP32 is at most 4x "
+                 "(32/8-bit operands, same MACs).")
     return "\n".join(lines)
 
 
@@ -297,6 +334,13 @@ def compare(paths: Sequence[str | Path], baseline: str | None = None) -> list[Pa
         raise CompareError("nothing to compare: give an INT8 and an FP32 result of the same "
                            "model (same card) on one target, or name a --baseline")
     return pairs
+
+
+def command(results: Sequence[Path | str], baseline: str | None = None,
+            python: str | None = None) -> list[str]:
+    """The command line that prints the pairs of `results` as JSON on stdout."""
+    return [python or sys.executable, "-m", "android_bench.compare", *map(str, results),
+            "--json"] + (["--baseline", baseline] if baseline else [])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

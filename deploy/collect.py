@@ -7,16 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8")
-
-
-def artifact_key_of(filename: str) -> str | None:
-    """`x.int8.onnx` -> onnx_int8, `x.tflite` -> tflite."""
-    name = filename.lower()
-    fmt = "onnx" if name.endswith(".onnx") else "tflite" if name.endswith(".tflite") else None
-    if fmt is None:
-        return None
-    return f"{fmt}_int8" if ".int8." in name else fmt
+from export.card import ARTIFACT_KEYS, artifact_key as artifact_key_of
 
 
 def fmt_prec(key: str) -> tuple[str, str]:
@@ -187,7 +178,7 @@ def summarize_bench(doc: Any) -> tuple[dict[str, dict], list[dict]]:
 
 
 def summarize_profile(doc: Any, keep_nodes: int = 12) -> dict[str, dict]:
-    """{artifact key: profile summary} from a deploy.opprofile document."""
+    """{artifact key: profile summary} from an android_bench.profile document."""
     out: dict[str, dict] = {}
     models = doc.get("models") if isinstance(doc, dict) else None
     if not isinstance(models, dict):

@@ -13,7 +13,7 @@ Layout (version "armq-card/1"):
     class_names     list, index = class id
     cost            {"macs", "params", "memory_access"} from zoo.cost
     source          {"checkpoint", "sha256", "metrics"} or {"weights": "random"}
-    artifacts       {"onnx": {...}, "tflite": {...}, "onnx_int8": {...}, "tflite_int8": {...}}
+    artifacts       {key: {...}} for key in ARTIFACT_KEYS (onnx, onnx_int8, tflite, tflite_int8)
                     each: path (relative to the card), sha256, size_bytes, and the
                     producing stage's details (exporter, opset, parity, audit, calibration)
     accuracy        {artifact key: {"top1", "top5", "agreement", "sqnr_db", "data", "n"}}
@@ -29,6 +29,20 @@ from typing import Any
 from zoo.util import ArmqError, atomic_output
 
 CARD_FORMAT = "armq-card/1"
+# The model files a card can name, in the order every stage lists them: FP32 ONNX (the
+# export the others derive from), its INT8 QDQ model, FP32 TFLite, full-integer TFLite.
+# The one home of these keys: quant, android_bench.profile and deploy import them.
+ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8")
+
+
+def artifact_key(filename: str) -> str | None:
+    """The ARTIFACT_KEYS key of a model file name: `x.int8.onnx` -> onnx_int8, `x.tflite` ->
+    tflite; None for anything else."""
+    name = filename.lower()
+    fmt = "onnx" if name.endswith(".onnx") else "tflite" if name.endswith(".tflite") else None
+    if fmt is None:
+        return None
+    return f"{fmt}_int8" if ".int8." in name else fmt
 
 
 class CardError(ArmqError):

@@ -4,10 +4,15 @@ agreement with the float model and output SQNR.
     python -m quant.evaluate --model artifacts/x.int8.onnx --data ../shared/data/cifar10/test.tar
     python -m quant.evaluate --model artifacts/x.int8.tflite --ref artifacts/x.tflite \
         --data DIR --limit 1000 --json
+    python -m quant.evaluate --card artifacts/x.json --data DIR [--limit N] [--json]
 
 The model card beside the model gives the preprocessing and the class names;
-the data's class folders must be classes of the model. Without --ref, an INT8
-model is compared with the float model of its card (same format, else ONNX).
+the data's class folders must be classes of the model. Without --ref, a model is
+compared with the float model `ref_keys` names (the one rule, also used by
+--card): an INT8 file with the float model of its own format, else the FP32
+ONNX; an FP32 TFLite file with the FP32 ONNX (converter agreement). --card
+evaluates every model file of one card, decoding the images once
+(quant.card_eval).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from export.card import artifact_key
 from zoo.util import cli_entry
 
 from .common import (Backend, ModelRef, QuantError, backend_for_path, is_int8_file,
@@ -46,12 +52,22 @@ def run_model(path: Path, x: np.ndarray, desc: str | None = None, arm: bool = Tr
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
+def ref_keys(key: str) -> tuple[str, ...]:
+    """The float models the card artifact `key` is compared with, first present wins.
+
+    The one rule (quant.evaluate without --ref, and quant.card_eval): an INT8 file
+    against the float model of its own format (what quantization alone changed), else
+    the FP32 ONNX, the export every other file derives from; an FP32 TFLite file
+    against the FP32 ONNX (converter agreement); the FP32 ONNX against nothing."""
+    fmt, _, precision = key.partition("_")
+    if precision == "int8":
+        return tuple(dict.fromkeys((fmt, "onnx")))
+    return () if fmt == "onnx" else ("onnx",)
+
+
 def default_ref(ref: ModelRef, model: Path) -> Path | None:
-    """The float model an INT8 file is compared with: same format first, else ONNX."""
-    if not is_int8_file(model):
-        return None
-    b = backend_for_path(model)
-    for key in ([b.float_key] if b else []) + ["onnx", "tflite"]:
+    """The float model `model` is compared with when no --ref is given (`ref_keys`)."""
+    for key in ref_keys(artifact_key(model.name) or ""):
         p = ref.artifact(key)
         if p is not None:
             return p
@@ -78,7 +94,10 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="x.onnx, x.int8.onnx, x.tflite or x.int8.tflite")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="x.onnx, x.int8.onnx, x.tflite or x.int8.tflite")
+    what.add_argument("--card", help="model card x.json: every model file it names, the "
+                      "images decoded once")
     p.add_argument("--ref", help="float model to compare with (default: the card's float model)")
     p.add_argument("--data", required=True, help="labelled ImageFolder: folder, .tar or .zip")
     p.add_argument("--limit", type=int, help="use at most N images, spread over the classes")
@@ -89,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     one_line_warnings(PROG)
     if args.limit is not None and args.limit < 1:
         raise QuantError("--limit must be at least 1")
+    if args.card:
+        if args.ref:
+            raise QuantError("--ref applies to --model only (--card compares by ref_keys)")
+        from .card_eval import main_card
+
+        return main_card(Path(args.card), Path(args.data), args.limit, args.json,
+                         arm=not args.host_graph)
 
     model = Path(args.model)
     if backend_for_path(model) is None:

@@ -127,3 +127,24 @@ def test_table_and_cli(tmp_path, capsys):
     bad.write_text('{"model": {}}')
     with pytest.raises(CompareError, match="not an android_bench result"):
         compare([bad])
+
+
+def test_speedup_is_instructions_when_emulated_and_theories_apart(tmp_path):
+    """QEMU: the speed-up is the instruction ratio, and the emulated-ms ratio is not printed
+    as one; a pair's theory splits into the MAC ratio and INT8's bit-width factor."""
+    es = [entry_of(result("m", 236.0, kind="qemu", emulated=True, instructions=9.3e7)),
+          entry_of(result("m", 100.0, kind="qemu", emulated=True, int8=True, instructions=1.0e8))]
+    (p,) = make_pairs(es)
+    assert p.speedup == pytest.approx(0.93) and p.basis == "instructions"
+    assert p.measured == pytest.approx(2.36)                 # kept, but not the speed-up
+    assert p.mac_ratio == 1.0 and p.bit_width == 4.0 and p.theoretical == 4.0
+    text = format_table([p])
+    assert "0.93x" in text and "2.36" not in text and "instructions" in text
+    d = p.to_dict()
+    assert d["speedup"] == pytest.approx(0.93) and d["basis"] == "instructions"
+    es = [entry_of(result("alexnet", 130.0, macs=720e6)),
+          entry_of(result("shufflenet", 4.0, macs=40e6, int8=True))]
+    (b,) = make_pairs(es, baseline="alexnet")
+    assert b.mac_ratio == pytest.approx(18.0) and b.bit_width == 4.0
+    assert b.theoretical == pytest.approx(72.0) and b.speedup == pytest.approx(32.5)
+    assert "MAC ratio" in format_table([b]) and "bit width" in format_table([b])

@@ -191,6 +191,9 @@ def test_results_schema(run):
     assert prof["categories"]["depthwise"]["nodes"] == 16      # one per ShuffleNet unit
     assert prof["categories"]["conv"]["pct"] > 0
     assert (run_dir / "artifacts" / f"{TAG}.int8.onnx").is_file()
+    # each stage's command line comes from its own package (deploy only orchestrates)
+    assert st[f"{TAG}/accuracy"]["command"][1:4] == ["-m", "quant.evaluate", "--card"]
+    assert st[f"{TAG}/opprofile"]["command"][1:3] == ["-m", "android_bench.profile"]
 
 
 def test_report_html_and_md(run):
@@ -207,6 +210,9 @@ def test_report_html_and_md(run):
         png = run_dir / "plots" / f"{name}.png"
         assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG", name
     assert "Transpose" in html and "Depthwise convolutions" in html   # generated explanations
+    # the compare stage's output is read back: same arithmetic, same local INT8 speed-up
+    assert "Cross-check: android_bench.compare" in md and "for 1 INT8/FP32 pair." in md
+    assert "MISMATCH" not in md
 
 
 def test_report_rerenders_partial_results(run, tmp_path):
@@ -283,3 +289,135 @@ def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):
             break
         time.sleep(0.5)
     assert r.returncode == 1, r.stdout
+
+
+# ---- the stage CLIs deploy runs, each in its own package -----------------------------------
+
+def test_float_reference_rule():
+    """One rule for every evaluation: INT8 vs its own format's float model, else ONNX;
+    FP32 TFLite vs ONNX (converter agreement); ONNX vs nothing."""
+    from export.card import ARTIFACT_KEYS, artifact_key
+    from quant.evaluate import ref_keys
+
+    assert [artifact_key(f"mobilenet_v1_w0.25.{s}") for s in ("onnx", "int8.onnx", "tflite",
+                                                             "int8.tflite")] == list(ARTIFACT_KEYS)
+    assert artifact_key("x.json") is None
+    assert ref_keys("onnx_int8") == ("onnx",)
+    assert ref_keys("tflite_int8") == ("tflite", "onnx")
+    assert ref_keys("tflite") == ("onnx",)
+    assert ref_keys("onnx") == ()
+
+
+def test_quant_evaluate_card_mode(run, tmp_path):
+    _, run_dir = run
+    card = run_dir / "artifacts" / f"{TAG}.json"
+    r = run_cli("quant.evaluate", "--card", card, "--data", SHIPPED_TESTSET, "--limit", "20",
+                "--json", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert doc["format"] == "armq-card-eval/1" and doc["n"] == 20
+    res = doc["results"]
+    assert list(res) == ["onnx", "onnx_int8"]                 # export.card.ARTIFACT_KEYS order
+    assert res["onnx"]["ref"] is None and res["onnx_int8"]["ref"] == "onnx"
+    assert 0 <= res["onnx_int8"]["agreement"] <= 100 and res["onnx"]["top1"] is not None
+    r = run_cli("quant.evaluate", "--card", card, "--data", SHIPPED_TESTSET, "--limit", "10",
+                timeout=600)
+    assert r.returncode == 0 and "top1 %" in r.stdout and "(onnx_int8)" in r.stdout, r.stderr
+    r = run_cli("quant.evaluate", "--card", card, "--ref", card, "--data", SHIPPED_TESTSET,
+                timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("quant.evaluate: error:") \
+        and "--ref applies to --model only" in r.stderr
+    r = run_cli("quant.evaluate", "--card", card, "--model", card, "--data", SHIPPED_TESTSET,
+                timeout=120)
+    assert r.returncode == 2 and "not allowed with" in r.stderr
+
+
+def test_android_bench_profile_cli(run, tmp_path):
+    _, run_dir = run
+    art = run_dir / "artifacts"
+    out = tmp_path / "prof.json"
+    r = run_cli("android_bench.profile", "--model", art / f"{TAG}.onnx", art / f"{TAG}.json",
+                "--runs", "2", "--warmup", "1", "--json", out, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "armq-opprofile/1"
+    prof = doc["models"][f"{TAG}.onnx"]
+    assert prof["available"] and prof["runs"] == 2
+    assert prof["categories"]["depthwise"]["nodes"] == 16
+    assert doc["models"][f"{TAG}.json"]["available"] is False
+    r = run_cli("android_bench.profile", "--model", tmp_path / "none.onnx", timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("android_bench.profile: error:") \
+        and "not found" in r.stderr
+
+
+# ---- the report's headline and speed-up wording (synthetic results, no run) ---------------
+
+def _bench(ms, instr=None, emulated=False):
+    return {"file": "x", "median_ms": ms, "ci95_ms": [ms * 0.95, ms * 1.05],
+            "instructions": instr, "emulated": emulated, "features": {}}
+
+
+def _synthetic(tmp_path) -> Path:
+    """One model on local and on QEMU cortex-a72 where the emulated ms ratio (2.36x) and the
+    instruction ratio (0.93x) disagree, as ORT INT8 did; accuracy of both precisions."""
+    tag = "shufflenet_v1_g3_w1_cifar10"
+    doc = {"format": "armq-deploy/1", "run": {"id": "x", "status": "complete", "host": {"cpus": 2}},
+           "config": {"targets": ["local", "qemu:cortex-a72"]},
+           "targets": [{"id": "local", "kind": "local", "emulated": False},
+                       {"id": "qemu:cortex-a72", "kind": "qemu", "cpu": "cortex-a72",
+                        "emulated": True}],
+           "models": {tag: {
+               "name": "shufflenet_v1", "variant": {"model": "shufflenet_v1",
+                                                    "params": {"groups": 3, "width": 1.0}},
+               "cost": {"macs": 42.6e6},
+               "bench": {"local": {"onnx": _bench(2.0), "onnx_int8": _bench(1.25)},
+                         "qemu:cortex-a72": {"onnx": _bench(236.0, 9.3e7, True),
+                                             "onnx_int8": _bench(100.0, 1.0e8, True)}},
+               "accuracy": {"results": {"onnx": {"top1": 88.50}, "onnx_int8": {
+                   "top1": 88.45, "agreement": 98.99, "ref": "onnx"}}}}},
+           "stages": []}
+    p = tmp_path / "results.json"
+    p.write_text(json.dumps(doc))
+    return p
+
+
+def test_report_headline_three_lines(tmp_path):
+    from deploy.explain import headline
+
+    doc = json.loads(_synthetic(tmp_path).read_text())
+    what, much, acc = headline(doc)
+    assert what.startswith("What got faster: INT8 over FP32 of shufflenet_v1 1x g3 (ONNX Runtime)")
+    assert "on local" in what and "qemu" not in what          # 0.93x on QEMU: not faster
+    assert much.startswith("By how much: ") and "1.60x on local (latency)" in much
+    assert "0.93x on qemu:cortex-a72 (instructions, EMULATED)" in much and "2.36" not in much
+    assert acc == ("Accuracy cost: ONNX Runtime INT8 top-1 88.45% vs FP32 88.50% (-0.05 pt, "
+                   "agrees with FP32 on 99.0% of images)")
+    r = run_cli("deploy.report", tmp_path / "results.json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "report.md").read_text().splitlines()
+    assert md[2].startswith("**What got faster:**") and md[3].startswith("**By how much:**") \
+        and md[4].startswith("**Accuracy cost:**")
+    html = (tmp_path / "report.html").read_text()
+    assert html.index("id='headline'") < html.index("What the numbers say")
+
+
+def test_report_qemu_speedup_is_the_instruction_ratio(tmp_path):
+    """On QEMU the measured speed-up is the instruction ratio; the emulated-ms ratio (2.36x)
+    never sits beside it as a second speed-up. The MAC-ratio theory and INT8's bit-width 4x
+    are named apart."""
+    from deploy.analysis import int8_speedups
+    from deploy.tables import int8_table
+
+    doc = json.loads(_synthetic(tmp_path).read_text())
+    q = next(s for s in int8_speedups(doc) if s["target"] == "qemu:cortex-a72")
+    assert q["speedup"] == pytest.approx(0.93) and q["basis"] == "instructions"
+    assert q["efficiency"] == pytest.approx(0.93 / 4) and q["latency_range"] is None
+    head, body = int8_table(doc)
+    row = next(r for r in body if r[2].startswith("qemu:cortex-a72"))
+    assert "0.93x" in row and not any("2.36" in c for c in row) and "EMULATED" in row[4]
+    assert "efficiency vs bit-width 4x" in head
+    run_cli("deploy.report", tmp_path / "results.json", timeout=300)
+    md = (tmp_path / "report.md").read_text()
+    assert "2.36" not in md and "(emulated)" not in md
+    i8 = md[md.index("## INT8 vs FP32"):md.index("## Stages")]
+    assert "bit-width bound" in i8 and "not the MAC-ratio theory" in i8

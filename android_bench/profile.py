@@ -1,6 +1,6 @@
 """Where an ONNX model's time goes, per node, grouped into the categories the report plots.
 
-    python -m deploy.opprofile --model artifacts/x.onnx [artifacts/x.int8.onnx ...]
+    python -m android_bench.profile --model artifacts/x.onnx [artifacts/x.int8.onnx ...]
         [--runs 20] [--warmup 3] [--threads 1] [--json out.json]
 
 onnxruntime's profiler (kernel time of every node, median over --runs) on this
@@ -17,10 +17,10 @@ optimized graph renames and fuses nodes (FusedConv, QLinearConv, `*_nchwc`):
     pool        Max/Average/GlobalAverage pools
     other       Concat, Flatten, Softmax, ...
 
-Why here and not from `android_bench --profile`: the runner's profile keeps the
-op-type totals and the ten slowest nodes only; telling depthwise from dense
-convolutions needs every node. The categories come from this module's
-`categorize` either way.
+Why not `android_bench --profile`: the runner's profile keeps the op-type totals
+and the ten slowest nodes only; telling depthwise from dense convolutions needs
+every node. The categories come from this module's `categorize` either way.
+`python -m deploy` runs this as its opprofile stage (`command` builds the line).
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ from typing import Sequence
 
 from zoo.util import ArmqError, atomic_output, cli_entry
 
-PROG = "deploy.opprofile"
+PROG = "android_bench.profile"
+PROFILE_FORMAT = "armq-opprofile/1"
 CATEGORIES = ("conv", "depthwise", "shuffle/transpose", "element-wise", "quantize/dequantize",
               "pool", "other")
 CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv", "NhwcFusedConv",
@@ -53,6 +54,13 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QUANT
 POOL_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "QLinearAveragePool",
             "QLinearGlobalAveragePool", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN"}
 _SUFFIXES = re.compile(r"(_nchwc|_quant|_token_\d+|_output_\d+)+$")
+
+
+def command(models: Sequence[Path | str], runs: int, json_path: Path,
+            python: str = sys.executable) -> list[str]:
+    """The command line that profiles `models` and writes {file: profile} to json_path."""
+    return [python, "-m", "android_bench.profile", "--model", *map(str, models),
+            "--runs", str(runs), "--json", str(json_path)]
 
 
 def categorize(op_type: str, depthwise: bool = False) -> str:
@@ -228,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         c = out[m.name]["categories"]
         print(f"{PROG}: {m.name}: " + ", ".join(f"{k} {v['pct']:.0f}%" for k, v in c.items()
                                                 if v["pct"] >= 1), file=sys.stderr)
-    doc = {"format": "armq-opprofile/1", "models": out}
+    doc = {"format": PROFILE_FORMAT, "models": out}
     if a.json:
         with atomic_output(a.json, "w") as f:
             json.dump(doc, f, indent=1)

@@ -1,0 +1,316 @@
+"""The plan of a deploy run: which stages, in which order and groups, each with the
+command line its own package builds, and how each stage's output file is folded
+into results.json (deploy.collect).
+
+    group 1 (in order)      cost, weights -> export.onnx, export.tflite -> quant.ptq (ort, tflite)
+    group 2 (alone)         android_bench on the local target, android_bench.profile
+    group 3 (side by side)  quant.evaluate --card (accuracy), android_bench on every QEMU target
+    group 4                 android_bench.compare per target
+
+deploy only orchestrates: every number comes from a stage's subprocess (or, for
+cost and weights, from zoo and export called in process).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from android_bench import compare as bench_compare
+from android_bench import profile as bench_profile
+from export.card import ARTIFACT_KEYS
+from quant import card_eval
+
+from . import collect
+from .settings import RANDOM_NUM_CALIB, REPO, Planned, Settings, data_path
+from .spec import TargetSpec
+from .stages import Results, SkipStage, Stage
+
+PROFILE_RUNS = 20
+TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "quant_ort": 3600, "quant_tflite": 3600,
+            "accuracy": 1800, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
+            "compare": 300}
+
+
+class Plan:
+    """The stages of one run: `stages()` lists them in their groups; each stage's `prepare`
+    builds its command line late (after the stages it needs) and its `after` folds the
+    stage's output file into results.json."""
+
+    def __init__(self, settings: Settings, planned: list[Planned], run_dir: Path, results: Results,
+                 baseline: str | None):
+        self.s = settings
+        self.planned = planned
+        self.run_dir = run_dir
+        self.art = run_dir / "artifacts"
+        self.results = results
+        self.baseline = baseline
+        self.py = sys.executable
+        self.notes: list[str] = []
+
+    def card(self, p: Planned) -> Path:
+        return self.art / f"{p.tag}.json"
+
+    def refresh_card(self, p: Planned) -> None:
+        summary = collect.summarize_card(self.card(p), self.run_dir)
+        with self.results.lock:
+            m = self.results.model(p.tag)
+            m["card"] = summary.get("card")
+            m["artifacts"] = summary.get("artifacts", {})
+
+    def weights_kind(self, p: Planned) -> str | None:
+        return (self.results.model(p.tag).get("weights") or {}).get("kind")
+
+    # -- in-process stages --
+    def run_cost(self, p: Planned):
+        def run(stage: Stage) -> dict:
+            import torch
+
+            from zoo.cost import cost_of
+
+            torch.set_num_threads(1)   # batch-1 bookkeeping run: threads only add sync waits
+            rep = cost_of(p.variant)
+            by_op = rep.by_op()
+            cost = {"macs": rep.macs, "params": rep.params, "memory_access": rep.memory_access,
+                    "input_size": rep.input_size, "by_op": by_op}
+            with self.results.lock:
+                self.results.model(p.tag)["cost"] = cost
+            return {"macs": rep.macs}
+        return run
+
+    def run_weights(self, p: Planned):
+        def run(stage: Stage) -> dict:
+            from export.weights import find_shipped, load_pinned
+
+            wdir = self.run_dir / "weights"
+            if p.spec.weights:
+                src, kind = Path(p.spec.weights), "given"
+            else:
+                hit = find_shipped(p.variant.model, dict(p.variant.params), p.variant.dataset,
+                                   p.variant.num_classes)
+                src, kind = (hit.path, "shipped") if hit else (None, "random")
+            rec: dict = {"kind": kind}
+            if src is not None:
+                # Read the bytes once and keep them: the training run may rewrite the
+                # shipped file at any time; every later stage uses this snapshot.
+                raw = src.read_bytes()
+                wdir.mkdir(parents=True, exist_ok=True)
+                snap = wdir / f"{p.tag}.pt"
+                snap.write_bytes(raw)
+                ck = load_pinned(snap)
+                rec.update(source=_show(src), snapshot=_show(snap, self.run_dir), sha256=ck.sha256)
+                for k in ("metrics", "epochs_done", "epoch"):
+                    if k in ck.data and isinstance(ck.data[k], (int, float, dict, str)):
+                        rec[k] = ck.data[k]
+            else:
+                rec["note"] = "no shipped weights for this variant: random init (seed 0)"
+            with self.results.lock:
+                self.results.model(p.tag)["weights"] = rec
+            return {"kind": kind}
+        return run
+
+    def weights_args(self, p: Planned) -> list[str]:
+        snap = self.run_dir / "weights" / f"{p.tag}.pt"
+        if self.weights_kind(p) in ("shipped", "given") and snap.is_file():
+            return ["--weights", str(snap)]
+        return ["--random-weights"]
+
+    # -- stage list --
+    def stages(self) -> list[tuple[list[Stage], bool]]:
+        """(stages, parallel) groups: prepare each model (in order), time locally (alone),
+        then accuracy and QEMU runs side by side, then the comparisons."""
+        s = self.s
+        g1: list[Stage] = []
+        g2: list[Stage] = []
+        g3: list[Stage] = []
+        g4: list[Stage] = []
+        local = [t for t in s.targets if t.kind == "local"]
+        qemus = [t for t in s.targets if t.kind == "qemu"]
+        for p in self.planned:
+            t = p.tag
+            mk = lambda kind, **kw: Stage(id=f"{t}/{kind}", kind=kind, model=t, **kw)  # noqa: E731
+            g1.append(mk("cost", run=self.run_cost(p)))
+            g1.append(mk("weights", run=self.run_weights(p)))
+            # the variant-knob flag table lives with the CLI (deploy/cli.py: VARIANT_FLAG)
+            from .cli import variant_args
+
+            common = [*variant_args(p.variant), "--out", str(self.art)]
+            g1.append(mk("export_onnx", needs=[f"{t}/weights"], timeout_s=TIMEOUTS["export_onnx"],
+                         prepare=self._argv(lambda p=p, common=common: [
+                             self.py, "-m", "export.onnx", *common, *self.weights_args(p)]),
+                         after=self._after_card(p)))
+            if not s.skip_tflite:
+                g1.append(mk("export_tflite", needs=[f"{t}/weights"],
+                             timeout_s=TIMEOUTS["export_tflite"],
+                             prepare=self._argv(lambda p=p, common=common: [
+                                 self.py, "-m", "export.tflite", *common, *self.weights_args(p)]),
+                             after=self._after_card(p)))
+            p_calib, p_note = data_path("calib", p.dataset, s.calib_data)
+            for backend in ("ort",) + (() if s.skip_tflite else ("tflite",)):
+                needs = [f"{t}/export_onnx" if backend == "ort" else f"{t}/export_tflite"]
+                g1.append(mk(f"quant_{backend}", needs=needs, timeout_s=TIMEOUTS[f"quant_{backend}"],
+                             when=(lambda c=p_calib, n=p_note: n if c is None else None),
+                             prepare=self._argv(lambda p=p, b=backend, c=p_calib: [
+                                 self.py, "-m", "quant.ptq", "--calib", str(c), "--model", p.tag,
+                                 "--backend", b, "--num-calib", str(self._num_calib(p, b)),
+                                 "--out", str(self.art)]),
+                             after=self._after_card(p)))
+                if p_note and p_calib is not None and p_note not in self.notes:
+                    self.notes.append(p_note)
+            # accuracy: trained weights and a test set only
+            ev, ev_note = data_path("test", p.dataset, s.eval_data)
+            acc_json = self.run_dir / "accuracy" / f"{t}.json"
+            g3.append(mk("accuracy", needs=[f"{t}/export_onnx"], timeout_s=TIMEOUTS["accuracy"],
+                         when=self._acc_when(p, ev, ev_note),
+                         env={"ARMQ_THREADS": "1"} if s.jobs > 1 else {},
+                         prepare=self._argv(lambda p=p, ev=ev: card_eval.command(
+                             self.card(p), ev, s.limit_eval, python=self.py)),
+                         stdout_file=acc_json, after=self._after_accuracy(p, acc_json)))
+            for tg in local:
+                g2.append(self._bench_stage(p, tg, exclusive=True))
+                prof_json = self.run_dir / "profile" / f"{t}.json"
+                g2.append(mk("opprofile", needs=[f"{t}/export_onnx"], exclusive=True,
+                             timeout_s=TIMEOUTS["opprofile"],
+                             prepare=self._prof_argv(p, prof_json),
+                             after=self._after_profile(p, prof_json)))
+            for tg in qemus:
+                g3.append(self._bench_stage(p, tg, exclusive=False))
+        for tg in s.targets:
+            g4.append(self._compare_stage(tg))
+        return [(g1, False), (g2, False), (g3, True), (g4, False)]
+
+    def _num_calib(self, p: Planned, backend: str) -> int:
+        n = self.s.num_calib_tflite if backend == "tflite" else self.s.num_calib
+        return min(n, RANDOM_NUM_CALIB) if self.weights_kind(p) == "random" else n
+
+    def _argv(self, build):
+        def prepare(stage: Stage) -> None:
+            stage.argv = build()
+        return prepare
+
+    def _after_card(self, p: Planned):
+        def after(stage: Stage, out: dict) -> None:
+            self.refresh_card(p)
+        return after
+
+    def _acc_when(self, p: Planned, ev: Path | None, ev_note: str | None):
+        def when() -> str | None:
+            kind = self.weights_kind(p)
+            if kind == "random":
+                return "random-init weights: accuracy is meaningless (cost and latency still measured)"
+            if ev is None:
+                return (ev_note or "no test set") + " (give --eval-data)"
+            return None
+        return when
+
+    def _after_accuracy(self, p: Planned, path: Path):
+        def after(stage: Stage, out: dict) -> None:
+            doc = collect.read_json(path)
+            if isinstance(doc, dict):
+                with self.results.lock:
+                    self.results.model(p.tag)["accuracy"] = {
+                        "data": _show(Path(str(doc.get("data", "")))), "n": doc.get("n"),
+                        "results": doc.get("results") or {}}
+        return after
+
+    def _prof_argv(self, p: Planned, out_json: Path):
+        def prepare(stage: Stage) -> None:
+            files = [self.art / f"{p.tag}.onnx", self.art / f"{p.tag}.int8.onnx"]
+            files = [str(f) for f in files if f.is_file()]
+            if not files:
+                raise SkipStage("no ONNX model to profile")
+            stage.argv = bench_profile.command(files, PROFILE_RUNS, out_json, python=self.py)
+            stage.outputs["load_avg_before"] = _load()
+        return prepare
+
+    def _after_profile(self, p: Planned, path: Path):
+        def after(stage: Stage, out: dict) -> None:
+            doc = collect.read_json(path)
+            prof = collect.summarize_profile(doc)
+            if prof:
+                with self.results.lock:
+                    self.results.model(p.tag)["profile"] = prof
+        return after
+
+    def _bench_stage(self, p: Planned, tg: TargetSpec, exclusive: bool) -> Stage:
+        out_json = self.run_dir / "bench" / tg.slug / f"{p.tag}.json"
+
+        def prepare(stage: Stage) -> None:
+            card = collect.read_json(self.card(p)) or {}
+            arts = card.get("artifacts") or {}
+            files = []
+            for key in ARTIFACT_KEYS:
+                det = arts.get(key)
+                if isinstance(det, dict):
+                    f = self.card(p).parent / str(det.get("path", ""))
+                    if f.is_file():
+                        files.append(str(f))
+            if not files:
+                raise SkipStage("no model file to run (every export failed)")
+            argv = [self.py, "-m", "android_bench", "--model", *files, "--target", tg.kind,
+                    "--runs", str(self.s.runs_for(tg)), "--warmup", str(self.s.warmup_for(tg)),
+                    "--json", str(out_json)]
+            if tg.cpu:
+                argv += ["--cpu", tg.cpu]
+            stage.argv = argv
+            stage.outputs["load_avg_before"] = _load()
+
+        def after(stage: Stage, out: dict) -> None:
+            stage.outputs["load_avg_after"] = _load()
+            doc = collect.read_json(out_json)
+            res, fails = collect.summarize_bench(doc)
+            with self.results.lock:
+                b = self.results.model(p.tag).setdefault("bench", {})
+                b[tg.id] = res
+                if fails:
+                    self.results.model(p.tag).setdefault("bench_failures", {})[tg.id] = fails
+                self.results.doc.setdefault("bench_files", {}).setdefault(tg.id, {})[p.tag] = \
+                    _show(out_json, self.run_dir)
+
+        return Stage(id=f"{p.tag}/bench/{tg.id}", kind="bench", model=p.tag, target=tg.id,
+                     needs=[f"{p.tag}/export_onnx"] if self.s.skip_tflite else [],
+                     exclusive=exclusive, prepare=prepare, after=after,
+                     timeout_s=TIMEOUTS["bench_qemu" if tg.emulated else "bench_local"])
+
+    def _compare_stage(self, tg: TargetSpec) -> Stage:
+        out_json = self.run_dir / "bench" / tg.slug / "compare.json"
+
+        def prepare(stage: Stage) -> None:
+            files = sorted((self.run_dir / "bench" / tg.slug).glob("*.json"))
+            files = [f for f in files if f.name != "compare.json"]
+            n_results = 0
+            have_base = False
+            for f in files:
+                doc = collect.read_json(f) or {}
+                rs = doc.get("results") or []
+                n_results += len(rs)
+                if self.baseline and f.stem == self.baseline and rs:
+                    have_base = True
+            if n_results < 2:
+                raise SkipStage("fewer than two results on this target: nothing to compare")
+            stage.argv = bench_compare.command(files, self.baseline if have_base else None,
+                                               python=self.py)
+            stage.stdout_file = out_json
+
+        def after(stage: Stage, out: dict) -> None:
+            doc = collect.read_json(out_json)
+            if isinstance(doc, dict):
+                with self.results.lock:
+                    self.results.doc.setdefault("compare", {})[tg.id] = doc
+        return Stage(id=f"compare/{tg.id}", kind="compare", target=tg.id, prepare=prepare,
+                     after=after, timeout_s=TIMEOUTS["compare"])
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _show(p: Path, base: Path | None = None) -> str:
+    base = base or REPO
+    try:
+        return str(Path(p).resolve().relative_to(Path(base).resolve()))
+    except ValueError:
+        return str(p)

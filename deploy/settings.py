@@ -1,0 +1,152 @@
+"""What a deploy run was asked to do: the defaults, `Settings` (flags over a sweep
+file over defaults, validated), and every model spec resolved against the zoo.
+
+Pure bookkeeping: no stage runs here (deploy/plan.py turns this into stages).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from zoo.util import ArmqError
+
+from .spec import ModelSpec, SpecError, TargetSpec, load_sweep, parse_model_list, parse_target_list
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS = "shufflenet_v1:groups=3"
+DEFAULT_DATASET = "cifar10"
+DEFAULT_TARGETS = "local,qemu:cortex-a72,qemu:cortex-a76"
+# Per-target defaults when --runs/--warmup are not given: local timing is cheap and
+# noisy (many runs); QEMU instruction counts are deterministic (few runs suffice).
+DEFAULT_RUNS = {"local": 50, "qemu": 3}
+DEFAULT_WARMUP = {"local": 5, "qemu": 1}
+DEFAULT_NUM_CALIB = 500     # ONNX Runtime: calibration costs ~0.02 s CPU per image
+# TFLite (PT2E): the observed torch graph costs ~0.5 s CPU per image on a 2-core x86, so
+# 500 images alone would take 4+ minutes; 100 class-balanced images set minmax ranges
+# that lose no more accuracy here (see the report's agreement numbers).
+DEFAULT_NUM_CALIB_TFLITE = 100
+RANDOM_NUM_CALIB = 100      # random-init models: calibration only sets ranges
+# Accuracy on a class-balanced subset of the 10k test images by default: the ARM64
+# INT8 ONNX graph runs ~10 ms per image on x86 (reference int8 kernels), 10k images
+# of four files would cost ~2 minutes alone. --limit-eval 10000 for the full set.
+DEFAULT_LIMIT_EVAL = 2000
+
+
+class Settings:
+    def __init__(self, a: argparse.Namespace):
+        sweep = load_sweep(a.sweep) if a.sweep else {}
+        self.sweep_file = str(a.sweep) if a.sweep else None
+        self.models: list[ModelSpec] = sweep.get("models") or parse_model_list(a.models or DEFAULT_MODELS)
+        self.dataset: str = a.dataset or sweep.get("dataset") or DEFAULT_DATASET
+        self.targets: list[TargetSpec] = parse_target_list(a.targets) if a.targets else \
+            sweep.get("targets") or parse_target_list(DEFAULT_TARGETS)
+        self.runs = a.runs if a.runs is not None else sweep.get("runs")
+        self.warmup = a.warmup if a.warmup is not None else sweep.get("warmup")
+        self.limit_eval = a.limit_eval if a.limit_eval is not None else \
+            sweep.get("limit_eval", DEFAULT_LIMIT_EVAL)
+        self.skip_tflite = bool(a.skip_tflite or sweep.get("skip_tflite", False))
+        self.baseline = a.baseline or sweep.get("baseline")
+        given_calib = a.num_calib if a.num_calib is not None else sweep.get("num_calib")
+        self.num_calib = given_calib or DEFAULT_NUM_CALIB
+        self.num_calib_tflite = a.num_calib_tflite or sweep.get("num_calib_tflite") or \
+            given_calib or DEFAULT_NUM_CALIB_TFLITE
+        self.jobs = a.jobs if a.jobs is not None else sweep.get("jobs") or 2
+        self.title = a.title or sweep.get("title")
+        self.eval_data = a.eval_data or (Path(sweep["eval_data"]) if sweep.get("eval_data") else None)
+        self.calib_data = a.calib_data or (Path(sweep["calib_data"]) if sweep.get("calib_data") else None)
+        for name in ("runs", "num_calib", "num_calib_tflite", "jobs", "limit_eval"):
+            v = getattr(self, name)
+            for x in (v.values() if isinstance(v, dict) else [v]):
+                if x is not None and x < 1:
+                    raise SpecError(f"--{name.replace('_', '-')} must be at least 1")
+        for x in (self.warmup.values() if isinstance(self.warmup, dict) else [self.warmup]):
+            if x is not None and x < 0:
+                raise SpecError("--warmup must be 0 or more")
+        for p in (self.eval_data, self.calib_data):
+            if p is not None and not p.exists():
+                raise SpecError(f"{p} does not exist")
+
+    def runs_for(self, t: TargetSpec) -> int:
+        """--runs for every target, or a sweep's {local = N, qemu = M}, else the defaults."""
+        r = self.runs.get(t.kind) if isinstance(self.runs, dict) else self.runs
+        return r if r is not None else DEFAULT_RUNS[t.kind]
+
+    def warmup_for(self, t: TargetSpec) -> int:
+        w = self.warmup.get(t.kind) if isinstance(self.warmup, dict) else self.warmup
+        return w if w is not None else DEFAULT_WARMUP[t.kind]
+
+    def to_dict(self) -> dict:
+        return {"models": [m.text for m in self.models], "dataset": self.dataset,
+                "targets": [t.id for t in self.targets],
+                "runs": {t.id: self.runs_for(t) for t in self.targets},
+                "warmup": {t.id: self.warmup_for(t) for t in self.targets},
+                "limit_eval": self.limit_eval, "skip_tflite": self.skip_tflite,
+                "baseline": self.baseline, "num_calib": self.num_calib,
+                "num_calib_tflite": self.num_calib_tflite, "jobs": self.jobs,
+                "sweep": self.sweep_file, "title": self.title,
+                "eval_data": str(self.eval_data) if self.eval_data else None,
+                "calib_data": str(self.calib_data) if self.calib_data else None}
+
+
+class Planned:
+    """A model spec resolved against the zoo: its variant and file tag."""
+
+    def __init__(self, spec: ModelSpec, variant):
+        self.spec = spec
+        self.variant = variant
+        self.tag = variant.tag
+
+    @property
+    def dataset(self) -> str:
+        return self.variant.dataset
+
+
+def resolve_all(settings: Settings) -> list[Planned]:
+    """Every spec -> zoo Variant (one-line error on an unknown model or knob)."""
+    import zoo
+
+    out: list[Planned] = []
+    for s in settings.models:
+        ds = s.dataset or settings.dataset
+        try:
+            v = zoo.resolve_variant(s.name, ds, s.input_size, s.num_classes, **s.params)
+        except ArmqError as e:
+            raise SpecError(f"model spec '{s.text}': {e}") from None
+        if s.weights and not Path(s.weights).is_file():
+            raise SpecError(f"model spec '{s.text}': weights {s.weights} not found")
+        out.append(Planned(s, v))
+    tags = [p.tag for p in out]
+    dup = next((t for t in tags if tags.count(t) > 1), None)
+    if dup:
+        raise SpecError(f"two model specs give the same model {dup}")
+    return out
+
+
+def pick_baseline(settings: Settings, planned: list[Planned]) -> str | None:
+    if settings.baseline:
+        b = settings.baseline
+        for p in planned:
+            if b in (p.tag, p.spec.text, p.spec.name):
+                return p.tag
+        raise SpecError(f"--baseline {b}: not one of the run's models "
+                        f"({', '.join(p.spec.text for p in planned)})")
+    for p in planned:
+        if p.spec.name == "alexnet" and len(planned) > 1:
+            return p.tag
+    return None
+
+
+def data_path(kind: str, dataset: str, given: Path | None) -> tuple[Path | None, str | None]:
+    """(path, note): the shipped calibration / test images of a dataset."""
+    if given is not None:
+        return given, None
+    assets = REPO / "assets" / "data"
+    p = assets / f"{dataset}_{kind}.tar.gz"
+    if p.is_file():
+        return p, None
+    if kind == "calib":
+        alt = assets / "cifar10_calib.tar.gz"
+        if alt.is_file():
+            return alt, (f"no {dataset} calibration images shipped: calibrated on the CIFAR-10 "
+                         f"ones, resized as the model expects")
+    return None, f"no {dataset} {kind} images shipped"
