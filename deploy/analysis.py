@@ -73,6 +73,10 @@ def short_name(tag: str, m: dict) -> str:
         bits.append(f"{p['width']:g}x")
     if "groups" in p:
         bits.append(f"g{p['groups']}")
+    if "part" in p:
+        bits.append(f"P={p['part']}")
+    if "depth" in p:
+        bits.append(f"depth {p['depth']}")
     return " ".join(bits)
 
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from zoo.util import check_writable_dir, cli_entry
+from zoo.util import ArmqError, check_writable_dir, cli_entry
 
 from .plan import Plan
 from .settings import (DEFAULT_DATASET, DEFAULT_LIMIT_EVAL, DEFAULT_MODELS, DEFAULT_NUM_CALIB,
@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default runs/)")
     p.add_argument("--title", help="report title")
     p.add_argument("--no-report", action="store_true", help="results.json only")
+    p.add_argument("--publish", type=Path, metavar="FILE.md",
+                   help="also write the one-row-per-model results table (+ plots in FILE/) "
+                        "there, e.g. docs/results.md for the zoo sweep (deploy.zoo_results)")
     return p
 
 
@@ -202,10 +205,21 @@ def _mmss(s: float) -> str:
 
 # ---- main ----------------------------------------------------------------------------------
 
+def check_publish(path: Path, sweep: Path | None) -> None:
+    """Before any work: a .md file in a writable folder, never the sweep file read."""
+    if path.suffix.lower() != ".md":
+        raise ArmqError(f"--publish {path}: expected a .md file")
+    if sweep is not None and path.resolve() == Path(sweep).resolve():
+        raise ArmqError(f"--publish {path} would overwrite the --sweep file it reads")
+    check_writable_dir(path.parent)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.monotonic()
     a = build_parser().parse_args(argv)
     settings = Settings(a)
+    if a.publish is not None:
+        check_publish(a.publish, a.sweep)
     planned = resolve_all(settings)
     baseline = pick_baseline(settings, planned)
     run_dir = new_run_dir(a.out)
@@ -252,6 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
         doc["run"]["wall_s"] = round(time.monotonic() - t_start, 1)
         results.save()
+    if a.publish is not None and not runner.interrupted:
+        from .zoo_results import publish
+
+        print(f"results table: {publish(doc, a.publish)}", file=sys.stderr)
     print_summary(doc, time.monotonic() - t_start, report_path)
     if runner.interrupted:
         return 130

@@ -87,7 +87,8 @@ def test_zoo_sweep_names_every_seed_model_and_resolves():
     for m in d["models"]:
         tags.append(zoo.resolve_variant(m.name, d["dataset"], m.input_size, m.num_classes,
                                         **m.params).tag)
-    assert len(set(tags)) == len(tags) == 20 and d["baseline"] == "alexnet"
+    assert len(set(tags)) == len(tags) == 21 and d["baseline"] == "alexnet"
+    assert "hetconv_vgg16_p1_cifar10" in tags   # HetConv's own baseline (the paper's VGG-16)
     for seed in ("mobilenet_v1", "mobilenet_v2", "ghostnet", "mobilenext", "shiftnet",
                  "hetconv_vgg16", "vgg16", "resnet18", "mobilenet_v3_small", "alexnet"):
         assert any(t.startswith(seed + "_") or t == seed for t in tags), seed
@@ -144,7 +145,8 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("deploy") / "runs"
     r = run_cli("deploy", "--models", "shufflenet_v1:groups=3", "--dataset", "cifar10",
                 "--targets", "local,qemu:cortex-a72", "--skip-tflite", "--limit-eval", "200",
-                "--runs", "5", "--warmup", "1", "--jobs", "1", "--out", out, timeout=900,
+                "--runs", "5", "--warmup", "1", "--jobs", "1", "--out", out,
+                "--publish", out.parent / "results.md", timeout=900,
                 env={"ARMQ_QEMU": "/nonexistent/qemu-aarch64", "ARMQ_NO_APT": "1"})
     dirs = [d for d in out.iterdir() if d.is_dir() and not d.is_symlink()]
     assert len(dirs) == 1, (r.stdout, r.stderr)
@@ -421,3 +423,28 @@ def test_report_qemu_speedup_is_the_instruction_ratio(tmp_path):
     assert "2.36" not in md and "(emulated)" not in md
     i8 = md[md.index("## INT8 vs FP32"):md.index("## Stages")]
     assert "bit-width bound" in i8 and "not the MAC-ratio theory" in i8
+
+
+def test_published_results_table(run):
+    """--publish writes the zoo's one-row-per-model table from the same results.json."""
+    _, run_dir = run
+    md = (run_dir.parent.parent / "results.md").read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| shufflenet_v1 1x g3 |")
+               and "ep" in ln)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # FP32 on the whole test set is the shipped checkpoint's record; INT8 ORT measured here.
+    d = _doc(run_dir)
+    rec = d["models"]["shufflenet_v1_g3_w1_cifar10"]["weights"]["metrics"]["test_top1"]
+    assert cells[2] == f"{100 * rec:.2f}"
+    q = d["models"]["shufflenet_v1_g3_w1_cifar10"]["accuracy"]["results"]["onnx_int8"]
+    assert cells[4] == f"{100 * q['top1']:.2f}" and cells[6] == f"{100 * q['agreement']:.2f}"
+    assert "## Cost and speed" in md and "INT8 speed-up local" in md
+    assert (run_dir.parent.parent / "results" / "accuracy_vs_macs.png").stat().st_size > 5000
+    assert "**INT8 per family**" in md and "shufflenet_v1 1x g3 " in md.split("**INT8 per family**")[1]
+
+
+def test_publish_errors_are_one_line(tmp_path):
+    r = run_cli("deploy", "--publish", tmp_path / "x.txt", "--out", tmp_path / "runs")
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1] == \
+        f"deploy: error: --publish {tmp_path / 'x.txt'}: expected a .md file"
+    assert not (tmp_path / "runs").exists()

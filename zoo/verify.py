@@ -48,6 +48,28 @@ def record_top1(path: Path, top1: float, n: int, where: str) -> None:
         torch.save(raw, f)
 
 
+def provenance_table(files: Sequence[Path]) -> str:
+    """One Markdown row per checkpoint, from what the file records about its training."""
+    from ._registry import Variant
+    from .checkpoint import read_checkpoint
+
+    rows = ["| file | variant | epochs | trained on | batch / peak lr | top-1 (10k) | MB |",
+            "| --- | --- | ---: | --- | --- | ---: | ---: |"]
+    for path in files:
+        ck = read_checkpoint(path)
+        rec, m = ck.get("recipe") or {}, ck.get("metrics") or {}
+        v = Variant.from_dict(ck["variant"]) if "variant" in ck else None
+        dev = str(rec.get("device") or "cpu (2 cores)")
+        dev = "H100 (shared ../shared/checkpoints run)" if dev == "cuda" else \
+            "H100 (this project's GPU run)" if dev.startswith("cuda") else dev.split(",")[0]
+        top1 = m.get("test_top1")
+        rows.append(f"| `{path.name}` | {v.tag if v else '-'} | {ck.get('epochs_done', '-')} | {dev} "
+                    f"| {rec.get('batch_size', '-')} / {rec.get('lr', '-')} | "
+                    f"{'-' if top1 is None else f'{100 * top1:.2f} %'} | "
+                    f"{path.stat().st_size / 1e6:.1f} |")
+    return "\n".join(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.verify", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights-dir", type=Path, default=REPO / "assets" / "weights")
@@ -60,11 +82,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--record", action="store_true",
                    help="write the measured top-1 into each file instead of checking it")
     p.add_argument("--json", action="store_true", help="one JSON line per checkpoint")
+    p.add_argument("--table", action="store_true",
+                   help="print the provenance table (Markdown) of the records; evaluate nothing")
     args = p.parse_args(argv)
     if not 0 <= args.tolerance < 1:
         raise ArmqError(f"--tolerance must be in [0, 1), got {args.tolerance}")
     from .checkpoint import read_checkpoint
     from .evaluate import evaluate_checkpoint
+
+    if args.table:
+        print(provenance_table(shipped_files(args.weights_dir, args.only)))
+        return 0
 
     bad = 0
     for path in shipped_files(args.weights_dir, args.only):
