@@ -21,7 +21,8 @@ of the binary/runner, model (and card, inputs), the run with its pid recorded so
 that a timeout kills it on the phone, `adb pull` of the result, and `rm -rf` of the
 temp dir -- always, also after a failure. Every adb call is an argument list; the
 one shell command line per step is built with shlex.quote. Time limits: 30 s for
-state/mkdir/cleanup, 60 s + 4 s per MB for pushes, --timeout per model.
+state/mkdir/cleanup, 60 s for the --adb-python probe, 60 s + 4 s per MB for pushes,
+--timeout per model.
 
 No device is needed for the tests: the output parser is tested on sample logs
 written after benchmark_model's log statements, and the command plumbing against a
