@@ -23,6 +23,7 @@ shlex.quote; remote paths are mktemp output and fixed names.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -249,7 +250,8 @@ class RemoteTarget(Target):
         except BenchError:
             pass
 
-    def run(self, model_paths, config: BenchConfig, progress=None) -> list[dict]:
+    def run(self, model_paths: Sequence[str | os.PathLike], config: BenchConfig,
+            progress: Callable[[str], None] | None = None) -> list[dict]:
         try:
             return super().run(model_paths, config, progress)
         finally:
