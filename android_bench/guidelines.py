@@ -44,254 +44,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from zoo.util import ArmqError, cli_entry
+from zoo.util import cli_entry
 
-GUIDELINES = ("G1", "G2", "G3", "G4")
+# The networks (pure arithmetic; torch models and export): importable from here too.
+from .guideline_cases import (CASE_BUILDERS, G1_RATIOS, G2_GROUPS, G3_STRUCTURES,  # noqa: F401
+                              G4_VARIANTS, GUIDELINES, Case, Conv, GuidelineError, g1_cases,
+                              g2_cases, g3_cases, g4_cases, make_cases)
+from .guideline_models import build_model, export_case  # noqa: F401
+
 TITLES = {
     "G1": "Table 1 (G1): equal channel width minimizes memory access cost",
     "G2": "Table 2 (G2): excessive group convolution increases memory access cost",
     "G3": "Table 3 (G3): network fragmentation reduces degree of parallelism",
     "G4": "Table 4 (G4): element-wise operations are non-negligible",
 }
-G1_RATIOS = {"1:1": (128, 128), "1:2": (90, 180), "1:6": (52, 312), "1:12": (36, 432)}
-G2_GROUPS = {1: 128, 2: 180, 4: 256, 8: 360}
-G3_STRUCTURES = ("1-fragment", "2-fragment-series", "4-fragment-series",
-                 "2-fragment-parallel", "4-fragment-parallel")
-G4_VARIANTS = ((True, True), (False, True), (True, False), (False, False))  # (relu, shortcut)
-
-
-class GuidelineError(ArmqError):
-    pass
-
-
-# ---- the micro-networks (pure arithmetic: widths and costs) ---------------------------------
-
-def _ch(c: float, multiple: int = 1) -> int:
-    """A channel count >= multiple, rounded to a multiple of `multiple`."""
-    return max(multiple, int(round(c / multiple)) * multiple)
-
-
-@dataclass
-class Conv:
-    """One convolution of a micro-network: in/out channels, kernel, groups."""
-    cin: int
-    cout: int
-    k: int = 1
-    groups: int = 1
-
-    def macs(self, hw: int) -> int:
-        from zoo.cost import conv_macs
-        return conv_macs((1, self.cout, hw, hw), (self.cout, self.cin // self.groups, self.k, self.k))
-
-    def memory_access(self, hw: int) -> int:
-        from zoo.cost import memory_access
-        w = self.cout * (self.cin // self.groups) * self.k * self.k
-        return memory_access([(1, self.cin, hw, hw)], (1, self.cout, hw, hw), w)
-
-
-@dataclass
-class Case:
-    guideline: str
-    row: str                  # the paper's row label ("1:6", "g=4", "2-fragment-series", ...)
-    scale: int                # column scale s
-    column: str               # the paper's column label ("x2", "c=128")
-    in_channels: int
-    size: int
-    blocks: int
-    spec: dict                # what build_model needs
-    convs: list[Conv] = field(default_factory=list)   # one block's convolutions
-    extra_mem: int = 0        # one block's element-wise/concat memory access (elements)
-    macs: int = 0
-    memory_access: int = 0
-
-    @property
-    def file_stem(self) -> str:
-        safe = re.sub(r"[^a-z0-9]+", "_", self.row.lower()).strip("_")
-        return f"{self.guideline.lower()}_{safe}_s{self.scale}"
-
-    def finish(self) -> "Case":
-        hw = self.size
-        self.macs = self.blocks * sum(c.macs(hw) for c in self.convs)
-        self.memory_access = self.blocks * (sum(c.memory_access(hw) for c in self.convs)
-                                            + self.extra_mem)
-        return self
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["convs"] = [asdict(c) for c in self.convs]
-        d["file_stem"] = self.file_stem
-        return d
-
-
-def g1_cases(scale: int, width: float, size: int, blocks: int) -> list[Case]:
-    out = []
-    for row, (c1, c2) in G1_RATIOS.items():
-        a, b = _ch(c1 * scale * width), _ch(c2 * scale * width)
-        out.append(Case("G1", row, scale, f"x{scale}", a, size, blocks,
-                        {"kind": "g1", "c1": a, "c2": b},
-                        [Conv(a, b), Conv(b, a)]).finish())
-    return out
-
-
-def g2_cases(scale: int, width: float, size: int, blocks: int) -> list[Case]:
-    out = []
-    for g, c in G2_GROUPS.items():
-        ch = _ch(c * scale * width, g)
-        out.append(Case("G2", f"g={g}", scale, f"x{scale}", ch, size, blocks,
-                        {"kind": "g2", "c": ch, "groups": g}, [Conv(ch, ch, 1, g)]).finish())
-    return out
-
-
-def g3_cases(scale: int, width: float, size: int, blocks: int) -> list[Case]:
-    c = _ch(64 * scale * width, 4)
-    out = []
-    for row in G3_STRUCTURES:
-        k = int(row[0])
-        if "parallel" in row:
-            convs = [Conv(c, c // k) for _ in range(k)]
-            extra = 2 * c * size * size     # concat: read the branches, write the block output
-            cin = c
-        elif k > 1:
-            cs = _ch(c / math.sqrt(k))
-            convs, extra, cin = [Conv(cs, cs) for _ in range(k)], 0, cs
-        else:
-            convs, extra, cin = [Conv(c, c)], 0, c
-        out.append(Case("G3", row, scale, f"c={c}", cin, size, blocks,
-                        {"kind": "g3", "c": cin, "k": k, "parallel": "parallel" in row},
-                        convs, extra).finish())
-    return out
-
-
-def g4_cases(scale: int, width: float, size: int, blocks: int) -> list[Case]:
-    c = _ch(32 * scale * width)
-    out = []
-    for relu, shortcut in G4_VARIANTS:
-        hw = size * size
-        convs = [Conv(4 * c, c), Conv(c, c, 3), Conv(c, 4 * c)]
-        # ReLU after each conv reads and writes its output; the shortcut add reads two
-        # tensors and writes one (zoo.cost counts them the same way when not fused).
-        extra = (2 * (c + c + 4 * c) * hw if relu else 0) + (3 * 4 * c * hw if shortcut else 0)
-        row = f"ReLU {'yes' if relu else 'no'}, shortcut {'yes' if shortcut else 'no'}"
-        out.append(Case("G4", row, scale, f"c={c}", 4 * c, size, blocks,
-                        {"kind": "g4", "c": c, "relu": relu, "shortcut": shortcut},
-                        convs, extra).finish())
-    return out
-
-
-CASE_BUILDERS: dict[str, Callable[[int, float, int, int], list[Case]]] = {
-    "G1": g1_cases, "G2": g2_cases, "G3": g3_cases, "G4": g4_cases}
-
-
-def make_cases(only: Sequence[str] = GUIDELINES, scales: Sequence[int] = (1,), width: float = 1.0,
-               size: int = 56, blocks: int = 10) -> list[Case]:
-    if size < 1 or blocks < 1 or width <= 0:
-        raise GuidelineError("--size, --blocks and --width must be positive")
-    bad = [g for g in only if g not in GUIDELINES]
-    if bad:
-        raise GuidelineError(f"unknown guideline {bad[0]} (G1, G2, G3, G4)")
-    bad_s = [s for s in scales if s < 1]
-    if bad_s:
-        raise GuidelineError("--scales must be positive integers (the paper's 1,2,4)")
-    return [c for g in only for s in scales for c in CASE_BUILDERS[g](s, width, size, blocks)]
-
-
-# ---- torch models and export ------------------------------------------------------------
-
-def build_model(case: Case):
-    """The torch network of a case (random weights; no BatchNorm)."""
-    import torch
-    from torch import nn
-
-    spec = case.spec
-
-    class G1Block(nn.Module):
-        def __init__(self, c1, c2):
-            super().__init__()
-            self.a = nn.Conv2d(c1, c2, 1, bias=False)
-            self.b = nn.Conv2d(c2, c1, 1, bias=False)
-
-        def forward(self, x):
-            return self.b(self.a(x))
-
-    class G3Block(nn.Module):
-        def __init__(self, c, k, parallel):
-            super().__init__()
-            self.parallel = parallel
-            if parallel:
-                self.convs = nn.ModuleList(nn.Conv2d(c, c // k, 1, bias=False) for _ in range(k))
-            else:
-                self.convs = nn.ModuleList(nn.Conv2d(c, c, 1, bias=False) for _ in range(k))
-
-        def forward(self, x):
-            if self.parallel:
-                return torch.cat([conv(x) for conv in self.convs], dim=1)
-            for conv in self.convs:
-                x = conv(x)
-            return x
-
-    class Bottleneck(nn.Module):
-        def __init__(self, c, relu, shortcut):
-            super().__init__()
-            self.c1 = nn.Conv2d(4 * c, c, 1, bias=False)
-            self.c2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-            self.c3 = nn.Conv2d(c, 4 * c, 1, bias=False)
-            self.relu, self.shortcut = relu, shortcut
-
-        def forward(self, x):
-            act = torch.relu if self.relu else (lambda t: t)
-            y = self.c3(act(self.c2(act(self.c1(x)))))
-            if self.shortcut:
-                y = y + x
-            return act(y)
-
-    kind, n = spec["kind"], case.blocks
-    if kind == "g1":
-        layers = [G1Block(spec["c1"], spec["c2"]) for _ in range(n)]
-    elif kind == "g2":
-        layers = [nn.Conv2d(spec["c"], spec["c"], 1, groups=spec["groups"], bias=False)
-                  for _ in range(n)]
-    elif kind == "g3":
-        layers = [G3Block(spec["c"], spec["k"], spec["parallel"]) for _ in range(n)]
-    elif kind == "g4":
-        layers = [Bottleneck(spec["c"], spec["relu"], spec["shortcut"]) for _ in range(n)]
-    else:
-        raise GuidelineError(f"unknown micro-network kind {kind}")
-    torch.manual_seed(0)
-    model = nn.Sequential(*layers).eval()
-    with torch.no_grad():  # keep activations in a sane range through 10-40 layers
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.normal_(0.0, 1.0 / math.sqrt(fan_in))
-    return model
-
-
-def export_case(case: Case, out_dir: Path) -> Path:
-    import torch
-    import warnings
-
-    path = Path(out_dir) / f"{case.file_stem}.onnx"
-    model = build_model(case)
-    x = torch.zeros(1, case.in_channels, case.size, case.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["output"])
-    card = {"name": case.file_stem, "input": {"name": "input",
-                                             "shape": [1, case.in_channels, case.size, case.size]},
-            "cost": {"macs": case.macs, "memory_access": case.memory_access}}
-    # A minimal card for runner.py (input shape, cost); not an armq model card.
-    (Path(out_dir) / f"{case.file_stem}.json").write_text(json.dumps(card, indent=1))
-    return path
 
 
 # ---- running and tables -----------------------------------------------------------------

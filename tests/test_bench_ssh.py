@@ -100,6 +100,22 @@ def test_probe_parsing_and_runtime_check():
     assert parse_probe("no marker here") is None
 
 
+def test_remote_job_records_pid_and_keeps_exit_status(tmp_path):
+    """The job line ssh and adb both send (remote.job_cmd), run by a local sh: the
+    program runs in the session folder with its quoted arguments, its pid file is
+    gone afterwards, and its exit status is the line's."""
+    from android_bench.targets.remote import job_cmd, remote_cleanup_cmd
+    tmp = tmp_path / "sess"
+    (tmp / "m0").mkdir(parents=True)
+    prog = _wrapper(tmp_path, "prog", 'echo "$#:$1" > m0/out; exit 3\n')
+    p = subprocess.run(["sh", "-c", job_cmd(str(tmp), 0, prog, ["a b", "c"])], timeout=30)
+    assert p.returncode == 3
+    assert (tmp / "m0" / "out").read_text().strip() == "2:a b"
+    assert not (tmp / "m0" / "pid").exists()
+    subprocess.run(["sh", "-c", remote_cleanup_cmd(str(tmp))], check=True, timeout=30)
+    assert not tmp.exists()
+
+
 # ---- the real sshd --------------------------------------------------------------------
 
 def _ensure_sshd() -> str:

@@ -4,6 +4,10 @@
     qemu   - aarch64 user-mode emulation with a private sysroot (emulated, not board latency)
     ssh    - a board over ssh          (android_bench/targets/ssh.py)
     adb    - an Android device over adb (android_bench/targets/adb.py)
+
+ssh and adb are transports under one RemoteTarget (remote.py: the remote session,
+the run with its pid file, the kill on timeout, the cleanup); adb's benchmark_model
+mode reads its log with tflite_benchmark.py.
 """
 from __future__ import annotations
 

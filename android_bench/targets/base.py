@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import time
@@ -186,20 +185,6 @@ def runner_argv(config: BenchConfig, model: str, *, card: str | None = None,
     if config.markers if markers is None else markers:
         argv.append("--markers")
     return argv
-
-
-def remote_cleanup_cmd(tmp: str) -> str:
-    """Shell line for a remote temp dir's end: kill runners still running (a timeout left
-    them), then remove the folder. `tmp` is quoted here; ssh and adb share it."""
-    q = shlex.quote(tmp)
-    return (f"for f in {q}/m*/pid; do [ -f \"$f\" ] && kill -9 \"$(cat \"$f\")\" "
-            f"2>/dev/null; done; rm -rf -- {q}")
-
-
-def remote_kill_cmd(pidfile: str) -> str:
-    """Shell line that kills the process whose pid a remote runner wrote (never fails)."""
-    q = shlex.quote(pidfile)
-    return f"[ -f {q} ] && kill -9 \"$(cat {q})\" 2>/dev/null; true"
 
 
 def last_line(text: str) -> str:

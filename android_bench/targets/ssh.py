@@ -16,8 +16,10 @@ What happens, with OpenSSH's own `ssh` and `scp` (no Python SSH library):
  5. scp the result JSON (and saved outputs) back;
  6. `rm -rf TMP` -- always, also after a failure, a timeout or Ctrl-C.
 
-Every command is an argument list (never shell=True on this side); everything
-interpolated into the one remote shell command line is quoted with
+Steps 1-6 are RemoteTarget's (remote.py), shared with the adb target; this
+module is the transport: `ssh` for the shell, `scp` for copies, and one shared
+connection. Every command is an argument list (never shell=True on this side);
+everything interpolated into the one remote shell command line is quoted with
 shlex.quote, and the host is rejected if it could be read as an ssh option.
 
 Connection options:
@@ -52,14 +54,11 @@ dash, busybox ash).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import weakref
@@ -67,39 +66,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .base import (RUNNER_PATH, BenchConfig, BenchError, ModelSpec, RunnerFailed,
-                   RuntimeMissing, Target, TargetOptions, TargetUnavailable, check_runner_exit,
-                   finish_result, load_result, remote_cleanup_cmd, remote_kill_cmd, run_process,
-                   runner_argv)
+from .base import BenchError, TargetOptions, TargetUnavailable, last_line
+# The probe and its parsing live in remote.py (adb uses them too); importable from here.
+from .remote import (INSTALL_HINT, PROBE_MARK, PROBE_SCRIPT, PROBE_TIMEOUT,  # noqa: F401
+                     RUNTIME_MODULES, SHORT_TIMEOUT, RemoteTarget, copy_timeout, missing_runtime,
+                     parse_probe)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
-PROBE_TIMEOUT = 60.0
-SHORT_TIMEOUT = 30.0
 STRICT_MODES = ("accept-new", "yes", "no")
-PROBE_MARK = "ARMQ-PROBE "
 
-# Runs on the board: what the runner needs. Kept tiny and Python-3.6 compatible
-# (old board images); prints one marked JSON line whatever the login shell echoes.
-PROBE_SCRIPT = """\
-import json, platform, sys
-info = {"python": platform.python_version(), "machine": platform.machine(),
-        "executable": sys.executable, "modules": {}}
-for name in ("numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"):
-    try:
-        mod = __import__(name)
-        info["modules"][name] = str(getattr(mod, "__version__", "unknown"))
-    except Exception as e:
-        info["modules"][name] = None
-        info.setdefault("errors", {})[name] = type(e).__name__ + ": " + str(e)[:200]
-print("%s" + json.dumps(info))
-""" % PROBE_MARK
-
-# Which probed module serves which model format (any one of them will do).
-RUNTIME_MODULES = {".onnx": ("onnxruntime",), ".tflite": ("ai_edge_litert", "tflite_runtime")}
-INSTALL_HINT = {".onnx": "pip install onnxruntime",
-                ".tflite": "pip install ai-edge-litert (or tflite-runtime)"}
-
-_SAFE_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
 
@@ -199,31 +174,12 @@ def _no_sftp(stderr: str) -> bool:
         not any(k in s for k in ("refused", "permission denied", "host key", "timed out"))
 
 
-def parse_probe(stdout: str) -> dict | None:
-    for line in (stdout or "").splitlines():
-        if line.startswith(PROBE_MARK):
-            try:
-                return json.loads(line[len(PROBE_MARK):])
-            except json.JSONDecodeError:
-                return None
-    return None
-
-
-def missing_runtime(probe: dict, suffix: str) -> str | None:
-    """None if the probed board can run a model of this suffix, else what to install."""
-    mods = probe.get("modules", {})
-    wanted = RUNTIME_MODULES.get(suffix.lower(), ())
-    if any(mods.get(m) for m in wanted):
-        return None
-    return INSTALL_HINT.get(suffix.lower(), "a runtime")
-
-
 # ---- the target ---------------------------------------------------------------------------
 
-class SshTarget(Target):
+class SshTarget(RemoteTarget):
     kind = "ssh"
-    emulated = False
-    default_timeout_s = 900.0
+    tmp_prefix = "armq-bench"
+    device_word = "board"
 
     def __init__(self, dest: SshDestination, *, key: str | None = None, strict: str = "accept-new",
                  known_hosts: str | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -238,30 +194,23 @@ class SshTarget(Target):
             raise BenchError(f"--known-hosts {known_hosts}: its folder does not exist")
         if connect_timeout <= 0:
             raise BenchError("--connect-timeout must be positive")
-        if not python or python.startswith("-"):
-            raise BenchError(f"bad remote python {python!r}")
-        if remote_dir is not None and not _SAFE_REMOTE_PATH.match(remote_dir):
-            raise BenchError(f"--remote-dir {remote_dir!r}: use an absolute path of plain characters")
+        super().__init__(python or "", remote_dir)
         self.dest = dest
         self.key = str(Path(key).expanduser()) if key else None
         self.strict = strict
         self.known_hosts = str(Path(known_hosts).expanduser()) if known_hosts else None
         self.connect_timeout = float(connect_timeout)
-        self.python = python
-        self.remote_dir = remote_dir
         self.ssh_prog, self.scp_prog = ssh, scp
         self.extra_ssh_options = list(extra_ssh_options)
-        self.probe_info: dict | None = None
         self.scp_legacy = False              # scp -O once SFTP turned out to be missing
-        self.tmp: str | None = None          # remote temp dir of the current run()
-        self.last_tmp: str | None = None     # ... kept after cleanup, for tests and logs
-        self._inputs_remote: str | None = None
-        self._n = 0
-        self.log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
         self.multiplex = multiplex
         self._master: subprocess.Popen | None = None   # our ControlMaster ssh process
         self._cm_dir: str | None = None
         self._finalizer: weakref.finalize | None = None
+
+    @property
+    def place(self) -> str:
+        return f"ssh {self.dest}"
 
     # ---- command lines (pure; tested without a network) ----
 
@@ -306,7 +255,7 @@ class SshTarget(Target):
             d["board"]["modules"] = self.probe_info.get("modules", {})
         return d
 
-    # ---- transport ----
+    # ---- the connection ----
 
     def connect(self) -> None:
         """Open one authenticated connection (an ssh ControlMaster this object owns) that
@@ -356,165 +305,51 @@ class SshTarget(Target):
             shutil.rmtree(self._cm_dir, ignore_errors=True)
         self._master, self._cm_dir = None, None
 
-    def _ssh(self, remote_command: str, timeout: float, what: str,
-             on_timeout: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
-        try:
-            p = run_process(self.ssh_argv(remote_command), timeout, what=f"{what} on {self.dest}",
-                            on_timeout=on_timeout)
-        except RunnerFailed as e:  # RunnerTimeout: the transport hung, not a model
-            if on_timeout is None:
-                raise TargetUnavailable(str(e)) from None
-            raise
-        if p.returncode == 255:
+    # ---- the transport ----
+
+    def shell(self, command: str, timeout: float = SHORT_TIMEOUT, what: str = "ssh",
+              on_timeout: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
+        p = self._call(self.ssh_argv(command), timeout, f"{what} on {self.dest}", on_timeout)
+        if p.returncode == 255:         # ssh's own failure, not the command's
             raise TargetUnavailable(classify_ssh_failure(p.stderr, self.dest))
         return p
 
+    def push(self, local: str | Path, remote: str, what: str) -> None:
+        self._scp([str(local)], self.dest.scp_spec(remote), what)
+
+    def push_into(self, files: Sequence[Path], remote_dir: str, what: str) -> None:
+        # one scp for all of them: one round trip (and one connection without -mux)
+        self._scp([str(f) for f in files], self.dest.scp_spec(remote_dir + "/"), what)
+
+    def pull(self, remote: str, local: str | Path, what: str, model: str) -> None:
+        self._scp([self.dest.scp_spec(remote)], str(local), what)
+
     def _scp(self, sources: Sequence[str], target: str, what: str) -> None:
         size = sum(Path(s).stat().st_size for s in sources if Path(s).is_file())
-        timeout = 60.0 + 4.0 * size / 1e6
-        try:
-            p = run_process(self.scp_argv(sources, target), timeout, what=f"{what} ({self.dest})")
-        except RunnerFailed as e:
-            raise TargetUnavailable(str(e)) from None
+        timeout = copy_timeout(size)
+        p = self._call(self.scp_argv(sources, target), timeout, f"{what} ({self.dest})")
         if p.returncode != 0 and not self.scp_legacy and _no_sftp(p.stderr):
             # OpenSSH >= 9 scp speaks SFTP; boards without an sftp server (Dropbear,
             # a trimmed sshd_config) need the legacy protocol. Our remote paths are
             # mktemp output and fixed names, safe for the remote shell it involves.
             self.scp_legacy = True
-            p = run_process(self.scp_argv(sources, target), timeout, what=f"{what} ({self.dest})")
+            p = self._call(self.scp_argv(sources, target), timeout, f"{what} ({self.dest})")
         if p.returncode != 0:
             if p.returncode == 255 and any(k in p.stderr.lower() for k in (
                     "refused", "unreachable", "timed out", "permission denied", "host key",
                     "resolve")):
                 raise TargetUnavailable(classify_ssh_failure(p.stderr, self.dest))
-            lines = [ln.strip() for ln in p.stderr.splitlines() if ln.strip()]
             raise TargetUnavailable(f"{what} failed ({self.dest}): "
-                                    f"{lines[-1] if lines else f'scp exit {p.returncode}'}")
+                                    f"{last_line(p.stderr) or f'scp exit {p.returncode}'}")
+
+    # ---- the session ----
 
     def probe(self) -> dict:
         """Ask the board what it has; one line if python3/numpy are missing.
         (Leaves the master connection open: run() closes it, or call close().)"""
         self.say(f"    ssh {self.dest}: connecting and probing {self.python}")
         self.connect()
-        cmd = f"{shlex.quote(self.python)} -c {shlex.quote(PROBE_SCRIPT)}"
-        p = self._ssh(cmd, PROBE_TIMEOUT, "probe")
-        info = parse_probe(p.stdout)
-        if info is None:
-            err = (p.stderr or "").lower()
-            if p.returncode == 127 or "not found" in err or "no such file" in err:
-                raise TargetUnavailable(
-                    f"{self.dest}: no {self.python!r} on the board (install python3, or "
-                    f"name the interpreter with --python)")
-            lines = [ln.strip() for ln in (p.stderr or "").splitlines() if ln.strip()]
-            raise TargetUnavailable(f"{self.dest}: {self.python} -c failed "
-                                    f"(exit {p.returncode}: {lines[-1] if lines else 'no output'})")
-        if not info.get("modules", {}).get("numpy"):
-            raise TargetUnavailable(f"{self.dest}: numpy is missing for {self.python} on the "
-                                    f"board (pip install numpy there)")
-        self.probe_info = info
-        return info
-
-    def check(self) -> None:
-        if self.probe_info is None:
-            self.probe()
-
-    def _start_session(self) -> str:
-        base = self.remote_dir or None
-        template = (f"{shlex.quote(base)}/armq-bench.XXXXXX" if base
-                    else '"${TMPDIR:-/tmp}"/armq-bench.XXXXXX')
-        p = self._ssh(f"mktemp -d {template}", SHORT_TIMEOUT, "mktemp")
-        tmp = p.stdout.strip().splitlines()[-1].strip() if p.stdout.strip() else ""
-        if p.returncode != 0 or not _SAFE_REMOTE_PATH.match(tmp):
-            raise TargetUnavailable(f"{self.dest}: cannot make a temp dir "
-                                    f"({(p.stderr or p.stdout).strip()[:200] or 'mktemp failed'})")
-        self.tmp = self.last_tmp = tmp
-        self.say(f"    ssh {self.dest}: working in {tmp}")
-        self._scp([str(RUNNER_PATH)], self.dest.scp_spec(f"{tmp}/runner.py"), "copying runner.py")
-        return tmp
-
-    def cleanup(self) -> bool:
-        """Remove the remote temp dir; True if it is gone. Never raises."""
-        if not self.tmp:
-            return True
-        tmp, self.tmp, self._inputs_remote = self.tmp, None, None
-        try:
-            p = self._ssh(remote_cleanup_cmd(tmp), SHORT_TIMEOUT, "cleanup")
-            if p.returncode == 0:
-                return True
-            msg = (p.stderr or "").strip().splitlines()
-            self.log(f"android_bench: warning: could not remove {tmp} on {self.dest}: "
-                     f"{msg[-1] if msg else p.returncode}")
-        except BenchError as e:
-            self.log(f"android_bench: warning: could not remove {tmp} on {self.dest}: {e}")
-        return False
-
-    def _kill_remote(self, pidfile: str) -> None:
-        try:
-            self._ssh(remote_kill_cmd(pidfile), SHORT_TIMEOUT, "stopping the hung runner")
-        except BenchError:
-            pass
-
-    # ---- the Target interface ----
-
-    def run(self, model_paths, config: BenchConfig, progress=None) -> list[dict]:
-        try:
-            return super().run(model_paths, config, progress)
-        finally:
-            try:
-                self.cleanup()
-            finally:
-                self.close()
-
-    def run_model(self, model: ModelSpec, config: BenchConfig) -> dict:
-        if self.probe_info is None:
-            self.probe()
-        if config.runtime == "auto":
-            need = missing_runtime(self.probe_info, model.path.suffix)
-            if need:
-                raise RuntimeMissing(f"{model.name} on {self.dest}: no runtime for "
-                                     f"{model.path.suffix} models with {self.python} "
-                                     f"({need} on the board)")
-        tmp = self.tmp or self._start_session()
-        i = self._n
-        self._n += 1
-        mdir = f"{tmp}/m{i}"
-        p = self._ssh(f"mkdir -p {shlex.quote(mdir)}", SHORT_TIMEOUT, "mkdir")
-        if p.returncode != 0:
-            raise TargetUnavailable(f"{self.dest}: cannot create {mdir}")
-        sources = [str(model.path)] + ([str(model.card)] if model.card else [])
-        self._scp(sources, self.dest.scp_spec(mdir + "/"), f"copying {model.name}")
-        if config.inputs and self._inputs_remote is None:
-            self._scp([str(Path(config.inputs).resolve())],
-                      self.dest.scp_spec(f"{tmp}/inputs.npy"), "copying inputs")
-            self._inputs_remote = f"{tmp}/inputs.npy"
-        result_remote = f"m{i}/result.json"
-        outputs_remote = f"m{i}/outputs.npy" if config.save_outputs else None
-        argv = runner_argv(config, f"m{i}/{model.path.name}",
-                           card=f"m{i}/{model.card.name}" if model.card else None,
-                           json_out=result_remote,
-                           inputs="inputs.npy" if self._inputs_remote else None,
-                           outputs_npy=outputs_remote)
-        # The runner runs as a background job so that its pid can be recorded (for a
-        # kill after a timeout) and the pid file removed as soon as it ends.
-        remote = (f"cd {shlex.quote(tmp)} && {{ {shlex.quote(self.python)} runner.py "
-                  f"{shlex.join(argv)} & echo $! > m{i}/pid; wait $!; rc=$?; rm -f m{i}/pid; "
-                  f"exit $rc; }}")
-        where = f"ssh {self.dest}"
-        self.say(f"    running {model.name} on {self.dest}")
-        p = self._ssh(remote, self.timeout_for(config), f"{model.name}",
-                      on_timeout=lambda: self._kill_remote(f"{tmp}/m{i}/pid"))
-        check_runner_exit(p.returncode, p.stderr, model.name, where)
-        with tempfile.TemporaryDirectory(prefix="armq-ssh-") as local:
-            self._scp([self.dest.scp_spec(f"{tmp}/{result_remote}")], local,
-                      f"fetching the result of {model.name}")
-            raw = load_result(Path(local) / "result.json", model.name, where)
-            if outputs_remote:
-                out_dir = Path(config.out_dir or ".")
-                out_dir.mkdir(parents=True, exist_ok=True)
-                dst = out_dir / f"{model.path.name}.outputs.npy"
-                self._scp([self.dest.scp_spec(f"{tmp}/{outputs_remote}")], str(dst),
-                          f"fetching the outputs of {model.name}")
-        return finish_result(raw, self.describe(), model)
+        return super().probe()
 
 
 def _stop_master(proc: subprocess.Popen, cm_dir: str) -> None:
