@@ -271,8 +271,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_weights(model, state["state_dict"], f"resume file {resume_path}")
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), list(state.get("history", []))
-        epochs = int(state.get("epochs", epochs))
-        total = steps_per_epoch * epochs
         torch.set_rng_state(state["rng"])
         if device == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"])
