@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from zoo.cli import variant_argv as variant_args
 from zoo.util import ArmqError, check_writable_dir, cli_entry
 
 from . import collect
@@ -231,23 +232,6 @@ def data_path(kind: str, dataset: str, given: Path | None) -> tuple[Path | None,
 
 
 # ---- the plan ------------------------------------------------------------------------------
-
-VARIANT_FLAG = {"width": "--width", "groups": "--groups", "part": "--part",
-                "multiplier": "--multiplier", "shuffle": "--shuffle-impl"}
-
-
-def variant_args(v) -> list[str]:
-    args = ["--model", v.model, "--dataset", v.dataset]
-    for k, val in sorted(v.params.items()):
-        flag = VARIANT_FLAG.get(k)
-        if flag and val is not None:
-            args += [flag, f"{val:g}" if isinstance(val, float) else str(val)]
-    if v.input_size:
-        args += ["--input-size", str(v.input_size)]
-    if v.num_classes:
-        args += ["--num-classes", str(v.num_classes)]
-    return args
-
 
 class Plan:
     def __init__(self, settings: Settings, planned: list[Planned], run_dir: Path, results: Results,
