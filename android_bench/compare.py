@@ -27,13 +27,13 @@ Accepted inputs: one runner result per file, a list of them, or an object with a
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, cli_entry
 
 INT8_THEORETICAL = 32 / 8   # operand width ratio FP32 : INT8
@@ -300,8 +300,7 @@ def compare(paths: Sequence[str | Path], baseline: str | None = None) -> list[Pa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m android_bench.compare",
-                                 description=__doc__.split("\n\n")[0])
+    ap = make_parser("android_bench.compare", __doc__)
     ap.add_argument("results", nargs="+", help="android_bench result JSON files")
     ap.add_argument("--baseline", help="model to compare every other model with "
                                        "(card name, file name or stem)")

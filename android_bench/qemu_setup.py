@@ -25,7 +25,6 @@ password-less sudo; ARMQ_NO_APT=1 forbids it).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -41,6 +40,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_output, cli_entry
 
 LAYOUT_VERSION = 2
@@ -550,8 +550,8 @@ def ensure(cpus: Sequence[str] = (), tflite_runtime: bool = False, plugin: bool 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m android_bench.qemu_setup",
-                                description="Build the aarch64 sysroot and plugin for the qemu target.")
+    p = make_parser("android_bench.qemu_setup",
+                    description="Build the aarch64 sysroot and plugin for the qemu target.")
     p.add_argument("--cpu", action="append", choices=sorted(CPUS),
                    help="prepare this CPU's view (repeatable; default: all)")
     p.add_argument("--tflite-runtime", action="store_true",

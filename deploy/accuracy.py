@@ -13,13 +13,13 @@ test set once per file.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_output, cli_entry
 
 PROG = "deploy.accuracy"
@@ -67,7 +67,7 @@ def evaluate_card(card_path: Path, data: Path, limit: int | None = None) -> dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__)
     p.add_argument("--card", required=True, type=Path, help="model card (artifacts/<name>.json)")
     p.add_argument("--data", required=True, type=Path, help="labelled ImageFolder tree / .tar(.gz)")
     p.add_argument("--limit", type=int, help="at most N images, spread over the classes")

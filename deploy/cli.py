@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.cli import variant_argv as variant_args
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, check_writable_dir, cli_entry
 
 from . import collect
@@ -66,13 +67,8 @@ TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "quant_ort": 3600, "quan
             "compare": 300}
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise SpecError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__, error_type=SpecError)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--models", help=f"comma-separated model specs name[:k=v...] (default "
                       f"{DEFAULT_MODELS}, the shipped CIFAR-10 weights)")

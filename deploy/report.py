@@ -9,7 +9,6 @@ Emulated (QEMU) timings are labelled EMULATED wherever they appear.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -18,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_output, cli_entry
 
 from . import analysis as A
@@ -599,7 +599,7 @@ def build_html(doc: dict, pngs) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__)
     p.add_argument("results", type=Path, help="runs/<timestamp>/results.json")
     a = p.parse_args(argv)
     out = render(a.results)

@@ -11,7 +11,6 @@ model is compared with the float model of its card (same format, else ONNX).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -21,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from zoo.clikit import make_parser
 from zoo.util import cli_entry
 
 from .common import (Backend, ModelRef, QuantError, backend_for_path, is_int8_file,
@@ -77,7 +77,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__)
     p.add_argument("--model", required=True, help="x.onnx, x.int8.onnx, x.tflite or x.int8.tflite")
     p.add_argument("--ref", help="float model to compare with (default: the card's float model)")
     p.add_argument("--data", required=True, help="labelled ImageFolder: folder, .tar or .zip")

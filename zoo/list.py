@@ -1,10 +1,10 @@
 """List every zoo model with its variant parameters: `python -m zoo.list [--json]`."""
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Sequence
 
+from .clikit import make_parser
 from .util import cli_entry
 
 
@@ -35,7 +35,7 @@ def _param_text(k: str, d: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.list", description=__doc__)
+    p = make_parser("zoo.list", description=__doc__)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args(argv)
     rows = describe()
