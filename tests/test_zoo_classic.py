@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from zoo import ZooError, create_model, resolve_variant
+from zoo import create_model, resolve_variant
 from zoo.cost import cost_of
 
 MODELS = ("alexnet", "vgg16", "resnet18", "resnet50")
@@ -28,13 +28,7 @@ PAPER = [
 MACS_TOL, PARAMS_TOL = 0.03, 0.05
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small batches: one intra-op thread is faster than two fighting a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("model,macs_m,params_m,source", PAPER, ids=[p[0] for p in PAPER])
@@ -116,10 +110,3 @@ def test_resnet50_strides_on_first_1x1():
     first = model.stages[1][0]
     assert first.conv1[0].stride == (2, 2) and first.conv1[0].kernel_size == (1, 1)
     assert first.conv2[0].stride == (1, 1)
-
-
-@pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("flag", ["width", "groups"])
-def test_no_variant_params(name, flag):
-    with pytest.raises(ZooError, match=f"does not take --{flag}"):
-        resolve_variant(name, "imagenet", **{flag: 1.0 if flag == "width" else 2})

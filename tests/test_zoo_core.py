@@ -94,6 +94,20 @@ def test_bad_variants_raise_zoo_error(bad):
         zoo.resolve_variant(bad.pop("name"), **bad)
 
 
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_knobs_a_model_does_not_take_are_refused(name):
+    """Every declared knob a model does not register is refused by its CLI flag (was
+    repeated per family for --width / --groups)."""
+    from zoo._registry import KNOBS
+
+    taken = zoo.get_entry(name).params
+    for k, p in KNOBS.items():
+        if k in taken:
+            continue
+        value = p.choices[0] if p.choices else p.type("2")
+        with pytest.raises(zoo.ZooError, match=f"does not take {p.cli_flag} "):
+            zoo.resolve_variant(name, "imagenet", **{k: value})
+
 # ---- the cost model against an independent count: the exported ONNX graph -----------------
 
 def onnx_macs(model: torch.nn.Module, size: int, tmp_path) -> int:

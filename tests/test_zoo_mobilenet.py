@@ -38,13 +38,7 @@ PAPER = [
 MACS_TOL, PARAMS_TOL = 0.03, 0.05
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small batches: one intra-op thread is faster than two fighting a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("model,width,macs_m,params_m,source", PAPER,
@@ -136,9 +130,3 @@ def test_v3_uses_se_and_hardswish_modules():
 def test_bad_width(name, width):
     with pytest.raises(ZooError):
         resolve_variant(name, "imagenet", width=width)
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_no_other_params(name):
-    with pytest.raises(ZooError, match="does not take --groups"):
-        resolve_variant(name, "imagenet", groups=3)
