@@ -93,6 +93,8 @@ def test_quiet_and_verbose_set_the_verbosity(monkeypatch):
     p.parse_args(["-vv"])
     assert clikit.verbosity() == 2 and root.level == logging.DEBUG
     assert clikit.progress_disabled() is None
+    p.parse_args([])  # no flag: what the parent process passed down stays
+    assert clikit.verbosity() == 2
     with pytest.warns(UserWarning):  # -q ignores warnings: keep the change inside this block
         import warnings
 

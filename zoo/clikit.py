@@ -49,11 +49,14 @@ def verbosity() -> int:
 
 
 def set_verbosity(level: int) -> None:
-    """Logging level, Python warnings and progress bars (`progress_disabled`) follow it."""
+    """Logging level, Python warnings and progress bars (`progress_disabled`) follow it.
+    Level 0 leaves logging and warnings as they are (no handler is added)."""
     os.environ[VERBOSITY_ENV] = str(level)
-    logging.basicConfig(format="%(name)s: %(levelname)s: %(message)s")
+    if level == 0:
+        return
+    if level > 0:
+        logging.basicConfig(format="%(name)s: %(levelname)s: %(message)s")
     logging.getLogger().setLevel(logging.ERROR if level < 0 else
-                                 logging.WARNING if level == 0 else
                                  logging.INFO if level == 1 else logging.DEBUG)
     if level < 0:
         warnings.simplefilter("ignore")
@@ -78,7 +81,8 @@ class OneLineParser(argparse.ArgumentParser):
                          namespace: argparse.Namespace | None = None):
         ns, rest = super().parse_known_args(args, namespace)
         if hasattr(ns, "verbose") and hasattr(ns, "quiet"):
-            set_verbosity(-1 if ns.quiet else ns.verbose)
+            # No flag: keep what a parent armq process passed down (deploy's stages).
+            set_verbosity(-1 if ns.quiet else ns.verbose or verbosity())
         return ns, rest
 
 
