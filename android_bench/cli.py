@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import atomic_output, check_writable_dir, cli_entry
 
 from .targets import KINDS, make_target
@@ -110,7 +111,7 @@ def _target_options(a: argparse.Namespace) -> TargetOptions:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    ap = make_parser(PROG, __doc__)
     ap.add_argument("--model", nargs="+", action="extend", required=True,
                     help=".onnx / .tflite files (cards beside them are used)")
     ap.add_argument("--target", choices=KINDS, default="local")

@@ -33,7 +33,6 @@ Accepted inputs: one runner result per file, a list of them, or an object with a
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -41,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, cli_entry
 
 INT8_THEORETICAL = 32 / 8   # the bit-width bound: operand width ratio FP32 : INT8
@@ -344,8 +344,7 @@ def command(results: Sequence[Path | str], baseline: str | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m android_bench.compare",
-                                 description=__doc__.split("\n\n")[0])
+    ap = make_parser("android_bench.compare", __doc__)
     ap.add_argument("results", nargs="+", help="android_bench result JSON files")
     ap.add_argument("--baseline", help="model to compare every other model with "
                                        "(card name, file name or stem)")

@@ -42,7 +42,7 @@ target runs a CPU runtime at batch 1.
 """
 from __future__ import annotations
 
-import argparse
+from zoo.clikit import make_parser
 import json
 import sys
 import tempfile
@@ -205,9 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .targets import KINDS, make_target
     from .targets.base import BenchConfig
 
-    ap = argparse.ArgumentParser(prog="python -m android_bench.guidelines",
-                                 description="ShuffleNet V2 guideline micro-benchmarks "
-                                             "(Ma et al., ECCV 2018, Sec. 2, Tables 1-4)")
+    ap = make_parser("android_bench.guidelines",
+                     description="ShuffleNet V2 guideline micro-benchmarks "
+                                 "(Ma et al., ECCV 2018, Sec. 2, Tables 1-4)")
     ap.add_argument("--target", choices=KINDS, default="local")
     ap.add_argument("--cpu", help="qemu: emulated CPU model (e.g. cortex-a76)")
     ap.add_argument("--host", help="ssh: user@board[:port]")

@@ -24,7 +24,6 @@ every node. The categories come from this module's `categorize` either way.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_output, cli_entry
 
 PROG = "android_bench.profile"
@@ -210,7 +210,7 @@ def profile_onnx(path: Path, runs: int = 20, warmup: int = 3, threads: int = 1) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__)
     p.add_argument("--model", nargs="+", required=True, type=Path, help=".onnx files")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)

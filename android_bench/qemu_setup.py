@@ -33,7 +33,7 @@ whose public names are importable from here as well.
 """
 from __future__ import annotations
 
-import argparse
+from zoo.clikit import make_parser
 import contextlib
 import fcntl
 import hashlib
@@ -181,8 +181,8 @@ def ensure(cpus: Sequence[str] = (), tflite_runtime: bool = False, plugin: bool 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m android_bench.qemu_setup",
-                                description="Build the aarch64 sysroot and plugin for the qemu target.")
+    p = make_parser("android_bench.qemu_setup",
+                    description="Build the aarch64 sysroot and plugin for the qemu target.")
     p.add_argument("--cpu", action="append", choices=sorted(CPUS),
                    help="prepare this CPU's view (repeatable; default: all)")
     p.add_argument("--tflite-runtime", action="store_true",

@@ -27,7 +27,8 @@ per inference, excluding start-up. Region i is: 0 = first inference,
 1..warmup = warm-up, then the timed runs.
 
 Exit status: 0 ok, 2 user error, 3 runtime not installed, 1 internal error;
-errors are one line on stderr ("runner: error: ...").
+errors are one line on stderr ("runner: error: ..."; "python -m android_bench.runner:
+error: ..." when run as a module on the host).
 """
 from __future__ import annotations
 
@@ -50,6 +51,12 @@ RUNNER_VERSION = 1
 MARKER_OFFSET = 0x41524D51
 MARKER_BEGIN, MARKER_END = 1, 2
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_NO_RUNTIME = 0, 1, 2, 3
+
+
+# Self-contained (copied alone to devices), so not zoo.clikit's parser, but the same
+# contract: the armq prog when run with -m, plain "runner" where the targets run the
+# file (they strip "runner: error: " from its last stderr line).
+PROG = f"python -m {__spec__.name}" if __spec__ is not None else "runner"
 
 
 class UserError(Exception):
@@ -574,8 +581,27 @@ def save_npy(arr: np.ndarray, path: str) -> None:
         raise
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(message)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return f"armq {version('armq')} (runner {RUNNER_VERSION})"
+    except Exception:  # noqa: BLE001 - on a device armq is not installed
+        return f"armq runner {RUNNER_VERSION}"
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="runner", description=__doc__.split("\n\n")[0])
+    p = _OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=_version())
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error "
+                   "(also ARMQ_DEBUG=1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="errors only (no result line)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="accepted for the "
+                   "armq CLI contract; the runner has no more to say")
     p.add_argument("--model", required=True, help=".onnx or .tflite file")
     p.add_argument("--card", help="model card JSON (input shape, cost); default: none")
     p.add_argument("--threads", type=int, default=1)
@@ -689,6 +715,8 @@ def main(argv=None) -> int:
         save_npy(np.stack(outputs_first), a.outputs_npy)
         doc["outputs_npy"] = os.path.basename(a.outputs_npy)
     write_json(doc, a.json)
+    if a.quiet:
+        return EXIT_OK
     log(f"runner: {os.path.basename(a.model)} [{be.name} {be.version}, {a.threads} thread(s)] "
         f"median {timing['median']:.3f} ms (95% CI {timing['median_ci95'][0]:.3f}-"
         f"{timing['median_ci95'][1]:.3f}), init {init_ms:.1f} ms, first {first_ms:.3f} ms")
@@ -717,28 +745,29 @@ def _onnx_is_quant(be: Backend) -> bool:
 
 
 def cli(argv=None) -> None:
-    debug = os.environ.get("ARMQ_DEBUG") == "1"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get("ARMQ_DEBUG") == "1" or "--debug" in argv
     try:
         rc = main(argv)
     except UserError as e:
-        log(f"runner: error: {e}")
+        log(f"{PROG}: error: {e}")
         sys.exit(EXIT_USER)
     except NoRuntime as e:
-        log(f"runner: error: {e}")
+        log(f"{PROG}: error: {e}")
         sys.exit(EXIT_NO_RUNTIME)
     except KeyboardInterrupt:
-        log("runner: error: interrupted")
+        log(f"{PROG}: error: interrupted")
         sys.exit(130)
     except (OSError, MemoryError) as e:
         if debug:
             traceback.print_exc()
-        log(f"runner: error: {type(e).__name__}: {e}")
+        log(f"{PROG}: error: {type(e).__name__}: {e}")
         sys.exit(EXIT_USER if isinstance(e, OSError) else EXIT_INTERNAL)
     except Exception as e:  # noqa: BLE001
         if debug:
             traceback.print_exc()
         msg = str(e).splitlines()[0] if str(e) else ""
-        log(f"runner: error: internal error: {type(e).__name__}: {msg}")
+        log(f"{PROG}: error: internal error: {type(e).__name__}: {msg}")
         sys.exit(EXIT_INTERNAL)
     sys.exit(rc)
 

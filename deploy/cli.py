@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, check_writable_dir, cli_entry
 
 from .plan import Plan
@@ -45,13 +46,8 @@ from .stages import FAILED, OK, RESULTS_FORMAT, SKIPPED, Results, Runner, now_is
 PROG = "deploy"
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise SpecError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__, error_type=SpecError)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--models", help=f"comma-separated model specs name[:k=v...] (default "
                       f"{DEFAULT_MODELS}, the shipped CIFAR-10 weights)")
@@ -89,25 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the one-row-per-model results table (+ plots in FILE/) "
                         "there, e.g. docs/results.md for the zoo sweep (deploy.zoo_results)")
     return p
-
-
-# ---- the export stages' variant flags ---------------------------------------------------
-
-VARIANT_FLAG = {"width": "--width", "groups": "--groups", "part": "--part",
-                "multiplier": "--multiplier", "shuffle": "--shuffle-impl"}
-
-
-def variant_args(v) -> list[str]:
-    args = ["--model", v.model, "--dataset", v.dataset]
-    for k, val in sorted(v.params.items()):
-        flag = VARIANT_FLAG.get(k)
-        if flag and val is not None:
-            args += [flag, f"{val:g}" if isinstance(val, float) else str(val)]
-    if v.input_size:
-        args += ["--input-size", str(v.input_size)]
-    if v.num_classes:
-        args += ["--num-classes", str(v.num_classes)]
-    return args
 
 
 # ---- the run folder -----------------------------------------------------------------------

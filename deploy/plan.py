@@ -20,6 +20,7 @@ from android_bench import compare as bench_compare
 from android_bench import profile as bench_profile
 from export.card import ARTIFACT_KEYS
 from quant import card_eval
+from zoo.cli import variant_argv  # the export flags, derived from the registry
 
 from . import collect
 from .settings import RANDOM_NUM_CALIB, REPO, Planned, Settings, data_path
@@ -131,10 +132,8 @@ class Plan:
             mk = lambda kind, **kw: Stage(id=f"{t}/{kind}", kind=kind, model=t, **kw)  # noqa: E731
             g1.append(mk("cost", run=self.run_cost(p)))
             g1.append(mk("weights", run=self.run_weights(p)))
-            # the variant-knob flag table lives with the CLI (deploy/cli.py: VARIANT_FLAG)
-            from .cli import variant_args
 
-            common = [*variant_args(p.variant), "--out", str(self.art)]
+            common = [*variant_argv(p.variant), "--out", str(self.art)]
             g1.append(mk("export_onnx", needs=[f"{t}/weights"], timeout_s=TIMEOUTS["export_onnx"],
                          prepare=self._argv(lambda p=p, common=common: [
                              self.py, "-m", "export.onnx", *common, *self.weights_args(p)]),

@@ -12,13 +12,13 @@ plots: deploy.plots; this module writes the Markdown and the HTML.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
 from pathlib import Path
 from typing import Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_output, cli_entry
 
 from . import analysis as A
@@ -307,7 +307,7 @@ def build_html(doc: dict, pngs) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__)
     p.add_argument("results", type=Path, help="runs/<timestamp>/results.json")
     a = p.parse_args(argv)
     out = render(a.results)

@@ -16,7 +16,6 @@ picks another binary.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_path, cli_entry
 
 PROG = "deploy.screenshot"
@@ -61,7 +61,7 @@ def screenshot(html: Path, out: Path, width: int = 1300, height: int = 2400,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__)
     p.add_argument("html", type=Path, help="report.html")
     p.add_argument("--out", type=Path, help="PNG to write (default: report.png beside the HTML)")
     p.add_argument("--width", type=int, default=1300)

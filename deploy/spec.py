@@ -4,7 +4,8 @@ Torch-free: every syntax error in the command line or the sweep file is found
 here, before anything heavy is imported, and reported as one line.
 
 Model spec:  ``name[:key=value[:key=value ...]]``, e.g. ``shufflenet_v1:width=0.5``.
-Keys are the zoo variant knobs (width, groups, part, multiplier, shuffle) plus
+Keys are the zoo variant knobs (zoo._registry.KNOBS: width, groups, ... or their
+short tags w, g, ... or flag names like shuffle-impl) plus
 ``dataset``, ``input_size`` (or ``r``), ``num_classes`` and ``weights`` (a
 checkpoint path; default: the shipped one of the variant, else random init).
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo._registry import KNOBS
 from zoo.util import ArmqError
 
 
@@ -26,11 +28,10 @@ class SpecError(ArmqError):
 
 # zoo knobs and how their values are typed; a knob the model does not take is
 # reported by zoo.resolve_variant with the list of the ones it does.
-VARIANT_KEYS = {"width": float, "groups": int, "part": int, "multiplier": float, "shuffle": str}
+VARIANT_KEYS = {k: p.type for k, p in KNOBS.items()}
 OTHER_KEYS = {"dataset": str, "input_size": int, "num_classes": int, "weights": str}
-KEY_ALIASES = {"w": "width", "g": "groups", "p": "part", "m": "multiplier", "r": "input_size",
-               "input-size": "input_size", "num-classes": "num_classes", "shuffle_impl": "shuffle",
-               "shuffle-impl": "shuffle"}
+KEY_ALIASES = {"r": "input_size", "input-size": "input_size", "num-classes": "num_classes",
+               **{a: k for k, p in KNOBS.items() for a in p.spec_keys if a != k}}
 DATASETS = ("cifar10", "imagenet")
 QEMU_CPUS = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1", "max")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")

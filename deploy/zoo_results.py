@@ -13,11 +13,11 @@ takes it from android_bench.compare); nothing is recomputed here.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_output, atomic_path, cli_entry
 
 from android_bench.compare import ratio
@@ -354,8 +354,7 @@ def publish(doc: dict, out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deploy.zoo_results",
-                                description=__doc__.split("\n\n")[0])
+    p = make_parser("deploy.zoo_results", __doc__)
     p.add_argument("results", type=Path, help="a deploy run's results.json")
     p.add_argument("--out", type=Path, required=True, help="Markdown file to write (plots beside it)")
     args = p.parse_args(argv)

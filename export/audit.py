@@ -30,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, cli_entry
 
 PROG = "export.audit"
@@ -276,10 +277,8 @@ def format_report(rep: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .common import OneLineParser
-
-    p = OneLineParser(prog="python -m export.audit",
-                      description="Op histogram, transposes, float ops and depthwise check of a model.")
+    p = make_parser(PROG,
+                    description="Op histogram, transposes, float ops and depthwise check of a model.")
     p.add_argument("model", type=Path, help=".onnx or .tflite file")
     p.add_argument("--json", action="store_true", help="print the audit dict as JSON")
     args = p.parse_args(argv)

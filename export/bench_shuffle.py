@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from zoo.clikit import make_parser
 from zoo.util import cli_entry
 
 PROG = "export.bench_shuffle"
@@ -143,9 +144,9 @@ def format_table(rows: list[dict], threads: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .common import OneLineParser, set_threads
+    from .common import set_threads
 
-    p = OneLineParser(prog="python -m export.bench_shuffle", description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__)
     p.add_argument("--dataset", default="imagenet", choices=("imagenet", "cifar10"))
     p.add_argument("--input-size", type=int, help="default: the dataset's")
     p.add_argument("--runs", type=int, default=60)

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from zoo.cli import VARIANT_FLAGS, add_model_args
+from zoo.clikit import make_parser as cli_parser
 from zoo.config import DataConfig, default_data_config
 from zoo.util import ArmqError, captured_native_output
 
@@ -41,15 +42,8 @@ def warn(prog: str, msg: str) -> None:
     print(f"{prog}: warning: {msg}", file=sys.stderr)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors go through cli_entry as one line."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise ArmqError(message)
-
-
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = OneLineParser(prog=prog, description=description)
+    p = cli_parser(prog, description=description)
     add_model_args(p, required=False)
     # No default dataset: an unnamed one is taken from the weights (shipped or given).
     p.set_defaults(dataset=None)

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo._registry import KNOBS
 from zoo.util import ArmqError
 
 # Params that only change the graph form, never the state dict.
-GRAPH_ONLY_PARAMS = frozenset({"shuffle"})
+GRAPH_ONLY_PARAMS = frozenset(k for k, p in KNOBS.items() if p.graph_only)
 DEFAULT_CLASSES = {"imagenet": 1000, "cifar10": 10}
 # When several datasets match and the caller named none: the CLI's default first.
 DATASET_PREFERENCE = ("imagenet", "cifar10")

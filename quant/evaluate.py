@@ -16,7 +16,6 @@ evaluates every model file of one card, decoding the images once
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -27,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from export.card import artifact_key
+from zoo.clikit import make_parser
 from zoo.util import cli_entry
 
 from .common import (Backend, ModelRef, QuantError, backend_for_path, is_int8_file,
@@ -93,7 +93,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help="x.onnx, x.int8.onnx, x.tflite or x.int8.tflite")
     what.add_argument("--card", help="model card x.json: every model file it names, the "

@@ -21,7 +21,6 @@ one table and writes it into the card's `accuracy`.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from export.card import load_card, save_card
+from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
 
 from .common import (CONCRETE_BACKENDS, CONCRETE_METHODS, Backend, Method, ModelRef,
@@ -314,7 +314,7 @@ def _evaluate_all(ref: ModelRef, eval_images, produced: dict[Backend, Path], met
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = make_parser(PROG, __doc__)
     p.add_argument("--calib", required=True, help="calibration images: folder, ImageFolder tree, .tar/.zip")
     p.add_argument("--model", help="artifacts/<name>.onnx|.tflite|.json or a model name in --out "
                    "(default: every model card in --out)")

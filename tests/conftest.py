@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -37,3 +38,25 @@ def imagenet_tar() -> Path:
     if not IMAGENET_TAR.exists():
         pytest.fail(f"real data missing: {IMAGENET_TAR}")
     return IMAGENET_TAR
+
+
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch  # not at the top: the torch-free test files use this conftest too
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Small batches: one intra-op thread is faster than two fighting a busy machine.
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    yield from _torch_threads(1)
+
+
+@pytest.fixture(scope="module")
+def two_threads() -> Iterator[None]:
+    """Full-size ImageNet forwards: two threads (still no more than the machine has)."""
+    yield from _torch_threads(2)

@@ -107,7 +107,8 @@ def test_cli_usage_errors_are_one_line(args, needle, tmp_path):
     r = run_cli("deploy", *args, "--out", tmp_path / "runs", timeout=900)
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("deploy: error: ") and needle in lines[0], r.stderr
+    assert len(lines) == 1 and lines[0].startswith("python -m deploy: error: ") \
+        and needle in lines[0], r.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -233,7 +234,7 @@ def test_report_rerenders_partial_results(run, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     r = run_cli("deploy.report", bad, timeout=120)
-    assert r.returncode == 2 and r.stderr.startswith("deploy.report: error:")
+    assert r.returncode == 2 and r.stderr.startswith("python -m deploy.report: error:")
 
 
 def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):
@@ -446,5 +447,5 @@ def test_published_results_table(run):
 def test_publish_errors_are_one_line(tmp_path):
     r = run_cli("deploy", "--publish", tmp_path / "x.txt", "--out", tmp_path / "runs")
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1] == \
-        f"deploy: error: --publish {tmp_path / 'x.txt'}: expected a .md file"
+        f"python -m deploy: error: --publish {tmp_path / 'x.txt'}: expected a .md file"
     assert not (tmp_path / "runs").exists()

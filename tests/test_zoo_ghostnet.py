@@ -13,12 +13,7 @@ PAPER = [(0.5, 42, 2.6), (1.0, 141, 5.2), (1.3, 226, 7.3)]
 MACS_TOL, PARAMS_TOL = 0.03, 0.05
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("width,macs_m,params_m", PAPER, ids=[f"w{p[0]}" for p in PAPER])

@@ -14,12 +14,7 @@ from zoo.hetconv import HetConv2d, paper_convention_macs
 PAPER_VGG16_CIFAR = {1: 313.74, 2: 175.23, 4: 105.98, 8: 71.35, 16: 54.04, 32: 45.38, 64: 41.05}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("part", sorted(PAPER_VGG16_CIFAR))

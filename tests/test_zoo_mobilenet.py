@@ -7,6 +7,8 @@ import torch
 from zoo import ZooError, create_model, resolve_variant
 from zoo.cost import cost_of
 
+from _zoo_util import last_stage_hw
+
 MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 
 # (model, width, published M mult-adds, published M params, source). ImageNet, 224x224.
@@ -38,13 +40,7 @@ PAPER = [
 MACS_TOL, PARAMS_TOL = 0.03, 0.05
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small batches: one intra-op thread is faster than two fighting a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("model,width,macs_m,params_m,source", PAPER,
@@ -56,34 +52,6 @@ def test_paper_counts(model, width, macs_m, params_m, source):
     assert abs(macs / macs_m - 1) <= MACS_TOL, f"{model} {width}: {macs:.1f}M MACs vs {macs_m}M ({source})"
     assert abs(params / params_m - 1) <= PARAMS_TOL, \
         f"{model} {width}: {params:.3f}M params vs {params_m}M ({source})"
-
-
-def _last_stage_hw(model, x):
-    """Spatial size of the features' output (the last stage, before the head)."""
-    seen = {}
-
-    def hook(mod, inp, out):
-        seen["hw"] = tuple(out.shape[-2:])
-
-    h = model.features.register_forward_hook(hook)
-    try:
-        out = model(x)
-    finally:
-        h.remove()
-    return out, seen["hw"]
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_cifar_forward_backward(name):
-    torch.manual_seed(0)
-    model = create_model(name, "cifar10")
-    assert model.default_cfg.input_size == 32 and model.default_cfg.num_classes == 10
-    model.train()
-    out, hw = _last_stage_hw(model, torch.randn(2, 3, 32, 32))
-    assert out.shape == (2, 10)
-    assert min(hw) >= 4, f"{name}: last stage at {hw} on CIFAR"
-    out.sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
 
 
 @pytest.mark.parametrize("name,width", [("mobilenet_v1", 0.25), ("mobilenet_v2", 0.35),
@@ -101,7 +69,7 @@ def test_imagenet_forward_reduced_size(name):
     model = create_model(name, "imagenet", input_size=96).eval()
     assert model.default_cfg.num_classes == 1000
     with torch.no_grad():
-        out, hw = _last_stage_hw(model, torch.randn(1, 3, 96, 96))
+        out, hw = last_stage_hw(model, torch.randn(1, 3, 96, 96))
     assert out.shape == (1, 1000)
     assert hw == (3, 3)  # 96 / 32
 
@@ -136,9 +104,3 @@ def test_v3_uses_se_and_hardswish_modules():
 def test_bad_width(name, width):
     with pytest.raises(ZooError):
         resolve_variant(name, "imagenet", width=width)
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_no_other_params(name):
-    with pytest.raises(ZooError, match="does not take --groups"):
-        resolve_variant(name, "imagenet", groups=3)

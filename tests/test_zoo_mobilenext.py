@@ -9,12 +9,7 @@ from zoo.cost import cost_of
 from zoo.mobilenext import SandglassBlock
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_paper_counts():

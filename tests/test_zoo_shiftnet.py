@@ -27,12 +27,7 @@ PAPER_PARAMS = {
 SHIFTNET_A_PARAMS = 4.1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_shift(x: torch.Tensor, kernel: int) -> torch.Tensor:

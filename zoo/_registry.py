@@ -19,27 +19,91 @@ class ZooError(ArmqError, ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    """One variant knob of a model family (width, groups, part, ...)."""
+    """One variant knob of a model family (width, groups, part, ...).
 
-    default: Any
+    The knob's identity (name, type, flag, tag, graph_only) is declared once in
+    KNOBS below; a family's Param only narrows default/choices/bounds/help and
+    register_model fills the identity in. Every table of knobs elsewhere (CLI
+    flags, deploy's spec keys, file tags, export's variant argv) is derived.
+    """
+
+    default: Any = None
     choices: tuple | None = None            # discrete values, e.g. groups
     bounds: tuple[float, float] | None = None  # inclusive range, e.g. width
     help: str = ""
+    name: str = ""                          # builder keyword and Variant.params key
+    type: Callable[[str], Any] = str        # parses a flag or deploy spec value
+    flag: str = ""                          # CLI flag; "" means --<name>
+    tag: str = ""                           # short name in Variant.tag; "" means <name>
+    graph_only: bool = False                # changes the graph form, never the weights
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or f"--{self.name.replace('_', '-')}"
+
+    @property
+    def short(self) -> str:
+        return self.tag or self.name
+
+    @property
+    def spec_keys(self) -> tuple[str, ...]:
+        """Names deploy's model spec accepts for this knob (name, short tag, flag)."""
+        flag = self.cli_flag[2:]
+        return tuple(dict.fromkeys((self.name, self.short, flag, flag.replace("-", "_"))))
 
     def check(self, model: str, name: str, value: Any) -> Any:
+        shown = self.cli_flag if self.name else f"--{name}"
         if self.choices is not None:
             # Accept 1 for 1.0 etc. but keep the declared type.
             for c in self.choices:
                 if value == c:
                     return c
-            raise ZooError(f"{model}: --{name} {value} is not one of "
+            raise ZooError(f"{model}: {shown} {value} is not one of "
                            f"{', '.join(str(c) for c in self.choices)}")
         if self.bounds is not None:
             lo, hi = self.bounds
             if not lo <= float(value) <= hi:
-                raise ZooError(f"{model}: --{name} {value} is outside [{lo}, {hi}]")
+                raise ZooError(f"{model}: {shown} {value} is outside [{lo}, {hi}]")
             return float(value)
         return value
+
+
+def _knob(name: str, type: Callable[[str], Any], help: str, **kw: Any) -> Param:
+    return Param(name=name, type=type, help=help, **kw)
+
+
+# Every variant knob any family may take, with its identity. The help is the CLI
+# flag's (shared by the families); a family's Param help is shown by `zoo.list`.
+# A float flag for width: shiftnet's integer expansions still match (3.0 == 3).
+KNOBS: dict[str, Param] = {p.name: p for p in (
+    _knob("width", float, "width multiplier / scale factor", tag="w"),
+    _knob("groups", int, "pointwise groups (shufflenet_v1)", tag="g"),
+    _knob("part", int, "HetConv part P (hetconv models)", tag="p"),
+    _knob("multiplier", float, "identity tensor multiplier (mobilenext)", tag="m"),
+    _knob("depth", int, "network depth (shiftnet: ShiftResNet-20/56/110)"),
+    # graph_only: its default is left out of tags, so the families must share it.
+    _knob("shuffle", str, "channel-shuffle graph form (shufflenet models)", default="transpose",
+          choices=("transpose", "gather"), flag="--shuffle-impl", tag="s", graph_only=True),
+)}
+
+
+def knob(name: str) -> Param:
+    """The declared knob `name`, or a plain one for names no family registers
+    (e.g. keyword arguments of a --model-py network)."""
+    return KNOBS.get(name) or Param(name=name)
+
+
+def _bind(model: str, name: str, p: Param) -> Param:
+    """A family's Param with the knob's identity filled in (a drift is a TypeError at import)."""
+    if name not in KNOBS:
+        raise TypeError(f"{model}: variant knob '{name}' is not declared in zoo._registry.KNOBS")
+    k = KNOBS[name]
+    if k.choices is not None and not set(p.choices or k.choices) <= set(k.choices):
+        raise TypeError(f"{model}: {name} choices {p.choices} are not among the knob's {k.choices}")
+    if k.graph_only and p.default != k.default:
+        raise TypeError(f"{model}: graph-only knob {name} must default to {k.default!r}")
+    return replace(k, default=p.default, choices=p.choices if p.choices is not None else k.choices,
+                   bounds=p.bounds, help=p.help or k.help)
 
 
 @dataclass(frozen=True)
@@ -76,14 +140,13 @@ class Variant:
 
     @property
     def tag(self) -> str:
-        """A file-name friendly id, e.g. shufflenet_v1_g3_w1.0_cifar10."""
-        short = {"width": "w", "groups": "g", "part": "p", "multiplier": "m", "shuffle": "s"}
+        """A file-name friendly id, e.g. shufflenet_v1_g3_w1_cifar10."""
         bits = [self.model]
         for k in sorted(self.params):
-            if k == "shuffle" and self.params[k] == "transpose":
+            p, v = knob(k), self.params[k]
+            if p.graph_only and v == p.default:
                 continue  # the default graph form; weights are the same either way
-            v = self.params[k]
-            bits.append(f"{short.get(k, k)}{v:g}" if isinstance(v, float) else f"{short.get(k, k)}{v}")
+            bits.append(f"{p.short}{v:g}" if isinstance(v, float) else f"{p.short}{v}")
         bits.append(self.dataset)
         if self.input_size:
             bits.append(f"r{self.input_size}")
@@ -96,7 +159,8 @@ _MODELS: dict[str, ModelEntry] = {}
 def register_model(family: str, summary: str, paper: str = "",
                    data_overrides: dict[str, dict[str, Any]] | None = None, **params: Param):
     def deco(fn):
-        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, family, params, summary, paper,
+        bound = {k: _bind(fn.__name__, k, p) for k, p in params.items()}
+        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, family, bound, summary, paper,
                                           dict(data_overrides or {}))
         return fn
     return deco
@@ -134,8 +198,8 @@ def resolve_variant(name: str, dataset: str = "imagenet", input_size: int | None
     given = {k: v for k, v in params.items() if v is not None}
     unknown = sorted(set(given) - set(entry.params))
     if unknown:
-        accepted = ", ".join(f"--{p}" for p in entry.params) or "none"
-        raise ZooError(f"{name} does not take --{unknown[0]} (it takes: {accepted})")
+        accepted = ", ".join(p.cli_flag for p in entry.params.values()) or "none"
+        raise ZooError(f"{name} does not take {knob(unknown[0]).cli_flag} (it takes: {accepted})")
     resolved = {k: p.check(name, k, given.get(k, p.default)) for k, p in entry.params.items()}
     if input_size is not None and input_size < 8:
         raise ZooError(f"--input-size {input_size} is too small")

@@ -7,13 +7,13 @@ byte-identical and shows no diff.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import tarfile
 from pathlib import Path
 from typing import Sequence
 
+from .clikit import make_parser
 from .util import ArmqError, atomic_output, cli_entry
 
 
@@ -44,7 +44,7 @@ def repack(src: Path, dst: Path, per_class: int | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.assets", description=__doc__.split("\n\n")[0])
+    p = make_parser("zoo.assets", __doc__)
     p.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "assets" / "data")
     args = p.parse_args(argv)

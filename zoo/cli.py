@@ -1,29 +1,30 @@
-"""The model-selection flags every armq CLI shares (`--model --width --groups ...`)."""
+"""The model-selection flags every armq CLI shares (`--model --width --groups ...`).
+
+The variant flags are generated from the registry's knobs (zoo._registry.KNOBS),
+so the flags, `variant_from_args` and `variant_argv` cannot drift apart.
+"""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+from ._registry import KNOBS, Variant, knob
 from .config import Dataset
+
+# argparse dests of the variant flags (= Variant.params keys).
+VARIANT_FLAGS = tuple(KNOBS)
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("model variant (see `python -m zoo.list`)")
     g.add_argument("--model", required=required, help="zoo model name, e.g. shufflenet_v1")
-    g.add_argument("--width", type=float, help="width multiplier / scale factor")
-    g.add_argument("--groups", type=int, help="pointwise groups (shufflenet_v1)")
-    g.add_argument("--part", type=int, help="HetConv part P (hetconv models)")
-    g.add_argument("--multiplier", type=float, help="identity tensor multiplier (mobilenext)")
-    g.add_argument("--depth", type=int, help="network depth (shiftnet: ShiftResNet-20/56/110)")
-    g.add_argument("--shuffle-impl", dest="shuffle", choices=("transpose", "gather"),
-                   help="channel-shuffle graph form (shufflenet models)")
+    for k in KNOBS.values():
+        g.add_argument(k.cli_flag, dest=k.name, type=k.type, choices=k.choices, help=k.help)
     g.add_argument("--dataset", default=Dataset.IMAGENET.value,
                    choices=[d.value for d in Dataset], help="config: imagenet (224px, 1000 "
                    "classes) or cifar10 (32px, 10 classes, CIFAR stem)")
     g.add_argument("--input-size", type=int, help="input resolution (default: dataset's)")
     g.add_argument("--num-classes", type=int, help="classifier size (default: dataset's)")
-
-
-VARIANT_FLAGS = ("width", "groups", "part", "multiplier", "shuffle", "depth")
 
 
 def variant_from_args(args: argparse.Namespace):
@@ -33,3 +34,20 @@ def variant_from_args(args: argparse.Namespace):
     zoo._load_families()
     params = {k: getattr(args, k, None) for k in VARIANT_FLAGS}
     return resolve_variant(args.model, args.dataset, args.input_size, args.num_classes, **params)
+
+
+def _flag_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def variant_argv(v: Variant) -> list[str]:
+    """The add_model_args flags that select `v` again (the inverse of variant_from_args)."""
+    args = ["--model", v.model, "--dataset", v.dataset]
+    for k, val in sorted(v.params.items()):
+        if val is not None:
+            args += [knob(k).cli_flag, _flag_value(val)]
+    if v.input_size:
+        args += ["--input-size", str(v.input_size)]
+    if v.num_classes:
+        args += ["--num-classes", str(v.num_classes)]
+    return args

@@ -19,13 +19,13 @@ itself lives in small pure functions below.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from .cli import add_model_args, variant_from_args
+from .clikit import make_parser
 from .util import cli_entry
 
 
@@ -216,8 +216,8 @@ def format_table(rep: CostReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.cost",
-                                description="Per-layer MACs, parameters and memory access of a zoo model.")
+    p = make_parser("zoo.cost",
+                    description="Per-layer MACs, parameters and memory access of a zoo model.")
     add_model_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)

@@ -199,7 +199,10 @@ def load_images(source: str | os.PathLike, resize: int, crop: int, interpolation
     it = iter_decoded(records, resize, crop, interpolation)
     if progress:
         from tqdm import tqdm
-        it = tqdm(it, total=len(records), desc=desc, unit="img", leave=False, disable=None)
+
+        from .clikit import progress_disabled
+        it = tqdm(it, total=len(records), desc=desc, unit="img", leave=False,
+                  disable=progress_disabled())
     imgs, labels, kept, skipped = [], [], [], []
     for r, arr, err in it:
         if arr is None:

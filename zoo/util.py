@@ -15,6 +15,14 @@ class ArmqError(Exception):
     """A problem the user can fix; printed as one line, never as a traceback."""
 
 
+PROG_PREFIX = "python -m "
+
+
+def prog_of(module: str) -> str:
+    """'zoo.cost' or 'python -m zoo.cost' -> 'python -m zoo.cost' (every CLI's prog)."""
+    return module if module.startswith(PROG_PREFIX) else PROG_PREFIX + module
+
+
 def _publish(tmp: str, path: Path) -> None:
     """Give the temp file normal permissions (mkstemp makes it 0600), then rename."""
     mask = os.umask(0)
@@ -78,7 +86,9 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
 
 def cli_entry(main: Callable[[Sequence[str] | None], int | None], prog: str,
               argv: Sequence[str] | None = None) -> None:
-    """Run a CLI main: user errors -> 'prog: error: ...' and exit 2; --debug shows tracebacks."""
+    """Run a CLI main: user errors -> 'python -m prog: error: ...' and exit 2 (usage errors
+    of a zoo.clikit parser included); --debug shows tracebacks."""
+    prog = prog_of(prog)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("ARMQ_DEBUG") == "1"
     if "--debug" in args:

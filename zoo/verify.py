@@ -12,12 +12,12 @@ its training may have tested on a sample), keeping the earlier one beside it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from .clikit import make_parser
 from .util import ArmqError, atomic_output, cli_entry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def provenance_table(files: Sequence[Path]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.verify", description=__doc__.split("\n\n")[0])
+    p = make_parser("zoo.verify", __doc__)
     p.add_argument("--weights-dir", type=Path, default=REPO / "assets" / "weights")
     p.add_argument("--data", type=Path, default=REPO / "assets" / "data" / "cifar10_test.tar.gz",
                    help="labelled test set (default: the shipped CIFAR-10 test set, 10,000 images)")
