@@ -168,7 +168,7 @@ def test_deploy_spec_keys_come_from_the_knobs():
 def _spec_to_export_args(text: str) -> tuple[object, argparse.Namespace]:
     """deploy's path: spec -> zoo variant -> the argv deploy gives export.onnx -> its parser."""
     import zoo
-    from deploy.cli import variant_args
+    from deploy.plan import variant_argv as variant_args  # what the export stage is given
     from deploy.spec import parse_model_spec
     from export import common
 
@@ -204,7 +204,7 @@ def test_shiftnet_depth56_export_card_says_depth_56(tmp_path):
     import json
 
     import zoo
-    from deploy.cli import variant_args
+    from deploy.plan import variant_argv as variant_args  # what the export stage is given
 
     v = zoo.resolve_variant("shiftnet", "cifar10", depth=56)
     r = run_cli("export.onnx", *variant_args(v), "--random-weights", "--num-images", "2",
