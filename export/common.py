@@ -84,6 +84,14 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ArmqError("--threads must be >= 0")
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    check_common_args(args)
+    return args
+
+
+# ---- random-init weights -------------------------------------------------------------------
+
 def randomize_norms(model, seed: int = RANDOM_SEED) -> None:
     """Give every BatchNorm random affine params and running stats.
 
@@ -112,7 +120,6 @@ RANDOM_SOURCE = {"weights": "random", "seed": RANDOM_SEED,
                  "init": "zoo init, BatchNorm params and stats randomized"}
 
 
-
 # ---- threads ------------------------------------------------------------------------------
 
 def set_threads(n: int | None) -> int:
@@ -126,7 +133,6 @@ def set_threads(n: int | None) -> int:
     n = resolve_threads(n)
     torch.set_num_threads(n)
     return n
-
 
 
 # ---- the card ------------------------------------------------------------------------------
@@ -221,8 +227,3 @@ def versions(*dists: str) -> dict:
             pass
     return out
 
-
-def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    args = parser.parse_args(argv)
-    check_common_args(args)
-    return args
