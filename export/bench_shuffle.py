@@ -40,14 +40,14 @@ def _prepared(model: str, params: dict, impl: str, dataset: str, input_size: int
 
     zoo._load_families()
 
-    from . import common
+    from . import build, common
 
     v = resolve_variant(model, dataset, input_size, None, shuffle=impl, **params)
     torch.manual_seed(common.RANDOM_SEED)
     m = create_model(v)
     common.randomize_norms(m)
     m.eval()
-    return common.Prepared(m, v, data_config_for(v), dict(common.RANDOM_SOURCE))
+    return build.Prepared(m, v, data_config_for(v), dict(common.RANDOM_SOURCE))
 
 
 def _time(fns: dict, runs: int, warmup: int = 5) -> dict:
@@ -72,8 +72,8 @@ def _time(fns: dict, runs: int, warmup: int = 5) -> dict:
 
 def bench(dataset: str = "imagenet", input_size: int | None = None, runs: int = 60,
           threads: int = 1, tflite: bool = True) -> list[dict]:
-    from . import common
     from .audit import audit
+    from .parity import parity_inputs
     from .runtime import ort_session, tflite_interpreter
 
     rows = []
@@ -82,10 +82,10 @@ def bench(dataset: str = "imagenet", input_size: int | None = None, runs: int = 
             ort_fns, tfl_fns, info = {}, {}, {}
             for impl in IMPLS:
                 prep = _prepared(model, params, impl, dataset, input_size)
-                x, data = common.parity_inputs(prep.data, None, 4, PROG)
+                x, data = parity_inputs(prep.data, None, 4, PROG)
                 from .onnx import export_onnx
 
-                path, det = export_onnx(prep, x, data, Path(td))
+                path, det = export_onnx(prep, x, data, Path(td), threads=threads)
                 sess = ort_session(path, threads)
                 name = sess.get_inputs()[0].name
                 x1 = x[:1]
@@ -98,7 +98,8 @@ def bench(dataset: str = "imagenet", input_size: int | None = None, runs: int = 
                 if tflite:
                     from .tflite import export_tflite
 
-                    tpath, tdet = export_tflite(prep, x, data, Path(td), layout="nhwc")
+                    tpath, tdet = export_tflite(prep, x, data, Path(td), layout="nhwc",
+                                                threads=threads)
                     it = tflite_interpreter(tpath, threads)
                     inp = it.get_input_details()[0]["index"]
                     out = it.get_output_details()[0]["index"]

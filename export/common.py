@@ -1,29 +1,26 @@
-"""What `export.onnx` and `export.tflite` share: flags, picking the weights,
-building the model, the parity images and writing the model card."""
+"""What `export.onnx` and `export.tflite` share: the flags, the thread count, the
+random-init recipe and writing the model card.
+
+The model to export is built in export/build.py, its parity inputs and check are in
+export/parity.py, and runtimes are opened in export/runtime.py.
+"""
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import importlib
-import importlib.util
-import inspect
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
-
-from zoo.cli import VARIANT_FLAGS, add_model_args
+from zoo.cli import add_model_args
 from zoo.clikit import make_parser as cli_parser
-from zoo.config import DataConfig, default_data_config
 from zoo.util import ArmqError, captured_native_output
 
 from .card import ModelCard, load_card, save_card, CardError
-from .weights import GRAPH_ONLY_PARAMS, LoadedCheckpoint, WeightsError, find_shipped, \
-    load_pinned, matches
+
+if TYPE_CHECKING:  # build imports this module: the name is for annotations only
+    from .build import Prepared
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ATOL = 1e-4      # FP32 parity: max |exported - torch| over the logits
@@ -61,7 +58,9 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help=f"images in the parity check (default {DEFAULT_NUM_IMAGES})")
     w.add_argument("--atol", type=float, default=DEFAULT_ATOL,
                    help=f"largest allowed |exported - torch| logit difference (default {DEFAULT_ATOL:g})")
-    w.add_argument("--threads", type=int, default=0, help="CPU threads (default: up to 2)")
+    w.add_argument("--threads", type=int, default=0,
+                   help="CPU threads of torch and the parity runtime (default: $ARMQ_THREADS, "
+                   "else up to 4)")
     w.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default artifacts/)")
     return p
 
@@ -79,198 +78,13 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ArmqError("--threads must be >= 0")
 
 
-# ---- the model -----------------------------------------------------------------------------
-
-@dataclass
-class Prepared:
-    """A model ready to export, with everything the card says about it."""
-
-    model: Any                 # torch.nn.Module in eval mode
-    variant: Any               # zoo Variant
-    data: DataConfig
-    source: dict
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.variant.tag
-
-    @property
-    def input_size(self) -> int:
-        return self.data.input_size
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    check_common_args(args)
+    return args
 
 
-def _source_of(ck: LoadedCheckpoint, shipped: bool) -> dict:
-    try:
-        shown = str(ck.path.resolve().relative_to(REPO))
-    except ValueError:
-        shown = str(ck.path)
-    src: dict[str, Any] = {"checkpoint": shown, "sha256": ck.sha256, "shipped": shipped}
-    for k in ("metrics", "epochs_done", "pretrained", "recipe", "transport"):
-        if k in ck.data:
-            src[k] = ck.data[k]
-    return src
-
-
-def _user_flags(args: argparse.Namespace) -> dict:
-    return {k: getattr(args, k) for k in VARIANT_FLAGS if getattr(args, k, None) is not None}
-
-
-def _effective_size(dataset: str, input_size: int | None) -> int | None:
-    try:
-        return default_data_config(dataset, input_size, 1).input_size
-    except ValueError:
-        return None
-
-
-def prepare(args: argparse.Namespace, prog: str) -> Prepared:
-    """Resolve the variant and its weights (given, shipped or random) and build the model."""
-    import torch
-
-    import zoo
-    from zoo._registry import create_model, data_config_for, get_entry, resolve_variant
-    from zoo.checkpoint import load_weights
-
-    zoo._load_families()
-    flags = _user_flags(args)
-    ck = load_pinned(args.weights) if args.weights is not None else None
-    if args.model_py:
-        return _prepare_model_py(args, prog, flags, ck)
-    ckv = ck.variant if ck else None
-    name = args.model or (ckv or {}).get("model")
-    if not name:
-        raise WeightsError(f"checkpoint {args.weights} has no model variant: pass --model")
-    get_entry(name)  # unknown model -> one-line ZooError
-    if ckv and ckv["model"] != name:
-        raise WeightsError(f"checkpoint {args.weights} holds {ckv['model']} weights, not {name}")
-    params = dict(flags)
-    dataset, input_size, num_classes = args.dataset, args.input_size, args.num_classes
-    shipped = False
-    if ck is None and not args.random_weights:
-        probe = resolve_variant(name, dataset or "imagenet", input_size, num_classes, **params)
-        hit = find_shipped(name, probe.params, dataset, num_classes)
-        if hit is not None:
-            ck = load_pinned(hit.path)
-            # The file may have been rewritten since it was listed: check what was loaded.
-            if ck.variant and matches(ck.variant, name, probe.params, dataset, num_classes):
-                ckv, shipped = ck.variant, True
-            else:
-                ck = None
-    if ckv:
-        # Unnamed knobs come from the weights' own variant (graph-only ones excepted).
-        for k, v in dict(ckv.get("params", {})).items():
-            if k not in GRAPH_ONLY_PARAMS:
-                params.setdefault(k, v)
-        dataset = dataset or ckv.get("dataset")
-        input_size = input_size or ckv.get("input_size")
-        num_classes = num_classes or ckv.get("num_classes")
-    variant = resolve_variant(name, dataset or "imagenet", input_size, num_classes, **params)
-    torch.manual_seed(RANDOM_SEED)
-    model = create_model(variant)
-    data = data_config_for(variant)
-    notes: list[str] = []
-    if ck is not None:
-        load_weights(model, ck.data["state_dict"], f"checkpoint {ck.path}")
-        source = _source_of(ck, shipped)
-        if ckv:
-            trained = _effective_size(str(ckv.get("dataset", "imagenet")), ckv.get("input_size"))
-            if trained and trained != data.input_size:
-                notes.append(f"weights were trained at {trained} px, exported at {data.input_size} px")
-                source["trained_input_size"] = trained
-    else:
-        randomize_norms(model)
-        source = dict(RANDOM_SOURCE)
-        if not args.random_weights:
-            notes.append(f"no shipped or given weights for {variant.tag}: exporting random-init "
-                         "weights (accuracy is meaningless; pass --weights)")
-    for n in notes:
-        warn(prog, n)
-    model.eval()
-    return Prepared(model, variant, data, source, notes)
-
-
-def load_builder(spec: str):
-    """`path/file.py:fn` or `package.module:fn` -> the callable."""
-    target, sep, fn_name = spec.rpartition(":")
-    if not sep or not target or not fn_name:
-        raise ArmqError(f"--model-py {spec}: expected path/file.py:function or module:function")
-    try:
-        if target.endswith(".py") or os.sep in target or "/" in target:
-            path = Path(target)
-            if not path.is_file():
-                raise ArmqError(f"--model-py {spec}: {path} does not exist")
-            mod_name = "armq_user_model_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
-            mspec = importlib.util.spec_from_file_location(mod_name, path)
-            if mspec is None or mspec.loader is None:
-                raise ArmqError(f"--model-py {spec}: cannot import {path}")
-            mod = importlib.util.module_from_spec(mspec)
-            sys.modules[mod_name] = mod
-            mspec.loader.exec_module(mod)
-        else:
-            mod = importlib.import_module(target)
-    except ArmqError:
-        raise
-    except Exception as e:  # noqa: BLE001 - user code: any failure is the user's to fix
-        raise ArmqError(f"--model-py {spec}: importing failed: {type(e).__name__}: {e}") from None
-    fn = getattr(mod, fn_name, None)
-    if not callable(fn):
-        raise ArmqError(f"--model-py {spec}: no function '{fn_name}' in {target}")
-    return fn
-
-
-def _prepare_model_py(args, prog: str, flags: dict, ck: LoadedCheckpoint | None) -> Prepared:
-    import torch
-
-    from zoo._registry import Variant
-    from zoo.checkpoint import load_weights
-
-    fn = load_builder(args.model_py)
-    ckv = ck.variant if ck else None
-    dataset = args.dataset or (ckv or {}).get("dataset") or "imagenet"
-    try:
-        data = default_data_config(dataset, args.input_size, args.num_classes)
-    except ValueError as e:
-        raise ArmqError(str(e)) from None
-    sig = inspect.signature(fn)
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    kwargs: dict[str, Any] = {}
-    if "data" in sig.parameters or takes_any:
-        kwargs["data"] = data
-    if "num_classes" in sig.parameters:
-        kwargs["num_classes"] = data.num_classes
-    for k, v in flags.items():
-        if k not in sig.parameters and not takes_any:
-            raise ArmqError(f"--model-py {args.model_py}: {fn.__name__}() does not take --{k}")
-        kwargs[k] = v
-    torch.manual_seed(RANDOM_SEED)
-    try:
-        model = fn(**kwargs)
-    except Exception as e:  # noqa: BLE001 - user code
-        raise ArmqError(f"--model-py {args.model_py}: {fn.__name__}() failed: "
-                        f"{type(e).__name__}: {e}") from None
-    if not isinstance(model, torch.nn.Module):
-        raise ArmqError(f"--model-py {args.model_py}: {fn.__name__}() returned "
-                        f"{type(model).__name__}, not a torch.nn.Module")
-    name = args.model or fn.__name__
-    variant = Variant(name, data.dataset, args.input_size, args.num_classes, dict(flags))
-    builder = {"model_py": args.model_py}
-    path = Path(args.model_py.rpartition(":")[0])
-    if path.is_file():
-        builder["model_py_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    notes = []
-    if ck is not None:
-        load_weights(model, ck.data["state_dict"], f"checkpoint {ck.path}")
-        source = {**_source_of(ck, False), **builder}
-    else:
-        randomize_norms(model)
-        source = {**RANDOM_SOURCE, **builder}
-        if not args.random_weights:
-            notes.append(f"no --weights for {name}: exporting random-init weights")
-    for n in notes:
-        warn(prog, n)
-    model.eval()
-    return Prepared(model, variant, data, source, notes)
-
+# ---- random-init weights -------------------------------------------------------------------
 
 def randomize_norms(model, seed: int = RANDOM_SEED) -> None:
     """Give every BatchNorm random affine params and running stats.
@@ -300,85 +114,19 @@ RANDOM_SOURCE = {"weights": "random", "seed": RANDOM_SEED,
                  "init": "zoo init, BatchNorm params and stats randomized"}
 
 
-# ---- parity images -------------------------------------------------------------------------
+# ---- threads ------------------------------------------------------------------------------
 
-def default_images(dataset: str) -> Path | None:
-    """The real images a parity check uses when none are named: the shipped sample,
-    else the shared data set of the model's dataset."""
-    shared = Path(os.environ.get("ARMQ_SHARED_DATA", REPO.parent / "shared" / "data"))
-    cands = [REPO / "assets" / "data" / f"{dataset}_test.tar.gz",
-             REPO / "assets" / "data" / f"{dataset}_test.tar", REPO / "assets" / "data" / dataset]
-    if dataset == "cifar10":
-        cands += [shared / "cifar10" / "test.tar", shared / "cifar10" / "test"]
-    elif dataset == "imagenet":
-        cands += [shared / "imagenet-1k-samples.tar", shared / "imagenet-1k-samples"]
-    for c in cands:
-        if c.is_file() or (c.is_dir() and any(c.iterdir())):
-            return c
-    return None
-
-
-_IMAGE_CACHE: dict = {}
-
-
-def parity_inputs(data: DataConfig, images: Path | None, n: int, prog: str) -> tuple[np.ndarray, dict]:
-    """float32 NCHW batch, preprocessed exactly as the card says, and where it came from."""
-    from zoo.data import load_images, normalize
-
-    src = images if images is not None else default_images(data.dataset)
-    if src is None:
-        warn(prog, f"no {data.dataset} images found: parity is checked on random inputs")
-        rng = np.random.default_rng(RANDOM_SEED)
-        x = rng.standard_normal((n, 3, data.input_size, data.input_size)).astype(np.float32)
-        return x, {"data": "random", "n": n}
-    import warnings
-
-    st = Path(src).stat()
-    key = (str(Path(src).resolve()), st.st_mtime_ns, st.st_size, data.resize, data.input_size,
-           data.interpolation, tuple(data.class_names), n)
-    li = _IMAGE_CACHE.get(key)
-    if li is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            li = load_images(src, data.resize, data.input_size, data.interpolation,
-                             class_names=tuple(data.class_names) or None, limit=n)
-        while len(_IMAGE_CACHE) >= 4:  # a few configs: repeated exports in one process
-            _IMAGE_CACHE.pop(next(iter(_IMAGE_CACHE)))
-        _IMAGE_CACHE[key] = li
-    shown = str(src)
-    for base in (REPO, REPO.parent):
-        try:
-            shown = str(Path(src).resolve().relative_to(base))
-            break
-        except ValueError:
-            continue
-    return normalize(li.images, data), {"data": shown, "n": int(len(li.images))}
-
-
-def compare(ref: np.ndarray, got: np.ndarray, atol: float, what: str, data: dict) -> dict:
-    """Parity record; raises when the exported model differs by more than atol."""
-    if ref.shape != got.shape:
-        raise ArmqError(f"{what} output shape {tuple(got.shape)} differs from PyTorch's {tuple(ref.shape)}")
-    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
-    rec = {**data,
-           "max_abs_diff": float(diff.max()),
-           "mean_abs_diff": float(diff.mean()),
-           "max_abs_logit": float(np.abs(ref).max()),
-           "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
-           "atol": atol}
-    rec["passed"] = bool(np.isfinite(diff).all() and rec["max_abs_diff"] <= atol)
-    if not rec["passed"]:
-        raise ArmqError(f"parity check failed: max |{what} - torch| = {rec['max_abs_diff']:.3g} > "
-                        f"{atol:g} on {rec['n']} images (top-1 agreement "
-                        f"{rec['top1_agreement']:.3f}); nothing written")
-    return rec
-
-
-def torch_reference(model, x: np.ndarray) -> np.ndarray:
+def set_threads(n: int | None) -> int:
+    """Resolve the thread count once (the rule of export.runtime: --threads, else
+    ARMQ_THREADS, else up to 4) and give it to torch; callers pass the result on to
+    the parity runtime so both run with the same count."""
     import torch
 
-    with torch.no_grad():
-        return model(torch.from_numpy(x)).float().numpy()
+    from .runtime import resolve_threads
+
+    n = resolve_threads(n)
+    torch.set_num_threads(n)
+    return n
 
 
 # ---- the card ------------------------------------------------------------------------------
@@ -440,6 +188,18 @@ def write_card(prep: Prepared, cost: dict, out_dir: Path, key: str, model_path: 
     return card_path
 
 
+def finish(prep: Prepared, cost: dict, out_dir: Path, key: str, path: Path, details: dict,
+           prog: str, transpose_op: str, what: str) -> int:
+    """Write the card and print the one-line summary every exporter ends with:
+    op counts (`transpose_op`, as the format spells it), `what` it made, parity."""
+    card = write_card(prep, cost, out_dir, key, path, prog, **details)
+    par = details["parity"]
+    print(f"{path}: {details['audit']['num_ops']} ops ({details['audit']['transpose_count']} "
+          f"{transpose_op}), {what}; parity on {par['n']} images ({par['data']}): max |diff| "
+          f"{par['max_abs_diff']:.2e}, top-1 agreement {par['top1_agreement']:.3f}; card {card}")
+    return 0
+
+
 def share_mode(path: Path) -> None:
     """Temp-then-rename files are born 0600; give them the usual umask mode."""
     mask = os.umask(0)
@@ -461,18 +221,3 @@ def versions(*dists: str) -> dict:
             pass
     return out
 
-
-def set_threads(n: int) -> int:
-    import torch
-
-    from .runtime import default_threads
-
-    n = n or default_threads()
-    torch.set_num_threads(n)
-    return n
-
-
-def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    args = parser.parse_args(argv)
-    check_common_args(args)
-    return args

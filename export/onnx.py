@@ -26,7 +26,8 @@ import numpy as np
 
 from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
 
-from . import common
+from . import build, common
+from .parity import compare, parity_inputs, torch_reference
 
 PROG = "export.onnx"
 DEFAULT_OPSET = 17
@@ -107,7 +108,7 @@ def _swap_awkward_pools(model, example) -> list:
     return swapped
 
 
-def _export(prep: common.Prepared, example, path: Path, exporter: str, opset: int,
+def _export(prep: build.Prepared, example, path: Path, exporter: str, opset: int,
             dynamic_batch: bool) -> list[str]:
     """Export; returns the graph rewrites made for the exporter (recorded in the card)."""
     if exporter == "torchscript":
@@ -123,7 +124,7 @@ def _export(prep: common.Prepared, example, path: Path, exporter: str, opset: in
     return []
 
 
-def _export_with(prep: common.Prepared, example, path: Path, exporter: str, opset: int,
+def _export_with(prep: build.Prepared, example, path: Path, exporter: str, opset: int,
                  dynamic_batch: bool) -> None:
     import torch
 
@@ -164,18 +165,20 @@ def _simplify(model, prog: str):
     return simp, True
 
 
-def export_onnx(prep: common.Prepared, x: np.ndarray, data: dict, out_dir: Path, *,
+def export_onnx(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path, *,
                 opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER,
                 dynamic_batch: bool = False, simplify: bool = True,
-                atol: float = common.DEFAULT_ATOL, prog: str = PROG) -> tuple[Path, dict]:
-    """Export, check and write `<out_dir>/<name>.onnx`; returns (path, card details)."""
+                atol: float = common.DEFAULT_ATOL, prog: str = PROG,
+                threads: int | None = None) -> tuple[Path, dict]:
+    """Export, check and write `<out_dir>/<name>.onnx`; returns (path, card details).
+    threads: of the parity session (None: export.runtime's default)."""
     import onnx
     import torch
 
     from .audit import audit
     from .runtime import ort_session, run_onnx
 
-    ref = common.torch_reference(prep.model, x)
+    ref = torch_reference(prep.model, x)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="armq-onnx-") as td:
         raw = Path(td) / "raw.onnx"
@@ -207,11 +210,12 @@ def export_onnx(prep: common.Prepared, x: np.ndarray, data: dict, out_dir: Path,
                             f"{str(e).strip().splitlines()[0][:200]}") from None
         final = Path(td) / f"{prep.name}.onnx"
         onnx.save(model, str(final))
-        got = run_onnx(ort_session(final), x)
-        parity = common.compare(ref, got, atol, "onnx", data)
+        sess = ort_session(final, threads)
+        got = run_onnx(sess, x)
+        parity = compare(ref, got, atol, "onnx", data)
         if dynamic_batch and len(x) > 1:
             # A dynamic graph must also agree image by image (batch 1).
-            single = np.concatenate([run_onnx(ort_session(final), x[i:i + 1]) for i in range(2)])
+            single = np.concatenate([run_onnx(sess, x[i:i + 1]) for i in range(2)])
             parity["batch1_max_abs_diff"] = float(np.abs(single - got[:2]).max())
         rep = audit(final)
         opset_out = rep.get("opset")
@@ -258,20 +262,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not lo <= args.opset <= hi:
         raise ArmqError(f"--opset {args.opset}: the {args.exporter} exporter supports {lo}..{hi}")
     out_dir = check_writable_dir(args.out)
-    common.set_threads(args.threads)
-    prep = common.prepare(args, PROG)
-    x, data = common.parity_inputs(prep.data, args.images, args.num_images, PROG)
+    threads = common.set_threads(args.threads)
+    prep = build.prepare(args, PROG)
+    x, data = parity_inputs(prep.data, args.images, args.num_images, PROG)
     cost = common.cost_of(prep)
     path, details = export_onnx(prep, x, data, out_dir, opset=args.opset, exporter=args.exporter,
                                 dynamic_batch=args.dynamic_batch, simplify=not args.no_simplify,
-                                atol=args.atol)
-    card = common.write_card(prep, cost, out_dir, "onnx", path, PROG, **details)
-    par = details["parity"]
-    print(f"{path}: {details['audit']['num_ops']} ops ({details['audit']['transpose_count']} "
-          f"Transpose), opset {args.opset} via {args.exporter}; parity on {par['n']} images "
-          f"({par['data']}): max |diff| {par['max_abs_diff']:.2e}, top-1 agreement "
-          f"{par['top1_agreement']:.3f}; card {card}")
-    return 0
+                                atol=args.atol, threads=threads)
+    return common.finish(prep, cost, out_dir, "onnx", path, details, PROG, "Transpose",
+                         f"opset {args.opset} via {args.exporter}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,24 @@
-"""Runtimes the export stage checks its files with (and later stages reuse).
+"""The one place that opens ONNX Runtime sessions and TFLite interpreters.
 
 ONNX models run in onnxruntime's CPU provider; TFLite models in LiteRT's
 interpreter (`ai_edge_litert`), or `tflite_runtime` where that is what is
 installed. Neither import happens before it is needed.
+
+Every stage (export parity, quant calibration and evaluation, op profiling) opens
+its runtimes here, so they all follow one thread rule (`resolve_threads`):
+
+    an explicit count (a --threads flag, a caller's threads=N) wins; else the
+    ARMQ_THREADS environment variable; else min(4, CPU count).
+
+Four is where intra-op scaling of these small CNNs flattens out; deploy runs
+parallel jobs with ARMQ_THREADS=1 so they do not oversubscribe the cores.
+
+android_bench/runner.py is the one exception: it is copied alone to devices and may
+import nothing from armq, so it builds its own session and interpreter. It mirrors
+the options set here (intra-op threads as asked, inter-op 1, sequential execution,
+log level 3) but takes its thread count only from its --threads flag (default 1):
+a benchmark fixes the thread count in its config and records it. Keep the two in
+step when changing either.
 """
 from __future__ import annotations
 
@@ -12,26 +28,106 @@ from typing import Any
 
 import numpy as np
 
-from zoo.util import ArmqError
+from zoo.util import ArmqError, captured_native_output
+
+THREADS_ENV = "ARMQ_THREADS"
+MAX_DEFAULT_THREADS = 4
+
+# Make ORT build the graph an ARM64 CPU builds: on x86 ORT otherwise rewrites
+# S8 Q/DQ pairs to U8 (QDQS8ToU8Transformer) and leaves the convs next to
+# fan-out tensors in float (see quant/onnx_ptq.py).
+ARM_INT8_CONFIG = {"session.qdqisint8allowed": "1"}
 
 
 class RuntimeMissing(ArmqError):
     pass
 
 
+def env_threads() -> int | None:
+    """ARMQ_THREADS as a thread count, None when unset or empty.
+
+    Checked wherever a runtime opens, so a typo fails the command in one line
+    instead of being ignored (or ending in int()'s traceback)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ArmqError(f"{THREADS_ENV}={raw!r}: expected a whole number of threads >= 1 "
+                        f"(or unset it for the default, min({MAX_DEFAULT_THREADS}, CPU count))")
+    return n
+
+
 def default_threads() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+    """The thread count when none is asked for: ARMQ_THREADS, else min(4, CPU count)."""
+    n = env_threads()
+    return n if n is not None else max(1, min(MAX_DEFAULT_THREADS, os.cpu_count() or 1))
 
 
-def ort_session(model: str | os.PathLike | bytes, threads: int | None = None):
+def resolve_threads(threads: int | None = None) -> int:
+    """threads when given (> 0), else the default; 0 and None both mean "the default"
+    (that is what --threads 0 has always meant)."""
+    env_threads()  # a bad ARMQ_THREADS is an error even when a caller overrides it
+    if threads is None or threads == 0:
+        return default_threads()
+    if threads < 0:
+        raise ArmqError(f"threads must be >= 1 (or 0 for the default), got {threads}")
+    return int(threads)
+
+
+def _where(model: str | os.PathLike | bytes) -> str:
+    return "model" if isinstance(model, (bytes, bytearray)) else str(model)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def ort_session(model: str | os.PathLike | bytes, threads: int | None = None, *,
+                arm_int8: bool = False, optimized_path: str | os.PathLike | None = None,
+                profile: bool | str | os.PathLike = False):
+    """An onnxruntime CPU session.
+
+    threads: intra-op threads (see resolve_threads); inter-op is always 1 and the
+    execution sequential, as on the devices. arm_int8: build the graph ARM64 builds
+    for S8 QDQ models (ARM_INT8_CONFIG). optimized_path: also save the graph ORT
+    optimized, without the x86-only NCHWc rewrite. profile: enable ORT's profiler
+    (True: its default file prefix; a path: that prefix), read back with
+    `session.end_profiling()`.
+    A model ORT cannot load is a one-line ArmqError "onnxruntime cannot load ...".
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or default_threads()
+    so.intra_op_num_threads = resolve_threads(threads)
     so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
-    src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    if arm_int8:
+        for k, v in ARM_INT8_CONFIG.items():
+            so.add_session_config_entry(k, v)
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
+        # The NCHWc layout rewrite is x86-only; keep the saved graph portable.
+        so.add_session_config_entry("optimization.disable_specified_optimizers", "NchwcTransformer")
+    if profile is not False:
+        so.enable_profiling = True
+        if profile is not True:
+            so.profile_file_prefix = str(profile)
+    src = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
+    try:
+        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
+        raise ArmqError(f"onnxruntime cannot load {_where(model)}: {_first_line(e)}") from None
+
+
+def session_threads(sess) -> int:
+    """The intra-op thread count a session from ort_session was built with."""
+    return int(sess.get_session_options().intra_op_num_threads)
 
 
 def tflite_module():
@@ -63,10 +159,14 @@ def tflite_runtime_version() -> str:
 
 def tflite_interpreter(model: str | os.PathLike | bytes, threads: int | None = None,
                        delegates: bool = True):
-    """An interpreter with tensors allocated. delegates=False keeps the graph as stored
-    (no XNNPACK rewrite), which is what inspecting ops needs."""
-    mod, _ = tflite_module()
-    kw: dict[str, Any] = {"num_threads": threads or default_threads()}
+    """An interpreter with tensors allocated, `threads` as in resolve_threads.
+
+    delegates=False keeps the graph as stored (no XNNPACK rewrite), which is what
+    inspecting ops needs. A file that is not a loadable TFLite model is a one-line
+    ArmqError naming it ("... not a loadable TFLite model (LiteRT cannot load it: ...)").
+    """
+    mod, name = tflite_module()
+    kw: dict[str, Any] = {"num_threads": resolve_threads(threads)}
     if not delegates and hasattr(mod, "OpResolverType"):
         kw["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if isinstance(model, (bytes, bytearray)):
@@ -81,18 +181,15 @@ def tflite_interpreter(model: str | os.PathLike | bytes, threads: int | None = N
             raise ArmqError(f"{model}: cannot read ({e.strerror or e})") from None
     if head[4:8] != b"TFL3":
         # Checked here: the interpreter would print its own error lines first.
-        where = "model" if isinstance(model, (bytes, bytearray)) else str(model)
-        raise ArmqError(f"{where}: not a TFLite flatbuffer (no TFL3 identifier)")
-    from .common import quiet_fds
-
+        raise ArmqError(f"{_where(model)}: not a TFLite flatbuffer (no TFL3 identifier)")
     try:
-        with quiet_fds():  # the runtime's own INFO/ERROR lines
+        with captured_native_output():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
             it = mod.Interpreter(**kw)
             it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
-        where = "model" if isinstance(model, (bytes, bytearray)) else str(model)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArmqError(f"{where}: not a loadable TFLite model ({first})") from None
+        shown = "LiteRT" if name == "ai_edge_litert" else name
+        raise ArmqError(f"{_where(model)}: not a loadable TFLite model ({shown} cannot load it: "
+                        f"{_first_line(e)})") from None
     return it
 
 

@@ -31,7 +31,8 @@ import numpy as np
 
 from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
 
-from . import common
+from . import build, common
+from .parity import compare, parity_inputs, torch_reference
 
 PROG = "export.tflite"
 LAYOUTS = ("nhwc", "nchw")
@@ -54,7 +55,7 @@ def _import_litert_torch():
     return litert_torch
 
 
-def convert(prep: common.Prepared, example_nchw: np.ndarray, layout: str = "nhwc") -> bytes:
+def convert(prep: build.Prepared, example_nchw: np.ndarray, layout: str = "nhwc") -> bytes:
     """The .tflite flatbuffer of a prepared model (batch 1, float32)."""
     import torch
 
@@ -81,19 +82,20 @@ def to_layout(x_nchw: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1)) if layout == "nhwc" else x_nchw
 
 
-def export_tflite(prep: common.Prepared, x: np.ndarray, data: dict, out_dir: Path, *,
+def export_tflite(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path, *,
                   layout: str = "nhwc", atol: float = common.DEFAULT_ATOL,
-                  expected_dw: int | None = None) -> tuple[Path, dict]:
-    """Convert, check and write `<out_dir>/<name>.tflite`; returns (path, card details)."""
+                  expected_dw: int | None = None, threads: int | None = None) -> tuple[Path, dict]:
+    """Convert, check and write `<out_dir>/<name>.tflite`; returns (path, card details).
+    threads: of the parity interpreter (None: export.runtime's default)."""
     from .audit import audit
     from .runtime import run_tflite, tflite_interpreter, tflite_runtime_version
 
-    ref = common.torch_reference(prep.model, x)
+    ref = torch_reference(prep.model, x)
     t0 = time.time()
     flat = convert(prep, x, layout)
-    it = tflite_interpreter(flat)
+    it = tflite_interpreter(flat, threads)
     got = run_tflite(it, to_layout(x, layout))
-    parity = common.compare(ref, got, atol, "tflite", data)
+    parity = compare(ref, got, atol, "tflite", data)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     with tempfile.TemporaryDirectory(prefix="armq-tflite-") as td:
         tmp_model = Path(td) / f"{prep.name}.tflite"
@@ -136,22 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runtime import tflite_module
 
     tflite_module()  # fail early, in one line, without the runtime
-    common.set_threads(args.threads)
-    prep = common.prepare(args, PROG)
-    x, data = common.parity_inputs(prep.data, args.images, args.num_images, PROG)
+    threads = common.set_threads(args.threads)
+    prep = build.prepare(args, PROG)
+    x, data = parity_inputs(prep.data, args.images, args.num_images, PROG)
     cost = common.cost_of(prep)
     path, details = export_tflite(prep, x, data, out_dir, layout=args.layout, atol=args.atol,
-                                  expected_dw=cost.get("dwconv"))
+                                  expected_dw=cost.get("dwconv"), threads=threads)
     if not details["depthwise_preserved"]:
         common.warn(PROG, f"depthwise convolutions did not all stay DEPTHWISE_CONV_2D: "
                     f"{details['audit']['depthwise']}")
-    card = common.write_card(prep, cost, out_dir, "tflite", path, PROG, **details)
-    par = details["parity"]
-    print(f"{path}: {details['audit']['num_ops']} ops ({details['audit']['transpose_count']} "
-          f"TRANSPOSE), {details['layout']} input {details['input']['shape']}; parity on "
-          f"{par['n']} images ({par['data']}): max |diff| {par['max_abs_diff']:.2e}, top-1 "
-          f"agreement {par['top1_agreement']:.3f}; card {card}")
-    return 0
+    return common.finish(prep, cost, out_dir, "tflite", path, details, PROG, "TRANSPOSE",
+                         f"{details['layout']} input {details['input']['shape']}")
 
 
 if __name__ == "__main__":

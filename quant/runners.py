@@ -7,43 +7,23 @@ model gets a transpose. Fixed-batch models are fed in slices.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from export import runtime
+
 from .common import Backend, QuantError, backend_for_path
 
-# Make ORT build the graph an ARM64 CPU builds: on x86 ORT otherwise rewrites
-# S8 Q/DQ pairs to U8 (QDQS8ToU8Transformer) and leaves the convs next to
-# fan-out tensors in float (see quant/onnx_ptq.py).
-ARM_INT8_CONFIG = {"session.qdqisint8allowed": "1"}
-
-
-def _threads() -> int:
-    return int(os.environ.get("ARMQ_THREADS", "0")) or min(4, os.cpu_count() or 1)
+# Sessions and interpreters come from export.runtime, the one place that sets their
+# threads (ARMQ_THREADS, validated), ORT's options and the one-line load errors;
+# these wrappers keep the quant stage's call signatures.
 
 
 def ort_session(path: str | Path, arm: bool = True, threads: int | None = None,
                 optimized_path: str | Path | None = None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = threads or _threads()
-    so.inter_op_num_threads = 1
-    if arm:
-        for k, v in ARM_INT8_CONFIG.items():
-            so.add_session_config_entry(k, v)
-    if optimized_path is not None:
-        so.optimized_model_filepath = str(optimized_path)
-        # The NCHWc layout rewrite is x86-only; keep the saved graph portable.
-        so.add_session_config_entry("optimization.disable_specified_optimizers", "NchwcTransformer")
-    try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise QuantError(f"onnxruntime cannot load {path}: {msg}") from None
+    """A session that builds the graph an ARM64 CPU builds (unless arm=False)."""
+    return runtime.ort_session(path, threads, arm_int8=arm, optimized_path=optimized_path)
 
 
 def check_input_shape(path: str | Path, name: str, shape, sample, layout: str = "NCHW") -> None:
@@ -84,22 +64,7 @@ class OrtRunner:
 
 
 def tflite_interpreter(path: str | Path, threads: int | None = None, delegates: bool = True):
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:
-        raise QuantError("TFLite models need ai-edge-litert (pip install 'armq[tflite]')") from None
-    kw = {} if delegates else {
-        "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    from zoo.util import captured_native_output
-
-    try:
-        with captured_native_output():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
-            it = Interpreter(model_path=str(path), num_threads=threads or _threads(), **kw)
-            it.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise QuantError(f"LiteRT cannot load {path}: {msg}") from None
-    return it
+    return runtime.tflite_interpreter(path, threads, delegates)
 
 
 class TfliteRunner:

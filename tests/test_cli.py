@@ -183,13 +183,13 @@ def _spec_to_export_args(text: str) -> tuple[object, argparse.Namespace]:
 def test_shiftnet_depth56_round_trips_from_deploy_spec_to_the_export_variant():
     import torch
 
-    from export import common
+    from export import build
 
     v, args = _spec_to_export_args("shiftnet:depth=56:dataset=cifar10")
     assert v.params["depth"] == 56 and args.depth == 56
     n = torch.get_num_threads()
     try:
-        prep = common.prepare(args, "export.onnx")
+        prep = build.prepare(args, "export.onnx")
     finally:
         torch.set_num_threads(n)
     assert prep.variant == v and prep.variant.params["depth"] == 56

@@ -276,7 +276,7 @@ def test_dynamo_exporter_is_available_but_not_default(tmp_path):
 
 
 def test_parity_images_default_to_the_models_dataset():
-    from export.common import default_images
+    from export.parity import default_images
 
     for ds, path in IMAGES.items():
         if path.exists():

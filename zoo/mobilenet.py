@@ -160,38 +160,52 @@ class V3Block(NamedTuple):
     stride: int
 
 
+def _paper_table(rows: str) -> tuple[V3Block, ...]:
+    """Blocks from rows written as Tables 1/2 print them: kernel, exp size, #out, SE
+    ("SE" or "-"), NL ("RE" or "HS"), s. Text keeps the tables checkable against the
+    paper line by line (and both tables share one reader instead of two literal lists)."""
+    blocks = []
+    for line in rows.strip().splitlines():
+        k, exp, out, se, nl, s = line.split()
+        if se not in ("SE", "-") or nl not in ("RE", "HS"):
+            raise ValueError(f"MobileNetV3 table row {line.strip()!r}: SE is 'SE' or '-', "
+                             "NL is 'RE' or 'HS'")
+        blocks.append(V3Block(int(k), int(exp), int(out), se == "SE", nl == "HS", int(s)))
+    return tuple(blocks)
+
+
 # Table 1 of the paper (MobileNetV3-Large).
-V3_LARGE = (
-    V3Block(3, 16, 16, False, False, 1),
-    V3Block(3, 64, 24, False, False, 2),
-    V3Block(3, 72, 24, False, False, 1),
-    V3Block(5, 72, 40, True, False, 2),
-    V3Block(5, 120, 40, True, False, 1),
-    V3Block(5, 120, 40, True, False, 1),
-    V3Block(3, 240, 80, False, True, 2),
-    V3Block(3, 200, 80, False, True, 1),
-    V3Block(3, 184, 80, False, True, 1),
-    V3Block(3, 184, 80, False, True, 1),
-    V3Block(3, 480, 112, True, True, 1),
-    V3Block(3, 672, 112, True, True, 1),
-    V3Block(5, 672, 160, True, True, 2),
-    V3Block(5, 960, 160, True, True, 1),
-    V3Block(5, 960, 160, True, True, 1),
-)
+V3_LARGE = _paper_table("""
+    3  16   16   -   RE  1
+    3  64   24   -   RE  2
+    3  72   24   -   RE  1
+    5  72   40   SE  RE  2
+    5  120  40   SE  RE  1
+    5  120  40   SE  RE  1
+    3  240  80   -   HS  2
+    3  200  80   -   HS  1
+    3  184  80   -   HS  1
+    3  184  80   -   HS  1
+    3  480  112  SE  HS  1
+    3  672  112  SE  HS  1
+    5  672  160  SE  HS  2
+    5  960  160  SE  HS  1
+    5  960  160  SE  HS  1
+""")
 # Table 2 of the paper (MobileNetV3-Small).
-V3_SMALL = (
-    V3Block(3, 16, 16, True, False, 2),
-    V3Block(3, 72, 24, False, False, 2),
-    V3Block(3, 88, 24, False, False, 1),
-    V3Block(5, 96, 40, True, True, 2),
-    V3Block(5, 240, 40, True, True, 1),
-    V3Block(5, 240, 40, True, True, 1),
-    V3Block(5, 120, 48, True, True, 1),
-    V3Block(5, 144, 48, True, True, 1),
-    V3Block(5, 288, 96, True, True, 2),
-    V3Block(5, 576, 96, True, True, 1),
-    V3Block(5, 576, 96, True, True, 1),
-)
+V3_SMALL = _paper_table("""
+    3  16   16   SE  RE  2
+    3  72   24   -   RE  2
+    3  88   24   -   RE  1
+    5  96   40   SE  HS  2
+    5  240  40   SE  HS  1
+    5  240  40   SE  HS  1
+    5  120  48   SE  HS  1
+    5  144  48   SE  HS  1
+    5  288  96   SE  HS  2
+    5  576  96   SE  HS  1
+    5  576  96   SE  HS  1
+""")
 # (last 1x1 conv, head width) - Tables 1/2: 960/1280 (Large), 576/1024 (Small).
 V3_HEAD = {"large": (960, 1280), "small": (576, 1024)}
 
