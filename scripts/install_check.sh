@@ -24,6 +24,8 @@ else
     trap 'rm -rf "$tmp"' EXIT
 fi
 die() { echo "$prog: FAILED: $*" >&2; exit 1; }
+# pip, without the local index configuration's "Location '...' is ignored" chatter.
+pipq() { "$bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
 step() { printf '%s: [%3ss] %s\n' "$prog" "$SECONDS" "$*"; }
 # The run must see the install only: no checkout on the path, no overrides.
 unset PYTHONPATH ARMQ_WEIGHTS_DIR ARMQ_SHARED_DATA ARMQ_DEBUG || true
@@ -35,21 +37,21 @@ test_data=$repo/assets/data/cifar10_test.tar.gz
 step "fresh venv ($PY) in $tmp/venv"
 "$PY" -m venv "$tmp/venv"
 bin=$tmp/venv/bin
-"$bin/python" -m pip install -q --upgrade pip
+pipq install -q --upgrade pip
 
 step "building the wheel"
 # Build dirs go to the temp dir (setuptools reads DIST_EXTRA_CONFIG): the checkout gets no
 # build/ or *.egg-info, and no stale build/lib file can slip into the wheel.
 printf '[build]\nbuild_base = %s\n[egg_info]\negg_base = %s\n' "$tmp/build" "$tmp" > "$tmp/build.cfg"
 mkdir -p "$tmp/build"
-DIST_EXTRA_CONFIG=$tmp/build.cfg "$bin/python" -m pip wheel -q --no-deps -w "$tmp/dist" "$repo"
+DIST_EXTRA_CONFIG=$tmp/build.cfg pipq wheel -q --no-deps -w "$tmp/dist" "$repo"
 whl=$(ls "$tmp"/dist/armq-*.whl)
 size_kb=$(( $(stat -c %s "$whl") / 1024 ))
 step "wheel $(basename "$whl"): ${size_kb} KiB"
 [ "$size_kb" -lt 20480 ] || die "the wheel is ${size_kb} KiB (> 20 MiB): did assets/weights get in?"
 
 step "installing the wheel (and its dependencies) into the fresh venv"
-"$bin/python" -m pip install -q "$whl"
+pipq install -q "$whl"
 
 work=$tmp/work
 mkdir -p "$work"
@@ -84,6 +86,9 @@ need = [qemu_setup.PLUGIN_SRC, qemu_setup.RUNNER_SRC, base.RUNNER_PATH,
 need += [site / p / "py.typed" for p in ("armq", "zoo", "export", "quant", "android_bench", "deploy")]
 missing = [str(p) for p in need if not Path(p).is_file()]
 assert not missing, f"missing from the install: {missing}"
+from deploy.spec import load_sweep
+for sweep in ("deploy/table8.toml", "deploy/zoo.toml"):  # the README's forms, from elsewhere
+    assert load_sweep(sweep)["models"], sweep
 lic = list(site.glob("armq-*.dist-info/licenses/LICENSE"))
 assert lic and "Apache License" in lic[0].read_text(), "LICENSE missing from the dist-info"
 print("ok:", len(mods), "modules,", len(need), "data files, LICENSE")
