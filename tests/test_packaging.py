@@ -125,8 +125,8 @@ def test_armq_list_is_zoo_list(args):
     assert r.returncode == 0 and r.stdout == ref.stdout and "shufflenet_v1" in r.stdout
 
 
-def test_armq_error_is_one_line_with_the_subcommand():
-    r = _armq("export-onnx", "--model", "no_such_model")
+def test_armq_error_is_one_line_with_the_subcommand(tmp_path):
+    r = _armq("export-onnx", "--model", "no_such_model", "--out", str(tmp_path))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("armq export-onnx: error: "), r.stderr
