@@ -77,7 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """The console script `armq` (pyproject.toml [project.scripts])."""
-    sys.exit(main())
+    try:
+        rc = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `armq --help | head`: the reader left, nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        rc = 0
+    sys.exit(rc)
 
 
 if __name__ == "__main__":
