@@ -50,10 +50,8 @@ def record_top1(path: Path, top1: float, n: int, where: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.verify", description=__doc__.split("\n\n")[0])
-    from armq import assets_dir
-
-    p.add_argument("--weights-dir", type=Path, default=assets_dir() / "weights")
-    p.add_argument("--data", type=Path, default=assets_dir() / "data" / "cifar10_test.tar.gz",
+    p.add_argument("--weights-dir", type=Path, default=REPO / "assets" / "weights")
+    p.add_argument("--data", type=Path, default=REPO / "assets" / "data" / "cifar10_test.tar.gz",
                    help="labelled test set (default: the shipped CIFAR-10 test set, 10,000 images)")
     p.add_argument("--only", nargs="+", default=(), metavar="NAME",
                    help="only files whose name contains one of these")
