@@ -179,6 +179,10 @@ def load_sweep(path: str | Path) -> dict:
     import tomllib
 
     p = Path(path)
+    shipped = Path(__file__).resolve().parent / p.name
+    if not p.is_file() and p.parent.name in ("deploy", "") and p.suffix == ".toml" \
+            and shipped.is_file():
+        p = shipped  # `--sweep deploy/table8.toml` outside the checkout: the installed copy
     if not p.is_file():
         raise SpecError(f"--sweep {p}: no such file")
     try:

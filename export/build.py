@@ -124,10 +124,27 @@ def prepare(args: argparse.Namespace, prog: str) -> Prepared:
         if not args.random_weights:
             notes.append(f"no shipped or given weights for {variant.tag}: exporting random-init "
                          "weights (accuracy is meaningless; pass --weights)")
+    print(weights_line(source, variant.tag, data, args.random_weights), flush=True)
     for n in notes:
         warn(prog, n)
     model.eval()
     return Prepared(model, variant, data, source, notes)
+
+
+def weights_line(source: dict, tag: str, data: DataConfig, asked_random: bool = False) -> str:
+    """The first line an export prints: which weights and which config, so that a run
+    where no checkpoint was found (e.g. outside the repository) cannot pass for a trained one."""
+    if source.get("weights") == "random":
+        why = "--random-weights" if asked_random else \
+            "no shipped checkpoint for this variant; pass --weights"
+        w = f"random init (seed {source.get('seed')}; {why})"
+    else:
+        kind = "shipped checkpoint" if source.get("shipped") else "checkpoint"
+        top1 = (source.get("metrics") or {}).get("test_top1")
+        acc = f", test top-1 {100 * top1:.2f} %" if isinstance(top1, (int, float)) else ""
+        w = f"{source.get('checkpoint')} ({kind}{acc}, sha256 {str(source.get('sha256'))[:12]})"
+    return (f"weights: {w}; config: {tag} ({data.dataset}, {data.input_size} px, "
+            f"{data.num_classes} classes)")
 
 
 def load_builder(spec: str):
@@ -207,6 +224,7 @@ def _prepare_model_py(args, prog: str, flags: dict, ck: LoadedCheckpoint | None)
         source = {**RANDOM_SOURCE, **builder}
         if not args.random_weights:
             notes.append(f"no --weights for {name}: exporting random-init weights")
+    print(weights_line(source, variant.tag, data, args.random_weights), flush=True)
     for n in notes:
         warn(prog, n)
     model.eval()

@@ -46,7 +46,9 @@ def weights_dir() -> Path:
     env = os.environ.get("ARMQ_WEIGHTS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "assets" / "weights"
+    from armq import assets_dir  # the checkout's assets/, or the copy in an installed wheel
+
+    return assets_dir() / "weights"
 
 
 @dataclass(frozen=True)
