@@ -87,6 +87,10 @@ def audit_onnx(path: str | os.PathLike) -> dict:
         model = onnx.load(str(p))
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
         raise AuditError(f"{p}: not a readable ONNX model ({type(e).__name__})") from None
+    # Protobuf parses almost anything (an empty file is a valid empty message): a model
+    # without IR version, nodes or outputs is no model, not a "0 ops" one.
+    if model.ir_version <= 0 or not model.graph.node or not model.graph.output:
+        raise AuditError(f"{p}: not a readable ONNX model (no graph: empty or not ONNX)")
     try:
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - audit what we can without inferred types
@@ -247,6 +251,8 @@ def audit(path: str | os.PathLike) -> dict:
         raise AuditError(f"{p}: no such file")
     if p.is_dir():
         raise AuditError(f"{p} is a directory, not a model file")
+    if p.stat().st_size == 0:
+        raise AuditError(f"{p} is empty (0 bytes), not a model file")
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         return audit_onnx(p)

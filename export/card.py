@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.util import ArmqError, atomic_output
+from zoo.util import ArmqError, atomic_output, load_json
 
 CARD_FORMAT = "armq-card/1"
 # The model files a card can name, in the order every stage lists them: FP32 ONNX (the
@@ -151,9 +151,11 @@ def load_card(path: str | Path) -> ModelCard:
     if not p.is_file():
         raise CardError(f"no model card {p} (export the model with `python -m export.onnx` first)")
     try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise CardError(f"model card {p} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+        d = load_json(p, "model card")    # bounded size and nesting depth
+    except CardError:
+        raise
+    except ArmqError as e:
+        raise CardError(str(e)) from None
     return ModelCard.from_dict(d, str(p))
 
 
