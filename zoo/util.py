@@ -204,7 +204,12 @@ def _error_line(e: BaseException) -> tuple[str, bool]:
         return ("disk full while writing" + (f" {where}" if where else "")
                 + f" ({e.strerror or 'no space left on device'}); free space and rerun", True)
     user = isinstance(e, (ArmqError, FileNotFoundError, PermissionError, IsADirectoryError))
-    msg = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, ArmqError) and str(e).strip():
+        # ours: one line by contract, so a newline in it comes from a user-controlled name
+        # and is escaped (by the caller), not a place to cut the message short
+        msg = str(e).strip()
+    else:
+        msg = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
     if not user:
         msg = f"internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)"
     return msg, user
