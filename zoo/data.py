@@ -143,8 +143,8 @@ def decode_rgb(data: bytes) -> Image.Image:
     struct.error, EOFError, DecompressionBombError, ...)."""
     try:
         return _decode_rgb(data)
-    except (MemoryError, DataError):
-        raise  # the machine's problem, not the file's; or already one line
+    except (MemoryError, ArmqError):
+        raise  # the machine's problem, not the file's; or already one line (a bad cap env)
     except Exception as e:  # noqa: BLE001 - see above
         first = str(e).splitlines()[0] if str(e) else ""
         raise DataError(f"{type(e).__name__}: {first}" if first else type(e).__name__) from None
