@@ -91,6 +91,12 @@ def audit_onnx(path: str | os.PathLike) -> dict:
     # without IR version, nodes or outputs is no model, not a "0 ops" one.
     if model.ir_version <= 0 or not model.graph.node or not model.graph.output:
         raise AuditError(f"{p}: not a readable ONNX model (no graph: empty or not ONNX)")
+    for v in list(model.graph.input) + list(model.graph.output):
+        try:
+            onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
+        except (KeyError, ValueError, TypeError):
+            raise AuditError(f"{p}: not a readable ONNX model (graph input/output "
+                             f"'{v.name[:40]}' has no valid element type)") from None
     try:
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - audit what we can without inferred types

@@ -663,6 +663,27 @@ def test_audit_refuses_graphless_onnx(tmp_path):
     assert_one_line_error(run_cli("export.audit", p), "export.audit", "no graph")
 
 
+def test_audit_refuses_untyped_io(tmp_path):
+    """Found by fuzzing flipped bytes: an output without an element type was a KeyError."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, [1, 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    p = tmp_path / "m.onnx"
+    onnx.save(m, str(p))
+    assert_one_line_error(run_cli("export.audit", p), "export.audit", "no valid element type")
+
+
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
+def test_audit_empty_file_any_format(suffix, tmp_path):
+    p = tmp_path / f"m{suffix}"
+    p.write_bytes(b"")
+    assert_one_line_error(run_cli("export.audit", p), "export.audit", "is empty (0 bytes)")
+
+
 def test_evaluate_output_width_vs_card(tmp_path):
     """A 5-output model against a 10-class card: one line, not "top-1 0.0" and exit 0."""
     tiny_onnx(tmp_path / "tiny.onnx", classes=5)
