@@ -35,8 +35,9 @@ def main(argv: list[str]) -> int:
         sys.exit("count_bad_inputs: error: no test file found")
     ids = collect(files)
     per_file = Counter(i.split("::", 1)[0] for i in ids)
+    param = Counter(i.split("::", 1)[0] for i in ids if "[" in i)
     for f, n in sorted(per_file.items()):
-        print(f"{f}: {n}")
+        print(f"{f}: {n} ({param[f]} parametrized cases, {n - param[f]} single tests)")
     print(f"total: {len(ids)}")
     return 0
 

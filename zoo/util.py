@@ -184,14 +184,26 @@ def _on_term(signum: int, frame: object) -> None:
         raise Terminated(signum)
 
 
-def _install_term_handlers() -> None:
+def _install_term_handlers() -> dict[int, Any]:
+    """Install _on_term; returns the previous handlers (restored when cli_entry ends, so a
+    CLI run in-process, e.g. by a test, leaves its host process as it was)."""
+    previous: dict[int, Any] = {}
     for s in _TERM_SIGNALS:
         try:
-            if signal.getsignal(s) is signal.SIG_IGN:
+            old = signal.getsignal(s)
+            if old is signal.SIG_IGN:
                 continue    # e.g. nohup: the user asked for this signal to be ignored
             signal.signal(s, _on_term)
+            previous[s] = old
         except (ValueError, OSError):   # not the main thread / platform without it
             pass
+    return previous
+
+
+def _restore_handlers(previous: dict[int, Any]) -> None:
+    for s, old in previous.items():
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
 
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -225,7 +237,15 @@ def cli_entry(main: Callable[[Sequence[str] | None], int | None], prog: str,
     if "--debug" in args:
         args.remove("--debug")
     _received.clear()
-    _install_term_handlers()
+    previous = _install_term_handlers()
+    try:
+        _run_main(main, prog, args, debug)
+    finally:
+        _restore_handlers(previous)
+
+
+def _run_main(main: Callable[[Sequence[str] | None], int | None], prog: str, args: list[str],
+              debug: bool) -> None:
     try:
         rc = main(args)
     except KeyboardInterrupt as e:
