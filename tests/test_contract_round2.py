@@ -553,6 +553,27 @@ def test_disk_full_names_the_file(code):
     assert rc == 2 and "disk full while writing /out/model.int8.onnx" in err
 
 
+def test_atomic_paths_all_or_nothing(tmp_path):
+    """The transaction quant.ptq needs (INT8 file + card): a disk-full while writing the
+    second leaves both targets as they were and no temp file."""
+    from zoo.util import atomic_paths
+
+    model, card = tmp_path / "m.int8.onnx", tmp_path / "m.json"
+    model.write_bytes(b"old model")
+    card.write_text("old card")
+    with pytest.raises(OSError, match="No space"):
+        with atomic_paths(model, card) as (tm, tc):
+            tm.write_bytes(b"new model")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))   # while writing the card
+    assert model.read_bytes() == b"old model" and card.read_text() == "old card"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.json"]
+    with atomic_paths(model, card) as (tm, tc):
+        tm.write_bytes(b"new model")
+        tc.write_text("new card")
+    assert model.read_bytes() == b"new model" and card.read_text() == "new card"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.json"]
+
+
 # ---- 6. no internal error on user input --------------------------------------------------------
 
 GOOD_RESULT = {"model": {"file": "m.onnx", "card_name": "m"}, "timing_ms": {"median": 2.0},

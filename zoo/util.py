@@ -68,6 +68,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """Several files as one transaction: yields a temp path per file (same folder as its
+    target); only when the block succeeds are they renamed into place, all together.
+
+    Every byte is written (and all space allocated) before the first rename, so a full
+    disk or a kill while writing changes none of the targets; renames within a folder
+    need no space. For pairs that must agree, e.g. an INT8 model and the card that
+    records its sha256 (quant.ptq installs one, then saves the other)."""
+    targets = [Path(p) for p in paths]
+    tmps: list[Path] = []
+    try:
+        for t in targets:
+            try:
+                t.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{t.stem}.", suffix=t.suffix, dir=t.parent)
+                os.close(fd)
+            except OSError as e:
+                raise ArmqError(f"cannot write to {t.parent}: {e.strerror or e}") from None
+            tmps.append(Path(tmp))
+        yield list(tmps)
+        for tmp, t in zip(tmps, targets):
+            _publish(str(tmp), t)
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+
+
 def check_writable_dir(path: str | os.PathLike) -> Path:
     """Create `path` if needed and prove we can write there, before long work starts."""
     p = Path(path)
