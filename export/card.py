@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.util import ArmqError, atomic_output, load_json
+from zoo.util import ArmqError, atomic_output, load_json, shown
 
 CARD_FORMAT = "armq-card/1"
 # The model files a card can name, in the order every stage lists them: FP32 ONNX (the
@@ -87,6 +87,11 @@ class ModelCard:
         missing = [k for k in required if k not in d]
         if missing:
             raise CardError(f"{where} lacks '{missing[0]}'")
+        # The name reaches terminals, file names and reports: control characters in it are
+        # refused here, once, instead of escaped at every print.
+        if not isinstance(d["name"], str) or not d["name"] or shown(d["name"]) != d["name"]:
+            raise CardError(f"{where}: 'name' must be a non-empty string without control "
+                            f"characters, not {shown(repr(d['name'])[:60])}")
         pre = d["preprocessing"]
         if not isinstance(pre, dict) or not all(k in pre for k in ("mean", "std", "input_size", "resize")):
             raise CardError(f"{where}: preprocessing needs mean, std, input_size and resize")

@@ -778,3 +778,16 @@ def test_compare_card_names_escaped(tmp_path):
     r = run_cli("android_bench.compare", p)
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout + r.stderr and "evil\\x1b[2J\\nname" in r.stdout
+
+
+@pytest.mark.parametrize("name", ["evil\x1b[2Jname", "two\nlines", "", 7],
+                         ids=["ansi", "newline", "empty", "int"])
+def test_card_name_with_control_characters_refused(name, tmp_path):
+    tiny_onnx(tmp_path / "tiny.onnx")
+    card = tiny_card(tmp_path)
+    d = json.loads(card.read_text())
+    d["name"] = name
+    card.write_text(json.dumps(d))
+    labelled_folder(tmp_path / "data")
+    r = run_cli("quant.evaluate", "--card", card, "--data", tmp_path / "data")
+    assert_one_line_error(r, "quant.evaluate", "'name' must be a non-empty string")
