@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, cli_entry
+from zoo.util import ArmqError, cli_entry, load_json, shown
 
 INT8_THEORETICAL = 32 / 8   # the bit-width bound: operand width ratio FP32 : INT8
 
@@ -143,20 +143,45 @@ def setting_of(result: dict) -> str:
         f", {threads} thread{'s' if threads != 1 else ''}"
 
 
+def _section(result: dict, key: str, source: str) -> dict:
+    """result[key] as a dict ({} when absent/null): the one shape check of every section
+    the arithmetic reads, so a hand-edited file is one line, not an internal error."""
+    v = result.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise CompareError(f"{shown(source or 'input')}: '{key}' is a {type(v).__name__}, "
+                           f"not an object (not an android_bench result)")
+    return v
+
+
+def _number(v: Any, what: str, source: str) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise CompareError(f"{shown(source or 'input')}: {what} is not a number ({shown(repr(v)[:40])})")
+    return float(v)
+
+
 def entry_of(result: dict, source: str = "") -> Entry:
     if not isinstance(result, dict) or "timing_ms" not in result or "model" not in result:
-        raise CompareError(f"{source or 'input'}: not an android_bench result "
+        raise CompareError(f"{shown(source or 'input')}: not an android_bench result "
                            f"(no model/timing_ms)")
-    m = result["model"] or {}
-    tm = result["timing_ms"] or {}
+    m = _section(result, "model", source)
+    tm = _section(result, "timing_ms", source)
+    for key in ("target", "runtime", "config"):
+        _section(result, key, source)
     file = str(m.get("file") or Path(str(m.get("host_path", "?"))).name)
     name = m.get("card_name") or file.split(".")[0]
     cost = m.get("cost") or {}
     macs = cost.get("macs") if isinstance(cost, dict) else None
     ci = tm.get("median_ci95")
-    return Entry(name=str(name), file=file, int8=bool(m.get("int8")), setting=setting_of(result),
+    median = _number(tm.get("median"), "timing_ms.median", source)
+    return Entry(name=shown(name), file=shown(file), int8=bool(m.get("int8")),
+                 setting=shown(setting_of(result)),
                  # benchmark_model (adb) results have a mean but no median
-                 latency_ms=tm.get("median") if tm.get("median") is not None else tm.get("mean"),
+                 latency_ms=median if median is not None else _number(tm.get("mean"),
+                                                                      "timing_ms.mean", source),
                  latency_ci=list(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None,
                  instructions=instructions_per_inference(result),
                  macs=float(macs) if isinstance(macs, (int, float)) else None,
@@ -169,11 +194,8 @@ def load_results(paths: Iterable[str | Path]) -> list[tuple[dict, str]]:
     for p in paths:
         p = Path(p)
         if not p.is_file():
-            raise CompareError(f"results file {p} not found")
-        try:
-            doc = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CompareError(f"{p} is not valid JSON ({e})") from None
+            raise CompareError(f"results file {shown(p)} not found")
+        doc = load_json(p, "results file")   # bounded size and depth, one-line errors
         if isinstance(doc, dict) and isinstance(doc.get("results"), list):
             items = doc["results"]
         elif isinstance(doc, list):

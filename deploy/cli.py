@@ -92,12 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
 def new_run_dir(out: Path) -> Path:
     out = check_writable_dir(out)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    d = out / stamp
-    i = 2
-    while d.exists():
-        d = out / f"{stamp}-{i}"
-        i += 1
-    d.mkdir(parents=True)
+    # mkdir without exist_ok is the claim: of runs started in the same second, each gets
+    # its own folder (checking exists() first raced: FileExistsError with 6 at once).
+    for i in range(1, 10_000):
+        d = out / (stamp if i == 1 else f"{stamp}-{i}")
+        try:
+            d.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise ArmqError(f"no free run folder name under {out} for {stamp}")
     latest = out / "latest"
     try:
         if latest.is_symlink() or not latest.exists():

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_output, cli_entry
+from zoo.util import ArmqError, atomic_output, cli_entry, load_json, shown
 
 from . import analysis as A
 from . import explain as E
@@ -76,17 +76,46 @@ def _md_table(head, body) -> str:
     return "\n".join(lines)
 
 
+_SECTIONS: dict[str, type] = {"run": dict, "config": dict, "models": dict, "bench_files": dict,
+                              "compare": dict, "report": dict, "targets": list, "stages": list,
+                              "notes": list}
+_ITEMS = {"models": dict, "targets": dict, "stages": dict}
+_STAGE_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,), "kind": (str,), "model": (str,), "target": (str,), "status": (str,),
+    "started": (str,), "reason": (str,), "log": (str,), "outputs": (dict,),
+    "seconds": (int, float), "cpu_seconds": (int, float)}
+
+
+def check_shape(doc: dict, rp: Path) -> None:
+    """The one shape check of a results.json before any table reads it: a hand-edited or
+    foreign file is a one-line error naming the bad field, not an internal error later."""
+    def bad(where: str, v: object, want: str) -> ArmqError:
+        return ArmqError(f"{shown(rp)}: {where} is a {type(v).__name__}, not {want} "
+                         f"(not a deploy results file)")
+    for key, typ in _SECTIONS.items():
+        v = doc.get(key)
+        if v is not None and not isinstance(v, typ):
+            raise bad(f"'{key}'", v, "an object" if typ is dict else "a list")
+    for key, typ in _ITEMS.items():
+        items = doc.get(key) or ()
+        for i, item in (items.items() if isinstance(items, dict) else enumerate(items)):
+            if not isinstance(item, typ):
+                raise bad(f"{key}[{shown(i)!r}]" if isinstance(i, str) else f"{key}[{i}]", item,
+                          "an object")
+    for i, st in enumerate(doc.get("stages") or ()):
+        for f, types in _STAGE_FIELDS.items():
+            v = st.get(f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, types)):
+                raise bad(f"stages[{i}].{f}", v, " or ".join(t.__name__ for t in types))
+
+
 def render(results_path: str | Path) -> Path:
     """Write report.md, report.html and plots/ beside results.json; returns the HTML path."""
     rp = Path(results_path)
-    try:
-        doc = json.loads(rp.read_text())
-    except FileNotFoundError:
-        raise ArmqError(f"{rp} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArmqError(f"{rp} is not valid JSON ({e})") from None
+    doc = load_json(rp, "results file")     # bounded size and depth, one-line errors
     if not isinstance(doc, dict) or not str(doc.get("format", "")).startswith("armq-deploy/"):
         raise ArmqError(f"{rp} is not a deploy results file (format armq-deploy/1)")
+    check_shape(doc, rp)
     out_dir = rp.parent
     plot_dir = out_dir / "plots"
     pngs: list[tuple[str, bytes, str]] = []
@@ -101,8 +130,16 @@ def render(results_path: str | Path) -> Path:
             with atomic_output(plot_dir / f"{name}.png", "wb") as f:
                 f.write(data)
             pngs.append((name, data, caption))
-    md = build_md(doc, pngs)
-    htm = build_html(doc, pngs)
+    try:
+        md = build_md(doc, pngs)
+        htm = build_html(doc, pngs)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
+        # check_shape vets the sections; a field deeper down of the wrong type (a
+        # hand-edited file) still ends here, as one line, not as an internal error.
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ArmqError(f"{shown(rp)}: a field has an unexpected type or value ({type(e).__name__}"
+                        f"{': ' + first if first else ''}); is it a results.json written by "
+                        f"`python -m deploy`? (--debug shows where)") from e
     with atomic_output(out_dir / "report.md", "w") as f:
         f.write(md)
     with atomic_output(out_dir / "report.html", "w") as f:

@@ -88,6 +88,16 @@ def audit_onnx(path: str | os.PathLike) -> dict:
         model = onnx.load(str(p))
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
         raise AuditError(f"{p}: not a readable ONNX model ({type(e).__name__})") from None
+    # Protobuf parses almost anything (an empty file is a valid empty message): a model
+    # without IR version, nodes or outputs is no model, not a "0 ops" one.
+    if model.ir_version <= 0 or not model.graph.node or not model.graph.output:
+        raise AuditError(f"{p}: not a readable ONNX model (no graph: empty or not ONNX)")
+    for v in list(model.graph.input) + list(model.graph.output):
+        try:
+            onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
+        except (KeyError, ValueError, TypeError):
+            raise AuditError(f"{p}: not a readable ONNX model (graph input/output "
+                             f"'{v.name[:40]}' has no valid element type)") from None
     try:
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - audit what we can without inferred types
@@ -248,6 +258,8 @@ def audit(path: str | os.PathLike) -> dict:
         raise AuditError(f"{p}: no such file")
     if p.is_dir():
         raise AuditError(f"{p} is a directory, not a model file")
+    if p.stat().st_size == 0:
+        raise AuditError(f"{p} is empty (0 bytes), not a model file")
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         return audit_onnx(p)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.util import ArmqError, atomic_output
+from zoo.util import ArmqError, atomic_output, load_json, shown
 
 CARD_FORMAT = "armq-card/1"
 # The model files a card can name, in the order every stage lists them: FP32 ONNX (the
@@ -87,6 +87,11 @@ class ModelCard:
         missing = [k for k in required if k not in d]
         if missing:
             raise CardError(f"{where} lacks '{missing[0]}'")
+        # The name reaches terminals, file names and reports: control characters in it are
+        # refused here, once, instead of escaped at every print.
+        if not isinstance(d["name"], str) or not d["name"] or shown(d["name"]) != d["name"]:
+            raise CardError(f"{where}: 'name' must be a non-empty string without control "
+                            f"characters, not {shown(repr(d['name'])[:60])}")
         pre = d["preprocessing"]
         if not isinstance(pre, dict) or not all(k in pre for k in ("mean", "std", "input_size", "resize")):
             raise CardError(f"{where}: preprocessing needs mean, std, input_size and resize")
@@ -151,9 +156,11 @@ def load_card(path: str | Path) -> ModelCard:
     if not p.is_file():
         raise CardError(f"no model card {p} (export the model with `python -m export.onnx` first)")
     try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise CardError(f"model card {p} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+        d = load_json(p, "model card")    # bounded size and nesting depth
+    except CardError:
+        raise
+    except ArmqError as e:
+        raise CardError(str(e)) from None
     return ModelCard.from_dict(d, str(p))
 
 

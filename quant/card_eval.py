@@ -64,7 +64,8 @@ def evaluate_card(card_path: Path, data: Path, limit: int | None = None,
             continue
         secs = time.perf_counter() - t
         ref_key = next((r for r in ref_keys(key) if r in logits), None)
-        r = summarize(logits[key], images.labels, logits[ref_key] if ref_key else None)
+        r = summarize(logits[key], images.labels, logits[ref_key] if ref_key else None,
+                      num_classes=len(card.class_names), what=path.name)
         r.update(ref=ref_key, seconds=round(secs, 2), file=path.name)
         out[key] = r
         print(f"{PROG}: {path.name}: " + ", ".join(

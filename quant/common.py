@@ -13,7 +13,7 @@ from pathlib import Path
 
 from export.card import CardError, ModelCard, card_path_for, load_card
 from zoo.config import DataConfig
-from zoo.util import ArmqError
+from zoo.util import ArmqError, shown
 
 
 class QuantError(ArmqError):
@@ -160,7 +160,8 @@ def check_labels(found: tuple[str, ...] | list[str], card: ModelCard, source: st
 def one_line_warnings(prog: str) -> None:
     """Print Python warnings as `prog: warning: message`, one line each."""
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
-        print(f"{prog}: warning: {str(message).splitlines()[0]}", file=file or sys.stderr)
+        # escaped: a file name in a warning must not drive the terminal
+        print(f"{prog}: warning: {shown(str(message).splitlines()[0])}", file=file or sys.stderr)
     warnings.showwarning = show
 
 

@@ -137,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ref_logits = run_model(ref_path, images.x, ref_path.name) if ref_path else None
     from .metrics import summarize
 
-    res = summarize(logits, images.labels, ref_logits)
+    res = summarize(logits, images.labels, ref_logits,
+                    num_classes=len(ref_model.card.class_names), what=str(model))
     res.update(model=str(model), ref=str(ref_path) if ref_path else None, data=str(args.data),
                skipped=images.skipped, seconds=round(seconds, 2))
     if args.json:

@@ -187,6 +187,10 @@ def get_entry(name: str) -> ModelEntry:
         raise ZooError(f"unknown model '{name}' (see `python -m zoo.list`)") from None
 
 
+MAX_INPUT_SIZE = 4096        # px; ImageNet models run at 224, detection-scale at <= 1536
+MAX_NUM_CLASSES = 100_000    # ImageNet-21k has 21841
+
+
 def resolve_variant(name: str, dataset: str = "imagenet", input_size: int | None = None,
                     num_classes: int | None = None, **params: Any) -> Variant:
     """Validate a user's choice and fill in defaults."""
@@ -201,10 +205,16 @@ def resolve_variant(name: str, dataset: str = "imagenet", input_size: int | None
         accepted = ", ".join(p.cli_flag for p in entry.params.values()) or "none"
         raise ZooError(f"{name} does not take {knob(unknown[0]).cli_flag} (it takes: {accepted})")
     resolved = {k: p.check(name, k, given.get(k, p.default)) for k, p in entry.params.items()}
+    # Upper bounds too: every CLI resolves here, and 60000 px or 10^9 classes only end in
+    # an allocation the machine cannot make, minutes later, as an "internal error".
     if input_size is not None and input_size < 8:
         raise ZooError(f"--input-size {input_size} is too small")
+    if input_size is not None and input_size > MAX_INPUT_SIZE:
+        raise ZooError(f"--input-size {input_size} is too large (at most {MAX_INPUT_SIZE})")
     if num_classes is not None and num_classes < 1:
         raise ZooError(f"--num-classes {num_classes} must be positive")
+    if num_classes is not None and num_classes > MAX_NUM_CLASSES:
+        raise ZooError(f"--num-classes {num_classes} is too large (at most {MAX_NUM_CLASSES})")
     return Variant(name, ds, input_size, num_classes, resolved)
 
 

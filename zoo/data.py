@@ -21,7 +21,43 @@ import numpy as np
 from PIL import Image
 
 from .config import DataConfig
-from .util import ArmqError
+from .util import ArmqError, env_limit, shown
+
+# Caps on untrusted data (env vars so a genuine huge dataset can raise them): a member
+# (or file) is refused by its declared size BEFORE it is read, and read with a bounded
+# read so a lying header cannot blow past it; an image is refused by its header's
+# pixel count before PIL decodes it.
+MAX_MEMBER_MB = 64.0      # ARMQ_MAX_MEMBER_MB
+MAX_PIXELS = 50_000_000   # ARMQ_MAX_PIXELS
+
+
+def max_member_bytes() -> int:
+    return int(env_limit("ARMQ_MAX_MEMBER_MB", MAX_MEMBER_MB, 0.001) * 2**20)
+
+
+def max_pixels() -> int:
+    return int(env_limit("ARMQ_MAX_PIXELS", MAX_PIXELS, 1))
+
+
+class MemberTooLarge(OSError):
+    """An image file or archive member over ARMQ_MAX_MEMBER_MB (skipped like unreadable ones)."""
+
+
+def _too_large(size: int, cap: int) -> MemberTooLarge:
+    return MemberTooLarge(f"{size / 2**20:.1f} MB is over the {cap / 2**20:g} MB limit "
+                          f"(ARMQ_MAX_MEMBER_MB)")
+
+
+def _bounded(declared: int, cap: int, open_: Callable[[], "io.BufferedIOBase"]) -> bytes:
+    """Read at most `cap` bytes of a file whose header says `declared` bytes."""
+    if declared > cap:
+        raise _too_large(declared, cap)
+    with open_() as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise _too_large(len(data), cap)
+    return data
+
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
@@ -55,42 +91,47 @@ def list_images(source: str | os.PathLike) -> list[ImageRecord]:
     """Every image file of a folder tree or archive, sorted by name."""
     src = Path(source)
     if not src.exists():
-        raise DataError(f"{src}: no such file or directory")
+        raise DataError(f"{shown(src)}: no such file or directory")
     records: list[ImageRecord] = []
+    cap = max_member_bytes()
     if src.is_dir():
         for p in sorted(src.rglob("*")):
             if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
                 rel = PurePosixPath(p.relative_to(src).as_posix())
-                records.append(ImageRecord(str(rel), _label_of(rel), p.read_bytes))
+                records.append(ImageRecord(str(rel), _label_of(rel),
+                                           lambda p=p: _bounded(p.stat().st_size, cap,
+                                                                lambda: open(p, "rb"))))
     elif _is_archive(src) and src.name.lower().endswith(".zip"):
         try:
             zf = zipfile.ZipFile(src)
         except (zipfile.BadZipFile, OSError) as e:
-            raise DataError(f"{src}: not a readable zip archive ({e})") from None
+            raise DataError(f"{shown(src)}: not a readable zip archive ({shown(e)})") from None
         for info in sorted(zf.infolist(), key=lambda i: i.filename):
             rel = PurePosixPath(info.filename)
             if info.is_dir() or rel.suffix.lower() not in IMAGE_EXTS:
                 continue
             if not _safe_member(info.filename):
-                raise DataError(f"{src}: unsafe member name '{info.filename}'")
+                raise DataError(f"{shown(src)}: unsafe member name '{shown(info.filename)}'")
             records.append(ImageRecord(str(rel), _label_of(rel),
-                                       lambda zf=zf, n=info.filename: zf.read(n)))
+                                       lambda zf=zf, i=info: _bounded(i.file_size, cap,
+                                                                     lambda: zf.open(i))))
     elif _is_archive(src):
         try:
             tf = tarfile.open(src)
             members = tf.getmembers()
         except (tarfile.TarError, OSError, EOFError) as e:
-            raise DataError(f"{src}: not a readable tar archive ({e})") from None
+            raise DataError(f"{shown(src)}: not a readable tar archive ({shown(e)})") from None
         for m in sorted(members, key=lambda m: m.name):
             rel = PurePosixPath(m.name)
             if not m.isfile() or rel.suffix.lower() not in IMAGE_EXTS:
                 continue
             if not _safe_member(m.name):
-                raise DataError(f"{src}: unsafe member name '{m.name}'")
+                raise DataError(f"{shown(src)}: unsafe member name '{shown(m.name)}'")
             records.append(ImageRecord(str(rel), _label_of(rel),
-                                       lambda tf=tf, m=m: tf.extractfile(m).read()))
+                                       lambda tf=tf, m=m: _bounded(m.size, cap,
+                                                                  lambda: tf.extractfile(m))))
     else:
-        raise DataError(f"{src}: expected a folder of images or a .tar/.tar.gz/.zip archive")
+        raise DataError(f"{shown(src)}: expected a folder of images or a .tar/.tar.gz/.zip archive")
     return records
 
 
@@ -102,8 +143,8 @@ def decode_rgb(data: bytes) -> Image.Image:
     struct.error, EOFError, DecompressionBombError, ...)."""
     try:
         return _decode_rgb(data)
-    except MemoryError:
-        raise  # the machine's problem, not the file's
+    except (MemoryError, ArmqError):
+        raise  # the machine's problem, not the file's; or already one line (a bad cap env)
     except Exception as e:  # noqa: BLE001 - see above
         first = str(e).splitlines()[0] if str(e) else ""
         raise DataError(f"{type(e).__name__}: {first}" if first else type(e).__name__) from None
@@ -111,6 +152,13 @@ def decode_rgb(data: bytes) -> Image.Image:
 
 def _decode_rgb(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
+    # The header's size, checked before decoding: PIL's own bomb check only warns up to
+    # 2x MAX_IMAGE_PIXELS, and a tiny PNG can declare a gigapixel canvas.
+    w, h = img.size
+    limit = max_pixels()
+    if w * h > limit:
+        raise DataError(f"{w}x{h} = {w * h / 1e6:.1f} Mpx is over the {limit / 1e6:g} Mpx "
+                        f"limit (ARMQ_MAX_PIXELS)")
     img.load()
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
@@ -162,7 +210,8 @@ def iter_decoded(records: list[ImageRecord], resize: int, crop: int,
             data = r.read()
         except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error) as e:
             # e.g. a zip member failing its CRC, a tar cut short inside a member
-            yield r, None, f"unreadable archive member ({type(e).__name__}: {e})"
+            what = "too large" if isinstance(e, MemberTooLarge) else "unreadable archive member"
+            yield r, None, f"{what} ({type(e).__name__}: {e})"
             continue
         try:
             img = decode_rgb(data)  # every decode failure is a DataError
@@ -188,7 +237,7 @@ def load_images(source: str | os.PathLike, resize: int, crop: int, interpolation
     """
     records = list_images(source)
     if not records:
-        raise DataError(f"{source}: no image files found")
+        raise DataError(f"{shown(source)}: no image files found")
     if limit is not None and limit < len(records):
         # Spread the subset over all classes: deterministic stride, not the first N.
         idx = np.linspace(0, len(records) - 1, limit).round().astype(int)
@@ -207,12 +256,12 @@ def load_images(source: str | os.PathLike, resize: int, crop: int, interpolation
     for r, arr, err in it:
         if arr is None:
             skipped.append(r.name)
-            warnings.warn(f"skipping {r.name}: {err}", stacklevel=2)
+            warnings.warn(f"skipping {shown(r.name)}: {shown(err)}", stacklevel=2)
             continue
         imgs.append(arr)
         labels.append(index.get(r.label, -1) if r.label is not None else -1)
         kept.append(r.name)
     if not imgs:
-        raise DataError(f"{source}: none of the {len(records)} image files could be decoded")
+        raise DataError(f"{shown(source)}: none of the {len(records)} image files could be decoded")
     return LabelledImages(np.stack(imgs), np.asarray(labels, np.int64), names, tuple(kept),
                           tuple(skipped))

@@ -19,6 +19,7 @@ timed, before the cosine decay starts, so every run ends its schedule.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -33,7 +34,7 @@ import numpy as np
 from .cli import add_model_args, variant_from_args
 from .data import DataError, LabelledImages, load_images
 from .clikit import make_parser, progress_disabled
-from .util import ArmqError, atomic_output, check_writable_dir, cli_entry
+from .util import ArmqError, atomic_output, check_writable_dir, cli_entry, shown
 
 CACHE = Path(os.environ.get("ARMQ_CACHE", Path.home() / ".cache" / "armq"))
 
@@ -45,6 +46,28 @@ def find_split(root: Path, split: str) -> Path:
     raise DataError(f"{root}: no '{split}' folder or {split}.tar inside")
 
 
+def _read_cache(path: Path, size: int) -> LabelledImages | None:
+    """The cached decode, or None (after one warning line) when the file is truncated or
+    corrupt (a crash or full disk while another run wrote it, a copied cache): the caller
+    decodes again and replaces it, instead of every later run failing with BadZipFile."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+            classes = tuple(str(c) for c in z["classes"].tolist())
+        if (images.ndim != 4 or images.shape[1:] != (size, size, 3)
+                or labels.shape != (len(images),)):
+            raise ValueError(f"unexpected shapes {images.shape}, {labels.shape}")
+    except MemoryError:
+        raise   # the machine's problem: the cache may be fine
+    except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt, never fatal
+        print(f"zoo.train: warning: decoded-image cache {shown(path)} is unreadable "
+              f"({type(e).__name__}); decoding again and rebuilding it", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    return LabelledImages(images, labels, classes, ())
+
+
 def cached_images(src: Path, size: int, resize: int, class_names: tuple[str, ...]) -> LabelledImages:
     """Decode once, keep a .npz in the cache keyed by source path, size and mtime."""
     st = src.stat()
@@ -52,8 +75,9 @@ def cached_images(src: Path, size: int, resize: int, class_names: tuple[str, ...
                        f"{','.join(class_names)}".encode()).hexdigest()[:16]
     path = CACHE / "decoded" / f"{src.name}-{key}.npz"
     if path.exists():
-        z = np.load(path)
-        return LabelledImages(z["images"], z["labels"], tuple(z["classes"].tolist()), ())
+        cached = _read_cache(path, size)
+        if cached is not None:
+            return cached
     data = load_images(src, resize, size, class_names=class_names, progress=True,
                        desc=f"decoding {src.name}")
     with atomic_output(path) as f:

@@ -3,12 +3,16 @@ files, and the CLI wrapper that turns user errors into one line + exit 2."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
+import re
+import signal
 import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 
 class ArmqError(Exception):
@@ -72,6 +76,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """Several files as one transaction: yields a temp path per file (same folder as its
+    target); only when the block succeeds are they renamed into place, all together.
+
+    Every byte is written (and all space allocated) before the first rename, so a full
+    disk or a kill while writing changes none of the targets; renames within a folder
+    need no space. For pairs that must agree, e.g. an INT8 model and the card that
+    records its sha256 (quant.ptq installs one, then saves the other)."""
+    targets = [Path(p) for p in paths]
+    tmps: list[Path] = []
+    try:
+        for t in targets:
+            try:
+                t.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{t.stem}.", suffix=t.suffix, dir=t.parent)
+                os.close(fd)
+            except OSError as e:
+                raise ArmqError(f"cannot write to {t.parent}: {e.strerror or e}") from None
+            tmps.append(Path(tmp))
+        yield list(tmps)
+        for tmp, t in zip(tmps, targets):
+            _publish(str(tmp), t)
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+
+
 def check_writable_dir(path: str | os.PathLike) -> Path:
     """Create `path` if needed and prove we can write there, before long work starts."""
     p = Path(path)
@@ -84,29 +118,193 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+# ---- what a terminal shows ------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def shown(x: object) -> str:
+    """`x` as text safe for one terminal line: control characters (newlines, ANSI escape
+    sequences, NUL, ...) are shown repr-style (\\n, \\x1b) instead of acting on the terminal.
+    Use it wherever a user-controlled name (file, member, card name) reaches a message."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(x))
+
+
+# ---- bounded resources on untrusted input ----------------------------------------------------
+
+def env_limit(name: str, default: float, minimum: float = 0.0) -> float:
+    """A resource cap from the environment (e.g. ARMQ_MAX_MEMBER_MB); a bad value is a user
+    error naming the variable, not a silent fallback to 'no limit'."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return float(default)
+    try:
+        v = float(raw)
+    except ValueError:
+        v = float("nan")
+    if not v >= minimum or v == float("inf"):
+        raise ArmqError(f"{name}={shown(raw)} is not a number >= {minimum:g}")
+    return v
+
+
+MAX_JSON_MB = 64.0        # ARMQ_MAX_JSON_MB: results, cards and compare inputs are far smaller
+MAX_JSON_DEPTH = 64       # ARMQ_MAX_JSON_DEPTH: our documents nest < 10 deep
+
+
+def _json_depth(doc: Any) -> int:
+    """Nesting depth without recursion (a deep document must not blow the stack here)."""
+    depth, stack = 0, [(doc, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, (dict, list)):
+            depth = max(depth, d)
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return depth
+
+
+def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Read a user-supplied JSON file with bounded size and nesting depth.
+
+    Every failure (missing, unreadable, too big, not UTF-8, not JSON, too deep) is one
+    ArmqError line that names `what` and the file; callers check the shape themselves."""
+    p = Path(path)
+    cap = int(env_limit("ARMQ_MAX_JSON_MB", MAX_JSON_MB, 0.001) * 2**20)
+    max_depth = int(env_limit("ARMQ_MAX_JSON_DEPTH", MAX_JSON_DEPTH, 1))
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > cap:
+                raise ArmqError(f"{what} {shown(p)} is too large ({size / 2**20:.1f} MB > "
+                                f"{cap / 2**20:g} MB; raise ARMQ_MAX_JSON_MB if it is genuine)")
+            data = f.read(cap + 1)      # bounded: a file growing meanwhile cannot blow past it
+    except FileNotFoundError:
+        raise ArmqError(f"{what} {shown(p)} not found") from None
+    except IsADirectoryError:
+        raise ArmqError(f"{what} {shown(p)} is a folder, not a file") from None
+    except OSError as e:
+        raise ArmqError(f"cannot read {what} {shown(p)} ({e.strerror or e})") from None
+    if len(data) > cap:
+        raise ArmqError(f"{what} {shown(p)} is too large (> {cap / 2**20:g} MB)")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ArmqError(f"{what} {shown(p)} is nested too deeply (> {max_depth} levels)") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        detail = e.msg if isinstance(e, json.JSONDecodeError) else type(e).__name__
+        raise ArmqError(f"{what} {shown(p)} is not valid JSON ({shown(detail)})") from None
+    if _json_depth(doc) > max_depth:
+        raise ArmqError(f"{what} {shown(p)} is nested too deeply (> {max_depth} levels)")
+    return doc
+
+
+# ---- the CLI wrapper ---------------------------------------------------------------------------
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP (CI cancel, `timeout`, `docker stop`, a closed terminal), raised where
+    the main thread is, like Ctrl-C: every CLI already stops its children, keeps what finished
+    and removes its temp dirs on KeyboardInterrupt (finally blocks, context managers)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_TERM_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+                      if s is not None)
+_received: list[int] = []
+
+
+def _on_term(signum: int, frame: object) -> None:
+    # Raise once: a second signal during cleanup must not abort the cleanup itself.
+    first = not _received
+    _received.append(signum)
+    if first:
+        raise Terminated(signum)
+
+
+def _install_term_handlers() -> dict[int, Any]:
+    """Install _on_term; returns the previous handlers (restored when cli_entry ends, so a
+    CLI run in-process, e.g. by a test, leaves its host process as it was)."""
+    previous: dict[int, Any] = {}
+    for s in _TERM_SIGNALS:
+        try:
+            old = signal.getsignal(s)
+            if old is signal.SIG_IGN:
+                continue    # e.g. nohup: the user asked for this signal to be ignored
+            signal.signal(s, _on_term)
+            previous[s] = old
+        except (ValueError, OSError):   # not the main thread / platform without it
+            pass
+    return previous
+
+
+def _restore_handlers(previous: dict[int, Any]) -> None:
+    for s, old in previous.items():
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _error_line(e: BaseException) -> tuple[str, bool]:
+    """(message, is_user_error) for an exception that ends a CLI."""
+    if isinstance(e, OSError) and e.errno in _DISK_FULL:
+        where = e.filename if e.filename is not None else None
+        return ("disk full while writing" + (f" {where}" if where else "")
+                + f" ({e.strerror or 'no space left on device'}); free space and rerun", True)
+    user = isinstance(e, (ArmqError, FileNotFoundError, PermissionError, IsADirectoryError))
+    if isinstance(e, ArmqError) and str(e).strip():
+        # ours: one line by contract, so a newline in it comes from a user-controlled name
+        # and is escaped (by the caller), not a place to cut the message short
+        msg = str(e).strip()
+    else:
+        msg = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+    if not user:
+        msg = f"internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)"
+    return msg, user
+
+
 def cli_entry(main: Callable[[Sequence[str] | None], int | None], prog: str,
               argv: Sequence[str] | None = None) -> None:
     """Run a CLI main: user errors -> 'python -m prog: error: ...' and exit 2 (usage errors
-    of a zoo.clikit parser included); --debug shows tracebacks."""
+    of a zoo.clikit parser included); --debug shows tracebacks.
+
+    SIGTERM/SIGHUP are handled like Ctrl-C (cleanup runs) and exit 128+signum."""
     prog = prog_of(prog)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("ARMQ_DEBUG") == "1"
     if "--debug" in args:
         args.remove("--debug")
+    _received.clear()
+    previous = _install_term_handlers()
+    try:
+        _run_main(main, prog, args, debug)
+    finally:
+        _restore_handlers(previous)
+
+
+def _run_main(main: Callable[[Sequence[str] | None], int | None], prog: str, args: list[str],
+              debug: bool) -> None:
     try:
         rc = main(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Terminated) else (_received[0] if _received else 0)
+        if signum:
+            print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+            sys.exit(128 + signum)
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
         if debug:
             traceback.print_exc()
-        user = isinstance(e, (ArmqError, FileNotFoundError, PermissionError, IsADirectoryError))
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if not user:
-            msg = f"internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)"
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+        msg, user = _error_line(e)
+        # An error is one line by contract: names inside it are escaped, never raw.
+        print(f"{prog}: error: {shown(msg)}", file=sys.stderr)
         sys.exit(2 if user else 1)
+    if _received:
+        # main caught the interrupt itself (deploy keeps what finished): still say which signal
+        sys.exit(128 + _received[0])
     sys.exit(rc or 0)
 
 
