@@ -14,7 +14,7 @@ from quant.calib import make_reader, split_holdout
 from quant.common import Backend, Method, backend_for_path
 from quant.evaluate import format_table
 from quant.metrics import agreement, sqnr_db, summarize, topk
-from quant.onnx_ptq import rewire_shape_queries
+from quant.onnx_graph import rewire_shape_queries
 from quant.ranges import kl_range
 from quant.tflite_ptq import onnx_node_to_module
 
@@ -117,7 +117,7 @@ def test_pt2e_relu6_and_residual_adds_are_annotated():
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
     from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
 
-    from quant.tflite_ptq import make_quantizer
+    from quant.pt2e import make_quantizer
 
     class Net(nn.Module):
         def __init__(self):
@@ -132,7 +132,7 @@ def test_pt2e_relu6_and_residual_adds_are_annotated():
             return x + self.b2(x)
 
     gm = torch.export.export(Net().eval(), (torch.randn(1, 3, 8, 8),)).module()
-    prepare_pt2e(gm, make_quantizer(Method.MINMAX, True))
+    prepare_pt2e(gm, make_quantizer(Method.MINMAX))
     nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
     clamps = [n for n in nodes if "hardtanh" in str(n.target)]
     adds = [n for n in nodes if n.target is torch.ops.aten.add.Tensor]
