@@ -78,6 +78,7 @@ class QuantBackend(Protocol[Ranges, Candidate]):
     """What the policy needs from a format (ONNX Runtime QDQ, TFLite PT2E)."""
 
     name: str            # in messages: "ort", "tflite"
+    exclusion_key: str   # card field of the layers kept in float: "excluded_nodes", ...
 
     def float_logits(self, x: np.ndarray) -> np.ndarray:
         """The float model's logits: the reference of every held-out score."""

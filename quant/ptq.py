@@ -16,6 +16,11 @@ audit of what the runtime really executes.
 split off the calibration source (never the --eval set). --fallback N keeps up
 to N of the most sensitive layers (worst SQNR between float and INT8
 activations) in float until the held-out accuracy drop is within --max-drop.
+Both are decided once for both backends by quant.policy, from one
+quant.config.QuantConfig. The layer ranking is measured on the ONNX model and
+recorded in the card (`artifacts.onnx_int8.ranking`); the TFLite backend walks
+it, whether ORT ran in this process or an earlier one (deploy runs each backend
+in its own process).
 --eval DIR evaluates float and INT8 of every backend on a labelled set, prints
 one table and writes it into the card's `accuracy`.
 """
