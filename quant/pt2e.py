@@ -178,6 +178,36 @@ def make_quantizer(method: Method, config: QuantConfig = QuantConfig(),
                 return True
         return False
 
+    def shares_with_float(n) -> bool:
+        """n shares the quantization of a node (or an edge) that has none."""
+        a = annotation(n)
+        if a is None:
+            return False
+        for spec in (a.output_qspec, *a.input_qspec_map.values()):
+            if not isinstance(spec, SharedQuantizationSpec):
+                continue
+            src = spec.edge_or_node
+            if isinstance(src, tuple):  # edge (producer, consumer): the consumer's input spec
+                ca = annotation(src[1])
+                if ca is None or src[0] not in ca.input_qspec_map:
+                    return True
+            elif not annotated_output(src):
+                return True
+        return False
+
+    def leave_in_float(model) -> None:
+        """Remove the annotations of the skipped modules, then of whatever shared their
+        quantization (a flatten after a pool kept in float): PT2E's prepare fails on a
+        shared spec whose source has no quantization (KeyError in _find_root_edge_or_node)."""
+        for n in model.graph.nodes:
+            if n.op == "call_function" and in_skipped(n):
+                n.meta.pop("quantization_annotation", None)
+        orphans = True
+        while orphans:
+            orphans = [n for n in model.graph.nodes if shares_with_float(n)]
+            for n in orphans:
+                n.meta.pop("quantization_annotation", None)
+
     if config.pt2e_annotations is Annotations.LITERT:
         return PT2EQuantizer().set_global(qconfig)
 
@@ -253,9 +283,7 @@ def make_quantizer(method: Method, config: QuantConfig = QuantConfig(),
                         input_qspec_map={prev: qconfig.input_activation},
                         output_qspec=qconfig.output_activation, _annotated=True)
             if skip:
-                for n in model.graph.nodes:
-                    if n.op == "call_function" and in_skipped(n):
-                        n.meta.pop("quantization_annotation", None)
+                leave_in_float(model)
             return model
 
     return ArmqPT2EQuantizer().set_global(qconfig)
