@@ -146,12 +146,10 @@ class Policy:
         ranges, out = self.choose_method(backend, hold, ref)
         out.reference = ref
         if hold is None:
-            out.excluded = list(self.config.exclusions)
             return out
         budget = self.config.fallback
         drop = hold.float_metric(ref) - out.tried[out.method.value]["metric"]
         out.holdout_drop = out.holdout_drop_before_fallback = drop
-        out.excluded = list(self.config.exclusions)
         if budget.fits(drop) and not budget.enabled:
             return out
         ranking = list(saved_ranking) if saved_ranking is not None else None
@@ -189,7 +187,7 @@ class Policy:
             if best is None or (hold is not None and better(info, tried[best.value])):
                 best, kept = m, (ranges, cand)
         assert best is not None and kept is not None
-        return kept[0], Outcome(best, kept[1], tried)
+        return kept[0], Outcome(best, kept[1], tried, excluded=list(self.config.exclusions))
 
     def fallback(self, backend: QuantBackend, hold: Holdout, ref: np.ndarray, ranges: Any,
                  out: Outcome, layers: Sequence[str]) -> None:
