@@ -31,8 +31,10 @@ Other details:
   * Entropy uses a 512-bin histogram (ORT's default 128 bins leaves the KL
     search a single candidate) and its symmetric threshold is clipped to the
     observed range, so ReLU outputs keep all 256 levels;
-  * a Shape node reading a DequantizeLinear output is rewired to the int8
-    tensor, removing a whole-tensor DQ that only fed a shape query.
+  * exact graph rewrites around quantization live in quant.onnx_graph, the
+    per-layer error ranking and float exclusions in quant.onnx_layers;
+  * `OrtBackend` is this format's side of quant.policy (method choice and
+    float fallback are decided there, once for both backends).
 """
 from __future__ import annotations
 
@@ -46,7 +48,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .common import Method, QuantError
+from .common import Method, ModelRef, QuantError
+from .config import WEIGHTS, ActivationType, QuantConfig
+from .onnx_graph import nhwc_channel_shuffle, rewire_shape_queries
+from .onnx_layers import LAYER_OPS, exclusion_for, layer_errors
+from .policy import Holdout, Outcome, progress_bar
 
 ORT_METHOD_NAMES = {Method.MINMAX: "MinMax", Method.ENTROPY: "Entropy",
                     Method.PERCENTILE: "Percentile"}
@@ -57,8 +63,8 @@ COMPUTE_OPS = {"Conv", "FusedConv", "ConvTranspose", "Gemm", "MatMul", "FusedGem
                "ReduceMean", "Resize", "LeakyRelu", "Tanh", "Gelu", "QuickGelu", "Erf"}
 INT8_OPS_PREFIX = ("QLinear", "QGemm", "QAttention", "QEmbed", "MatMulInteger", "ConvInteger",
                    "DynamicQuantize")
-LAYER_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 CHUNK_BYTES = 64 << 20  # activations kept at once while calibrating (approx.)
+DEBUG_IMAGES = 32        # calibration images for the per-layer SQNR ranking
 
 
 def model_input(path: str | Path) -> tuple[str, int | None, list]:
@@ -131,86 +137,6 @@ def preprocess(src: Path, dst: Path) -> dict:
                                  f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
-def nhwc_channel_shuffle(path: Path) -> int:
-    """Rewrite NCHW channel shuffles so they cost one transpose in an NHWC int8 graph.
-
-    Reshape(N,g,C/g,H,W) -> Transpose(0,2,1,3,4) -> Reshape(N,C,H,W) becomes
-    Transpose(to NHWC) -> Reshape(N,H,W,g,C/g) -> Transpose(0,1,2,4,3) ->
-    Reshape(N,H,W,C) -> Transpose(to NCHW): the same permutation of channels. ORT
-    runs QLinearConv in NHWC and brackets NCHW-only ops with layout transposes; the
-    outer pair here cancels against those, so each shuffle keeps just its own
-    transpose instead of three. Exact (pure data movement). Returns the count."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    m = onnx.load(str(path))
-    g = m.graph
-    inits = {i.name: i for i in g.initializer}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in g.output}
-
-    def const(name):
-        return numpy_helper.to_array(inits[name]).tolist() if name in inits else None
-
-    def only_consumer(t):
-        c = consumers.get(t, [])
-        return c[0] if len(c) == 1 and t not in outputs else None
-
-    done = 0
-    new_nodes, drop = [], set()
-    for a in g.node:
-        if a.op_type != "Reshape" or a.name in drop:
-            continue
-        s5 = const(a.input[1])
-        t = only_consumer(a.output[0])
-        if not s5 or len(s5) != 5 or t is None or t.op_type != "Transpose":
-            continue
-        perm = next((list(x.ints) for x in t.attribute if x.name == "perm"), None)
-        b = only_consumer(t.output[0])
-        if perm != [0, 2, 1, 3, 4] or b is None or b.op_type != "Reshape":
-            continue
-        s4 = const(b.input[1])
-        n_, grp, cpg, h, w = s5
-        if not s4 or len(s4) != 4 or s4[1] != grp * cpg or s4[2:] != [h, w] or min(s5[1:]) <= 0:
-            continue
-        k = f"armq_nhwc_shuffle_{done}"
-        shp5 = numpy_helper.from_array(np.array([n_, h, w, grp, cpg], np.int64), f"{k}_s5")
-        shp4 = numpy_helper.from_array(np.array([n_, h, w, grp * cpg], np.int64), f"{k}_s4")
-        g.initializer.extend([shp5, shp4])
-        new_nodes.append((a, [
-            helper.make_node("Transpose", [a.input[0]], [f"{k}_nhwc"], f"{k}_to_nhwc", perm=[0, 2, 3, 1]),
-            helper.make_node("Reshape", [f"{k}_nhwc", shp5.name], [f"{k}_split"], f"{k}_split"),
-            helper.make_node("Transpose", [f"{k}_split"], [f"{k}_shuf"], f"{k}_shuffle", perm=[0, 1, 2, 4, 3]),
-            helper.make_node("Reshape", [f"{k}_shuf", shp4.name], [f"{k}_merged"], f"{k}_merge"),
-            helper.make_node("Transpose", [f"{k}_merged"], [b.output[0]], f"{k}_to_nchw", perm=[0, 3, 1, 2]),
-        ]))
-        drop.update({a.name, t.name, b.name})
-        done += 1
-    if not done:
-        return 0
-    by_anchor = {id(a): nodes for a, nodes in new_nodes}
-    rebuilt = []
-    for n in g.node:
-        if id(n) in by_anchor:
-            rebuilt.extend(by_anchor[id(n)])
-        elif n.name not in drop:
-            rebuilt.append(n)
-    del g.node[:]
-    g.node.extend(rebuilt)
-    used = {i for n in g.node for i in n.input}
-    for init in list(g.initializer):
-        if init.name not in used:
-            g.initializer.remove(init)
-    keep = {o for n in g.node for o in n.output} | {i.name for i in g.input}
-    for vi in list(g.value_info):
-        if vi.name not in keep:
-            g.value_info.remove(vi)
-    onnx.save(m, str(path))
-    return done
-
 
 def _chunk_images(x: np.ndarray, model_path: Path) -> int:
     """Images per calibration chunk: the ORT calibrators keep every activation
@@ -281,8 +207,8 @@ def entropy_ranges(histograms: dict):
     return TensorsData(CalibrationMethod.Entropy, data)
 
 
-def quantize(pre: Path, ranges, method: Method, out: Path, per_channel: bool = True,
-             activations: str = "int8", nodes_to_exclude: Sequence[str] = ()) -> None:
+def quantize(pre: Path, ranges, method: Method, out: Path, config: QuantConfig = QuantConfig(),
+             nodes_to_exclude: Sequence[str] = ()) -> None:
     """Write the QDQ model for precomputed ranges (no calibration pass)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
@@ -290,53 +216,19 @@ def quantize(pre: Path, ranges, method: Method, out: Path, per_channel: bool = T
     with tempfile.TemporaryDirectory(prefix="armq-ort-") as td:
         cache = Path(td) / "ranges.json"
         save_tensors_data(copy.deepcopy(ranges), cache)
-        act = QuantType.QInt8 if activations == "int8" else QuantType.QUInt8
+        act = QuantType.QInt8 if config.activations is ActivationType.INT8 else QuantType.QUInt8
         quantize_static(
             str(pre), str(out), None,
-            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=False,
+            quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=False,
             activation_type=act, weight_type=QuantType.QInt8,
             nodes_to_exclude=list(nodes_to_exclude),
             calibrate_method=getattr(CalibrationMethod, ORT_METHOD_NAMES[method]),
             calibration_cache_path=str(cache),
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                           "ForceQuantizeNoInputCheck": True},
+            extra_options={"ActivationSymmetric": config.symmetric_activations,
+                           "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True},
         )
     rewire_shape_queries(out)
 
-
-def rewire_shape_queries(path: Path) -> int:
-    """Shape(DequantizeLinear(q)) == Shape(q): read shapes from the int8 tensor and
-    drop DQ nodes left without consumers. Returns the number of DQs removed."""
-    import onnx
-
-    m = onnx.load(str(path))
-    g = m.graph
-    producer = {o: n for n in g.node for o in n.output}
-    changed = False
-    for n in g.node:
-        if n.op_type == "Shape" and n.input and n.input[0] in producer:
-            p = producer[n.input[0]]
-            if p.op_type == "DequantizeLinear":
-                n.input[0] = p.input[0]
-                changed = True
-    if not changed:
-        return 0
-    outputs = {o.name for o in g.output}
-    removed = 0
-    while True:
-        used = {i for n in g.node for i in n.input} | outputs
-        dead = [n for n in g.node if n.op_type == "DequantizeLinear" and n.output[0] not in used]
-        if not dead:
-            break
-        for n in dead:
-            g.node.remove(n)
-            removed += 1
-    used = {i for n in g.node for i in n.input}
-    for init in list(g.initializer):
-        if init.name not in used and init.name not in outputs:
-            g.initializer.remove(init)
-    onnx.save(m, str(path))
-    return removed
 
 
 # ---- what really runs ------------------------------------------------------------------
@@ -405,136 +297,58 @@ def runtime_audit(path: Path, arm: bool = True) -> dict:
     }
 
 
-# ---- per-layer debugging ------------------------------------------------------------------
+# ---- the policy's backend ------------------------------------------------------------
 
 
-def layer_errors(pre: Path, qdq: Path, x: np.ndarray, input_name: str, batch: int | None,
-                 workdir: Path) -> list[dict]:
-    """Per-node SQNR between float and quantized activations (and weights), worst first.
+class OrtBackend:
+    """quant.policy's backend for ONNX Runtime: ranges from ORT's calibrators, computed
+    once per method (the fallback re-quantizes them), QDQ models from quantize_static,
+    layers ranked by per-layer SQNR. Candidates are QDQ files in `work`."""
 
-    For each node of the float graph whose output is quantized in the QDQ model:
-    `act_sqnr`: the float model's activation against the same activation through the
-    QDQ model's Q/DQ (scale, zero point): the noise this one quantization adds, free
-    of upstream error. (qdq_loss_debug's own pre-/post-QDQ error is wrong where the
-    quantizer folded a Relu into the Q: its "pre" tensor still holds the negatives.)
-    `xmodel_sqnr`: float vs QDQ model activation (accumulated error, qdq_loss_debug),
-    `weight_sqnr`: the node's weight (qdq_loss_debug), `score`: the smaller local one.
-    """
-    import onnx
-    from onnxruntime.quantization import qdq_loss_debug as dbg
+    name = "ort"
+    exclusion_key = "excluded_nodes"
 
-    from .calib import make_reader
+    def __init__(self, ref: ModelRef, calib: np.ndarray, config: QuantConfig, work: Path):
+        src = ref.artifact("onnx")
+        if src is None:
+            raise QuantError(f"{ref.name}: the card has no float ONNX model (run `python -m export.onnx`)")
+        check_float_model(src, calib.shape[1:])
+        self.model, self.calib, self.config, self.work = ref.name, calib, config, work
+        self.pre = work / "pre.onnx"
+        preprocess(src, self.pre)
+        self.shuffles = nhwc_channel_shuffle(self.pre)
+        self.input_name, self.batch, _ = model_input(self.pre)
 
-    fa, qa = workdir / "float_aug.onnx", workdir / "qdq_aug.onnx"
-    with contextlib.redirect_stdout(io.StringIO()):
-        dbg.modify_model_output_intermediate_tensors(str(pre), str(fa))
-        dbg.modify_model_output_intermediate_tensors(str(qdq), str(qa))
-        f_act = dbg.collect_activations(str(fa), make_reader(input_name, x, batch or 8))
-        q_act = dbg.collect_activations(str(qa), make_reader(input_name, x, batch or 8))
-        match = dbg.create_activation_matching(q_act, f_act)
-        match = {k: v for k, v in match.items() if "float" in v}
-        xmodel = {k: dbg.compute_signal_to_quantization_noice_ratio(v["float"], v["post_qdq"])
-                  for k, v in match.items()}
-        w_err = dbg.compute_weight_error(dbg.create_weight_matching(str(pre), str(qdq)))
-    qparams = _activation_qparams(qdq)
-    act_err: dict[str, dict] = {}
-    for name, vals in f_act.items():
-        if name in qparams:
-            f = np.concatenate([v.ravel() for v in vals])
-            act_err[name] = {"qdq_err": _sqnr(f, _fake_quant(f, *qparams[name])),
-                             "xmodel_err": xmodel.get(name)}
-    g = onnx.load(str(pre), load_external_data=False).graph
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    # The QDQ quantizer drops a Relu/Clip that follows a Conv and quantizes the
-    # activation's output instead: charge that tensor's error to the Conv.
-    act_of: dict[str, str] = {}
-    for n in g.node:
-        out = n.output[0] if n.output else None
-        if out is None:
-            continue
-        act_of.setdefault(n.name, out)
-        if n.op_type in ("Relu", "Clip") and n.input and n.input[0] in producer:
-            p = producer[n.input[0]]
-            if p.op_type in LAYER_OPS and len(consumers.get(n.input[0], [])) == 1:
-                act_of[p.name] = out
-    rows = []
-    for n in g.node:
-        out = act_of.get(n.name)
-        a = act_err.get(out, {}) if out else {}
-        w = [w_err[i] for i in n.input if i in w_err]
-        if not a and not w:
-            continue
-        local = [v for v in (a.get("qdq_err"), min(w) if w else None) if v is not None]
-        rows.append({"node": n.name, "op": n.op_type, "tensor": out,
-                     "act_sqnr": _r(a.get("qdq_err")), "xmodel_sqnr": _r(a.get("xmodel_err")),
-                     "weight_sqnr": _r(min(w)) if w else None,
-                     "score": _r(min(local)) if local else None})
-    rows.sort(key=lambda r: (r["score"] is None, r["score"] if r["score"] is not None else 0))
-    return rows
+    def float_logits(self, x: np.ndarray) -> np.ndarray:
+        from .evaluate import run_model
+        return run_model(self.pre, x, "float holdout", arm=False)
 
+    def calibrate(self, method: Method):
+        with progress_bar(len(self.calib), f"{self.model} ort calibrate {method.value}") as bar:
+            return calibrate(self.pre, self.calib, method, self.input_name, self.batch, self.work,
+                             bar.update)
 
-def _activation_qparams(qdq: Path) -> dict[str, tuple[float, int, int, int]]:
-    """tensor -> (scale, zero point, qmin, qmax) of each per-tensor QuantizeLinear."""
-    import onnx
-    from onnx import numpy_helper
+    def quantize(self, ranges, method: Method, exclusions: Sequence[str], tag: str) -> Path:
+        out = self.work / f"q_{tag}.onnx"
+        nodes = sorted({n for e in exclusions for n in exclusion_for(self.pre, e)})
+        quantize(self.pre, ranges, method, out, self.config, nodes)
+        return out
 
-    g = onnx.load(str(qdq), load_external_data=False).graph
-    inits = {i.name: i for i in g.initializer}
-    out = {}
-    for n in g.node:
-        if n.op_type != "QuantizeLinear" or len(n.input) < 3 or n.input[1] not in inits:
-            continue
-        s = numpy_helper.to_array(inits[n.input[1]])
-        z = numpy_helper.to_array(inits[n.input[2]]) if n.input[2] in inits else None
-        if s.size != 1 or z is None:
-            continue
-        info = np.iinfo(z.dtype)
-        out[n.input[0]] = (float(s.ravel()[0]), int(z.ravel()[0]), int(info.min), int(info.max))
-    return out
+    def logits(self, candidate: Path, x: np.ndarray) -> np.ndarray:
+        from .evaluate import run_model
+        return run_model(candidate, x, f"holdout {candidate.stem}", arm=False)
 
+    def rank_layers(self, candidate: Path) -> list[dict]:
+        # a spread-out subset: the SQNR of every activation is kept in memory
+        x = self.calib[:: max(1, len(self.calib) // DEBUG_IMAGES)][:DEBUG_IMAGES]
+        return layer_errors(self.pre, candidate, x, self.input_name, self.batch, self.work)
 
-def _fake_quant(x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int) -> np.ndarray:
-    return (np.clip(np.round(x / scale) + zp, qmin, qmax) - zp) * scale
+    def fallback_layers(self, ranking: Sequence[dict]) -> list[str]:
+        return [r["node"] for r in ranking if r["op"] in LAYER_OPS]
 
-
-def _sqnr(ref: np.ndarray, test: np.ndarray) -> float:
-    noise = float(np.sum((ref.astype(np.float64) - test) ** 2))
-    sig = float(np.sum(ref.astype(np.float64) ** 2))
-    return 200.0 if noise == 0 else (10 * np.log10(max(sig, 1e-30) / noise))
-
-
-def _r(v: float | None) -> float | None:
-    return None if v is None else round(float(v), 2)
-
-
-def exclusion_for(pre: Path, node_name: str) -> list[str]:
-    """Nodes to exclude from quantization so that `node_name`'s output stays float.
-
-    Excluding a Conv alone is not enough: when its input and output are still
-    quantized, ORT's optimizer quantizes the float weight itself (weight/bias
-    quantization transformer) and fuses a QLinearConv anyway. So the output tensor
-    loses its Q/DQ: the node (with a Relu/Clip that follows it alone) and every
-    consumer of that tensor are excluded; they run in float."""
-    import onnx
-
-    g = onnx.load(str(pre), load_external_data=False).graph
-    nodes = {n.name: n for n in g.node}
-    if node_name not in nodes:
-        return [node_name]
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    names = [node_name]
-    outs = list(nodes[node_name].output)
-    nxt = consumers.get(outs[0], []) if outs else []
-    if len(nxt) == 1 and nxt[0].op_type in ("Relu", "Clip"):
-        names.append(nxt[0].name)
-        outs = list(nxt[0].output)
-    for o in outs:
-        names += [c.name for c in consumers.get(o, []) if c.name not in names]
-    return names
+    def finish(self, outcome: Outcome, hold: Holdout | None) -> tuple[Path, dict]:
+        import onnxruntime
+        return outcome.candidate, {
+            "nhwc_channel_shuffles": self.shuffles, "format": "QDQ",
+            "activations": self.config.activations.value, "weights": WEIGHTS,
+            "runtime": f"onnxruntime {onnxruntime.__version__}"}

@@ -16,6 +16,11 @@ audit of what the runtime really executes.
 split off the calibration source (never the --eval set). --fallback N keeps up
 to N of the most sensitive layers (worst SQNR between float and INT8
 activations) in float until the held-out accuracy drop is within --max-drop.
+Both are decided once for both backends by quant.policy, from one
+quant.config.QuantConfig. The layer ranking is measured on the ONNX model and
+recorded in the card (`artifacts.onnx_int8.ranking`); the TFLite backend walks
+it, whether ORT ran in this process or an earlier one (deploy runs each backend
+in its own process).
 --eval DIR evaluates float and INT8 of every backend on a labelled set, prints
 one table and writes it into the card's `accuracy`.
 """
@@ -25,7 +30,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -35,197 +39,36 @@ from export.card import load_card, save_card
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
 
-from .common import (CONCRETE_BACKENDS, CONCRETE_METHODS, Backend, Method, ModelRef,
-                     QuantError, backend_for_path, one_line_warnings, resolve_models)
+from .common import (CONCRETE_BACKENDS, Backend, Method, ModelRef, QuantError,
+                     backend_for_path, one_line_warnings, resolve_models)
+from .config import QuantConfig
+from .policy import Holdout, Policy
 
 PROG = "quant.ptq"
-DEBUG_IMAGES = 32        # images for the per-layer SQNR analysis
-REPORT_LAYERS = 8        # worst layers listed when INT8 misses the budget
 
 
-def _bar(total: int, desc: str):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="img", leave=False, disable=None)
-
-
-@dataclass
-class Holdout:
-    x: np.ndarray
-    labels: np.ndarray | None          # None: score by agreement with the float model
-    float_logits: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def metric(self) -> str:
-        return "top1" if self.labels is not None else "agreement"
-
-    def score(self, logits: np.ndarray, ref: np.ndarray) -> dict:
-        from .metrics import agreement, sqnr_db, topk
-        s = {"agreement": round(agreement(logits, ref), 3), "sqnr_db": round(sqnr_db(ref, logits), 2)}
-        if self.labels is not None:
-            s["top1"] = round(topk(logits, self.labels, 1), 3)
-        s["metric"] = s[self.metric]
-        return s
-
-    def float_metric(self, ref: np.ndarray) -> float:
-        from .metrics import topk
-        return topk(ref, self.labels, 1) if self.labels is not None else 100.0
-
-
-def _better(a: dict, b: dict | None) -> bool:
-    return b is None or (a["metric"], a["agreement"], a["sqnr_db"]) > \
-        (b["metric"], b["agreement"], b["sqnr_db"])
-
-
-# ---- ONNX Runtime ------------------------------------------------------------------------------
-
-
-def quantize_ort(ref: ModelRef, calib, hold: Holdout | None, args, work: Path) -> tuple[Path, dict]:
-    from . import onnx_ptq as op
-    from .evaluate import run_model
-
-    src = ref.artifact("onnx")
-    if src is None:
-        raise QuantError(f"{ref.name}: the card has no float ONNX model (run `python -m export.onnx`)")
-    op.check_float_model(src, calib.shape[1:])
-    pre = work / "pre.onnx"
-    op.preprocess(src, pre)
-    shuffles = op.nhwc_channel_shuffle(pre)
-    input_name, batch, _ = op.model_input(pre)
-    methods = list(CONCRETE_METHODS) if args.method is Method.AUTO else [args.method]
-    ref_hold = None
-    if hold is not None:
-        ref_hold = run_model(pre, hold.x, "float holdout", arm=False)
-        hold.float_logits["onnx"] = ref_hold
-    tried, best, ranges_of = {}, None, {}
-    for m in methods:
-        t0 = time.perf_counter()
-        with _bar(len(calib), f"{ref.name} ort calibrate {m.value}") as bar:
-            ranges_of[m] = op.calibrate(pre, calib, m, input_name, batch, work, bar.update)
-        out = work / f"q_{m.value}.onnx"
-        op.quantize(pre, ranges_of[m], m, out, per_channel=not args.per_tensor,
-                    activations=args.activations)
-        info = {"seconds": round(time.perf_counter() - t0, 1)}
-        if hold is not None:
-            info.update(hold.score(run_model(out, hold.x, f"holdout {m.value}", arm=False), ref_hold))
-        tried[m.value] = info
-        if best is None or (hold is not None and _better(info, tried[best.value])):
-            best = m
-    chosen = work / f"q_{best.value}.onnx"
-    details: dict = {"method": best.value, "tried": tried if len(methods) > 1 else None,
-                     "nhwc_channel_shuffles": shuffles}
-    excluded: list[str] = []
-    layer_report: list[dict] = []
-    if hold is not None:
-        drop = hold.float_metric(ref_hold) - tried[best.value]["metric"]
-        details["holdout_drop"] = details["holdout_drop_before_fallback"] = round(drop, 3)
-        if drop > args.max_drop or args.fallback > 0:
-            dbg_x = calib[:: max(1, len(calib) // DEBUG_IMAGES)][:DEBUG_IMAGES]
-            layer_report = op.layer_errors(pre, chosen, dbg_x, input_name, batch, work)
-            if drop > args.max_drop:
-                print(f"{PROG}: {ref.name} ort: held-out drop {drop:.2f} pt > {args.max_drop}; "
-                      "worst layers (SQNR dB): " + ", ".join(
-                          f"{r['node']} {r['score']}" for r in layer_report[:5]), file=sys.stderr)
-            if drop > args.max_drop and args.fallback > 0:
-                chosen, excluded, drop = _ort_fallback(ref, pre, ranges_of[best], best, layer_report,
-                                                       hold, ref_hold, drop, args, work)
-                details["holdout_drop"] = round(drop, 3)
-    details["excluded_nodes"] = excluded
-    if layer_report:
-        details["worst_layers"] = layer_report[:max(REPORT_LAYERS, args.fallback)]
-    return chosen, details
-
-
-def _ort_fallback(ref, pre, ranges, method, report, hold, ref_hold, drop, args, work):
-    """Greedy: try the worst layers in order, keep each one in float if that lowers the
-    held-out drop, stop when the drop fits or N layers were tried."""
-    from . import onnx_ptq as op
-    from .evaluate import run_model
-
-    chosen, excluded = work / f"q_{method.value}.onnx", []
-    candidates = [r["node"] for r in report if r["op"] in op.LAYER_OPS]
-    for i, node in enumerate(candidates[: args.fallback]):
-        out = work / f"q_fallback_{i}.onnx"
-        nodes = sorted({n for e in excluded + [node] for n in op.exclusion_for(pre, e)})
-        op.quantize(pre, ranges, method, out, per_channel=not args.per_tensor,
-                    activations=args.activations, nodes_to_exclude=nodes)
-        s = hold.score(run_model(out, hold.x, f"fallback {i + 1}", arm=False), ref_hold)
-        new_drop = hold.float_metric(ref_hold) - s["metric"]
-        kept = new_drop < drop
-        print(f"{PROG}: {ref.name} ort: {node} in float: held-out drop {drop:.2f} -> "
-              f"{new_drop:.2f} pt ({'kept' if kept else 'no gain, stays int8'})", file=sys.stderr)
-        if kept:
-            excluded.append(node)
-            chosen, drop = out, new_drop
-        if drop <= args.max_drop:
-            break
-    return chosen, excluded, drop
-
-
-# ---- TFLite ------------------------------------------------------------------------------------
-
-
-def quantize_tflite(ref: ModelRef, model, calib, hold: Holdout | None, args, work: Path,
-                    ort_details: dict | None) -> tuple[Path, dict]:
-    from . import tflite_ptq as tp
-    from .evaluate import run_model
-
-    parity = tp.check_parity(model, ref.artifact("onnx"), calib[:4], ref.name)
-    layout = str(ref.card.artifacts.get("tflite", {}).get("layout") or args.tflite_layout).lower()
-    methods = list(CONCRETE_METHODS) if args.method is Method.AUTO else [args.method]
-    ref_hold = None
-    if hold is not None:
-        ref_hold = tp.run_simulated(model, hold.x)
-        hold.float_logits["torch"] = ref_hold
-    tried, best, sims = {}, None, {}
-    for m in methods:
-        t0 = time.perf_counter()
-        with _bar(len(calib), f"{ref.name} tflite calibrate {m.value}") as bar:
-            sims[m] = tp.calibrate(model, calib, m, not args.per_tensor, progress=bar.update,
-                                   layout=layout, annotations=args.pt2e_annotations)
-        info = {"seconds": round(time.perf_counter() - t0, 1)}
-        if hold is not None:
-            info.update(hold.score(tp.run_simulated(sims[m][1], hold.x), ref_hold))
-        tried[m.value] = info
-        if best is None or (hold is not None and _better(info, tried[best.value])):
-            best = m
-    details: dict = {"method": best.value, "tried": tried if len(methods) > 1 else None,
-                     "selection": "PT2E simulated INT8 model on the held-out images",
-                     "torch_vs_onnx_max_abs_diff": parity, "layout": layout.upper(),
-                     "pt2e_annotations": args.pt2e_annotations}
-    quantizer, converted = sims[best]
-    excluded: list[str] = []
-    if hold is not None:
-        drop = hold.float_metric(ref_hold) - tried[best.value]["metric"]
-        details["holdout_drop"] = details["holdout_drop_before_fallback"] = round(drop, 3)
-        if drop > args.max_drop and args.fallback > 0:
-            ranked = [tp.onnx_node_to_module(r["node"]) for r in (ort_details or {}).get("ranking", [])]
-            ranked = [r for r in dict.fromkeys(ranked) if r]
-            if not ranked:
-                print(f"{PROG}: warning: {ref.name} tflite: no per-layer ranking (needs the ONNX "
-                      "backend's analysis); no layer kept in float", file=sys.stderr)
-            for i, mod in enumerate(ranked[: args.fallback]):
-                with _bar(len(calib), f"fallback {i + 1}") as bar:
-                    q, c = tp.calibrate(model, calib, best, not args.per_tensor, excluded + [mod],
-                                        bar.update, layout, args.pt2e_annotations)
-                s = hold.score(tp.run_simulated(c, hold.x), ref_hold)
-                new_drop = hold.float_metric(ref_hold) - s["metric"]
-                kept = new_drop < drop
-                print(f"{PROG}: {ref.name} tflite: {mod} in float: held-out drop {drop:.2f} -> "
-                      f"{new_drop:.2f} pt ({'kept' if kept else 'no gain, stays int8'})",
-                      file=sys.stderr)
-                if kept:
-                    excluded.append(mod)
-                    quantizer, converted, drop = q, c, new_drop
-                if drop <= args.max_drop:
-                    break
-            details["holdout_drop"] = round(drop, 3)
-    details["excluded_modules"] = excluded
-    out = work / "model.int8.tflite"
-    tp.to_tflite(converted, quantizer, calib, out)
-    if hold is not None:
-        s = hold.score(run_model(out, hold.x, "holdout tflite"), ref_hold)
-        details["holdout_tflite"] = s
-    return out, details
+def quantize_backend(ref: ModelRef, backend: Backend, calib: np.ndarray, hold: Holdout | None,
+                     config: QuantConfig, work: Path, torch_model=None) -> tuple[Path, dict]:
+    """One backend through the policy: (the INT8 file in `work`, its card fields)."""
+    saved = None  # the ONNX backend ranks the layers itself, on this run's calibration
+    if backend is Backend.ORT:
+        from .onnx_ptq import OrtBackend
+        impl = OrtBackend(ref, calib, config, work)
+    else:
+        from .tflite_ptq import TfliteBackend
+        impl = TfliteBackend(ref, torch_model, calib, config, work)
+        # The ONNX backend's ranking, recorded in the card by this run or an earlier one
+        # (deploy quantizes each backend in its own process).
+        card = load_card(ref.card_path)
+        saved = card.artifacts.get(Backend.ORT.int8_key, {}).get("ranking") or None
+    outcome = Policy(config, PROG, ref.name).run(impl, hold, saved)
+    path, extra = impl.finish(outcome, hold)
+    details = {"method": outcome.method.value,
+               "tried": outcome.tried if len(config.methods) > 1 else None,
+               **outcome.details(impl.exclusion_key), **extra}
+    if backend is Backend.ORT:
+        details["ranking"] = outcome.ranking or []
+    return path, details
 
 
 # ---- driver ------------------------------------------------------------------------------------
@@ -374,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_writable_dir(r.card_path.parent)
     check_writable_dir(out_dir)
 
-    need_holdout = args.method is Method.AUTO or args.fallback > 0
+    config = QuantConfig.from_args(args)
     interactive = sys.stderr.isatty()
     # The TFLite backend starts from torch: rebuild (and check) those models before any work.
     torch_models = {}
@@ -384,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch_models[r.name] = build_torch_model(r)
     for ref, backends in plans:
         t_model = time.perf_counter()
-        n_hold = args.holdout if need_holdout else 0
+        n_hold = args.holdout if config.needs_holdout else 0
         data = load_set(calib_src, ref.card, limit=args.num_calib + n_hold, progress=interactive,
                         what="--calib")
         if n_hold:
@@ -408,11 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wb = work / b.value
                 wb.mkdir()
                 t0 = time.perf_counter()
-                if b is Backend.ORT:
-                    tmp_model, det = quantize_ort(ref, calib, hold, args, wb)
-                else:
-                    tmp_model, det = quantize_tflite(ref, torch_models[ref.name], calib, hold, args,
-                                                     wb, details_of.get(Backend.ORT))
+                tmp_model, det = quantize_backend(ref, b, calib, hold, config, wb,
+                                                  torch_models.get(ref.name))
                 dest = out_dir / f"{ref.name}.int8{b.suffix}"
                 audit = _audit(tmp_model, b)
                 calib_info = {"method": det.pop("method"), "requested": args.method.value,
@@ -420,20 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "skipped_files": data.skipped,
                               "holdout_images": int(len(hold.x)) if hold else 0,
                               "holdout_metric": hold.metric if hold else None,
-                              "per_channel": not args.per_tensor}
+                              "per_channel": config.per_channel}
                 tried = det.pop("tried", None)
                 if tried:
                     calib_info["tried"] = tried
                 rec = {"calibration": calib_info, "audit": audit,
                        "seconds": round(time.perf_counter() - t0, 1), **det}
-                if b is Backend.ORT:
-                    import onnxruntime
-                    rec.update(format="QDQ", activations=args.activations, weights="int8 symmetric",
-                               runtime=f"onnxruntime {onnxruntime.__version__}")
-                    rec["ranking"] = rec.pop("worst_layers", [])
-                else:
-                    from .runners import TfliteRunner
-                    rec.update(format="TFLite full integer (PT2E)", io=TfliteRunner(tmp_model).io)
                 _install(tmp_model, dest)
                 produced[b] = dest
                 details_of[b] = rec

@@ -8,68 +8,26 @@ The torch model is rebuilt from the checkpoint named in the card (its sha256
 must still match: the training run rewrites checkpoints) or, for random-init
 exports, from the recorded seed; it is checked against the float ONNX model.
 
-litert-torch's PT2EQuantizer annotates conv(+relu), linear, add(+relu), mul,
-cat, max/adaptive-avg pool and a few shape ops. Everything else is left
-unannotated, and a converter keeps an unannotated op in float between a
-DEQUANTIZE and a QUANTIZE: a float island. ArmqPT2EQuantizer adds the ops the
-zoo needs: the channel shuffle (transpose / index_select), avg_pool2d (the
-ShuffleNet V1 shortcut), pad (TF SAME padding), standalone relu/relu6/hardtanh,
-clone/contiguous share their input's quantization (TFLite requires equal
-input/output parameters for these int8 kernels), and hardswish / hardsigmoid /
-sigmoid / silu get their own output observer (TFLite has int8 kernels for them).
-
-Fused activations: conv -> relu6 (hardtanh 0..6, MobileNet V2 / EfficientNet-Lite)
-and add -> relu / relu6 are annotated as one op with the observer after the
-activation, as TFLite runs them (one kernel with a fused activation); litert's
-own patterns only fuse conv + relu, so a ReLU6 shared the conv's pre-clamp range
-(efficientnet_lite0: SQNR 3 dB, 81% top-1 agreement). Residual adds are
-annotated here too: litert finds adds through `source_fn_stack`, which
-torch.export no longer records, so they were left to the converter and every
-add that feeds another add stayed in float.
+The quantizer (armq's annotations and observers) is quant.pt2e; `TfliteBackend`
+is this format's side of quant.policy. The TFLite backend cannot rank layers
+itself: its float fallback walks the ONNX backend's ranking, from this run or
+from the card (quant.ptq --backend ort records it), mapped to torch modules.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from zoo.util import captured_native_output
-from .common import Method, ModelRef, PERCENTILE, QuantError
-from .ranges import kl_range
+from .common import Method, ModelRef, QuantError
+from .config import Layout, QuantConfig
+from .policy import Holdout, Outcome, progress_bar
+from .pt2e import make_quantizer, quiet_env
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-_IMPORTED = False
-
-
-def _quiet_env() -> None:
-    """Import torchao / litert-torch once with their import-time noise (missing CUDA
-    kernels, absl/oneDNN banners, pytree deprecations) kept off the terminal."""
-    global _IMPORTED
-    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GLOG_minloglevel", "3")
-    if _IMPORTED:
-        return
-    import logging
-    import warnings
-
-    for name in ("torchao", "torch.utils._pytree", "absl", "jax", "tensorflow", "litert_torch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with captured_native_output(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import torchao.quantization.pt2e  # noqa: F401
-        try:
-            import litert_torch
-            litert_torch.config.show_progress = False
-        except ImportError:
-            pass
-    _IMPORTED = True
-
 
 def available() -> str | None:
     """None when the TFLite backend can run, else why not (one line)."""
@@ -153,232 +111,34 @@ def check_parity(model, ref_onnx: Path | None, x: np.ndarray, name: str) -> floa
     return diff
 
 
-# ---- observers -------------------------------------------------------------------------------
-
-
-def _observer_classes():
-    """Histogram observers picking the range by percentile or by KL divergence."""
-    _quiet_env()
-    import torch
-    from torchao.quantization.pt2e.observer import HistogramObserver
-
-    class _RangeFromHistogram(HistogramObserver):
-        def _edges(self):
-            n = self.histogram.numel()
-            lo, hi = float(self.min_val), float(self.max_val)
-            return np.linspace(lo, hi, n + 1), self.histogram.detach().cpu().double().numpy()
-
-        def _non_linear_param_search(self):
-            edges, hist = self._edges()
-            lo, hi = self._pick(edges, hist)
-            return (torch.tensor(lo, dtype=self.min_val.dtype),
-                    torch.tensor(hi, dtype=self.max_val.dtype))
-
-    class PercentileObserver(_RangeFromHistogram):
-        """Clip (100 - PERCENTILE)/2 percent of the values on each side."""
-
-        def _pick(self, edges, hist):
-            total = hist.sum()
-            if total <= 0:
-                return edges[0], edges[-1]
-            cdf = np.cumsum(hist) / total
-            cut = (100.0 - PERCENTILE) / 200.0
-            lo = edges[int(np.searchsorted(cdf, cut))]
-            hi = edges[min(len(edges) - 1, int(np.searchsorted(cdf, 1.0 - cut)) + 1)]
-            return min(lo, 0.0) if edges[0] < 0 else edges[0], max(hi, 0.0)
-
-    class KLObserver(_RangeFromHistogram):
-        """TensorRT-style entropy calibration for asymmetric int8: shrink the range
-        around zero and keep the one whose 256-level quantization of the clipped
-        histogram loses the least information (KL divergence)."""
-
-        def _pick(self, edges, hist):
-            return kl_range(edges, hist)
-
-    return PercentileObserver, KLObserver
-
-
-def quantization_config(method: Method, per_channel: bool):
-    _quiet_env()
-    import torch
-    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
-    from torchao.quantization.pt2e.observer import MinMaxObserver
-    from torchao.quantization.pt2e.quantizer import QuantizationSpec
-
-    base = get_symmetric_quantization_config(is_per_channel=per_channel)
-    if method is Method.MINMAX:
-        ctr = MinMaxObserver.with_args(eps=2 ** -12)
-    else:
-        pct, kl = _observer_classes()
-        ctr = (kl if method is Method.ENTROPY else pct).with_args(eps=2 ** -12)
-    act = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127,
-                           qscheme=torch.per_tensor_affine, is_dynamic=False,
-                           observer_or_fake_quant_ctr=ctr)
-    import dataclasses
-    return dataclasses.replace(base, input_activation=act, output_activation=act)
-
-
-# ---- the quantizer -----------------------------------------------------------------------------
-
-
-def make_quantizer(method: Method, per_channel: bool, float_modules: Iterable[str] = (),
-                   annotations: str = "armq"):
-    """annotations="litert": litert-torch's PT2EQuantizer as shipped (for comparison)."""
-    _quiet_env()
-    import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
-    from torchao.quantization.pt2e.quantizer import (QuantizationAnnotation,
-                                                     SharedQuantizationSpec)
-
-    aten = torch.ops.aten
-    relu6 = {aten.relu6.default} if hasattr(aten, "relu6") else set()
-    relu_ops = {aten.relu.default, aten.relu_.default}
-    clamp_ops = {aten.hardtanh.default, aten.hardtanh_.default}
-    shared = {aten.transpose.int, aten.transpose_copy.int, aten.index_select.default,
-              aten.avg_pool2d.default, aten.constant_pad_nd.default, aten.pad.default,
-              *relu_ops, *clamp_ops, aten.clone.default, aten.contiguous.default,
-              aten.reshape.default, aten.view.default, aten.flatten.using_ints,
-              aten.permute.default, aten.squeeze.dim, aten.unsqueeze.default,
-              aten.max_pool2d.default, aten.adaptive_avg_pool2d.default, aten.mean.dim,
-              aten.chunk.default, aten.split.Tensor, aten.split_with_sizes.default,
-              aten.slice.Tensor, getattr(aten, "_unsafe_view").default}
-    own_range = {aten.hardswish.default, aten.hardswish_.default, aten.hardsigmoid.default,
-                 aten.hardsigmoid_.default, aten.sigmoid.default, aten.silu.default,
-                 aten.silu_.default, *relu6}
-    config = quantization_config(method, per_channel)
-    skip = set(float_modules)
-
-    def annotation(n):
-        return n.meta.get("quantization_annotation") if hasattr(n, "meta") else None
-
-    def is_annotated(n) -> bool:
-        a = annotation(n)
-        return a is not None and a._annotated
-
-    def annotated_output(n) -> bool:
-        a = annotation(n)
-        return a is not None and a.output_qspec is not None
-
-    def in_skipped(n) -> bool:
-        # fqn may carry a wrapper prefix ('module.' of the channel-last wrapper)
-        stack = n.meta.get("nn_module_stack") or {}
-        for fqn, _ in stack.values():
-            f = "." + fqn + "."
-            if any(("." + s + ".") in f for s in skip):
-                return True
-        return False
-
-    if annotations == "litert":
-        return PT2EQuantizer().set_global(config)
-
-    conv_ops = {aten.conv1d.default, aten.conv2d.default, aten.convolution.default}
-    fused_relu_ops = relu_ops | relu6
-
-    def fusable_act(n) -> bool:
-        """relu or relu6 (hardtanh 0..6): activations TFLite fuses into a conv or an add."""
-        if n.op != "call_function" or is_annotated(n):
-            return False
-        if n.target in fused_relu_ops:
-            return True
-        if n.target in clamp_ops:
-            lo = n.args[1] if len(n.args) > 1 else n.kwargs.get("min_val", -1.0)
-            hi = n.args[2] if len(n.args) > 2 else n.kwargs.get("max_val", 1.0)
-            return (float(lo), float(hi)) == (0.0, 6.0)
-        return False
-
-    def float_tensor(a) -> bool:
-        v = a.meta.get("val") if hasattr(a, "meta") else None
-        return isinstance(v, torch.Tensor) and v.is_floating_point()
-
-    def annotate_fused(model) -> None:
-        """conv + relu6 and add (+ relu/relu6): observer after the activation only."""
-        from litert_torch.quantize.pt2e_quantizer_utils import (
-            get_bias_qspec, get_input_act_qspec, get_output_act_qspec, get_weight_qspec)
-
-        for n in model.graph.nodes:
-            if n.op != "call_function" or is_annotated(n):
-                continue
-            users = list(n.users)
-            act = users[0] if len(users) == 1 and fusable_act(users[0]) else None
-            if n.target in conv_ops and act is not None and act.target not in fused_relu_ops:
-                # conv + relu is litert's own "conv_relu" pattern
-                qmap = {n.args[0]: get_input_act_qspec(config), n.args[1]: get_weight_qspec(config)}
-                bias = n.args[2] if len(n.args) > 2 else None
-                if hasattr(bias, "meta"):
-                    qmap[bias] = get_bias_qspec(config)
-                for w in qmap:
-                    if w is not n.args[0] and "quantization_annotation" not in w.meta:
-                        w.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
-            elif (n.target is aten.add.Tensor and len(n.args) == 2
-                  and n.kwargs.get("alpha", 1) == 1 and all(float_tensor(a) for a in n.args)):
-                qmap = {a: get_input_act_qspec(config) for a in n.args}
-            else:
-                continue
-            out_spec = get_output_act_qspec(config)
-            n.meta["quantization_annotation"] = QuantizationAnnotation(
-                input_qspec_map=qmap, output_qspec=None if act is not None else out_spec,
-                _annotated=True)
-            if act is not None:
-                act.meta["quantization_annotation"] = QuantizationAnnotation(
-                    output_qspec=out_spec, _annotated=True)
-
-    class ArmqPT2EQuantizer(PT2EQuantizer):
-        """litert-torch's quantizer plus the ops the zoo needs (see module docstring)."""
-
-        def annotate(self, model):
-            annotate_fused(model)
-            model = super().annotate(model)
-            for n in model.graph.nodes:
-                if n.op != "call_function" or not n.args or not hasattr(n.args[0], "meta"):
-                    continue
-                if is_annotated(n):
-                    continue
-                prev = n.args[0]
-                if n.target in shared and annotated_output(prev):
-                    spec = SharedQuantizationSpec(prev)
-                    n.meta["quantization_annotation"] = QuantizationAnnotation(
-                        input_qspec_map={prev: spec}, output_qspec=spec, _annotated=True)
-                elif n.target in own_range and annotated_output(prev):
-                    n.meta["quantization_annotation"] = QuantizationAnnotation(
-                        input_qspec_map={prev: config.input_activation},
-                        output_qspec=config.output_activation, _annotated=True)
-            if skip:
-                for n in model.graph.nodes:
-                    if n.op == "call_function" and in_skipped(n):
-                        n.meta.pop("quantization_annotation", None)
-            return model
-
-    return ArmqPT2EQuantizer().set_global(config)
-
-
 # ---- calibrate, convert ---------------------------------------------------------------------
 
 
-def with_layout(model, layout: str):
+def with_layout(model, layout: Layout):
     """NHWC: wrap with litert-torch's channel-last IO (TFLite's native input layout)."""
-    if layout.lower() != "nhwc":
+    if layout is not Layout.NHWC:
         return model
-    _quiet_env()
+    quiet_env()
     import litert_torch
     return litert_torch.to_channel_last_io(model, args=[0]).eval()
 
 
-def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout.lower() == "nhwc" else x
+def to_layout(x: np.ndarray, layout: Layout) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout is Layout.NHWC else x
 
 
-def calibrate(model, x: np.ndarray, method: Method, per_channel: bool,
-              float_modules: Sequence[str] = (), progress=None, layout: str = "nchw",
-              annotations: str = "armq"):
+def calibrate(model, x: np.ndarray, method: Method, config: QuantConfig,
+              float_modules: Sequence[str] = (), progress=None):
     """(quantizer, PT2E-converted GraphModule): the simulated INT8 model.
     `model` takes NCHW; with layout nhwc the graph takes NHWC (x stays NCHW here)."""
-    _quiet_env()
+    quiet_env()
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    layout = config.tflite_layout
     xl = to_layout(x, layout)
     sample = (torch.from_numpy(xl[:1]),)
-    quantizer = make_quantizer(method, per_channel, float_modules, annotations)
+    quantizer = make_quantizer(method, config, float_modules)
     with torch.no_grad():
         exported = torch.export.export(with_layout(model, layout), sample).module()
         prepared = prepare_pt2e(exported, quantizer)
@@ -395,7 +155,7 @@ def run_simulated(converted, x: np.ndarray) -> np.ndarray:
     """Logits of a PT2E model (or of the float torch model) on NCHW images."""
     import torch
 
-    xl = to_layout(x, getattr(converted, "armq_layout", "nchw"))
+    xl = to_layout(x, getattr(converted, "armq_layout", Layout.NCHW))
     with torch.no_grad():
         return np.concatenate([converted(torch.from_numpy(xl[i:i + 1])).numpy()
                                for i in range(len(xl))]).reshape(len(xl), -1)
@@ -403,17 +163,17 @@ def run_simulated(converted, x: np.ndarray) -> np.ndarray:
 
 def to_tflite(converted, quantizer, x: np.ndarray, out: Path) -> None:
     """litert_torch.convert the PT2E model and write the flatbuffer to `out`."""
-    _quiet_env()
+    quiet_env()
     import torch
     import litert_torch
-    from litert_torch.quantize.quant_config import QuantConfig
+    from litert_torch.quantize.quant_config import QuantConfig as LitertQuantConfig
 
-    xl = to_layout(x, getattr(converted, "armq_layout", "nchw"))
+    xl = to_layout(x, getattr(converted, "armq_layout", Layout.NCHW))
     sample = (torch.from_numpy(xl[:1]),)
     with captured_native_output() as log:
         try:
             edge = litert_torch.convert(converted, sample,
-                                        quant_config=QuantConfig(pt2e_quantizer=quantizer))
+                                        quant_config=LitertQuantConfig(pt2e_quantizer=quantizer))
             edge.export(str(out))
             err = None
         except Exception as e:  # noqa: BLE001 - the converter raises many kinds
@@ -485,3 +245,69 @@ def onnx_node_to_module(node_name: str) -> str | None:
     return full or None
 
 
+# ---- the policy's backend ------------------------------------------------------------
+
+
+class TfliteBackend:
+    """quant.policy's backend for TFLite: a PT2E calibration is both the ranges and the
+    candidate (quantizer, simulated INT8 GraphModule); excluding layers means calibrating
+    again with those modules unannotated. It cannot rank layers (see the docstring)."""
+
+    name = "tflite"
+    exclusion_key = "excluded_modules"
+
+    def __init__(self, ref: ModelRef, torch_model, calib: np.ndarray, config: QuantConfig,
+                 work: Path):
+        self.parity = check_parity(torch_model, ref.artifact("onnx"), calib[:4], ref.name)
+        # The INT8 model takes the input as the card's float TFLite model does, if any.
+        card_layout = ref.card.artifacts.get("tflite", {}).get("layout")
+        if card_layout:
+            try:
+                config = config.with_layout(Layout(str(card_layout).lower()))
+            except ValueError:
+                raise QuantError(f"{ref.name}: the card's TFLite layout '{card_layout}' is "
+                                 "neither NHWC nor NCHW") from None
+        self.model, self.torch_model, self.calib = ref.name, torch_model, calib
+        self.config, self.work = config, work
+
+    def float_logits(self, x: np.ndarray) -> np.ndarray:
+        return run_simulated(self.torch_model, x)
+
+    def calibrate(self, method: Method):
+        with progress_bar(len(self.calib), f"{self.model} tflite calibrate {method.value}") as bar:
+            return calibrate(self.torch_model, self.calib, method, self.config, (), bar.update)
+
+    def quantize(self, ranges, method: Method, exclusions: Sequence[str], tag: str):
+        if not exclusions:
+            return ranges
+        with progress_bar(len(self.calib), f"{self.model} tflite {tag}") as bar:
+            return calibrate(self.torch_model, self.calib, method, self.config, exclusions,
+                             bar.update)
+
+    def logits(self, candidate, x: np.ndarray) -> np.ndarray:
+        return run_simulated(candidate[1], x)
+
+    def rank_layers(self, candidate) -> None:
+        return None
+
+    def fallback_layers(self, ranking: Sequence[dict]) -> list[str]:
+        modules = (onnx_node_to_module(r["node"]) for r in ranking)
+        return [m for m in dict.fromkeys(modules) if m]
+
+    def finish(self, outcome: Outcome, hold: Holdout | None) -> tuple[Path, dict]:
+        from .evaluate import run_model
+        from .runners import TfliteRunner
+
+        quantizer, converted = outcome.candidate
+        out = self.work / "model.int8.tflite"
+        to_tflite(converted, quantizer, self.calib, out)
+        details = {"selection": "PT2E simulated INT8 model on the held-out images",
+                   "torch_vs_onnx_max_abs_diff": self.parity,
+                   "layout": self.config.tflite_layout.value.upper(),
+                   "pt2e_annotations": self.config.pt2e_annotations.value}
+        if hold is not None:
+            # the converted flatbuffer, not its simulation: what the card's drop promises
+            details["holdout_tflite"] = hold.score(run_model(out, hold.x, "holdout tflite"),
+                                                   outcome.reference)
+        details.update(format="TFLite full integer (PT2E)", io=TfliteRunner(out).io)
+        return out, details

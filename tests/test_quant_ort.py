@@ -14,7 +14,7 @@ import pytest
 
 from _quant_models import CALIB, NAME, TEST, copy_model, shared_model
 
-from quant import onnx_ptq
+from quant import onnx_layers, onnx_ptq
 from quant.calib import load_set
 from quant.common import Method, ModelRef
 from quant.ptq import main as ptq_main
@@ -137,7 +137,7 @@ def test_layer_errors_and_float_fallback(model, tmp_path):
     ranges = onnx_ptq.calibrate(pre, x[:32], Method.MINMAX, name, batch, tmp_path)
     q = tmp_path / "q.onnx"
     onnx_ptq.quantize(pre, ranges, Method.MINMAX, q)
-    rows = onnx_ptq.layer_errors(pre, q, x[32:], name, batch, tmp_path)
+    rows = onnx_layers.layer_errors(pre, q, x[32:], name, batch, tmp_path)
     convs = [r for r in rows if r["op"] == "Conv"]
     assert len(convs) == 49
     scores = [r["score"] for r in rows if r["score"] is not None]
@@ -146,7 +146,7 @@ def test_layer_errors_and_float_fallback(model, tmp_path):
     worst = convs[0]["node"]
     qf = tmp_path / "qf.onnx"
     onnx_ptq.quantize(pre, ranges, Method.MINMAX, qf,
-                      nodes_to_exclude=onnx_ptq.exclusion_for(pre, worst))
+                      nodes_to_exclude=onnx_layers.exclusion_for(pre, worst))
     rt = onnx_ptq.runtime_audit(qf)
     # the worst conv and the consumers of its output run in float, nothing else
     assert any(worst in s for s in rt["float_islands"])

@@ -14,7 +14,7 @@ from quant.calib import make_reader, split_holdout
 from quant.common import Backend, Method, backend_for_path
 from quant.evaluate import format_table
 from quant.metrics import agreement, sqnr_db, summarize, topk
-from quant.onnx_ptq import rewire_shape_queries
+from quant.onnx_graph import rewire_shape_queries
 from quant.ranges import kl_range
 from quant.tflite_ptq import onnx_node_to_module
 
@@ -117,7 +117,7 @@ def test_pt2e_relu6_and_residual_adds_are_annotated():
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
     from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
 
-    from quant.tflite_ptq import make_quantizer
+    from quant.pt2e import make_quantizer
 
     class Net(nn.Module):
         def __init__(self):
@@ -132,7 +132,7 @@ def test_pt2e_relu6_and_residual_adds_are_annotated():
             return x + self.b2(x)
 
     gm = torch.export.export(Net().eval(), (torch.randn(1, 3, 8, 8),)).module()
-    prepare_pt2e(gm, make_quantizer(Method.MINMAX, True))
+    prepare_pt2e(gm, make_quantizer(Method.MINMAX))
     nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
     clamps = [n for n in nodes if "hardtanh" in str(n.target)]
     adds = [n for n in nodes if n.target is torch.ops.aten.add.Tensor]
@@ -144,3 +144,40 @@ def test_pt2e_relu6_and_residual_adds_are_annotated():
     for a in adds:
         qa = a.meta.get("quantization_annotation")
         assert qa is not None and qa.output_qspec is not None and len(qa.input_qspec_map) == 2
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("litert_torch") is None,
+                    reason="the tflite extra (litert-torch) is not installed")
+def test_pt2e_float_module_takes_its_shared_ops_along():
+    # Keeping the pool in float (the TFLite fallback walks the ONNX ranking, where
+    # GlobalAveragePool can be the worst node) must leave the flatten that shared the
+    # pool's quantization in float too: prepare_pt2e failed with KeyError otherwise.
+    import torch
+    from torch import nn
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from quant.pt2e import make_quantizer
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+    def annotated(gm, word):
+        return [n.meta.get("quantization_annotation") is not None for n in gm.graph.nodes
+                if n.op == "call_function" and word in str(n.target)]
+
+    gm = torch.export.export(Net().eval(), (torch.randn(1, 3, 8, 8),)).module()
+    q = make_quantizer(Method.MINMAX)
+    q.annotate(gm)
+    assert annotated(gm, "adaptive_avg_pool") == [True] and all(annotated(gm, "view"))
+    gm = torch.export.export(Net().eval(), (torch.randn(1, 3, 8, 8),)).module()
+    prepared = prepare_pt2e(gm, make_quantizer(Method.MINMAX, float_modules=["pool"]))
+    assert annotated(prepared, "adaptive_avg_pool") == [False]
+    assert not any(annotated(prepared, "view"))
+    prepared(torch.randn(1, 3, 8, 8))
