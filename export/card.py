@@ -122,10 +122,13 @@ class ModelCard:
         return Path(card_path).parent / self.artifacts[key]["path"]
 
     def record_artifact(self, card_path: str | Path, key: str, model_path: str | Path,
-                        **details: Any) -> None:
+                        installed_as: str | Path | None = None, **details: Any) -> None:
+        """Record `model_path`'s hash and size under `key`; the path recorded is
+        `installed_as` when the bytes are still in a temp file (a transaction)."""
         model_path = Path(model_path)
-        rel = model_path.resolve().relative_to(Path(card_path).resolve().parent) \
-            if model_path.resolve().parent == Path(card_path).resolve().parent else model_path.resolve()
+        shown = Path(installed_as) if installed_as is not None else model_path
+        rel = shown.resolve().relative_to(Path(card_path).resolve().parent) \
+            if shown.resolve().parent == Path(card_path).resolve().parent else shown.resolve()
         self.artifacts[key] = {"path": str(rel), "sha256": sha256_of(model_path),
                                "size_bytes": model_path.stat().st_size, **details}
 

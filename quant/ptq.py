@@ -37,7 +37,7 @@ import numpy as np
 
 from export.card import load_card, save_card
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
+from zoo.util import ArmqError, atomic_paths, check_writable_dir, cli_entry
 
 from .common import (CONCRETE_BACKENDS, Backend, Method, ModelRef, QuantError,
                      backend_for_path, one_line_warnings, resolve_models)
@@ -120,11 +120,6 @@ def _backends_for(ref: ModelRef, requested: Backend | None, given: Path | None) 
         raise QuantError(f"{ref.name}: nothing to quantize (no float ONNX model, and no torch "
                          "source for the TFLite backend)")
     return out
-
-
-def _install(tmp_model: Path, dest: Path) -> None:
-    with atomic_path(dest) as tmp:
-        shutil.copyfile(tmp_model, tmp)
 
 
 def _evaluate_all(ref: ModelRef, eval_images, produced: dict[Backend, Path], method_of: dict,
@@ -266,14 +261,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     calib_info["tried"] = tried
                 rec = {"calibration": calib_info, "audit": audit,
                        "seconds": round(time.perf_counter() - t0, 1), **det}
-                _install(tmp_model, dest)
+                # The INT8 file and the card that records its hash are one transaction:
+                # both are written in full before either is renamed into place, so a full
+                # disk or a kill leaves the old pair, never a file its card does not describe.
+                with atomic_paths(dest, ref.card_path) as (tmp_dest, tmp_card):
+                    shutil.copyfile(tmp_model, tmp_dest)
+                    card = load_card(ref.card_path)
+                    card.record_artifact(ref.card_path, b.int8_key, tmp_dest, installed_as=dest,
+                                         **rec)
+                    card.accuracy.pop(b.int8_key, None)  # a new model: old numbers are stale
+                    save_card(card, tmp_card)
                 produced[b] = dest
                 details_of[b] = rec
-                # Record at once: the card always describes the INT8 files on disk.
-                card = load_card(ref.card_path)
-                card.record_artifact(ref.card_path, b.int8_key, dest, **rec)
-                card.accuracy.pop(b.int8_key, None)  # a new model: old numbers are stale
-                save_card(card, ref.card_path)
                 _print_audit(ref.name, b, dest, rec)
         method_of = {b: d["calibration"]["method"] for b, d in details_of.items()}
         rows = []
