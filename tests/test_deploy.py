@@ -328,7 +328,7 @@ def test_quant_evaluate_card_mode(run, tmp_path):
     assert r.returncode == 0 and "top1 %" in r.stdout and "(onnx_int8)" in r.stdout, r.stderr
     r = run_cli("quant.evaluate", "--card", card, "--ref", card, "--data", SHIPPED_TESTSET,
                 timeout=120)
-    assert r.returncode == 2 and r.stderr.startswith("quant.evaluate: error:") \
+    assert r.returncode == 2 and r.stderr.startswith("python -m quant.evaluate: error:") \
         and "--ref applies to --model only" in r.stderr
     r = run_cli("quant.evaluate", "--card", card, "--model", card, "--data", SHIPPED_TESTSET,
                 timeout=120)
@@ -349,7 +349,7 @@ def test_android_bench_profile_cli(run, tmp_path):
     assert prof["categories"]["depthwise"]["nodes"] == 16
     assert doc["models"][f"{TAG}.json"]["available"] is False
     r = run_cli("android_bench.profile", "--model", tmp_path / "none.onnx", timeout=120)
-    assert r.returncode == 2 and r.stderr.startswith("android_bench.profile: error:") \
+    assert r.returncode == 2 and r.stderr.startswith("python -m android_bench.profile: error:") \
         and "not found" in r.stderr
 
 
@@ -438,7 +438,10 @@ def test_published_results_table(run):
     rec = d["models"]["shufflenet_v1_g3_w1_cifar10"]["weights"]["metrics"]["test_top1"]
     assert cells[2] == f"{100 * rec:.2f}"
     q = d["models"]["shufflenet_v1_g3_w1_cifar10"]["accuracy"]["results"]["onnx_int8"]
-    assert cells[4] == f"{100 * q['top1']:.2f}" and cells[6] == f"{100 * q['agreement']:.2f}"
+    # The accuracy stage records percentages; the drop is in points on the same images.
+    assert cells[4] == f"{q['top1']:.2f}" and cells[6] == f"{q['agreement']:.2f}"
+    f = d["models"]["shufflenet_v1_g3_w1_cifar10"]["accuracy"]["results"]["onnx"]["top1"]
+    assert cells[5] == f"{f - q['top1']:+.2f}" and abs(f - q["top1"]) < 5
     assert "## Cost and speed" in md and "INT8 speed-up local" in md
     assert (run_dir.parent.parent / "results" / "accuracy_vs_macs.png").stat().st_size > 5000
     assert "**INT8 per family**" in md and "shufflenet_v1 1x g3 " in md.split("**INT8 per family**")[1]
