@@ -110,6 +110,14 @@ def _target_options(a: argparse.Namespace) -> TargetOptions:
                          remote_dir=a.remote_dir, extra=extra)
 
 
+def command(files: Sequence[str], target: str, runs: int, warmup: int, out_json: Path,
+            cpu: str | None = None, python: str = sys.executable) -> list[str]:
+    """The command line that benchmarks `files` on one target and writes `out_json`."""
+    argv = [python, "-m", "android_bench", "--model", *map(str, files), "--target", target,
+            "--runs", str(runs), "--warmup", str(warmup), "--json", str(out_json)]
+    return argv + (["--cpu", cpu] if cpu else [])
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = make_parser(PROG, __doc__)
     ap.add_argument("--model", nargs="+", action="extend", required=True,

@@ -17,9 +17,12 @@ import sys
 from pathlib import Path
 
 from android_bench import compare as bench_compare
+from android_bench.cli import command as bench_command
 from android_bench import profile as bench_profile
 from export.card import ARTIFACT_KEYS
+from export.common import command as export_command
 from quant import card_eval
+from quant.ptq import command as ptq_command
 from zoo.cli import variant_argv  # the export flags, derived from the registry
 
 from . import collect
@@ -110,11 +113,12 @@ class Plan:
             return {"kind": kind}
         return run
 
-    def weights_args(self, p: Planned) -> list[str]:
+    def weights_file(self, p: Planned) -> Path | None:
+        """The run's snapshot of the model's weights, or None: random init."""
         snap = self.run_dir / "weights" / f"{p.tag}.pt"
         if self.weights_kind(p) in ("shipped", "given") and snap.is_file():
-            return ["--weights", str(snap)]
-        return ["--random-weights"]
+            return snap
+        return None
 
     # -- stage list --
     def stages(self) -> list[tuple[list[Stage], bool]]:
@@ -133,26 +137,25 @@ class Plan:
             g1.append(mk("cost", run=self.run_cost(p)))
             g1.append(mk("weights", run=self.run_weights(p)))
 
-            common = [*variant_argv(p.variant), "--out", str(self.art)]
             g1.append(mk("export_onnx", needs=[f"{t}/weights"], timeout_s=TIMEOUTS["export_onnx"],
-                         prepare=self._argv(lambda p=p, common=common: [
-                             self.py, "-m", "export.onnx", *common, *self.weights_args(p)]),
+                         prepare=self._argv(lambda p=p: export_command(
+                             "export.onnx", variant_argv(p.variant), self.art, self.weights_file(p),
+                             python=self.py)),
                          after=self._after_card(p)))
             if not s.skip_tflite:
                 g1.append(mk("export_tflite", needs=[f"{t}/weights"],
                              timeout_s=TIMEOUTS["export_tflite"],
-                             prepare=self._argv(lambda p=p, common=common: [
-                                 self.py, "-m", "export.tflite", *common, *self.weights_args(p)]),
+                             prepare=self._argv(lambda p=p: export_command(
+                                 "export.tflite", variant_argv(p.variant), self.art,
+                                 self.weights_file(p), python=self.py)),
                              after=self._after_card(p)))
             p_calib, p_note = data_path("calib", p.dataset, s.calib_data)
             for backend in ("ort",) + (() if s.skip_tflite else ("tflite",)):
                 needs = [f"{t}/export_onnx" if backend == "ort" else f"{t}/export_tflite"]
                 g1.append(mk(f"quant_{backend}", needs=needs, timeout_s=TIMEOUTS[f"quant_{backend}"],
                              when=(lambda c=p_calib, n=p_note: n if c is None else None),
-                             prepare=self._argv(lambda p=p, b=backend, c=p_calib: [
-                                 self.py, "-m", "quant.ptq", "--calib", str(c), "--model", p.tag,
-                                 "--backend", b, "--num-calib", str(self._num_calib(p, b)),
-                                 "--out", str(self.art)]),
+                             prepare=self._argv(lambda p=p, b=backend, c=p_calib: ptq_command(
+                                 p.tag, c, b, self._num_calib(p, b), self.art, python=self.py)),
                              after=self._after_card(p)))
                 if p_note and p_calib is not None and p_note not in self.notes:
                     self.notes.append(p_note)
@@ -246,12 +249,8 @@ class Plan:
                         files.append(str(f))
             if not files:
                 raise SkipStage("no model file to run (every export failed)")
-            argv = [self.py, "-m", "android_bench", "--model", *files, "--target", tg.kind,
-                    "--runs", str(self.s.runs_for(tg)), "--warmup", str(self.s.warmup_for(tg)),
-                    "--json", str(out_json)]
-            if tg.cpu:
-                argv += ["--cpu", tg.cpu]
-            stage.argv = argv
+            stage.argv = bench_command(files, tg.kind, self.s.runs_for(tg), self.s.warmup_for(tg),
+                                       out_json, tg.cpu, python=self.py)
             stage.outputs["load_avg_before"] = _load()
 
         def after(stage: Stage, out: dict) -> None:

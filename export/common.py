@@ -65,6 +65,16 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def command(module: str, variant_args: Sequence[str], out: Path, weights: Path | None = None,
+            python: str = sys.executable) -> list[str]:
+    """The command line of `python -m export.onnx` / `export.tflite` for a zoo variant
+    (`zoo.cli.variant_argv`): given weights, else random-init ones (never a silent lookup)."""
+    if module not in ("export.onnx", "export.tflite"):
+        raise ValueError(f"not an exporter: {module}")
+    wargs = ["--weights", str(weights)] if weights is not None else ["--random-weights"]
+    return [python, "-m", module, *variant_args, "--out", str(out), *wargs]
+
+
 def check_common_args(args: argparse.Namespace) -> None:
     if not args.model and not args.weights and not args.model_py:
         raise ArmqError("--model is required (or --weights with an armq checkpoint)")

@@ -47,6 +47,13 @@ from .policy import Holdout, Policy
 PROG = "quant.ptq"
 
 
+def command(model: str, calib: Path, backend: str, num_calib: int, out: Path,
+            python: str = sys.executable) -> list[str]:
+    """The command line of one backend's quantization of the model `model` in `out`."""
+    return [python, "-m", PROG, "--calib", str(calib), "--model", model, "--backend", backend,
+            "--num-calib", str(num_calib), "--out", str(out)]
+
+
 def quantize_backend(ref: ModelRef, backend: Backend, calib: np.ndarray, hold: Holdout | None,
                      config: QuantConfig, work: Path, torch_model=None) -> tuple[Path, dict]:
     """One backend through the policy: (the INT8 file in `work`, its card fields)."""

@@ -452,3 +452,30 @@ def test_publish_errors_are_one_line(tmp_path):
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1] == \
         f"python -m deploy: error: --publish {tmp_path / 'x.txt'}: expected a .md file"
     assert not (tmp_path / "runs").exists()
+
+
+def test_stage_command_lines_come_from_their_packages(tmp_path):
+    """deploy builds no command line itself: each stage package's `command()` makes one its
+    own parser accepts (the export, PTQ and benchmark stages; accuracy/profile/compare too)."""
+    import zoo
+    from android_bench.cli import build_parser, command as bench_command
+    from export import common
+    from export.common import command as export_command
+    from quant.ptq import command as ptq_command
+    from zoo.cli import variant_argv
+
+    v = zoo.resolve_variant("shiftnet", "cifar10", depth=56)
+    for mod in ("export.onnx", "export.tflite"):
+        argv = export_command(mod, variant_argv(v), tmp_path, None, python="py")
+        assert argv[:3] == ["py", "-m", mod]
+        args = common.parse(common.make_parser(mod, "x"), argv[3:])
+        assert args.depth == 56 and args.random_weights and args.out == tmp_path
+        argv = export_command(mod, variant_argv(v), tmp_path, tmp_path / "w.pt", python="py")
+        assert common.parse(common.make_parser(mod, "x"), argv[3:]).weights == tmp_path / "w.pt"
+    argv = ptq_command("m", tmp_path / "c", "tflite", 100, tmp_path, python="py")
+    assert argv[:3] == ["py", "-m", "quant.ptq"] and argv[argv.index("--backend") + 1] == "tflite"
+    argv = bench_command(["a.onnx", "b.tflite"], "qemu", 3, 1, tmp_path / "o.json", "cortex-a76")
+    a = build_parser().parse_args(argv[3:])
+    assert a.model == ["a.onnx", "b.tflite"] and a.cpu == "cortex-a76" and a.runs == 3
+    plan_src = (REPO / "deploy" / "plan.py").read_text()
+    assert '"-m"' not in plan_src   # no hand-written `python -m` line left in the plan
