@@ -34,7 +34,7 @@ from PIL import Image
 from conftest import REPO, run_cli
 
 from zoo.config import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
-from zoo.util import ArmqError, cli_entry, load_json, shown
+from zoo.util import ArmqError, cli_entry, load_json, prog_of, shown
 
 CIFAR = list(CIFAR10_CLASSES)
 SIZE = 8
@@ -119,7 +119,7 @@ def assert_one_line_error(r: subprocess.CompletedProcess, prog: str, needle: str
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines, "no error line"
     last = lines[-1]
-    assert last.startswith(f"{prog}: error: "), err[-2000:]
+    assert last.startswith(f"{prog_of(prog)}: error: "), err[-2000:]   # python -m <module>
     assert "internal error" not in last, last
     assert needle in last, last
     assert "\x1b" not in err
@@ -459,7 +459,7 @@ def test_cli_entry_signal_runs_cleanup_and_exits_128_plus(sig):
     finally:
         signal.signal(sig, old)
     assert rc == 128 + sig and cleaned == [True]
-    assert err.strip() == f"prog: interrupted ({signal.Signals(sig).name})"
+    assert err.strip() == f"python -m prog: interrupted ({signal.Signals(sig).name})"
 
 
 def test_second_signal_does_not_abort_cleanup():
@@ -542,7 +542,7 @@ def test_disk_full_is_one_line():
             f.write("x" * 10)
     rc, err = _run_entry(main)
     assert rc == 2 and err.count("\n") == 1
-    assert err.startswith("prog: error: disk full while writing") and "internal" not in err
+    assert err.startswith("python -m prog: error: disk full while writing") and "internal" not in err
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
@@ -758,7 +758,7 @@ def test_cli_error_line_escapes_whole_message():
         raise ArmqError("cannot read data/evil\n\x1b[2Jname.png (bad)")
     rc, err = _run_entry(main)
     assert rc == 2 and err.count("\n") == 1 and "\x1b" not in err
-    assert err == "prog: error: cannot read data/evil\\n\\x1b[2Jname.png (bad)\n"
+    assert err == "python -m prog: error: cannot read data/evil\\n\\x1b[2Jname.png (bad)\n"
 
 
 def test_cli_data_error_names_escaped_end_to_end(tmp_path):

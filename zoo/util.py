@@ -23,8 +23,9 @@ PROG_PREFIX = "python -m "
 
 
 def prog_of(module: str) -> str:
-    """'zoo.cost' or 'python -m zoo.cost' -> 'python -m zoo.cost' (every CLI's prog)."""
-    return module if module.startswith(PROG_PREFIX) else PROG_PREFIX + module
+    """'zoo.cost' or 'python -m zoo.cost' -> 'python -m zoo.cost' (every CLI's prog); a
+    console command with its subcommand ('armq export-onnx') is already a prog."""
+    return module if module.startswith(PROG_PREFIX) or " " in module else PROG_PREFIX + module
 
 
 def _publish(tmp: str, path: Path) -> None:
