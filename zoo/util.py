@@ -60,21 +60,10 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Like atomic_output, for libraries that want a file name to write to."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise ArmqError(f"cannot write to {path.parent}: {e.strerror or e}") from None
-    try:
-        yield Path(tmp)
-        _publish(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Like atomic_output, for libraries that want a file name to write to (a one-file
+    `atomic_paths`)."""
+    with atomic_paths(path) as (tmp,):
+        yield tmp
 
 
 @contextlib.contextmanager
