@@ -454,6 +454,9 @@ def test_cli_entry_signal_runs_cleanup_and_exits_128_plus(sig):
         finally:
             cleaned.append(True)
 
+    # A test run under nohup inherits SIGHUP ignored, which cli_entry rightly respects:
+    # start from the default disposition, the one a terminal or CI gives.
+    signal.signal(sig, signal.SIG_DFL)
     try:
         rc, err = _run_entry(main)
     finally:
