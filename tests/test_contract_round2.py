@@ -6,7 +6,7 @@
   6. "internal error" on a user input is a defect (compare/report/audit/evaluate);
   7. what a terminal shows is escaped (file and card names with control characters).
 
-Every CLI case checks the same one-line contract as tests/test_hardening.py: non-zero
+Every CLI case checks the same one-line contract as tests/test_cli_contract.py: non-zero
 exit, the last stderr line is `<prog>: error: ...` naming the problem, no traceback.
 """
 from __future__ import annotations

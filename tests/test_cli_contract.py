@@ -1,4 +1,4 @@
-"""Hardening (issue 8): one bad-input matrix across every armq CLI.
+"""The CLI contract (hardening, issue 8): one bad-input matrix across every armq CLI.
 
 Every row of CASES runs one CLI as a user would (`python -m <module> ...`, a real
 subprocess) on one kind of bad input and checks the same contract:
