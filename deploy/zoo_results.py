@@ -83,18 +83,14 @@ def latency(m: dict, target: str, key: str) -> float | None:
     return (b or {}).get("median_ms")
 
 
-def int8_speedup(doc: dict, tag: str, target: str, fmt: str) -> float | None:
-    for s in A.int8_speedups(doc):
-        if s["model"] == tag and s["target"] == target and s["format"] == fmt:
-            return s["speedup"]
-    return None
+def int8_speedups(doc: dict) -> dict[tuple[str, str, str], float | None]:
+    """(model, target, format) -> INT8 over FP32 speed-up, computed once per table."""
+    return {(s["model"], s["target"], s["format"]): s["speedup"] for s in A.int8_speedups(doc)}
 
 
-def vs_base(doc: dict, tag: str, target: str, key: str) -> dict | None:
-    for p in A.baseline_pairs(doc):
-        if p["model"] == tag and p["target"] == target and p["key"] == key:
-            return p
-    return None
+def baseline_pairs(doc: dict) -> dict[tuple[str, str, str], dict]:
+    """(model, target, artifact key) -> the pair against the baseline's FP32 model."""
+    return {(p["model"], p["target"], p["key"]): p for p in A.baseline_pairs(doc)}
 
 
 def training_note(m: dict) -> str:
@@ -167,12 +163,13 @@ def speedup_table(doc: dict) -> list[str]:
                  "efficiency (measured / MAC ratio)"]
     body = []
     a76 = next((t for t in ts if t.endswith("cortex-a76")), ts[-1] if ts else None)
+    int8, pairs = int8_speedups(doc), baseline_pairs(doc)
     for tag, m in A.models(doc).items():
         row = [A.short_name(tag, m)]
         for t in ts:
-            row.append(" / ".join(fx(int8_speedup(doc, tag, t, f)) for f in FMTS))
+            row.append(" / ".join(fx(int8.get((tag, t, f))) for f in FMTS))
         if base:
-            ps = [vs_base(doc, tag, a76, f) for f in FMTS] if a76 else [None, None]
+            ps = [pairs.get((tag, a76, f)) for f in FMTS]
             mr = next((p["mac_ratio"] for p in ps if p), None)
             row += [fx(mr) if tag != base else "1.00x (baseline)",
                     " / ".join(fx((p or {}).get("speedup")) for p in ps),

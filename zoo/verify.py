@@ -20,9 +20,6 @@ from typing import Sequence
 from .clikit import make_parser
 from .util import ArmqError, atomic_output, cli_entry
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 def shipped_files(folder: Path, only: Sequence[str] = ()) -> list[Path]:
     files = sorted(p for p in folder.glob("*.pt") if not p.name.endswith(".resume.pt"))
     if only:
@@ -72,8 +69,10 @@ def provenance_table(files: Sequence[Path]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = make_parser("zoo.verify", __doc__)
-    p.add_argument("--weights-dir", type=Path, default=REPO / "assets" / "weights")
-    p.add_argument("--data", type=Path, default=REPO / "assets" / "data" / "cifar10_test.tar.gz",
+    from armq import assets_dir  # the one place that knows where the shipped assets are
+
+    p.add_argument("--weights-dir", type=Path, default=assets_dir() / "weights")
+    p.add_argument("--data", type=Path, default=assets_dir() / "data" / "cifar10_test.tar.gz",
                    help="labelled test set (default: the shipped CIFAR-10 test set, 10,000 images)")
     p.add_argument("--only", nargs="+", default=(), metavar="NAME",
                    help="only files whose name contains one of these")
