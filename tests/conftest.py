@@ -60,3 +60,26 @@ def one_thread() -> Iterator[None]:
 def two_threads() -> Iterator[None]:
     """Full-size ImageNet forwards: two threads (still no more than the machine has)."""
     yield from _torch_threads(2)
+
+
+def wait_for_running_stage(proc: subprocess.Popen, runs: Path, kind: str,
+                           timeout: float = 600) -> Path:
+    """Poll a `python -m deploy --out runs` process until its results.json shows stage
+    `kind` running; returns that results.json (for tests that interrupt a run mid-stage)."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    results = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(runs.glob("2*/results.json"))
+        if found:
+            results = found[0]
+            try:
+                st = {s["kind"]: s["status"] for s in json.loads(results.read_text())["stages"]}
+            except (json.JSONDecodeError, KeyError, OSError):
+                st = {}
+            if st.get(kind) == "running":
+                return results
+        time.sleep(0.2)
+    raise AssertionError(f"{kind} never started (deploy exit {proc.poll()})")

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, wait_for_running_stage
 
 from zoo.config import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from zoo.util import ArmqError, cli_entry, load_json, prog_of, shown
@@ -357,21 +357,8 @@ def test_sigterm_deploy_stops_children_and_marks_interrupted(tmp_path):
                              "--targets", "local", "--skip-tflite", "--runs", "3",
                              "--limit-eval", "50", "--out", str(out)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = None
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            found = list(out.glob("2*/results.json"))
-            if found:
-                results = found[0]
-                try:
-                    st = {s["kind"]: s["status"] for s in json.loads(results.read_text())["stages"]}
-                except (json.JSONDecodeError, KeyError, OSError):
-                    st = {}
-                if st.get("export_onnx") == "running":
-                    break
-            time.sleep(0.2)
-        assert results is not None and proc.poll() is None, "export_onnx never started"
+        results = wait_for_running_stage(proc, out, "export_onnx")
         time.sleep(1.0)
         children = _pids_mentioning(results.parent.name)
         assert children, "no stage process seen"

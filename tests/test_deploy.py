@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHIPPED_CKPT, SHIPPED_TESTSET, run_cli
+from conftest import REPO, SHIPPED_CKPT, SHIPPED_TESTSET, run_cli, wait_for_running_stage
 
 from deploy.spec import SpecError, load_sweep, parse_model_list, parse_model_spec, parse_target
 from deploy.stages import FAILED, OK, SKIPPED, Results, Runner, Stage
@@ -254,20 +254,7 @@ def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):
                             # ignored SIGINT, and Python then never raises KeyboardInterrupt
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        deadline = time.monotonic() + 600
-        results = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            found = list(out.glob("2*/results.json"))
-            if found:
-                results = found[0]
-                try:
-                    st = {s["kind"]: s["status"] for s in json.loads(results.read_text())["stages"]}
-                except (json.JSONDecodeError, KeyError):
-                    st = {}
-                if st.get("export_onnx") == "running":
-                    break
-            time.sleep(0.2)
-        assert results is not None and proc.poll() is None, "export_onnx never started"
+        results = wait_for_running_stage(proc, out, "export_onnx")
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=300)
