@@ -4,7 +4,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,tflite,weights
+EXTRAS ?= dev,tflite,weights,mnn
 # onnxruntime 1.32 on Linux enables telemetry by default (threads, files, DNS queries).
 export ORT_DISABLE_TELEMETRY := 1
 
