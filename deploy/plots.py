@@ -191,8 +191,9 @@ def plot_accuracy(doc: dict) -> bytes | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(items) + 1.5), 3.0))
-    colors = {"onnx": "#4C72B0", "onnx_int8": "#DD8452", "tflite": "#8CA9D3", "tflite_int8": "#F0B27A"}
-    labels = [f"{n}\n{k.replace('_int8', ' INT8').replace('onnx', 'ONNX').replace('tflite', 'TFLite')}"
+    colors = {"onnx": "#4C72B0", "onnx_int8": "#DD8452", "tflite": "#8CA9D3", "tflite_int8": "#F0B27A",
+              "mnn": "#55A868", "mnn_int8": "#C44E52"}
+    labels = [f"{n}\n{k.replace('_int8', ' INT8').replace('onnx', 'ONNX').replace('tflite', 'TFLite').replace('mnn', 'MNN')}"
               + ("" if "int8" in k else " FP32") for n, k, _ in items]
     bars = ax.bar(range(len(items)), [v for *_, v in items], color=[colors.get(k, "#999") for _, k, _ in items])
     for b, (_, _, v) in zip(bars, items):
