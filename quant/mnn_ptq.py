@@ -181,7 +181,13 @@ def runtime_audit(path: Path) -> dict:
         return ops.get(name) or ops.get(name.split("__group__")[0], "?")
 
     floats = [e["name"] for e in entries if not int8(e) and op_type(e["name"]) in COMPUTE_OPS]
+    # The table names ops as the quantizer's graph does; where MNN's converter fused an
+    # activation into a conv, the loaded graph names it after the activation instead, so
+    # some table entries have no type: they are counted, and listed when in float.
+    untyped = [e for e in entries if op_type(e["name"]) == "?"]
     res.update({
+        "untyped_entries": len(untyped),
+        "untyped_float": [e["name"] for e in untyped if not int8(e)][:20],
         "int8_ops": sum(1 for e in entries if int8(e)),
         "float_ops": sum(1 for e in entries if not int8(e)),
         "depthwise_int8": sum(1 for e in entries if int8(e) and op_type(e["name"]) == DEPTHWISE),
