@@ -447,7 +447,10 @@ class MnnBackend(Backend):
             self.version = str(getattr(MNN, "version", lambda: "?")())
         try:
             with _native_quiet():
-                self.module = MNN.nn.load_module_from_file(model, [], [], thread_num=threads)
+                # export/runtime.py's settings: an explicit runtime manager, else MNN's
+                # default executor keeps 4 worker threads whatever thread_num says.
+                self.rm = MNN.nn.create_runtime_manager(({"backend": "CPU", "numThread": threads},))
+                self.module = MNN.nn.load_module_from_file(model, [], [], runtime_manager=self.rm)
                 info = self.module.get_info()
                 graph = MNN.expr.load_as_dict(model)   # the declared input/output shapes
         except Exception:  # noqa: BLE001 - MNN reports a bad file as SystemError

@@ -68,7 +68,7 @@ def plot_macs_latency(doc: dict) -> bytes | None:
             color = "#4C72B0" if key.endswith("int8") is False else "#DD8452"
             ax.scatter([p[3] for p in sel], [p[4] for p in sel], marker=marker, s=46,
                        facecolors=color if face else "none", edgecolors=color, linewidths=1.4,
-                       label=("ONNX " if key.startswith("onnx") else "TFLite ")
+                       label={"onnx": "ONNX ", "tflite": "TFLite ", "mnn": "MNN "}[key.split("_")[0]]
                        + ("INT8" if key.endswith("int8") else "FP32"), zorder=3)
         for p in mine:
             if p[2] == "onnx":

@@ -37,6 +37,11 @@ CARD_FORMAT = "armq-card/1"
 ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8", "mnn", "mnn_int8")
 # File extension of each format (the key's part before "_int8").
 MODEL_FORMATS = ("onnx", "tflite", "mnn")
+# The runtime that runs each format, as reports and summaries name it.
+RUNTIME_NAMES = {"onnx": "ONNX Runtime", "tflite": "TFLite", "mnn": "MNN"}
+# What a format's FP32 parity check compares with (export.onnx/tflite: torch; export.mnn:
+# ONNX Runtime on the ONNX model it was converted from).
+PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT"}
 
 
 def artifact_key(filename: str) -> str | None:

@@ -262,8 +262,9 @@ class MnnSession:
     """An MNN module loaded for CPU inference, fed one NCHW image at a time (exported
     graphs carry batch-1 reshapes, so a batch dimension is not free to change)."""
 
-    def __init__(self, module, info: dict, threads: int):
-        self.module, self.threads = module, threads
+    def __init__(self, module, info: dict, threads: int, runtime_manager=None):
+        # the runtime manager lives as long as the module that runs on it
+        self.module, self.threads, self.runtime_manager = module, threads, runtime_manager
         self.input_names = list(info.get("inputNames") or [])
         self.output_names = list(info.get("outputNames") or [])
 
@@ -292,10 +293,14 @@ def mnn_session(model: str | os.PathLike, threads: int | None = None) -> MnnSess
     n = resolve_threads(threads)
     try:
         with captured_native_output() as lines:  # MNN prints its load errors on fd 1
-            module = mnn.nn.load_module_from_file(str(path), [], [], thread_num=n)
+            # An explicit runtime manager: with only thread_num, MNN runs the module on its
+            # default executor, which keeps 4 worker threads whatever thread_num says (2.5x
+            # slower on a busy 2-core host, and other threads' instructions under QEMU).
+            rm = mnn.nn.create_runtime_manager(({"backend": "CPU", "numThread": n},))
+            module = mnn.nn.load_module_from_file(str(path), [], [], runtime_manager=rm)
             info = module.get_info()
     except Exception as e:  # noqa: BLE001 - MNN reports a bad file as SystemError
         why = next((ln for ln in lines if ln.strip()), "") or _first_line(e)
         raise ArmqError(f"{path}: not a loadable MNN model (MNN cannot load it: "
                         f"{why.strip()[:120]})") from None
-    return MnnSession(module, info, n)
+    return MnnSession(module, info, n, rm)
