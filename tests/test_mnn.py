@@ -174,14 +174,27 @@ def test_ptq_mnn_bad_method_and_missing_model(mnn_run, tmp_path):
     assert r.returncode == 2 and "no MNN counterpart" in r.stderr and r.stderr.count("\n") == 1
 
 
-def test_deploy_runtimes_setting():
-    from deploy.settings import parse_runtimes
+def test_deploy_runtimes_setting(tmp_path):
+    from deploy.cli import build_parser
+    from deploy.plan import Plan
+    from deploy.settings import Settings, parse_runtimes, resolve_all
     from deploy.spec import SpecError
+    from deploy.stages import Results
 
     assert parse_runtimes("mnn") == ("ort", "mnn")
     assert parse_runtimes("tflite, ort,mnn") == ("ort", "tflite", "mnn")
     with pytest.raises(SpecError, match="unknown runtime 'onnx'"):
         parse_runtimes("onnx")
+    s = Settings(build_parser().parse_args(["--runtimes", "tflite,mnn", "--skip-tflite"]))
+    assert s.runtimes == ("ort", "mnn") and s.skip_tflite
+    assert Settings(build_parser().parse_args([])).runtimes == ("ort", "tflite")
+    # mnn in the list: deploy plans the MNN export (after ONNX) and its PTQ (after that)
+    plan = Plan(s, resolve_all(s), tmp_path, Results(tmp_path / "results.json", {}), None)
+    stages = {st.kind: st for group, _ in plan.stages() for st in group}
+    assert {"export_mnn", "quant_mnn", "quant_ort"} <= set(stages)
+    assert not {"export_tflite", "quant_tflite"} & set(stages)
+    assert stages["export_mnn"].needs[0].endswith("/export_onnx")
+    assert stages["quant_mnn"].needs[0].endswith("/export_mnn")
 
 
 @pytest.mark.slow
