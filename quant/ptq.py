@@ -341,7 +341,9 @@ def _print_audit(name: str, b: Backend, dest: Path, rec: dict) -> None:
     print(f"{PROG}: {name} {b.value}: {dest} ({cal['method']}, {cal['num_images']} images"
           f"{', per-channel' if cal['per_channel'] else ', per-tensor'}{extra}); runtime graph: "
           f"{rt.get('depthwise_int8', 0)} depthwise int8 / {rt.get('depthwise_float', 0)} float, "
-          f"{n_isl} float compute op(s){': ' + str(isl) if n_isl else ''}")
+          f"{n_isl} float compute op(s){': ' + str(isl) if n_isl else ''}"
+          + (f" (MNN: {rt['int8_ops']} ops int8, {rt['float_ops']} float, "
+             f"{rt['untyped_entries']} of unknown type)" if rt.get("untyped_entries") else ""))
 
 
 if __name__ == "__main__":
