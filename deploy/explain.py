@@ -11,8 +11,8 @@ from __future__ import annotations
 from android_bench.compare import INT8_THEORETICAL, ratio
 
 from . import paper
-from .analysis import (FORMATS, RUNTIME, SLOW_INT8, baseline_pairs, bench, g, int8_speedups,
-                       models, short_name)
+from .analysis import (FORMATS, SLOW_INT8, baseline_pairs, best_per_target, bench, g,
+                       int8_speedups, models, runtime_name, runtime_of, short_name)
 
 
 # ---- the headline -------------------------------------------------------------------------
@@ -35,7 +35,7 @@ def headline(doc: dict) -> list[str]:
     what = []
     if groups:
         names = list(dict.fromkeys(lbl for lbl, _ in groups))
-        fmts = " and ".join(RUNTIME[f] for f in dict.fromkeys(f for _, f in groups))
+        fmts = " and ".join(runtime_name(f) for f in dict.fromkeys(f for _, f in groups))
         of = f"{names[0] if len(names) == 1 else f'{len(names)} models'} ({fmts})"
         won = list(dict.fromkeys(s["target"] for s in sp if s["speedup"] >= SLOW_INT8))
         what.append(f"INT8 over FP32 of {of} on {', '.join(won)}" if won else
@@ -53,17 +53,23 @@ def headline(doc: dict) -> list[str]:
     if groups and len(groups) <= 2:
         for lbl, f in groups:
             mine = [s for s in sp if (s["label"], s["format"]) == (lbl, f)]
-            much.append(f"{'' if one_model else lbl + ' '}{RUNTIME[f]} INT8 {_per_target(mine)}")
+            much.append(f"{'' if one_model else lbl + ' '}{runtime_name(f)} INT8 {_per_target(mine)}")
     elif groups:
         for t in dict.fromkeys(s["target"] for s in sp):
             mine = sorted((s for s in sp if s["target"] == t), key=lambda s: s["speedup"])
             much.append(f"INT8 on {t}: {mine[0]['speedup']:.2f}x-{mine[-1]['speedup']:.2f}x "
-                        f"({_basis(mine[0])}; best {mine[-1]['label']} {RUNTIME[mine[-1]['format']]})")
+                        f"({_basis(mine[0])}; best {mine[-1]['label']} {runtime_name(mine[-1]['format'])})")
     if bp:
         best = max(bp, key=lambda p: (not p["emulated"], p["measured"]))
         much.append(f"{best['label']} {best['measured']:.1f}x faster than the baseline on "
                     f"{best['target']} ({_basis(best)}) for "
                     + (f"{best['mac_ratio']:.1f}x fewer MACs" if best["mac_ratio"] else "? MACs"))
+    best = [b for b in best_per_target(doc) if b["speedup"] is not None]
+    if best:
+        # A same-runtime ratio flatters a runtime with a slow FP32: always say best vs best.
+        much.append("best INT8 vs best FP32: " + ", ".join(
+            f"{b['speedup']:.2f}x on {b['target']} ({b['int8_runtime']} vs {b['fp32_runtime']})"
+            for b in best[:4]) + (" ..." if len(best) > 4 else ""))
     if groups:
         much.append("INT8's bit-width bound is 4x")
     much_line = "By how much: " + ("; ".join(much) if much else "-")
@@ -83,7 +89,7 @@ def _accuracy_cost(ms: dict) -> str:
                 "not run)")
     if len(drops) <= 2:
         one_model = len({d[0] for d in drops}) == 1
-        return "; ".join(f"{'' if one_model else lbl + ' '}{RUNTIME[f]} INT8 top-1 {q:.2f}% vs "
+        return "; ".join(f"{'' if one_model else lbl + ' '}{runtime_name(f)} INT8 top-1 {q:.2f}% vs "
                          f"FP32 {fp:.2f}% ({q - fp:+.2f} pt"
                          + (f", agrees with FP32 on {a:.1f}% of images" if isinstance(a, (int, float))
                             else "") + ")"
@@ -91,7 +97,7 @@ def _accuracy_cost(ms: dict) -> str:
     worst = min(drops, key=lambda d: d[3] - d[2])
     return (f"INT8 top-1 within {min(d[3] - d[2] for d in drops):+.2f} to "
             f"{max(d[3] - d[2] for d in drops):+.2f} pt of FP32 over {len(drops)} model files "
-            f"(worst: {worst[0]} {RUNTIME[worst[1]]}, {worst[3]:.2f}% vs {worst[2]:.2f}%)")
+            f"(worst: {worst[0]} {runtime_name(worst[1])}, {worst[3]:.2f}% vs {worst[2]:.2f}%)")
 
 
 # ---- per-model explanations ----------------------------------------------------------------
@@ -117,7 +123,7 @@ def explain(doc: dict, tag: str) -> list[str]:
     # INT8 vs FP32 per target
     sp = [s for s in int8_speedups(doc) if s["model"] == tag]
     for s in sp:
-        fmt = "ONNX Runtime" if s["format"] == "onnx" else "TFLite"
+        fmt = runtime_of(s["key"])
         unit = "guest instructions, EMULATED" if s["emulated"] else "latency"
         v = s["speedup"]
         if v is None:
@@ -126,14 +132,14 @@ def explain(doc: dict, tag: str) -> list[str]:
             why = []
             if _no_dotprod(s["features"], s["target"]):
                 why.append("no dotprod")
-            prof = g(m, "profile", f"{s['format']}_int8", "categories", "quantize/dequantize", "pct")
+            prof = g(m, "profile", s["key"], "categories", "quantize/dequantize", "pct")
             if not s["emulated"] and isinstance(prof, (int, float)) and prof >= 5:
                 why.append(f"quantize/dequantize ops take {prof:.0f}% of its time")
-            warns8 = g(m, "artifacts", f"{s['format']}_int8", "warnings", default=[]) or []
+            warns8 = g(m, "artifacts", s["key"], "warnings", default=[]) or []
             fl = [x for x in warns8 if "float" in x]
             if fl:
                 why.append(fl[0])
-            rt_tr = g(m, "artifacts", f"{s['format']}_int8", "runtime_transposes")
+            rt_tr = g(m, "artifacts", s["key"], "runtime_transposes")
             fp_tr = g(m, "artifacts", s["format"], "transposes")
             if s["target"].startswith("qemu") and isinstance(rt_tr, int) and isinstance(fp_tr, int) \
                     and rt_tr > fp_tr:
