@@ -201,6 +201,17 @@ def bench_keys(m: dict, target: str) -> list[str]:
     return ordered_keys(k for k, v in b.items() if isinstance(v, dict)) if isinstance(b, dict) else []
 
 
+def int8_key_for(m: dict, fmt: str, target: str | None = None) -> str:
+    """The key of `fmt`'s INT8 file: the one benchmarked on `target`, else the first the
+    model has (the default recipe first); `<fmt>_int8` when there is none (a lookup of it
+    then finds nothing)."""
+    if target is not None:
+        keys = bench_keys(m, target)
+    else:
+        keys = ordered_keys([*(m.get("artifacts") or {}), *(g(m, "accuracy", "results") or {})])
+    return next((k for k in keys if key_format(k) == fmt and key_is_int8(k)), f"{fmt}_int8")
+
+
 def int8_speedups(doc: dict) -> list[dict]:
     """FP32 / INT8 per model x INT8 file x target, each INT8 file against the FP32 file of
     its own format (every recipe that ran); `speedup` is the measured figure (latency

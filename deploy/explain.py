@@ -12,7 +12,7 @@ from android_bench.compare import INT8_THEORETICAL, ratio
 
 from . import paper
 from .analysis import (FORMATS, SLOW_INT8, baseline_pairs, best_per_target, bench, g,
-                       int8_speedups, models, runtime_name, runtime_of, short_name)
+                       int8_key_for, int8_speedups, models, runtime_name, runtime_of, short_name)
 
 
 # ---- the headline -------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def _accuracy_cost(ms: dict) -> str:
     for tag, m in ms.items():
         acc = g(m, "accuracy", "results", default={}) or {}
         for f in FORMATS:
-            fp, q = acc.get(f) or {}, acc.get(f"{f}_int8") or {}
+            fp, q = acc.get(f) or {}, acc.get(int8_key_for(m, f)) or {}
             if isinstance(fp.get("top1"), (int, float)) and isinstance(q.get("top1"), (int, float)):
                 drops.append((short_name(tag, m), f, fp["top1"], q["top1"], q.get("agreement")))
     if not drops:
@@ -156,7 +156,8 @@ def explain(doc: dict, tag: str) -> list[str]:
                           else "") + ").")
     # dotprod: a76 vs a72 INT8 instruction counts
     for fmt in ("onnx", "tflite"):
-        a72, a76 = bench(m, "qemu:cortex-a72", f"{fmt}_int8"), bench(m, "qemu:cortex-a76", f"{fmt}_int8")
+        a72, a76 = (bench(m, t, int8_key_for(m, fmt, t))
+                    for t in ("qemu:cortex-a72", "qemu:cortex-a76"))
         r = ratio((a72 or {}).get("instructions"), (a76 or {}).get("instructions"))
         if r and abs(r - 1) > 0.05:
             out.append(f"{'ONNX Runtime' if fmt == 'onnx' else 'TFLite'} INT8 needs {r:.2f}x "
@@ -182,7 +183,7 @@ def explain(doc: dict, tag: str) -> list[str]:
     # accuracy
     acc = g(m, "accuracy", "results", default={}) or {}
     for fmt in ("onnx", "tflite"):
-        fp, q = acc.get(fmt) or {}, acc.get(f"{fmt}_int8") or {}
+        fp, q = acc.get(fmt) or {}, acc.get(int8_key_for(m, fmt)) or {}
         if fp.get("top1") is not None and q.get("top1") is not None:
             d = fp["top1"] - q["top1"]
             tag_ = "ONNX Runtime" if fmt == "onnx" else "TFLite"
@@ -196,10 +197,10 @@ def explain(doc: dict, tag: str) -> list[str]:
     # size
     arts = m.get("artifacts") or {}
     for fmt in ("onnx", "tflite"):
-        r = ratio(g(arts, fmt, "size_bytes"), g(arts, f"{fmt}_int8", "size_bytes"))
+        r = ratio(g(arts, fmt, "size_bytes"), g(arts, int8_key_for(m, fmt), "size_bytes"))
         if r:
             out.append(f"{'ONNX' if fmt == 'onnx' else 'TFLite'} INT8 file is {r:.1f}x smaller "
-                       f"({_mb(g(arts, fmt, 'size_bytes'))} -> {_mb(g(arts, f'{fmt}_int8', 'size_bytes'))}).")
+                       f"({_mb(g(arts, fmt, 'size_bytes'))} -> {_mb(g(arts, int8_key_for(m, fmt), 'size_bytes'))}).")
     # TFLite conversion transposes
     for w_ in g(arts, "tflite", "warnings", default=[]) or []:
         if "TRANSPOSE" in w_:

@@ -194,7 +194,8 @@ class ModelCard:
                                "size_bytes": model_path.stat().st_size, **details}
 
 
-MODEL_FILE_SUFFIXES = tuple(f".{t}.int8{e}" for t in RECIPE_TAGS for e in FORMAT_EXTENSIONS.values()) \
+MODEL_FILE_SUFFIXES = tuple(int8_filename("", f, t) for t in RECIPE_TAGS if t != DEFAULT_RECIPE_TAG
+                            for f in FORMAT_EXTENSIONS) \
     + (".int8.onnx", ".int8.tflite", ".onnx", ".tflite", ".json")
 
 
