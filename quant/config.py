@@ -125,8 +125,8 @@ def recipe_for_target(target: str) -> Recipe:
     core = t.removeprefix("qemu:")
     if core in DOTPROD_CORES:
         return recipe_for("aarch64", ["asimd"] + (["asimddp"] if DOTPROD_CORES[core] else []))
-    machine, sep, flags = t.partition(":")
-    if sep and machine in (*X86_MACHINES, "aarch64", "arm64", "armv8l", "armv7l"):
+    machine, _, flags = t.partition(":")
+    if machine in (*X86_MACHINES, "aarch64", "arm64", "armv8l", "armv7l"):
         return recipe_for(machine, [f for f in flags.replace(",", "+").split("+") if f])
     raise RecipeError(f"--for '{target}': not a target (local, qemu:<cpu> or <cpu> with cpu one "
                       f"of {', '.join(sorted(DOTPROD_CORES))}, or <machine>:<flag>+<flag> such "

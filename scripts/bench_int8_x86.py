@@ -90,6 +90,10 @@ def main() -> int:
     p.add_argument("--models", default=",".join(c.key for c in CASES))
     p.add_argument("--reuse", action="store_true", help="keep files already in --work")
     a = p.parse_args()
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        sys.exit("bench_int8_x86: error: this benchmark is for x86 hosts (--for local gives U8S8 "
+                 f"there); this one is {platform.machine()}")
     want = [m.strip() for m in a.models.split(",") if m.strip()]
     a.work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -99,7 +103,7 @@ def main() -> int:
         u8 = a.work / int8_filename(c.tag, "onnx", "u8s8")
         if not (a.reuse and fp.is_file()):
             run("-m", "export.onnx", *c.export_args, "--num-images", "2", "--out", str(a.work))
-        for flags, f in ((("--activations", "int8"), s8), (("--for", "x86_64"), u8)):
+        for flags, f in ((("--activations", "int8"), s8), (("--for", "local"), u8)):
             if not (a.reuse and f.is_file()):
                 run("-m", "quant.ptq", "--calib", str(c.calib), "--model", str(fp), "--backend",
                     "ort", "--num-calib", str(a.num_calib), *flags, "--out", str(a.work))

@@ -29,6 +29,7 @@ S8S8, U8S8 = RecipeName.S8S8, RecipeName.U8S8
     ("qemu:cortex-a72", U8S8), ("qemu:cortex-a53", U8S8), ("QEMU:Cortex-A72", U8S8),
     ("aarch64:asimd+asimddp", S8S8), ("arm64:asimd,dotprod", S8S8), ("aarch64:asimd", U8S8),
     ("x86_64:avx512_vnni", U8S8), ("x86_64:avx_vnni", U8S8), ("x86_64:avx2", U8S8),
+    ("x86_64", U8S8), ("aarch64", U8S8),
 ])
 def test_recipe_per_target(target, want):
     r = recipe_for_target(target)
@@ -47,7 +48,7 @@ def test_every_emulated_cpu_and_this_host_have_a_recipe():
     assert recipe_for("x86_64", ["avx512_vnni"]).reason.endswith("(avx512_vnni)")
 
 
-@pytest.mark.parametrize("bad", ["android", "qemu:cortex-z9", "riscv64:v", "x86_64", ""])
+@pytest.mark.parametrize("bad", ["android", "qemu:cortex-z9", "riscv64:v", "ssh:board", ""])
 def test_unknown_target_is_refused(bad):
     with pytest.raises(RecipeError, match="not a target|no INT8 recipe"):
         recipe_for_target(bad)
