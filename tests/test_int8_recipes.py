@@ -207,3 +207,33 @@ def test_best_per_target_table_over_every_runtime(tmp_path):
     assert "## Best per target" in md and "| MNN INT8 |" in md
     much = next(ln for ln in md.splitlines() if ln.startswith("**By how much:**"))
     assert "best INT8 vs best FP32: " in much and "2.75x on qemu:cortex-a76 (MNN INT8 vs TFLite FP32)" in much
+
+
+# ---- export-time op removal: AveragePool as a depthwise conv (quant.onnx_graph) --------------
+
+@pytest.mark.parametrize("include_pad,pads,rewritten", [(1, [1, 1, 1, 1], True),
+                                                        (0, [0, 0, 0, 0], True),
+                                                        (0, [1, 1, 1, 1], False)])
+def test_avgpool_as_depthwise_computes_the_same(tmp_path, include_pad, pads, rewritten):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.runtime import ort_session
+    from quant.onnx_graph import avgpool_as_depthwise
+
+    pool = helper.make_node("AveragePool", ["x"], ["y"], "pool", kernel_shape=[3, 3],
+                            strides=[2, 2], pads=pads, count_include_pad=include_pad)
+    g = helper.make_graph([pool], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [1, 6, 9, 9])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    src = tmp_path / "pool.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    dst = tmp_path / "dw.onnx"
+    dst.write_bytes(src.read_bytes())
+    assert avgpool_as_depthwise(dst) == int(rewritten)
+    ops = [n.op_type for n in onnx.load(str(dst)).graph.node]
+    assert ops == (["Conv"] if rewritten else ["AveragePool"])
+    x = np.random.default_rng(0).standard_normal((1, 6, 9, 9)).astype(np.float32)
+    a, b = (ort_session(f, 1).run(None, {"x": x})[0] for f in (src, dst))
+    assert a.shape == b.shape and np.abs(a - b).max() < 1e-5
