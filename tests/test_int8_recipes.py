@@ -9,8 +9,8 @@ import platform
 
 import pytest
 
-from _quant_models import CALIB, NAME, copy_model, shared_model
 from conftest import run_cli
+from test_cli_contract import TINY, image_bytes, tiny_model
 
 from android_bench.qemu_cpus import CPUS
 from deploy.spec import parse_target_list
@@ -74,22 +74,26 @@ def test_file_names_and_keys_round_trip():
         ["onnx", "tflite", "onnx_int8_u8s8", "mnn", "mnn_int8"]
 
 
-# ---- quant.ptq --for on a real model -----------------------------------------------------------
+# ---- quant.ptq --for (the hand-made torch-free model of the contract tests) ---------------------
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return shared_model(tmp_path_factory)
+def _tiny(tmp_path):
+    onnx = tiny_model(tmp_path / "m")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(4):
+        (calib / f"{i}.png").write_bytes(image_bytes("RGB", (12, 10), i))
+    return onnx, calib
 
 
-def test_ptq_for_target_records_the_recipe(model, tmp_path):
-    card, _ = model
-    onnx = copy_model(card, tmp_path)
-    r = run_cli("quant.ptq", "--calib", CALIB, "--model", onnx, "--backend", "ort",
-                "--num-calib", "16", "--for", "qemu:cortex-a72", "--out", tmp_path, timeout=600)
+def test_ptq_for_target_records_the_recipe(tmp_path):
+    onnx, calib = _tiny(tmp_path)
+    out = onnx.parent
+    r = run_cli("quant.ptq", "--calib", calib, "--model", onnx, "--backend", "ort",
+                "--num-calib", "4", "--for", "qemu:cortex-a72", "--out", out, timeout=600)
     assert r.returncode == 0, r.stderr
-    q = tmp_path / f"{NAME}.u8s8.int8.onnx"
-    assert q.is_file() and not (tmp_path / f"{NAME}.int8.onnx").exists()
-    art = load_card(tmp_path / f"{NAME}.json").artifacts["onnx_int8_u8s8"]
+    q = out / f"{TINY}.u8s8.int8.onnx"
+    assert q.is_file() and not (out / f"{TINY}.int8.onnx").exists()
+    art = load_card(out / f"{TINY}.json").artifacts["onnx_int8_u8s8"]
     assert art["path"] == q.name and art["activations"] == "uint8"
     assert art["recipe"]["name"] == "u8s8" and art["recipe"]["target"] == "qemu:cortex-a72"
     assert "dot-product" in art["recipe"]["reason"]
@@ -104,14 +108,13 @@ def test_ptq_for_target_records_the_recipe(model, tmp_path):
     (["--for", "qemu:cortex-z9"], "--for 'qemu:cortex-z9': not a target"),
     (["--for", "local", "--activations", "uint8"], "give --for or --activations, not both"),
 ])
-def test_ptq_for_errors_are_one_line(model, tmp_path, args, needle):
-    card, _ = model
-    onnx = copy_model(card, tmp_path)
-    r = run_cli("quant.ptq", "--calib", CALIB, "--model", onnx, "--backend", "ort", *args,
-                "--out", tmp_path, timeout=300)
+def test_ptq_for_errors_are_one_line(tmp_path, args, needle):
+    onnx, calib = _tiny(tmp_path)
+    r = run_cli("quant.ptq", "--calib", calib, "--model", onnx, "--backend", "ort", *args,
+                "--out", onnx.parent, timeout=300)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode != 0 and len(lines) == 1 and needle in lines[0], r.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([onnx.name, f"{NAME}.json"])
+    assert sorted(p.name for p in onnx.parent.iterdir()) == sorted([onnx.name, f"{TINY}.json"])
 
 
 # ---- deploy: one file per recipe, each target runs its own --------------------------------------
