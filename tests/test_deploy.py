@@ -319,12 +319,12 @@ def test_quant_evaluate_card_mode(run, tmp_path):
     doc = json.loads(r.stdout)
     assert doc["format"] == "armq-card-eval/1" and doc["n"] == 20
     res = doc["results"]
-    assert list(res) == ["onnx", "onnx_int8"]                 # export.card.ARTIFACT_KEYS order
-    assert res["onnx"]["ref"] is None and res["onnx_int8"]["ref"] == "onnx"
-    assert 0 <= res["onnx_int8"]["agreement"] <= 100 and res["onnx"]["top1"] is not None
+    assert list(res) == ["onnx", K8]                          # export.card.ordered_keys order
+    assert res["onnx"]["ref"] is None and res[K8]["ref"] == "onnx"
+    assert 0 <= res[K8]["agreement"] <= 100 and res["onnx"]["top1"] is not None
     r = run_cli("quant.evaluate", "--card", card, "--data", SHIPPED_TESTSET, "--limit", "10",
                 timeout=600)
-    assert r.returncode == 0 and "top1 %" in r.stdout and "(onnx_int8)" in r.stdout, r.stderr
+    assert r.returncode == 0 and "top1 %" in r.stdout and f"({K8})" in r.stdout, r.stderr
     r = run_cli("quant.evaluate", "--card", card, "--ref", card, "--data", SHIPPED_TESTSET,
                 timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("python -m quant.evaluate: error:") \
