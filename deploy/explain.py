@@ -197,10 +197,11 @@ def explain(doc: dict, tag: str) -> list[str]:
     # size
     arts = m.get("artifacts") or {}
     for fmt in ("onnx", "tflite"):
-        r = ratio(g(arts, fmt, "size_bytes"), g(arts, int8_key_for(m, fmt), "size_bytes"))
+        size8 = g(arts, int8_key_for(m, fmt), "size_bytes")
+        r = ratio(g(arts, fmt, "size_bytes"), size8)
         if r:
             out.append(f"{'ONNX' if fmt == 'onnx' else 'TFLite'} INT8 file is {r:.1f}x smaller "
-                       f"({_mb(g(arts, fmt, 'size_bytes'))} -> {_mb(g(arts, int8_key_for(m, fmt), 'size_bytes'))}).")
+                       f"({_mb(g(arts, fmt, 'size_bytes'))} -> {_mb(size8)}).")
     # TFLite conversion transposes
     for w_ in g(arts, "tflite", "warnings", default=[]) or []:
         if "TRANSPOSE" in w_:

@@ -268,7 +268,8 @@ def claims(doc: dict) -> list[str]:
         if not drops:
             continue
         ok = [k for k, d in drops.items() if d <= 0.5]
-        bad = [f"{k} {drops[k]:+.2f} pt, SQNR {acc(m, A.int8_key_for(m, f)).get('sqnr_db', float('nan')):.1f} dB"
+        bad = [f"{k} {drops[k]:+.2f} pt, "
+               f"SQNR {acc(m, A.int8_key_for(m, f)).get('sqnr_db', float('nan')):.1f} dB"
                for f, k in FMT_NAME.items() if k in drops and k not in ok]
         verdict = ("holds on both" if not bad else
                    f"holds on {', '.join(ok)}, breaks on {'; '.join(bad)}" if ok else

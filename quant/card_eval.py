@@ -4,7 +4,8 @@
         [--limit N] [--json]
 
 For each artifact of the card (export.card.ordered_keys: onnx, onnx_int8,
-tflite, tflite_int8, then other recipes such as onnx_int8_u8s8): top-1, top-5 and, against the float model that
+tflite, tflite_int8, then other recipes such as onnx_int8_u8s8):
+top-1, top-5 and, against the float model that
 quant.evaluate.ref_keys names (an INT8 file: the float model of its format, else
 ONNX; FP32 TFLite: ONNX, the converter's agreement), top-1 agreement and output
 SQNR. `python -m quant.evaluate --model` per file would decode the test set once

@@ -123,8 +123,9 @@ def avgpool_as_depthwise(path: Path) -> int:
         pads = list(at.get("pads", [0] * 2 * len(k)))
         auto = at.get("auto_pad", b"NOTSET")
         c = channels.get(n.input[0], 0)
-        if len(k) != 2 or at.get("ceil_mode", 0) or auto not in (b"NOTSET", "NOTSET") or c <= 0 \
-                or (any(pads) and not at.get("count_include_pad", 0)) or list(at.get("dilations", [1, 1])) != [1, 1]:
+        plain = len(k) == 2 and not at.get("ceil_mode", 0) and auto in (b"NOTSET", "NOTSET") \
+            and c > 0 and list(at.get("dilations", [1, 1])) == [1, 1]
+        if not plain or (any(pads) and not at.get("count_include_pad", 0)):
             continue  # borders would divide by fewer than kh*kw: not a fixed-weight conv
         w = numpy_helper.from_array(np.full((c, 1, *k), 1.0 / (k[0] * k[1]), np.float32),
                                     f"armq_avgpool_{done}_w")
