@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from android_bench.compare import Entry, make_pair, ratio
-from export.card import ARTIFACT_KEYS, MODEL_FORMATS, RUNTIME_NAMES, artifact_key
+from export.card import ARTIFACT_KEYS, MODEL_FORMATS, RUNTIME_NAMES, artifact_key, key_format, \
+    key_is_int8, key_recipe, ordered_keys
 
 from . import paper
-from .collect import fmt_prec
+from .collect import FORMAT_NAMES, fmt_prec
 
 DEFINITIONS = ("speed-up = the measured figure: baseline / model median latency on real CPUs; on "
                "QEMU targets (EMULATED) baseline / model guest instructions per inference - "
@@ -31,7 +32,19 @@ DEFINITIONS = ("speed-up = the measured figure: baseline / model median latency 
                "Arithmetic: android_bench.compare.")
 SLOW_INT8 = 1.1          # "INT8 not faster" below this speed-up
 FORMATS = MODEL_FORMATS
+# Runtime of each format for sentences (export.card's names); a format not listed shows its
+# collect name.
 RUNTIME = RUNTIME_NAMES
+
+
+def runtime_name(fmt: str) -> str:
+    return RUNTIME.get(fmt) or FORMAT_NAMES.get(fmt, fmt.upper())
+
+
+def runtime_of(key: str) -> str:
+    """`onnx_int8_u8s8` -> 'ONNX Runtime INT8 U8S8', `tflite` -> 'TFLite FP32': from the key
+    alone, so runtimes added later (mnn, pte keys) need no entry here."""
+    return f"{runtime_name(key_format(key))} {fmt_prec(key)[1]}"
 
 
 def g(d: Any, *path, default=None):
@@ -85,7 +98,7 @@ def artifact_keys(m: dict) -> list[str]:
     for b in (m.get("bench") or {}).values():
         if isinstance(b, dict):
             keys.update(b.keys())
-    return [k for k in ARTIFACT_KEYS if k in keys]
+    return ordered_keys(keys)
 
 
 def failed_stage(doc: dict, tag: str | None, kinds: Iterable[str], target: str | None = None) -> dict | None:
@@ -167,7 +180,7 @@ def entry(tag: str, m: dict, t: dict, key: str) -> Entry | None:
         return None
     ci = b.get("ci95_ms")
     macs = g(m, "cost", "macs")
-    return Entry(name=tag, file=str(b.get("file") or key), int8=key.endswith("int8"),
+    return Entry(name=tag, file=str(b.get("file") or key), int8=key_is_int8(key),
                  setting=t["id"], latency_ms=b.get("median_ms"),
                  latency_ci=list(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None,
                  instructions=b.get("instructions"),
@@ -184,21 +197,71 @@ def _pair_record(p) -> dict:
             "efficiency": p.efficiency}
 
 
+def bench_keys(m: dict, target: str) -> list[str]:
+    """The artifact keys benchmarked on `target`, in card order."""
+    b = g(m, "bench", target)
+    return ordered_keys(k for k, v in b.items() if isinstance(v, dict)) if isinstance(b, dict) else []
+
+
+def int8_key_for(m: dict, fmt: str, target: str | None = None) -> str:
+    """The key of `fmt`'s INT8 file: the one benchmarked on `target`, else the first the
+    model has (the default recipe first); `<fmt>_int8` when there is none (a lookup of it
+    then finds nothing)."""
+    if target is not None:
+        keys = bench_keys(m, target)
+    else:
+        keys = ordered_keys([*(m.get("artifacts") or {}), *(g(m, "accuracy", "results") or {})])
+    return next((k for k in keys if key_format(k) == fmt and key_is_int8(k)), f"{fmt}_int8")
+
+
 def int8_speedups(doc: dict) -> list[dict]:
-    """FP32 / INT8 per model x format x target; `speedup` is the measured figure (latency
+    """FP32 / INT8 per model x INT8 file x target, each INT8 file against the FP32 file of
+    its own format (every recipe that ran); `speedup` is the measured figure (latency
     ratio, or instruction ratio when emulated); efficiency is against the bit-width 4x."""
     out = []
     for tag, m in models(doc).items():
-        for fmt in FORMATS:
-            for t in targets(doc):
-                fp, q = entry(tag, m, t, fmt), entry(tag, m, t, f"{fmt}_int8")
+        for t in targets(doc):
+            for key in (k for k in bench_keys(m, t["id"]) if key_is_int8(k)):
+                fmt = key_format(key)
+                fp, q = entry(tag, m, t, fmt), entry(tag, m, t, key)
                 if fp is None or q is None:
                     continue
-                rec = {"model": tag, "label": short_name(tag, m), "format": fmt,
-                       "target": t["id"],
-                       "features": (bench(m, t["id"], f"{fmt}_int8") or {}).get("features") or {}}
+                rec = {"model": tag, "label": short_name(tag, m), "format": fmt, "key": key,
+                       "recipe": key_recipe(key), "target": t["id"],
+                       "features": (bench(m, t["id"], key) or {}).get("features") or {}}
                 rec.update(_pair_record(make_pair(q, fp, "int8 vs fp32")))
                 out.append(rec)
+    return out
+
+
+def best_per_target(doc: dict) -> list[dict]:
+    """Per model x target: the fastest FP32 file and the fastest INT8 file over every
+    runtime that ran there, and the honest ratio between them (android_bench.compare's
+    make_pair: latency on real CPUs, guest instructions on QEMU). A same-runtime ratio
+    flatters a runtime whose FP32 is slow (ORT FP32 runs 1.2-2.1x LiteRT FP32's
+    instructions on aarch64); this one does not."""
+    out = []
+    for tag, m in models(doc).items():
+        for t in targets(doc):
+            emu = bool(t.get("emulated"))
+            cands = [(k, e) for k in bench_keys(m, t["id"])
+                     if (e := entry(tag, m, t, k)) is not None
+                     and speed(bench(m, t["id"], k), emu) is not None]
+            fps = sorted((c for c in cands if not c[1].int8),
+                         key=lambda c: speed(bench(m, t["id"], c[0]), emu))
+            q8s = sorted((c for c in cands if c[1].int8),
+                         key=lambda c: speed(bench(m, t["id"], c[0]), emu))
+            if not fps or not q8s:
+                continue
+            (fk, fe), (qk, qe) = fps[0], q8s[0]
+            rec = {"model": tag, "label": short_name(tag, m), "target": t["id"],
+                   "fp32_key": fk, "fp32_runtime": runtime_of(fk),
+                   "fp32_cost": speed(bench(m, t["id"], fk), emu),
+                   "int8_key": qk, "int8_runtime": runtime_of(qk), "recipe": key_recipe(qk),
+                   "int8_cost": speed(bench(m, t["id"], qk), emu),
+                   "runtimes": len({key_format(k) for k, _ in cands})}
+            rec.update(_pair_record(make_pair(qe, fe, "int8 vs fp32")))
+            out.append(rec)
     return out
 
 

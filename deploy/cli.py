@@ -216,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                           else argv)],
                    "host": host_info(), "repo": str(REPO)},
            "config": settings.to_dict(), "baseline": baseline,
-           "targets": [{"id": t.id, "kind": t.kind, "cpu": t.cpu, "emulated": t.emulated}
-                       for t in settings.targets],
+           "targets": [{"id": t.id, "kind": t.kind, "cpu": t.cpu, "emulated": t.emulated,
+                        "recipe": t.recipe().to_dict()} for t in settings.targets],
            "models": {p.tag: {"spec": p.spec.text, "name": p.spec.name, "dataset": p.dataset,
                               "variant": p.variant.to_dict()} for p in planned},
            "stages": [], "notes": []}

@@ -7,13 +7,24 @@ import json
 from pathlib import Path
 from typing import Any
 
-from export.card import ARTIFACT_KEYS, PARITY_REFERENCE, artifact_key as artifact_key_of
+from export.card import PARITY_REFERENCE, artifact_key as artifact_key_of, key_format, \
+    key_is_int8, key_recipe, ordered_keys
+
+# Display names of the formats; a format not listed (a new backend) shows its key upper-cased.
+FORMAT_NAMES = {"onnx": "ONNX", "tflite": "TFLite", "mnn": "MNN", "pte": "ExecuTorch"}
+
+
+def format_name(key: str) -> str:
+    fmt = key_format(key)
+    return FORMAT_NAMES.get(fmt, fmt.upper())
 
 
 def fmt_prec(key: str) -> tuple[str, str]:
-    fmt, _, q = key.partition("_")
-    shown = {"onnx": "ONNX", "tflite": "TFLite", "mnn": "MNN"}.get(fmt, fmt)
-    return shown, ("INT8" if q == "int8" else "FP32")
+    """("ONNX", "INT8 U8S8") for onnx_int8_u8s8: derived from the key, for any format."""
+    if not key_is_int8(key):
+        return format_name(key), "FP32"
+    tag = key_recipe(key)
+    return format_name(key), "INT8" + (f" {tag.upper()}" if tag else "")
 
 
 def _get(d: Any, *path, default=None):
@@ -56,22 +67,22 @@ def audit_notes(key: str, det: dict, onnx_transposes: int | None) -> tuple[list[
         warns.append("depthwise convolutions not preserved")
     fco = graph.get("float_compute_ops")
     n_fco = len(fco) if isinstance(fco, list) else fco if isinstance(fco, int) else 0
-    if key.endswith("int8") and n_fco:
+    if key_is_int8(key) and n_fco:
         hist = graph.get("float_op_histogram") or {}
         what = ", ".join(f"{k} x{v}" for k, v in list(hist.items())[:4]) if isinstance(hist, dict) else ""
         warns.append(f"{n_fco} op(s) compute in float in the graph" + (f" ({what})" if what else ""))
     rt_float = runtime.get("float_compute")
-    if key.endswith("int8") and isinstance(rt_float, int) and rt_float:
+    if key_is_int8(key) and isinstance(rt_float, int) and rt_float:
         isl = runtime.get("float_islands")
         warns.append(f"{rt_float} op(s) run in float in the runtime graph"
                      + (f": {str(isl)[:80]}" if isl else ""))
     rt_tr = runtime.get("transposes")
-    if key.endswith("int8") and isinstance(rt_tr, int) and isinstance(onnx_transposes, int) \
+    if key_is_int8(key) and isinstance(rt_tr, int) and isinstance(onnx_transposes, int) \
             and key.startswith("onnx") and rt_tr > onnx_transposes:
         warns.append(f"{rt_tr} Transposes in the ARM64 runtime graph ({onnx_transposes} in FP32): "
                      "NHWC layout changes of the int8 kernels")
     dwf = runtime.get("depthwise_float")
-    if key.endswith("int8") and isinstance(dwf, int) and dwf:
+    if key_is_int8(key) and isinstance(dwf, int) and dwf:
         warns.append(f"{dwf} depthwise conv(s) run in float")
     excl = det.get("excluded_nodes") or det.get("excluded_modules")
     if excl:
@@ -94,7 +105,7 @@ def summarize_card(card_path: Path, run_dir: Path) -> dict:
     arts = card.get("artifacts") or {}
     onnx_tr = _get(arts, "onnx", "audit", "transpose_count")
     out: dict[str, Any] = {"card": _rel(card_path, run_dir), "artifacts": {}}
-    for key in ARTIFACT_KEYS:
+    for key in ordered_keys(arts):
         det = arts.get(key)
         if not isinstance(det, dict):
             continue

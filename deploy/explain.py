@@ -11,8 +11,8 @@ from __future__ import annotations
 from android_bench.compare import INT8_THEORETICAL, ratio
 
 from . import paper
-from .analysis import (FORMATS, RUNTIME, SLOW_INT8, baseline_pairs, bench, g, int8_speedups,
-                       models, short_name)
+from .analysis import (FORMATS, SLOW_INT8, baseline_pairs, best_per_target, bench, g,
+                       int8_key_for, int8_speedups, models, runtime_name, runtime_of, short_name)
 
 
 # ---- the headline -------------------------------------------------------------------------
@@ -35,7 +35,7 @@ def headline(doc: dict) -> list[str]:
     what = []
     if groups:
         names = list(dict.fromkeys(lbl for lbl, _ in groups))
-        fmts = " and ".join(RUNTIME[f] for f in dict.fromkeys(f for _, f in groups))
+        fmts = " and ".join(runtime_name(f) for f in dict.fromkeys(f for _, f in groups))
         of = f"{names[0] if len(names) == 1 else f'{len(names)} models'} ({fmts})"
         won = list(dict.fromkeys(s["target"] for s in sp if s["speedup"] >= SLOW_INT8))
         what.append(f"INT8 over FP32 of {of} on {', '.join(won)}" if won else
@@ -53,17 +53,23 @@ def headline(doc: dict) -> list[str]:
     if groups and len(groups) <= 2:
         for lbl, f in groups:
             mine = [s for s in sp if (s["label"], s["format"]) == (lbl, f)]
-            much.append(f"{'' if one_model else lbl + ' '}{RUNTIME[f]} INT8 {_per_target(mine)}")
+            much.append(f"{'' if one_model else lbl + ' '}{runtime_name(f)} INT8 {_per_target(mine)}")
     elif groups:
         for t in dict.fromkeys(s["target"] for s in sp):
             mine = sorted((s for s in sp if s["target"] == t), key=lambda s: s["speedup"])
             much.append(f"INT8 on {t}: {mine[0]['speedup']:.2f}x-{mine[-1]['speedup']:.2f}x "
-                        f"({_basis(mine[0])}; best {mine[-1]['label']} {RUNTIME[mine[-1]['format']]})")
+                        f"({_basis(mine[0])}; best {mine[-1]['label']} {runtime_name(mine[-1]['format'])})")
     if bp:
         best = max(bp, key=lambda p: (not p["emulated"], p["measured"]))
         much.append(f"{best['label']} {best['measured']:.1f}x faster than the baseline on "
                     f"{best['target']} ({_basis(best)}) for "
                     + (f"{best['mac_ratio']:.1f}x fewer MACs" if best["mac_ratio"] else "? MACs"))
+    best = [b for b in best_per_target(doc) if b["speedup"] is not None]
+    if best:
+        # A same-runtime ratio flatters a runtime with a slow FP32: always say best vs best.
+        much.append("best INT8 vs best FP32: " + ", ".join(
+            f"{b['speedup']:.2f}x on {b['target']} ({b['int8_runtime']} vs {b['fp32_runtime']})"
+            for b in best[:4]) + (" ..." if len(best) > 4 else ""))
     if groups:
         much.append("INT8's bit-width bound is 4x")
     much_line = "By how much: " + ("; ".join(much) if much else "-")
@@ -75,7 +81,7 @@ def _accuracy_cost(ms: dict) -> str:
     for tag, m in ms.items():
         acc = g(m, "accuracy", "results", default={}) or {}
         for f in FORMATS:
-            fp, q = acc.get(f) or {}, acc.get(f"{f}_int8") or {}
+            fp, q = acc.get(f) or {}, acc.get(int8_key_for(m, f)) or {}
             if isinstance(fp.get("top1"), (int, float)) and isinstance(q.get("top1"), (int, float)):
                 drops.append((short_name(tag, m), f, fp["top1"], q["top1"], q.get("agreement")))
     if not drops:
@@ -83,7 +89,7 @@ def _accuracy_cost(ms: dict) -> str:
                 "not run)")
     if len(drops) <= 2:
         one_model = len({d[0] for d in drops}) == 1
-        return "; ".join(f"{'' if one_model else lbl + ' '}{RUNTIME[f]} INT8 top-1 {q:.2f}% vs "
+        return "; ".join(f"{'' if one_model else lbl + ' '}{runtime_name(f)} INT8 top-1 {q:.2f}% vs "
                          f"FP32 {fp:.2f}% ({q - fp:+.2f} pt"
                          + (f", agrees with FP32 on {a:.1f}% of images" if isinstance(a, (int, float))
                             else "") + ")"
@@ -91,7 +97,7 @@ def _accuracy_cost(ms: dict) -> str:
     worst = min(drops, key=lambda d: d[3] - d[2])
     return (f"INT8 top-1 within {min(d[3] - d[2] for d in drops):+.2f} to "
             f"{max(d[3] - d[2] for d in drops):+.2f} pt of FP32 over {len(drops)} model files "
-            f"(worst: {worst[0]} {RUNTIME[worst[1]]}, {worst[3]:.2f}% vs {worst[2]:.2f}%)")
+            f"(worst: {worst[0]} {runtime_name(worst[1])}, {worst[3]:.2f}% vs {worst[2]:.2f}%)")
 
 
 # ---- per-model explanations ----------------------------------------------------------------
@@ -117,7 +123,7 @@ def explain(doc: dict, tag: str) -> list[str]:
     # INT8 vs FP32 per target
     sp = [s for s in int8_speedups(doc) if s["model"] == tag]
     for s in sp:
-        fmt = RUNTIME[s["format"]]
+        fmt = runtime_of(s["key"])
         unit = "guest instructions, EMULATED" if s["emulated"] else "latency"
         v = s["speedup"]
         if v is None:
@@ -126,14 +132,14 @@ def explain(doc: dict, tag: str) -> list[str]:
             why = []
             if _no_dotprod(s["features"], s["target"]):
                 why.append("no dotprod")
-            prof = g(m, "profile", f"{s['format']}_int8", "categories", "quantize/dequantize", "pct")
+            prof = g(m, "profile", s["key"], "categories", "quantize/dequantize", "pct")
             if not s["emulated"] and isinstance(prof, (int, float)) and prof >= 5:
                 why.append(f"quantize/dequantize ops take {prof:.0f}% of its time")
-            warns8 = g(m, "artifacts", f"{s['format']}_int8", "warnings", default=[]) or []
+            warns8 = g(m, "artifacts", s["key"], "warnings", default=[]) or []
             fl = [x for x in warns8 if "float" in x]
             if fl:
                 why.append(fl[0])
-            rt_tr = g(m, "artifacts", f"{s['format']}_int8", "runtime_transposes")
+            rt_tr = g(m, "artifacts", s["key"], "runtime_transposes")
             fp_tr = g(m, "artifacts", s["format"], "transposes")
             if s["target"].startswith("qemu") and isinstance(rt_tr, int) and isinstance(fp_tr, int) \
                     and rt_tr > fp_tr:
@@ -150,7 +156,8 @@ def explain(doc: dict, tag: str) -> list[str]:
                           else "") + ").")
     # dotprod: a76 vs a72 INT8 instruction counts
     for fmt in ("onnx", "tflite"):
-        a72, a76 = bench(m, "qemu:cortex-a72", f"{fmt}_int8"), bench(m, "qemu:cortex-a76", f"{fmt}_int8")
+        a72, a76 = (bench(m, t, int8_key_for(m, fmt, t))
+                    for t in ("qemu:cortex-a72", "qemu:cortex-a76"))
         r = ratio((a72 or {}).get("instructions"), (a76 or {}).get("instructions"))
         if r and abs(r - 1) > 0.05:
             out.append(f"{'ONNX Runtime' if fmt == 'onnx' else 'TFLite'} INT8 needs {r:.2f}x "
@@ -176,7 +183,7 @@ def explain(doc: dict, tag: str) -> list[str]:
     # accuracy
     acc = g(m, "accuracy", "results", default={}) or {}
     for fmt in FORMATS:
-        fp, q = acc.get(fmt) or {}, acc.get(f"{fmt}_int8") or {}
+        fp, q = acc.get(fmt) or {}, acc.get(int8_key_for(m, fmt)) or {}
         if fp.get("top1") is not None and q.get("top1") is not None:
             d = fp["top1"] - q["top1"]
             tag_ = RUNTIME[fmt]
@@ -190,10 +197,11 @@ def explain(doc: dict, tag: str) -> list[str]:
     # size
     arts = m.get("artifacts") or {}
     for fmt in ("onnx", "tflite"):
-        r = ratio(g(arts, fmt, "size_bytes"), g(arts, f"{fmt}_int8", "size_bytes"))
+        size8 = g(arts, int8_key_for(m, fmt), "size_bytes")
+        r = ratio(g(arts, fmt, "size_bytes"), size8)
         if r:
             out.append(f"{'ONNX' if fmt == 'onnx' else 'TFLite'} INT8 file is {r:.1f}x smaller "
-                       f"({_mb(g(arts, fmt, 'size_bytes'))} -> {_mb(g(arts, f'{fmt}_int8', 'size_bytes'))}).")
+                       f"({_mb(g(arts, fmt, 'size_bytes'))} -> {_mb(size8)}).")
     # TFLite conversion transposes
     for w_ in g(arts, "tflite", "warnings", default=[]) or []:
         if "TRANSPOSE" in w_:

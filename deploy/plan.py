@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 from pathlib import Path
 
 from android_bench import compare as bench_compare
 from android_bench.cli import command as bench_command
 from android_bench import profile as bench_profile
-from export.card import ARTIFACT_KEYS
+from export.card import int8_filename, int8_key, key_format, key_is_int8, ordered_keys
 from export.common import command as export_command
 from export.mnn import command as export_mnn_command
 from quant import card_eval
@@ -164,13 +165,24 @@ class Plan:
                 note = f"runtime {r}: not built into this armq (no stages ran for it)"
                 if r not in export_of and note not in self.notes:
                     self.notes.append(note)
+            # ORT: one INT8 file per recipe the targets need (identical files are made once);
+            # TFLite full-integer is int8 activations on every target, MNN has one recipe: one file.
+            quants: list[tuple[str, Any]] = []
             for backend in [r for r in s.runtimes if r in export_of]:
+                quants += [("ort", tg) for tg in self.recipe_targets()] if backend == "ort" \
+                    else [(backend, None)]
+            for backend, tg in quants:
                 needs = [f"{t}/{export_of[backend]}"]
-                g1.append(mk(f"quant_{backend}", needs=needs, timeout_s=TIMEOUTS[f"quant_{backend}"],
-                             when=(lambda c=p_calib, n=p_note: n if c is None else None),
-                             prepare=self._argv(lambda p=p, b=backend, c=p_calib: ptq_command(
-                                 p.tag, c, b, self._num_calib(p, b), self.art, python=self.py)),
-                             after=self._after_card(p)))
+                sid = f"quant_{backend}" + (f"/{tg.recipe().tag}" if tg is not None and
+                                             len(self.recipe_targets()) > 1 else "")
+                g1.append(Stage(id=f"{t}/{sid}", kind=f"quant_{backend}", model=t, needs=needs,
+                                timeout_s=TIMEOUTS[f"quant_{backend}"],
+                                when=(lambda c=p_calib, n=p_note: n if c is None else None),
+                                prepare=self._argv(lambda p=p, b=backend, c=p_calib, tg=tg:
+                                                   ptq_command(p.tag, c, b, self._num_calib(p, b),
+                                                               self.art, python=self.py,
+                                                               target=tg.id if tg else None)),
+                                after=self._after_card(p)))
                 if p_note and p_calib is not None and p_note not in self.notes:
                     self.notes.append(p_note)
             # accuracy: trained weights and a test set only
@@ -194,6 +206,18 @@ class Plan:
         for tg in s.targets:
             g4.append(self._compare_stage(tg))
         return [(g1, False), (g2, False), (g3, True), (g4, False)]
+
+    def recipe_targets(self) -> list[TargetSpec]:
+        """One target per distinct ONNX INT8 recipe among the run's targets (the first that
+        needs it): quant.ptq --for that target writes the file every such target runs."""
+        seen: dict[str, TargetSpec] = {}
+        for tg in self.s.targets:
+            seen.setdefault(tg.recipe().tag, tg)
+        return list(seen.values())
+
+    def int8_onnx_key(self, tg: TargetSpec) -> str:
+        """The card key of the ONNX INT8 file benchmarked (and deployed) on `tg`."""
+        return int8_key("onnx", tg.recipe().tag)
 
     def _num_calib(self, p: Planned, backend: str) -> int:
         n = self.s.num_calib_tflite if backend == "tflite" else self.s.num_calib
@@ -231,7 +255,9 @@ class Plan:
 
     def _prof_argv(self, p: Planned, out_json: Path):
         def prepare(stage: Stage) -> None:
-            files = [self.art / f"{p.tag}.onnx", self.art / f"{p.tag}.int8.onnx"]
+            local = next(tg for tg in self.s.targets if tg.kind == "local")
+            files = [self.art / f"{p.tag}.onnx",
+                     self.art / int8_filename(p.tag, "onnx", local.recipe().tag)]
             files = [str(f) for f in files if f.is_file()]
             if not files:
                 raise SkipStage("no ONNX model to profile")
@@ -255,7 +281,10 @@ class Plan:
             card = collect.read_json(self.card(p)) or {}
             arts = card.get("artifacts") or {}
             files = []
-            for key in ARTIFACT_KEYS:
+            for key in ordered_keys(arts):
+                # ONNX INT8: only the file of this target's recipe runs here
+                if key_format(key) == "onnx" and key_is_int8(key) and key != self.int8_onnx_key(tg):
+                    continue
                 det = arts.get(key)
                 if isinstance(det, dict):
                     f = self.card(p).parent / str(det.get("path", ""))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from export.card import ARTIFACT_KEYS
+from export.card import key_format, key_is_int8, ordered_keys
 
 from . import analysis as A
 from .tables import EMU, fms
@@ -46,7 +46,7 @@ def plot_macs_latency(doc: dict) -> bytes | None:
         if not macs:
             continue
         for t in ts:
-            for key in ARTIFACT_KEYS:
+            for key in A.bench_keys(m, t["id"]):
                 b = A.bench(m, t["id"], key)
                 y = A.speed(b, bool(t.get("emulated")))
                 if y:
@@ -60,16 +60,15 @@ def plot_macs_latency(doc: dict) -> bytes | None:
     for ax, t in zip(axes[0], panels):
         emu = bool(t.get("emulated"))
         mine = [p for p in pts if p[0] == t["id"]]
-        for key, marker, face in (("onnx", "o", True), ("onnx_int8", "^", True),
-                                  ("tflite", "o", False), ("tflite_int8", "^", False)):
+        # every file that ran: filled = ONNX, hollow = other runtimes, triangles = INT8
+        for key in ordered_keys(p[2] for p in mine):
             sel = [p for p in mine if p[2] == key]
-            if not sel:
-                continue
-            color = "#4C72B0" if key.endswith("int8") is False else "#DD8452"
-            ax.scatter([p[3] for p in sel], [p[4] for p in sel], marker=marker, s=46,
+            color = "#DD8452" if key_is_int8(key) else "#4C72B0"
+            face = key_format(key) == "onnx"
+            ax.scatter([p[3] for p in sel], [p[4] for p in sel],
+                       marker="^" if key_is_int8(key) else "o", s=46,
                        facecolors=color if face else "none", edgecolors=color, linewidths=1.4,
-                       label={"onnx": "ONNX ", "tflite": "TFLite ", "mnn": "MNN "}[key.split("_")[0]]
-                       + ("INT8" if key.endswith("int8") else "FP32"), zorder=3)
+                       label=A.runtime_of(key), zorder=3)
         for p in mine:
             if p[2] == "onnx":
                 ax.annotate(A.short_name(p[1], ms[p[1]]), (p[3], p[4]), fontsize=7,
@@ -84,7 +83,7 @@ def plot_macs_latency(doc: dict) -> bytes | None:
         k = anchor[4] / anchor[3]
         ax.plot([lo, hi], [k * lo, k * hi], "--", color="#555555", linewidth=1,
                 label=f"speedup = MAC ratio (through {A.short_name(anchor[1], ms[anchor[1]])} FP32)")
-        if any(p[2].endswith("int8") for p in mine):
+        if any(key_is_int8(p[2]) for p in mine):
             ax.plot([lo, hi], [k * lo / 4, k * hi / 4], ":", color="#DD8452", linewidth=1,
                     label="same, INT8 at its 4x bit-width bound")
         ax.set_xscale("log")

@@ -16,10 +16,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo._registry import KNOBS
 from zoo.util import ArmqError
+
+if TYPE_CHECKING:
+    from quant.config import Recipe
 
 
 class SpecError(ArmqError):
@@ -125,6 +128,11 @@ class TargetSpec:
     @property
     def slug(self) -> str:
         return self.id.replace(":", "-")
+
+    def recipe(self) -> "Recipe":
+        """The ONNX INT8 recipe for this target (quant.config, the one home of the rule)."""
+        from quant.config import recipe_for_target
+        return recipe_for_target(self.id)
 
 
 def parse_target(text: str, where: str = "--targets") -> TargetSpec:

@@ -107,7 +107,7 @@ def int8_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
     body = []
     for s in sp:
         rng = s.get("latency_range")
-        body.append([s["label"], A.RUNTIME[s["format"]],
+        body.append([s["label"], A.runtime_of(s["key"]),
                      s["target"] + (f" [{EMU}]" if s["emulated"] else ""),
                      fx(s["speedup"]),
                      f"guest instructions ({EMU})" if s["emulated"] else "median latency",
@@ -116,6 +116,32 @@ def int8_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
                      ", ".join(k for k in s["features"] if k in ("asimd", "dotprod", "i8mm", "sve",
                                                                  "avx2", "avx512f", "avx512_vnni"))
                      or "-"])
+    return head, body
+
+
+BEST_NOTE = ("Per model and target: the fastest FP32 file and the fastest INT8 file over every "
+             "runtime that ran there, and INT8's speed-up over that best FP32 (android_bench."
+             "compare: median latency on real CPUs, guest instructions on QEMU, EMULATED). "
+             "A same-runtime ratio (INT8 vs FP32 above) flatters a runtime whose FP32 is slow; "
+             "this one does not. The recipe is the INT8 file's integer format (quant.config."
+             "recipe_for; TFLite full-integer is always int8 activations).")
+
+
+def best_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Best FP32 vs best INT8 per model x target, over the runtimes in results.json."""
+    best = A.best_per_target(doc)
+    if not best:
+        return None
+    head = ["model", "target", "best FP32", "FP32 cost", "best INT8", "INT8 cost",
+            "best INT8 / best FP32", "measured as", "runtimes compared"]
+    body = []
+    for b in best:
+        cost = fcount if b["emulated"] else (lambda v: f"{fms(v)} ms")
+        body.append([b["label"], b["target"] + (f" [{EMU}]" if b["emulated"] else ""),
+                     b["fp32_runtime"].removesuffix(" FP32"), cost(b["fp32_cost"]),
+                     b["int8_runtime"], cost(b["int8_cost"]), fx(b["speedup"]),
+                     f"guest instructions ({EMU})" if b["emulated"] else "median latency",
+                     str(b["runtimes"])])
     return head, body
 
 

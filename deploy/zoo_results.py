@@ -64,7 +64,7 @@ def acc(m: dict, key: str) -> dict:
 def drop(m: dict, key: str) -> float | None:
     """FP32 top-1 minus INT8 top-1 on the same images, in points (the accuracy stage
     records percentages; the float reference is the model of the same format)."""
-    q, f = acc(m, f"{key}_int8").get("top1"), acc(m, key).get("top1")
+    q, f = acc(m, A.int8_key_for(m, key)).get("top1"), acc(m, key).get("top1")
     return f - q if isinstance(q, (int, float)) and isinstance(f, (int, float)) else None
 
 
@@ -123,7 +123,7 @@ def accuracy_table(doc: dict) -> list[str]:
             continue
         row = [label, training_note(m), pct(full_top1(m))]
         for fmt in FMTS:
-            q = acc(m, f"{fmt}_int8")
+            q = acc(m, A.int8_key_for(m, fmt))
             d = drop(m, fmt)
             row += [num(acc(m, fmt).get("top1")), num(q.get("top1")),
                     "-" if d is None else f"{d:+.2f}", num(q.get("agreement")),
@@ -146,9 +146,9 @@ def speed_table(doc: dict) -> list[str]:
         row = [A.short_name(tag, m), fcount(A.g(m, "cost", "macs")), fcount(A.g(m, "cost", "params")),
                fcount(A.g(m, "cost", "memory_access"))]
         for t in local:
-            row += [arrow(ms(latency(m, t, f)), ms(latency(m, t, f"{f}_int8"))) for f in FMTS]
+            row += [arrow(ms(latency(m, t, f)), ms(latency(m, t, A.int8_key_for(m, f, t)))) for f in FMTS]
         for t in qemu:
-            row += [arrow(minstr(instr(m, t, f)), minstr(instr(m, t, f"{f}_int8"))) for f in FMTS]
+            row += [arrow(minstr(instr(m, t, f)), minstr(instr(m, t, A.int8_key_for(m, f, t)))) for f in FMTS]
         body.append(row)
     return _md(head, body)
 
@@ -268,7 +268,8 @@ def claims(doc: dict) -> list[str]:
         if not drops:
             continue
         ok = [k for k, d in drops.items() if d <= 0.5]
-        bad = [f"{k} {drops[k]:+.2f} pt, SQNR {acc(m, f'{f}_int8').get('sqnr_db', float('nan')):.1f} dB"
+        bad = [f"{k} {drops[k]:+.2f} pt, "
+               f"SQNR {acc(m, A.int8_key_for(m, f)).get('sqnr_db', float('nan')):.1f} dB"
                for f, k in FMT_NAME.items() if k in drops and k not in ok]
         verdict = ("holds on both" if not bad else
                    f"holds on {', '.join(ok)}, breaks on {'; '.join(bad)}" if ok else
@@ -287,7 +288,7 @@ def plot_accuracy_vs_macs(doc: dict) -> bytes | None:
     from .plots import _plt, _png
 
     pts = [(A.g(m, "cost", "macs"), full_top1(m), A.short_name(t, m),
-            [acc(m, f"{f}_int8").get("top1") for f in FMTS], [acc(m, f).get("top1") for f in FMTS])
+            [acc(m, A.int8_key_for(m, f)).get("top1") for f in FMTS], [acc(m, f).get("top1") for f in FMTS])
            for t, m in A.models(doc).items() if trained(m) and full_top1(m) is not None]
     if not pts:
         return None

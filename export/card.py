@@ -14,7 +14,7 @@ Layout (version "armq-card/1"):
     cost            {"macs", "params", "memory_access"} from zoo.cost
     source          {"checkpoint", "sha256", "metrics"} or {"weights": "random"}
     artifacts       {key: {...}} for key in ARTIFACT_KEYS (onnx, onnx_int8, tflite, tflite_int8,
-                    mnn, mnn_int8)
+                    mnn, mnn_int8) and recipe keys (onnx_int8_u8s8: artifact_key)
                     each: path (relative to the card), sha256, size_bytes, and the
                     producing stage's details (exporter, opset, parity, audit, calibration)
     accuracy        {artifact key: {"top1", "top5", "agreement", "sqnr_db", "data", "n"}}
@@ -35,8 +35,6 @@ CARD_FORMAT = "armq-card/1"
 # FP32 MNN (converted from the ONNX model), MNN offline INT8.
 # The one home of these keys: quant, android_bench.profile and deploy import them.
 ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8", "mnn", "mnn_int8")
-# File extension of each format (the key's part before "_int8").
-MODEL_FORMATS = ("onnx", "tflite", "mnn")
 # The runtime that runs each format, as reports and summaries name it.
 RUNTIME_NAMES = {"onnx": "ONNX Runtime", "tflite": "TFLite", "mnn": "MNN"}
 # What a format's FP32 parity check compares with (export.onnx/tflite: torch; export.mnn:
@@ -44,14 +42,75 @@ RUNTIME_NAMES = {"onnx": "ONNX Runtime", "tflite": "TFLite", "mnn": "MNN"}
 PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT"}
 
 
+# INT8 recipes that change the bytes of an ONNX INT8 file (quant.config.Recipe, the one
+# home of which recipe suits which CPU). The default recipe (S8S8) keeps the plain
+# `x.int8.onnx` name and the `onnx_int8` key; any other recipe is named in both:
+# `x.u8s8.int8.onnx` -> `onnx_int8_u8s8`, so two recipes of one model live side by side.
+DEFAULT_RECIPE_TAG = "s8s8"
+RECIPE_TAGS = ("s8s8", "u8s8")
+# File extension of each model format (a new backend adds its format here).
+FORMAT_EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "mnn": ".mnn"}
+MODEL_FORMATS = tuple(FORMAT_EXTENSIONS)
+
+
 def artifact_key(filename: str) -> str | None:
-    """The ARTIFACT_KEYS key of a model file name: `x.int8.onnx` -> onnx_int8, `x.tflite` ->
-    tflite, `x.mnn` -> mnn; None for anything else."""
+    """The card key of a model file name: `x.int8.onnx` -> onnx_int8, `x.u8s8.int8.onnx` ->
+    onnx_int8_u8s8, `x.tflite` -> tflite; None for anything else."""
     name = filename.lower()
-    fmt = next((f for f in MODEL_FORMATS if name.endswith("." + f)), None)
+    fmt = next((f for f, ext in FORMAT_EXTENSIONS.items() if name.endswith(ext)), None)
     if fmt is None:
         return None
-    return f"{fmt}_int8" if ".int8." in name else fmt
+    if ".int8." not in name:
+        return fmt
+    before = name[: name.rindex(".int8.")]
+    tag = before.rsplit(".", 1)[-1] if "." in before else ""
+    return int8_key(fmt, tag if tag in RECIPE_TAGS else None)
+
+
+def int8_key(fmt: str, recipe_tag: str | None = None) -> str:
+    """The card key of `fmt`'s INT8 file made with recipe `recipe_tag` (None: the default)."""
+    if recipe_tag in (None, DEFAULT_RECIPE_TAG):
+        return f"{fmt}_int8"
+    if recipe_tag not in RECIPE_TAGS:
+        raise CardError(f"unknown INT8 recipe '{recipe_tag}' (one of {', '.join(RECIPE_TAGS)})")
+    return f"{fmt}_int8_{recipe_tag}"
+
+
+def int8_filename(stem: str, fmt: str, recipe_tag: str | None = None) -> str:
+    """`x` -> `x.int8.onnx` (default recipe) or `x.u8s8.int8.onnx`: artifact_key's inverse."""
+    tag = "" if recipe_tag in (None, DEFAULT_RECIPE_TAG) else f".{recipe_tag}"
+    return f"{stem}{tag}.int8{FORMAT_EXTENSIONS[fmt]}"
+
+
+def key_format(key: str) -> str:
+    """`onnx_int8_u8s8` -> `onnx`: the model format (runtime family) of a card key."""
+    return key.partition("_")[0]
+
+
+def key_is_int8(key: str) -> bool:
+    return "int8" in key.split("_")[1:]
+
+
+def key_recipe(key: str) -> str | None:
+    """The INT8 recipe tag of a key (`onnx_int8` -> s8s8 for ONNX); None for a float key or a
+    format the recipes do not apply to (TFLite full-integer is int8/int8 only)."""
+    if not key_is_int8(key):
+        return None
+    parts = key.split("_")
+    if parts[-1] in RECIPE_TAGS:
+        return parts[-1]
+    return DEFAULT_RECIPE_TAG if key_format(key) == "onnx" else None
+
+
+def ordered_keys(keys) -> list[str]:
+    """Card keys in the order every stage lists them: ARTIFACT_KEYS first, then the other
+    keys (other recipes, other formats) grouped by format, float before INT8."""
+    keys = list(dict.fromkeys(keys))
+    known = [k for k in ARTIFACT_KEYS if k in keys]
+    fmts = list(dict.fromkeys(key_format(k) for k in (*ARTIFACT_KEYS, *sorted(keys))))
+    rest = sorted((k for k in keys if k not in ARTIFACT_KEYS),
+                  key=lambda k: (fmts.index(key_format(k)), key_is_int8(k), k))
+    return known + rest
 
 
 class CardError(ArmqError):
@@ -142,8 +201,10 @@ class ModelCard:
                                "size_bytes": model_path.stat().st_size, **details}
 
 
-MODEL_FILE_SUFFIXES = tuple(f".int8.{f}" for f in MODEL_FORMATS) + \
-    tuple(f".{f}" for f in MODEL_FORMATS) + (".json",)
+MODEL_FILE_SUFFIXES = tuple(int8_filename("", f, t) for t in RECIPE_TAGS if t != DEFAULT_RECIPE_TAG
+                            for f in FORMAT_EXTENSIONS) \
+    + tuple(f".int8{e}" for e in FORMAT_EXTENSIONS.values()) + tuple(FORMAT_EXTENSIONS.values()) \
+    + (".json",)
 
 
 def model_stem(filename: str) -> str:

@@ -3,8 +3,9 @@
     python -m quant.evaluate --card artifacts/<name>.json --data assets/data/cifar10_test.tar.gz
         [--limit N] [--json]
 
-For each artifact of the card (export.card.ARTIFACT_KEYS order: onnx, onnx_int8,
-tflite, tflite_int8): top-1, top-5 and, against the float model that
+For each artifact of the card (export.card.ordered_keys: onnx, onnx_int8,
+tflite, tflite_int8, then other recipes such as onnx_int8_u8s8):
+top-1, top-5 and, against the float model that
 quant.evaluate.ref_keys names (an INT8 file: the float model of its format, else
 ONNX; FP32 TFLite: ONNX, the converter's agreement), top-1 agreement and output
 SQNR. `python -m quant.evaluate --model` per file would decode the test set once
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from export.card import key_is_int8
 from zoo.util import ArmqError
 
 from .common import QuantError
@@ -36,7 +38,7 @@ def command(card: Path, data: Path, limit: int | None = None,
 def evaluate_card(card_path: Path, data: Path, limit: int | None = None,
                   arm: bool = True) -> dict:
     """{"n", "data", "results": {artifact key: metrics, "ref", "seconds", "file"}} of a card."""
-    from export.card import ARTIFACT_KEYS, load_card
+    from export.card import load_card, ordered_keys
 
     from .calib import check_source, load_set
     from .evaluate import ref_keys, run_model
@@ -49,9 +51,7 @@ def evaluate_card(card_path: Path, data: Path, limit: int | None = None,
     decode_s = time.perf_counter() - t0
     logits: dict[str, object] = {}
     out: dict[str, dict] = {}
-    for key in ARTIFACT_KEYS:
-        if key not in card.artifacts:
-            continue
+    for key in ordered_keys(card.artifacts):   # every file the card names, recipes included
         path = card.artifact_path(card_path, key)
         if not path.is_file():
             out[key] = {"error": f"{path.name} is missing"}
@@ -85,7 +85,7 @@ def main_card(card: Path, data: Path, limit: int | None, as_json: bool, arm: boo
         print(json.dumps(res, indent=1))
     else:
         rows = [dict(r, model=f"{card.stem} ({key})", backend=key.split("_")[0],
-                     precision="int8" if key.endswith("int8") else "fp32", method=None)
+                     precision="int8" if key_is_int8(key) else "fp32", method=None)
                 for key, r in res["results"].items() if "error" not in r]
         print(format_table(rows))
     bad = [k for k, v in res["results"].items() if "error" in v]

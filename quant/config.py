@@ -45,6 +45,94 @@ class Annotations(str, Enum):
     LITERT = "litert"  # litert-torch's PT2EQuantizer as shipped, for comparison
 
 
+class RecipeName(str, Enum):
+    """The integer format of an ONNX Runtime INT8 model (weights always int8)."""
+
+    S8S8 = "s8s8"  # int8 activations: ORT's ARM64 kernels with dot-product (SDOT) run it natively
+    U8S8 = "u8s8"  # uint8 activations: x86 (VPDPBUSD/VNNI, PMADDUBSW) and ARM cores without SDOT
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Which integer format suits one CPU, and why (the card records both)."""
+
+    name: RecipeName
+    reason: str
+
+    @property
+    def activations(self) -> "ActivationType":
+        return ActivationType.INT8 if self.name is RecipeName.S8S8 else ActivationType.UINT8
+
+    @property
+    def tag(self) -> str:
+        """The recipe's tag in file names and card keys (export.card.RECIPE_TAGS)."""
+        return self.name.value
+
+    def to_dict(self) -> dict:
+        return {"name": self.name.value, "activations": self.activations.value,
+                "weights": WEIGHTS, "reason": self.reason}
+
+
+class RecipeError(ValueError):
+    """A --for target that names no CPU this module knows."""
+
+
+# Arm cores with the dot-product extension (SDOT/UDOT, Armv8.2 DotProd): the cores' TRMs.
+# A53/A57/A72/A73 lack it; the emulated cores are android_bench.qemu_cpus.CPUS.
+DOTPROD_CORES = {"cortex-a55": True, "cortex-a75": True, "cortex-a76": True, "cortex-a77": True,
+                 "cortex-a78": True, "cortex-x1": True, "neoverse-n1": True, "max": True,
+                 "cortex-a53": False, "cortex-a57": False, "cortex-a72": False,
+                 "cortex-a73": False}
+X86_MACHINES = ("x86_64", "amd64", "i686", "i386")
+ARM_DOTPROD_FLAGS = ("asimddp", "dotprod")       # /proc/cpuinfo name, android_bench's name
+X86_VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
+
+
+def recipe_for(machine: str, features: Sequence[str]) -> Recipe:
+    """The one rule: CPU architecture + feature flags -> integer format.
+
+    x86: U8S8. ORT's x86 kernels multiply uint8 by int8 (VNNI VPDPBUSD, or PMADDUBSW
+    without it); an S8S8 model is rewritten to U8 only where a Q feeds one DQ, so convs on
+    fan-out tensors stay float (quant/onnx_ptq.py; measured 0.43x FP32 vs U8S8 0.83x).
+    ARM with dot-product: S8S8, which SDOT runs natively (1-7 % fewer a76 instructions).
+    ARM without: U8S8 (6-8 % fewer a72 instructions: ORT's widening-multiply kernels).
+    """
+    m = machine.lower()
+    flags = {f.lower() for f in features}
+    if m in X86_MACHINES:
+        vnni = sorted(flags & set(X86_VNNI_FLAGS))
+        return Recipe(RecipeName.U8S8, "x86: ORT's int8 kernels take uint8 activations"
+                      + (f" ({vnni[0]})" if vnni else " (no VNNI: PMADDUBSW)"))
+    if m in ("aarch64", "arm64", "armv8l", "armv7l"):
+        if flags & set(ARM_DOTPROD_FLAGS):
+            return Recipe(RecipeName.S8S8, "ARM with dot-product (asimddp): SDOT runs int8 x int8")
+        return Recipe(RecipeName.U8S8, "ARM without dot-product: widening-multiply kernels "
+                      "run uint8 activations with fewer instructions")
+    raise RecipeError(f"no INT8 recipe for machine '{machine}' (x86_64 or aarch64)")
+
+
+def recipe_for_target(target: str) -> Recipe:
+    """`local` (this host's probed CPU), `qemu:<cpu>` / `<cpu>` (a known Arm core), or
+    `<machine>:<flag>+<flag>` (a board's probed features, e.g. aarch64:asimd+asimddp)."""
+    t = target.strip().lower()
+    if t == "local":
+        from android_bench.runner import cpu_info
+        cpu = cpu_info()
+        feats = cpu["features"]
+        flags = [k for k, v in feats.items() if v]
+        flags = ["asimddp" if f == "dotprod" else f for f in flags]
+        return recipe_for(cpu["machine"], flags)
+    core = t.removeprefix("qemu:")
+    if core in DOTPROD_CORES:
+        return recipe_for("aarch64", ["asimd"] + (["asimddp"] if DOTPROD_CORES[core] else []))
+    machine, _, flags = t.partition(":")
+    if machine in (*X86_MACHINES, "aarch64", "arm64", "armv8l", "armv7l"):
+        return recipe_for(machine, [f for f in flags.replace(",", "+").split("+") if f])
+    raise RecipeError(f"--for '{target}': not a target (local, qemu:<cpu> or <cpu> with cpu one "
+                      f"of {', '.join(sorted(DOTPROD_CORES))}, or <machine>:<flag>+<flag> such "
+                      "as aarch64:asimd+asimddp or x86_64:avx512_vnni)")
+
+
 # Weights are always int8 symmetric (zero point 0), per output channel unless
 # per_channel is off: TFLite's int8 spec requires it, and ORT's S8S8 ARM64
 # kernels are written for it, so it is not a choice.
@@ -115,11 +203,18 @@ class QuantConfig:
         return replace(self, supported_methods=SUPPORTED_METHODS,
                        method=self.method if method_given else DEFAULT_METHOD)
 
+    @property
+    def recipe_tag(self) -> str:
+        """The ONNX INT8 file's recipe tag (export.card names the file and key with it)."""
+        return RecipeName.S8S8.value if self.activations is ActivationType.INT8 \
+            else RecipeName.U8S8.value
+
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "QuantConfig":
-        """The config of `python -m quant.ptq`'s parsed flags."""
+    def from_args(cls, args: argparse.Namespace, recipe: Recipe | None = None) -> "QuantConfig":
+        """The config of `python -m quant.ptq`'s parsed flags (`recipe`: from --for)."""
+        acts = recipe.activations if recipe is not None else ActivationType(args.activations)
         return cls(method=args.method or Method.MINMAX, per_channel=not args.per_tensor,
-                   activations=ActivationType(args.activations),
+                   activations=acts,
                    fallback=FallbackBudget(args.fallback, args.max_drop),
                    tflite_layout=Layout(args.tflite_layout),
                    pt2e_annotations=Annotations(args.pt2e_annotations))

@@ -59,8 +59,10 @@ def ref_keys(key: str) -> tuple[str, ...]:
     against the float model of its own format (what quantization alone changed), else
     the FP32 ONNX, the export every other file derives from; an FP32 TFLite file
     against the FP32 ONNX (converter agreement); the FP32 ONNX against nothing."""
-    fmt, _, precision = key.partition("_")
-    if precision == "int8":
+    from export.card import key_format, key_is_int8
+
+    fmt = key_format(key)
+    if key_is_int8(key):
         return tuple(dict.fromkeys((fmt, "onnx")))
     return () if fmt == "onnx" else ("onnx",)
 

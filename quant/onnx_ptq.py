@@ -50,7 +50,7 @@ import numpy as np
 
 from .common import Method, ModelRef, QuantError
 from .config import WEIGHTS, ActivationType, QuantConfig
-from .onnx_graph import nhwc_channel_shuffle, rewire_shape_queries
+from .onnx_graph import avgpool_as_depthwise, nhwc_channel_shuffle, rewire_shape_queries
 from .onnx_layers import LAYER_OPS, exclusion_for, layer_errors
 from .policy import Holdout, Outcome, progress_bar
 
@@ -317,6 +317,7 @@ class OrtBackend:
         self.pre = work / "pre.onnx"
         preprocess(src, self.pre)
         self.shuffles = nhwc_channel_shuffle(self.pre)
+        self.pools = avgpool_as_depthwise(self.pre)
         self.input_name, self.batch, _ = model_input(self.pre)
 
     def float_logits(self, x: np.ndarray) -> np.ndarray:
@@ -349,6 +350,7 @@ class OrtBackend:
     def finish(self, outcome: Outcome, hold: Holdout | None) -> tuple[Path, dict]:
         import onnxruntime
         return outcome.candidate, {
-            "nhwc_channel_shuffles": self.shuffles, "format": "QDQ",
+            "nhwc_channel_shuffles": self.shuffles, "avgpools_as_depthwise": self.pools,
+            "format": "QDQ",
             "activations": self.config.activations.value, "weights": WEIGHTS,
             "runtime": f"onnxruntime {onnxruntime.__version__}"}

@@ -37,23 +37,38 @@ from typing import Sequence
 
 import numpy as np
 
-from export.card import load_card, save_card
+from export.card import int8_filename, int8_key, load_card, save_card
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_paths, check_writable_dir, cli_entry
 
 from .common import (CONCRETE_BACKENDS, Backend, Method, ModelRef, QuantError,
                      backend_for_path, one_line_warnings, resolve_models)
-from .config import QuantConfig
+from .config import QuantConfig, Recipe, RecipeError, recipe_for_target
 from .policy import Holdout, Policy
 
 PROG = "quant.ptq"
 
 
 def command(model: str, calib: Path, backend: str, num_calib: int, out: Path,
-            python: str = sys.executable) -> list[str]:
-    """The command line of one backend's quantization of the model `model` in `out`."""
+            python: str = sys.executable, target: str | None = None) -> list[str]:
+    """The command line of one backend's quantization of the model `model` in `out`
+    (`target`: --for, the INT8 recipe of that target)."""
     return [python, "-m", PROG, "--calib", str(calib), "--model", model, "--backend", backend,
-            "--num-calib", str(num_calib), "--out", str(out)]
+            "--num-calib", str(num_calib), "--out", str(out)] \
+        + (["--for", target] if target else [])
+
+
+def recipe_record(backend: Backend, config: QuantConfig, recipe: Recipe | None,
+                  target: str | None) -> dict:
+    """The card's `recipe` field of one INT8 artifact: which integer format, for which
+    target, and why."""
+    if backend is not Backend.ORT:
+        return {"name": "s8s8", "activations": "int8", "target": target,
+                "reason": "TFLite full-integer: int8 activations on every target (no recipe choice)"}
+    if recipe is not None:
+        return {**recipe.to_dict(), "target": target}
+    return {"name": config.recipe_tag, "activations": config.activations.value, "target": None,
+            "reason": "--activations " + config.activations.value}
 
 
 def quantize_backend(ref: ModelRef, backend: Backend, calib: np.ndarray, hold: Holdout | None,
@@ -72,7 +87,9 @@ def quantize_backend(ref: ModelRef, backend: Backend, calib: np.ndarray, hold: H
         # The ONNX backend's ranking, recorded in the card by this run or an earlier one
         # (deploy quantizes each backend in its own process).
         card = load_card(ref.card_path)
-        saved = card.artifacts.get(Backend.ORT.int8_key, {}).get("ranking") or None
+        saved = next((card.artifacts[k].get("ranking") for k in
+                      (Backend.ORT.int8_key, int8_key("onnx", "u8s8"))
+                      if card.artifacts.get(k, {}).get("ranking")), None)
     outcome = Policy(config, PROG, ref.name).run(impl, hold, saved)
     path, extra = impl.finish(outcome, hold)
     details = {"method": outcome.method.value,
@@ -155,8 +172,8 @@ def _mnn_available() -> bool:
     return True
 
 
-def _evaluate_all(ref: ModelRef, eval_images, produced: dict[Backend, Path], method_of: dict,
-                  args) -> list[dict]:
+def _evaluate_all(ref: ModelRef, eval_images, produced: dict[Backend, Path],
+                  key_of: dict[Backend, str], method_of: dict) -> list[dict]:
     from .evaluate import run_model
     from .metrics import summarize
 
@@ -179,7 +196,7 @@ def _evaluate_all(ref: ModelRef, eval_images, produced: dict[Backend, Path], met
         if fp_top1 is None and base is not None:
             fp_top1 = next((x.get("top1") for x in rows if x["key"] == "onnx"), None)
         drop = round(fp_top1 - r["top1"], 3) if fp_top1 is not None and "top1" in r else None
-        rows.append(dict(r, key=b.int8_key, model=ref.name, backend=b.value, precision="int8",
+        rows.append(dict(r, key=key_of[b], model=ref.name, backend=b.value, precision="int8",
                          method=method_of.get(b), drop=drop))
     return rows
 
@@ -200,8 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="extra images of --calib held out to pick a method / check the drop "
                    "(default 500; used by --method auto, --fallback and --max-drop)")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per channel)")
-    p.add_argument("--activations", choices=("int8", "uint8"), default="int8",
-                   help="ONNX activation type: int8 (ARM64, default) or uint8 (x86 servers)")
+    p.add_argument("--activations", choices=("int8", "uint8"), default=None,
+                   help="ONNX activation type: int8 (S8S8, default) or uint8 (U8S8); "
+                   "--for picks it from the target instead")
+    p.add_argument("--for", dest="target", metavar="TARGET",
+                   help="pick the ONNX INT8 recipe for a target: local (this CPU), "
+                   "qemu:cortex-a76, cortex-a72, or a board's flags such as "
+                   "aarch64:asimd+asimddp / x86_64:avx512_vnni. U8S8 files are named "
+                   "<model>.u8s8.int8.onnx (TFLite full-integer is int8 only)")
     p.add_argument("--tflite-layout", choices=("nhwc", "nchw"), default="nhwc",
                    help="TFLite input layout when the card has no float TFLite model to follow "
                    "(default nhwc)")
@@ -225,6 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise QuantError("--max-drop must be >= 0")
     if args.eval_limit is not None and args.eval_limit < 1:
         raise QuantError("--eval-limit must be at least 1")
+    if args.target is not None and args.activations is not None:
+        raise QuantError("--for picks the activation type: give --for or --activations, not both")
+    recipe = None
+    if args.target is not None:
+        try:
+            recipe = recipe_for_target(args.target)
+        except RecipeError as e:
+            raise QuantError(str(e)) from None
+    args.activations = args.activations or "int8"
 
     from .calib import check_source, list_images, load_set, split_holdout
 
@@ -245,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_writable_dir(r.card_path.parent)
     check_writable_dir(out_dir)
 
-    config = QuantConfig.from_args(args)
+    config = QuantConfig.from_args(args, recipe)
     if any(Backend.MNN in bs for _, bs in plans):
         from .mnn_ptq import check_config
         check_config(config.for_mnn(args.method is not None))
@@ -275,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             calib, hold = data.x, None
         produced: dict[Backend, Path] = {}
+        key_of: dict[Backend, str] = {}
         details_of: dict[Backend, dict] = {}
         with tempfile.TemporaryDirectory(prefix="armq-ptq-") as td:
             work = Path(td)
@@ -285,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cfg_b = config.for_mnn(args.method is not None) if b is Backend.MNN else config
                 tmp_model, det = quantize_backend(ref, b, calib, hold, cfg_b, wb,
                                                   torch_models.get(ref.name))
-                dest = out_dir / f"{ref.name}.int8{b.suffix}"
+                tag = config.recipe_tag if b is Backend.ORT else None
+                dest = out_dir / int8_filename(ref.name, b.float_key, tag)
+                key = int8_key(b.float_key, tag)
                 audit = _audit(tmp_model, b)
                 calib_info = {"method": det.pop("method"), "requested": cfg_b.method.value,
                               "num_images": int(len(calib)), "source": str(calib_src),
@@ -297,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if tried:
                     calib_info["tried"] = tried
                 rec = {"calibration": calib_info, "audit": audit,
+                       "recipe": recipe_record(b, config, recipe, args.target),
                        "seconds": round(time.perf_counter() - t0, 1), **det}
                 # The INT8 file and the card that records its hash are one transaction:
                 # both are written in full before either is renamed into place, so a full
@@ -304,11 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with atomic_paths(dest, ref.card_path) as (tmp_dest, tmp_card):
                     shutil.copyfile(tmp_model, tmp_dest)
                     card = load_card(ref.card_path)
-                    card.record_artifact(ref.card_path, b.int8_key, tmp_dest, installed_as=dest,
-                                         **rec)
-                    card.accuracy.pop(b.int8_key, None)  # a new model: old numbers are stale
+                    card.record_artifact(ref.card_path, key, tmp_dest, installed_as=dest, **rec)
+                    card.accuracy.pop(key, None)  # a new model: old numbers are stale
                     save_card(card, tmp_card)
                 produced[b] = dest
+                key_of[b] = key
                 details_of[b] = rec
                 _print_audit(ref.name, b, dest, rec)
         method_of = {b: d["calibration"]["method"] for b, d in details_of.items()}
@@ -316,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if eval_src is not None:
             ev = load_set(eval_src, ref.card, limit=args.eval_limit, require_labels=True,
                           progress=interactive, what="--eval")
-            rows = _evaluate_all(ref, ev, produced, method_of, args)
+            rows = _evaluate_all(ref, ev, produced, key_of, method_of)
         if rows:
             card = load_card(ref.card_path)  # re-read: another stage may have added to it
             for r in rows:

@@ -18,8 +18,12 @@ from conftest import REPO, SHIPPED_CKPT, SHIPPED_TESTSET, run_cli, wait_for_runn
 
 from deploy.spec import SpecError, load_sweep, parse_model_list, parse_model_spec, parse_target
 from deploy.stages import FAILED, OK, SKIPPED, Results, Runner, Stage
+from export.card import int8_filename, int8_key
+from quant.config import recipe_for_target
 
 TAG = "shufflenet_v1_g3_w1_cifar10"
+# The ONNX INT8 file this host's recipe gives (U8S8 on x86): what the local target runs.
+K8 = int8_key("onnx", recipe_for_target("local").tag)
 
 
 # ---- specs -------------------------------------------------------------------------------
@@ -174,26 +178,34 @@ def test_results_schema(run):
     assert d["format"] == "armq-deploy/1" and d["run"]["status"] == "failed"
     assert {t["id"] for t in d["targets"]} == {"local", "qemu:cortex-a72"}
     st = {s["id"]: s for s in d["stages"]}
-    for sid in ("cost", "weights", "export_onnx", "quant_ort", "accuracy", "bench/local", "opprofile"):
+    for sid in ("cost", "weights", "export_onnx", "accuracy", "bench/local", "opprofile"):
         assert st[f"{TAG}/{sid}"]["status"] == OK, st[f"{TAG}/{sid}"]
         assert st[f"{TAG}/{sid}"]["seconds"] is not None
+    # one quantization per recipe the targets need; identical files are made once
+    recipes = {recipe_for_target(t).tag for t in ("local", "qemu:cortex-a72")}
+    quants = [s for s in d["stages"] if s["kind"] == "quant_ort"]
+    assert len(quants) == len(recipes) and all(s["status"] == OK for s in quants)
+    assert all(t["recipe"]["name"] == recipe_for_target(t["id"]).tag for t in d["targets"])
     q = st[f"{TAG}/bench/qemu:cortex-a72"]
     assert q["status"] == FAILED and "ARMQ_QEMU" in q["reason"] and q["log"]
+    # each target runs the file of its own recipe
+    a72_file = int8_filename(TAG, "onnx", recipe_for_target("qemu:cortex-a72").tag)
+    assert any(a.endswith("/" + a72_file) for a in q["command"])
     m = d["models"][TAG]
     assert m["weights"]["kind"] == "shipped" and len(m["weights"]["sha256"]) == 64
     assert 30e6 < m["cost"]["macs"] < 60e6 and "dwconv" in m["cost"]["by_op"]
-    assert set(m["artifacts"]) == {"onnx", "onnx_int8"}
+    assert set(m["artifacts"]) == {"onnx"} | {int8_key("onnx", r) for r in recipes}
     assert all(a["size_bytes"] > 0 for a in m["artifacts"].values())
     acc = m["accuracy"]["results"]
     assert acc["onnx"]["n"] == 200 and 10 <= acc["onnx"]["top1"] <= 100
-    assert acc["onnx_int8"]["ref"] == "onnx" and acc["onnx_int8"]["agreement"] > 50
+    assert acc[K8]["ref"] == "onnx" and acc[K8]["agreement"] > 50
     b = m["bench"]["local"]
-    assert b["onnx"]["median_ms"] > 0 and b["onnx_int8"]["median_ms"] > 0
+    assert b["onnx"]["median_ms"] > 0 and b[K8]["median_ms"] > 0 and set(b) == {"onnx", K8}
     assert b["onnx"]["emulated"] is False and len(b["onnx"]["ci95_ms"]) == 2
     prof = m["profile"]["onnx"]
     assert prof["categories"]["depthwise"]["nodes"] == 16      # one per ShuffleNet unit
     assert prof["categories"]["conv"]["pct"] > 0
-    assert (run_dir / "artifacts" / f"{TAG}.int8.onnx").is_file()
+    assert (run_dir / "artifacts" / int8_filename(TAG, "onnx", recipe_for_target("local").tag)).is_file()
     # each stage's command line comes from its own package (deploy only orchestrates)
     assert st[f"{TAG}/accuracy"]["command"][1:4] == ["-m", "quant.evaluate", "--card"]
     assert st[f"{TAG}/opprofile"]["command"][1:3] == ["-m", "android_bench.profile"]
@@ -308,12 +320,12 @@ def test_quant_evaluate_card_mode(run, tmp_path):
     doc = json.loads(r.stdout)
     assert doc["format"] == "armq-card-eval/1" and doc["n"] == 20
     res = doc["results"]
-    assert list(res) == ["onnx", "onnx_int8"]                 # export.card.ARTIFACT_KEYS order
-    assert res["onnx"]["ref"] is None and res["onnx_int8"]["ref"] == "onnx"
-    assert 0 <= res["onnx_int8"]["agreement"] <= 100 and res["onnx"]["top1"] is not None
+    assert list(res) == ["onnx", K8]                          # export.card.ordered_keys order
+    assert res["onnx"]["ref"] is None and res[K8]["ref"] == "onnx"
+    assert 0 <= res[K8]["agreement"] <= 100 and res["onnx"]["top1"] is not None
     r = run_cli("quant.evaluate", "--card", card, "--data", SHIPPED_TESTSET, "--limit", "10",
                 timeout=600)
-    assert r.returncode == 0 and "top1 %" in r.stdout and "(onnx_int8)" in r.stdout, r.stderr
+    assert r.returncode == 0 and "top1 %" in r.stdout and f"({K8})" in r.stdout, r.stderr
     r = run_cli("quant.evaluate", "--card", card, "--ref", card, "--data", SHIPPED_TESTSET,
                 timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("python -m quant.evaluate: error:") \
@@ -425,7 +437,7 @@ def test_published_results_table(run):
     d = _doc(run_dir)
     rec = d["models"]["shufflenet_v1_g3_w1_cifar10"]["weights"]["metrics"]["test_top1"]
     assert cells[2] == f"{100 * rec:.2f}"
-    q = d["models"]["shufflenet_v1_g3_w1_cifar10"]["accuracy"]["results"]["onnx_int8"]
+    q = d["models"]["shufflenet_v1_g3_w1_cifar10"]["accuracy"]["results"][K8]
     # The accuracy stage records percentages; the drop is in points on the same images.
     assert cells[4] == f"{q['top1']:.2f}" and cells[6] == f"{q['agreement']:.2f}"
     f = d["models"]["shufflenet_v1_g3_w1_cifar10"]["accuracy"]["results"]["onnx"]["top1"]

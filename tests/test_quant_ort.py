@@ -62,10 +62,12 @@ def test_int8_model_written_and_recorded(quantized):
 def test_runtime_graph_is_int8_including_depthwise(quantized):
     out, _ = quantized
     rt = load_card(out / f"{NAME}.json").artifacts["onnx_int8"]["audit"]["runtime"]
-    # ShuffleNet V1 g3 has 16 units, each with one depthwise 3x3.
-    assert rt["depthwise_int8"] == 16 and rt["depthwise_float"] == 0
+    # ShuffleNet V1 g3 has 16 units, each with one depthwise 3x3, and 3 stride-2 units
+    # whose shortcut AveragePool runs as a depthwise conv (quant.onnx_graph).
+    assert load_card(out / f"{NAME}.json").artifacts["onnx_int8"]["avgpools_as_depthwise"] == 3
+    assert rt["depthwise_int8"] == 16 + 3 and rt["depthwise_float"] == 0
     assert rt["float_compute"] == 0, rt["float_islands"]
-    assert rt["ops"]["QLinearConv"] == 49
+    assert rt["ops"]["QLinearConv"] == 49 + 3 and "QLinearAveragePool" not in rt["ops"]
     assert rt["quantize_nodes"] == 1          # only the input is quantized from float
     assert rt["dequantize_to_float"] == {}    # nothing but the logits leaves int8
 
