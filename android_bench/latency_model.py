@@ -17,8 +17,8 @@
    dense, memory-bound layers, layout transposes, Q/DQ, float islands, element-wise
    work, per-op overhead, and what the model does not explain.
 
-Measured model costs come from a deploy run's results.json (--results; files matched
-by name) or are measured here. ONNX files only (the TFLite graphs are not modelled).
+Measured model costs come from a deploy run's results.json or an earlier --json of
+this CLI (--results; files matched by name), or are measured here. ONNX files only (the TFLite graphs are not modelled).
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.clikit import make_parser
+
+from .perfmodel import report
 from zoo.util import ArmqError, atomic_output, check_writable_dir, cli_entry, load_json
 
 PROG = "android_bench.latency_model"
@@ -87,8 +89,15 @@ def bench(target: TargetInfo, files: Sequence[Path], quiet: bool = False) -> dic
 
 
 def from_results(doc: dict, target: TargetInfo, files: Sequence[Path]) -> dict[str, float]:
-    """The files' measured costs on `target` from a deploy results.json."""
+    """The files' measured costs on `target` from a deploy results.json, or from an
+    earlier --json of this CLI (re-explains without measuring again)."""
     found: dict[str, float] = {}
+    for t in doc.get("targets") or [] if doc.get("format") == report.JSON_FORMAT else []:
+        if isinstance(t, dict) and t.get("target") == target.id:
+            for name, m in (t.get("models") or {}).items():
+                v = m.get("measured") if isinstance(m, dict) else None
+                if isinstance(v, (int, float)) and v > 0:
+                    found[str(name)] = float(v)
     for rec in (doc.get("models") or {}).values():
         for entry in ((rec or {}).get("bench") or {}).get(target.id, {}).values():
             if not isinstance(entry, dict):
@@ -122,15 +131,15 @@ def load_table(path: Path, target: TargetInfo) -> dict | None:
 
 
 def table_for(target: TargetInfo, tables: Path, remeasure: bool, quiet: bool) -> dict:
-    from .perfmodel.microbench import measure_table
+    from .perfmodel.microbench import measure_table, missing_rows
 
     path = tables / f"{target.slug}.json"
     doc = None if remeasure else load_table(path, target)
-    if doc is None:
+    if doc is None or missing_rows(doc):
         if not quiet:
             print(f"{PROG}: micro-benchmarks on {target.id} ...", file=sys.stderr, flush=True)
         doc = measure_table(target.id, target.unit, target.emulated,
-                            lambda files: bench(target, files, quiet))
+                            lambda files: bench(target, files, quiet), previous=doc)
         with atomic_output(path, "w") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
@@ -152,7 +161,8 @@ def build_parser():
     p.add_argument("--model", nargs="+", action="extend", type=Path, default=[],
                    help=".onnx files (FP32 and INT8 QDQ) to predict and explain")
     p.add_argument("--results", type=Path,
-                   help="a deploy run's results.json with the models' measurements")
+                   help="a deploy run's results.json (or this CLI's --json) with the models' "
+                        "measurements")
     p.add_argument("--tables", type=Path, default=DEFAULT_TABLES,
                    help="folder of cached micro-benchmark tables (default: %(default)s)")
     p.add_argument("--remeasure", action="store_true", help="re-run the micro-benchmarks")
@@ -162,7 +172,6 @@ def build_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .perfmodel import report
     from .perfmodel.graph import onnx_work
     from .perfmodel.microbench import constants_of
     from .perfmodel.roofline import explain
@@ -183,11 +192,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     {a.results.resolve()} if a.results else set()):
                 raise ArmqError(f"{out} is an input; choose another output path")
     quiet = a.quiet if hasattr(a, "quiet") else False
+    # what --results lacks is a one-line error before any benchmark runs
+    given = {t.id: from_results(results, t, a.model) for t in targets} if results is not None \
+        else {}
     per_target = []
     for t in targets:
         table = table_for(t, a.tables, a.remeasure, quiet)
         c = constants_of(table)
-        measured = from_results(results, t, a.model) if results is not None else \
+        measured = given[t.id] if results is not None else \
             (bench(t, a.model, quiet) if a.model else {})
         rows = []
         for m in a.model:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from android_bench.perfmodel.graph import NodeWork, OpClass, Precision, conv_class
+from android_bench.perfmodel.graph import NodeWork, OpClass, Precision, conv_class, gemm_edges
 from android_bench.perfmodel.roofline import (Cause, Constants, explain, fit, memory_bound,
                                               node_cost, predict)
 from conftest import run_cli
@@ -17,15 +17,17 @@ PROG = "android_bench.latency_model"
 F, I = Precision.FP32, Precision.INT8
 
 
-def node(cls: OpClass, prec: Precision = F, macs: int = 0, nbytes: int = 0, name: str = "n"):
-    return NodeWork(name, "Op", cls, prec, macs, nbytes)
+def node(cls: OpClass, prec: Precision = F, macs: int = 0, nbytes: int = 0, name: str = "n",
+         outputs: int = 0, patches: int = 0):
+    return NodeWork(name, "Op", cls, prec, macs, nbytes, outputs, patches)
 
 
 TRUE = Constants("instructions", per_inference=5000.0, per_op=800.0,
                  cost={(OpClass.DENSE, F): 2.0, (OpClass.DENSE, I): 0.6,
                        (OpClass.DEPTHWISE, F): 5.0, (OpClass.ELEMENTWISE, F): 0.5,
                        (OpClass.ELEMENTWISE, I): 0.4, (OpClass.TRANSPOSE, I): 1.5,
-                       (OpClass.QDQ, I): 0.8})
+                       (OpClass.QDQ, I): 0.8},
+                 per_output={F: 3.0}, per_patch={F: 0.25})
 
 
 def synthetic_samples() -> list[tuple[list[NodeWork], float]]:
@@ -34,7 +36,8 @@ def synthetic_samples() -> list[tuple[list[NodeWork], float]]:
     for s in (1, 4, 16):
         # as in the real micro-benchmarks, MACs and bytes grow at different rates across
         # sizes, and Q/DQ, transposes and element-wise ops also run alone: identifiable
-        graphs += [[node(OpClass.DENSE, F, 100_000 * s * s, 1_000 * s)],
+        graphs += [[node(OpClass.DENSE, F, 100_000 * s * s, 1_000 * s, outputs=1_000 * s,
+                         patches=10 * s ** 3)],
                    [node(OpClass.QDQ, I, 0, 2_000 * s), node(OpClass.DENSE, I, 100_000 * s * s, 500 * s),
                     node(OpClass.TRANSPOSE, I, 0, 3_000 * s), node(OpClass.QDQ, I, 0, 2_000 * s)],
                    [node(OpClass.DEPTHWISE, F, 20_000 * s * s, 4_000 * s)],
@@ -51,6 +54,8 @@ def test_fit_recovers_the_constants_that_made_the_samples():
     assert c.per_op == pytest.approx(TRUE.per_op, rel=1e-3)
     for k, v in TRUE.cost.items():
         assert c.cost[k] == pytest.approx(v, rel=1e-3), k
+    assert c.per_output[F] == pytest.approx(3.0, rel=1e-3)
+    assert c.per_patch[F] == pytest.approx(0.25, rel=1e-3)
 
 
 def test_roofline_takes_the_memory_term_when_it_dominates():
@@ -75,10 +80,11 @@ def test_rate_falls_back_to_the_nearest_measured_class():
 
 def test_explain_adds_up_to_measured_and_names_each_cause():
     g = [node(OpClass.QDQ, I, 0, 1000), node(OpClass.DENSE, I, 10_000, 100),
+         node(OpClass.DENSE, F, 0, 0, outputs=0),  # a float island with no MACs (a Gemm stub)
          node(OpClass.DEPTHWISE, F, 2_000, 100), node(OpClass.TRANSPOSE, I, 0, 400),
          node(OpClass.DENSE, I, 100, 50_000)]
     e = explain(g, TRUE, measured=80_000.0)
-    assert e.int8 and e.macs == 12_100
+    assert e.int8 and e.macs == 12_100 and len(g) == 6
     # theory: every MAC at the dense FP32 rate / 4
     assert e.theory == pytest.approx(12_100 * 2.0 / 4)
     assert e.theory + sum(e.causes.values()) == pytest.approx(80_000.0)
@@ -91,8 +97,19 @@ def test_explain_adds_up_to_measured_and_names_each_cause():
     # int8 dense at 0.6 / MAC instead of 2.0 / 4 = 0.5
     assert e.causes[Cause.INT8_KERNELS] == pytest.approx((10_000 + 100) * 0.1)
     assert e.causes[Cause.MEMORY_BOUND] == pytest.approx(50_000 * 0.4 - 100 * 0.6)
-    assert e.causes[Cause.OVERHEAD] == pytest.approx(5000 + 5 * 800)
+    assert e.causes[Cause.OVERHEAD] == pytest.approx(5000 + 6 * 800)
     assert e.error == pytest.approx((e.predicted - 80_000) / 80_000)
+
+
+def test_narrow_layers_pay_their_gemm_edges():
+    wide = node(OpClass.DENSE, F, 100_000, 10, outputs=100, patches=1_000)
+    e = explain([wide], TRUE)
+    assert e.causes[Cause.GEMM_EDGES] == pytest.approx(100 * 3.0 + 1_000 * 0.25)
+    assert e.predicted == pytest.approx(5000 + 800 + 200_000 + 550)
+    assert gemm_edges(OpClass.DEPTHWISE, 9_000, 1_000, 1) == (0, 0)
+    # 3x3 conv 16 -> 64 channels, groups 1, 8x8 output: a patch of 16*9 per pixel, once
+    macs = 64 * 64 * 16 * 9
+    assert gemm_edges(OpClass.DENSE, macs, 64 * 64, 64) == (64 * 64, 64 * 16 * 9)
 
 
 def test_fp32_dense_graph_has_no_gap_but_overhead():

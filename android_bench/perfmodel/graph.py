@@ -26,7 +26,8 @@ class OpClass(str, Enum):
     POINTWISE = "pointwise"      # 1x1 convolutions, groups=1
     DEPTHWISE = "depthwise"      # groups == input channels
     GROUPED = "grouped"          # 1 < groups < channels
-    ELEMENTWISE = "elementwise"  # add, mul, activations, concat/slice/pad copies
+    ELEMENTWISE = "elementwise"  # add, mul, relu, clip, concat/slice/pad copies
+    ACTIVATION = "activation"    # sigmoid-like activations: several instructions per element
     TRANSPOSE = "transpose"      # layout and channel-shuffle permutations
     QDQ = "qdq"                  # QuantizeLinear / DequantizeLinear left in the graph
     POOL = "pool"
@@ -45,6 +46,9 @@ GEMM_OPS = {"Gemm", "FusedGemm", "QGemm", "MatMul", "FusedMatMul", "MatMulIntege
 TRANSPOSE_OPS = {"Transpose", "Gather", "DepthToSpace", "SpaceToDepth", "ReorderInput",
                  "ReorderOutput"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+ACTIVATION_OPS = {"Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf", "Softmax",
+                  "LeakyRelu", "Elu", "Selu", "Swish", "QuickGelu", "QLinearSigmoid",
+                  "QLinearLeakyRelu", "QLinearSoftmax"}
 POOL_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
             "QLinearAveragePool", "QLinearGlobalAveragePool"}
 FREE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Constant"}
@@ -60,6 +64,11 @@ class NodeWork:
     precision: Precision
     macs: int
     bytes: int
+    # GEMM edges of a convolution lowered to matrix products (im2col + GEMM): output
+    # elements (bias, activation, requantization: one each) and im2col patch elements
+    # (each copied once per group). Both 0 for depthwise convolutions and non-compute ops.
+    outputs: int = 0
+    patches: int = 0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "op_class": self.op_class.value,
@@ -68,7 +77,8 @@ class NodeWork:
     @classmethod
     def from_dict(cls, d: dict) -> "NodeWork":
         return cls(str(d["name"]), str(d["op_type"]), OpClass(d["op_class"]),
-                   Precision(d["precision"]), int(d["macs"]), int(d["bytes"]))
+                   Precision(d["precision"]), int(d["macs"]), int(d["bytes"]),
+                   int(d.get("outputs", 0)), int(d.get("patches", 0)))
 
 
 def conv_class(weight_shape: tuple[int, ...], group: int) -> OpClass:
@@ -139,6 +149,24 @@ def _weight_shape(node, info, producer) -> tuple[int, ...] | None:
     return info[name][0] if name in info else None
 
 
+def gemm_edges(op_class: OpClass, macs: int, out_numel: int, cout_per_group: int
+               ) -> tuple[int, int]:
+    """(output elements, im2col patch elements) of a convolution or Gemm with `macs`:
+    a patch (one output pixel's receptive field) is built once per group, so there
+    are macs / (Cout / groups) patch elements."""
+    if op_class not in COMPUTE or op_class is OpClass.DEPTHWISE or not macs:
+        return 0, 0
+    return out_numel, macs // max(1, cout_per_group)
+
+
+def _cout_per_group(node, info, producer) -> int:
+    if node.op_type in CONV_OPS:
+        w = _weight_shape(node, info, producer)
+        return (w[0] // max(1, int(_attr(node, "group", 1)))) if w else 1
+    out = info.get(node.output[0], ((1,), 4))[0]
+    return out[-1] if out else 1
+
+
 def classify(node, info, producer) -> tuple[OpClass, int]:
     """(op class, MACs) of one runtime node."""
     op = node.op_type
@@ -158,6 +186,8 @@ def classify(node, info, producer) -> tuple[OpClass, int]:
         return OpClass.QDQ, 0
     if op in POOL_OPS:
         return OpClass.POOL, 0
+    if op in ACTIVATION_OPS:
+        return OpClass.ACTIVATION, 0
     if op in FREE_OPS:
         return OpClass.FREE, 0
     return OpClass.ELEMENTWISE, 0
@@ -186,8 +216,11 @@ def graph_work(model) -> list[NodeWork]:
                 if t in info:
                     shape, size = info[t]
                     nbytes += math.prod(shape) * size
+        out_numel = math.prod(info[n.output[0]][0]) if n.output and n.output[0] in info else 0
+        edges = gemm_edges(cls, int(macs), out_numel, _cout_per_group(n, info, producer)) \
+            if cls in COMPUTE else (0, 0)
         works.append(NodeWork(n.name or n.output[0], n.op_type, cls,
-                              precision_of(n, cls, info), int(macs), int(nbytes)))
+                              precision_of(n, cls, info), int(macs), int(nbytes), *edges))
     return works
 
 

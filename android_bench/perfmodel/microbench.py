@@ -36,6 +36,8 @@ class Micro:
 
     @property
     def name(self) -> str:
+        if self.op_class is OpClass.ACTIVATION:
+            return f"{'sigmoid' if self.kernel == 2 else 'hardswish'}_c{self.channels}_s{self.size}"
         extra = f"_k{self.kernel}" if self.kernel > 1 else ""
         extra += f"_g{self.groups}" if self.groups > 1 else ""
         return f"{self.op_class.value}_c{self.channels}_s{self.size}{extra}"
@@ -53,6 +55,8 @@ MICROS: tuple[Micro, ...] = (
     Micro(OpClass.GROUPED, 64, 16, 3, 4),
     Micro(OpClass.ELEMENTWISE, 64, 32), Micro(OpClass.ELEMENTWISE, 128, 16),
     Micro(OpClass.ELEMENTWISE, 256, 8),
+    Micro(OpClass.ACTIVATION, 64, 32), Micro(OpClass.ACTIVATION, 128, 16),
+    Micro(OpClass.ACTIVATION, 256, 8, kernel=2),
     Micro(OpClass.TRANSPOSE, 120, 32, 1, 3), Micro(OpClass.TRANSPOSE, 240, 16, 1, 3),
     Micro(OpClass.TRANSPOSE, 480, 8, 1, 3),
     Micro(OpClass.POOL, 128, 16), Micro(OpClass.POOL, 512, 8),
@@ -89,6 +93,12 @@ def build_model(m: Micro, seed: int = 0):
     elif m.op_class is OpClass.ELEMENTWISE:
         # a residual add of two activations (x + relu(x)): what the zoo's blocks do
         nodes = [helper.make_node("Relu", ["X"], ["R"]), helper.make_node("Add", ["X", "R"], ["Y"])]
+        out = shape
+    elif m.op_class is OpClass.ACTIVATION:
+        # MobileNet V3's exported hard-swish, x * hardsigmoid(x); kernel=2 marks a sigmoid
+        act = helper.make_node("Sigmoid", ["X"], ["A"]) if m.kernel == 2 else \
+            helper.make_node("HardSigmoid", ["X"], ["A"], alpha=1 / 6, beta=0.5)
+        nodes = [act, helper.make_node("Mul", ["X", "A"], ["Y"])]
         out = shape
     elif m.op_class is OpClass.TRANSPOSE:
         # ShuffleNet's channel shuffle: reshape (g, C/g) -> transpose -> reshape
@@ -154,11 +164,16 @@ Measure = Callable[[Sequence[Path]], dict[str, float]]
 
 
 def measure_table(target_id: str, unit: str, arm: bool, measure: Measure,
-                  micros: Sequence[Micro] = MICROS) -> dict:
-    """Build, measure and fit: the table document of one target."""
+                  micros: Sequence[Micro] = MICROS, previous: dict | None = None) -> dict:
+    """Build, measure and fit: the table document of one target. Rows of `previous`
+    (the cached table) keep their measurement; only files it lacks are measured. Every
+    row's nodes are read again from the rebuilt file (the models are deterministic)."""
+    known = {r["name"]: r["measured"] for r in (previous or {}).get("rows", [])
+             if isinstance(r, dict) and "name" in r and "measured" in r}
     with tempfile.TemporaryDirectory(prefix="armq-micro-") as td:
         files = write_models(Path(td), micros)
-        measured = measure([f for _, _, f in files])
+        todo = [f for _, _, f in files if f.name not in known]
+        measured = {**known, **(measure(todo) if todo else {})}
         rows = []
         for m, prec, f in files:
             if f.name not in measured:
@@ -171,6 +186,14 @@ def measure_table(target_id: str, unit: str, arm: bool, measure: Measure,
            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "rows": rows}
     return refit(doc)
+
+
+def missing_rows(doc: dict, micros: Sequence[Micro] = MICROS) -> list[str]:
+    """Micro-benchmarks of this version that a cached table has no row for."""
+    have = {r.get("name") for r in doc.get("rows", []) if isinstance(r, dict)}
+    want = [f"{m.name}.onnx" for m in micros] + \
+        [f"{m.name}.int8.onnx" for m in micros if m.op_class is not OpClass.QDQ]
+    return [n for n in want if n not in have]
 
 
 def samples_of(doc: dict) -> list[tuple[list[NodeWork], float]]:

@@ -8,7 +8,9 @@ from typing import Sequence
 from .graph import COMPUTE, OpClass, Precision
 from .roofline import Cause, Constants, Explanation, key_str, mean_abs_error
 
-CAUSE_SHORT = {Cause.INT8_KERNELS: "int8<4x", Cause.OP_CLASSES: "op-class",
+JSON_FORMAT = "armq-latency-model/1"
+CAUSE_SHORT = {Cause.INT8_KERNELS: "int8<4x", Cause.OP_CLASSES: "op-class", Cause.GEMM_EDGES: "narrow",
+               Cause.ACTIVATIONS: "activ",
                Cause.MEMORY_BOUND: "mem-bound", Cause.TRANSPOSES: "transp",
                Cause.QDQ: "Q/DQ", Cause.FLOAT_ISLANDS: "float", Cause.ELEMENTWISE: "eltw",
                Cause.OVERHEAD: "overhead", Cause.UNEXPLAINED: "unexpl."}
@@ -78,7 +80,7 @@ def text(reports: Sequence[TargetReport]) -> str:
 
 
 def to_json(reports: Sequence[TargetReport]) -> dict:
-    return {"format": "armq-latency-model/1",
+    return {"format": JSON_FORMAT,
             "targets": [{"target": r.target, "unit": r.unit, "mae": r.mae,
                          "fit_mae": r.table.get("fit_mae"), "constants": r.constants.to_dict(),
                          "models": {n: e.to_dict() for n, e in r.rows}} for r in reports]}

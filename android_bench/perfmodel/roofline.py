@@ -42,6 +42,9 @@ class Constants:
     per_inference: float = 0.0
     per_op: float = 0.0
     cost: dict[Key, float] = field(default_factory=dict)
+    # GEMM edges (graph.NodeWork.outputs / .patches): cost per output / patch element
+    per_output: dict[Precision, float] = field(default_factory=dict)
+    per_patch: dict[Precision, float] = field(default_factory=dict)
 
     def rate(self, cls: OpClass, prec: Precision) -> float:
         """Cost per MAC (compute classes) or per byte; falls back to the nearest class
@@ -67,17 +70,29 @@ class Constants:
     def to_dict(self) -> dict:
         return {"unit": self.unit, "per_inference": self.per_inference, "per_op": self.per_op,
                 "cost": {key_str(k): v for k, v in sorted(self.cost.items(), key=lambda kv:
-                                                          key_str(kv[0]))}}
+                                                          key_str(kv[0]))},
+                "per_output": {p.value: v for p, v in self.per_output.items()},
+                "per_patch": {p.value: v for p, v in self.per_patch.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Constants":
         return cls(str(d["unit"]), float(d["per_inference"]), float(d["per_op"]),
-                   {key_of(k): float(v) for k, v in d["cost"].items()})
+                   {key_of(k): float(v) for k, v in d["cost"].items()},
+                   {Precision(k): float(v) for k, v in (d.get("per_output") or {}).items()},
+                   {Precision(k): float(v) for k, v in (d.get("per_patch") or {}).items()})
+
+    def edges(self, w: NodeWork) -> float:
+        """The GEMM-edge part of a compute node's cost (im2col patches, per-output work)."""
+        return (w.outputs * self.per_output.get(w.precision, 0.0)
+                + w.patches * self.per_patch.get(w.precision, 0.0))
+
+    def compute(self, w: NodeWork) -> float:
+        return w.macs * self.rate(w.op_class, w.precision) + self.edges(w)
 
 
 def memory_bound(w: NodeWork, c: Constants) -> bool:
     return w.op_class in COMPUTE and \
-        w.bytes * c.rate(OpClass.ELEMENTWISE, w.precision) > w.macs * c.rate(w.op_class, w.precision)
+        w.bytes * c.rate(OpClass.ELEMENTWISE, w.precision) > c.compute(w)
 
 
 def node_cost(w: NodeWork, c: Constants) -> float:
@@ -85,8 +100,7 @@ def node_cost(w: NodeWork, c: Constants) -> float:
     if w.op_class is OpClass.FREE:
         return 0.0
     if w.op_class in COMPUTE:
-        return max(w.macs * c.rate(w.op_class, w.precision),
-                   w.bytes * c.rate(OpClass.ELEMENTWISE, w.precision))
+        return max(c.compute(w), w.bytes * c.rate(OpClass.ELEMENTWISE, w.precision))
     return w.bytes * c.rate(w.op_class, w.precision)
 
 
@@ -96,22 +110,41 @@ def predict(works: Sequence[NodeWork], c: Constants) -> float:
 
 # ---- fitting -------------------------------------------------------------------------------
 
-def _features(works: Sequence[NodeWork], keys: list[Key], c: Constants | None) -> np.ndarray:
-    """[1, ops, work per class key]: a memory-bound compute node (under the previous
+Column = tuple[str, object]  # ("cost", Key) | ("outputs", Precision) | ("patches", Precision)
+
+
+def _features(works: Sequence[NodeWork], cols: list[Column], c: Constants | None) -> np.ndarray:
+    """[1, ops, work per column]: a memory-bound compute node (under the previous
     pass's constants) is charged as element-wise bytes, as predict() charges it."""
-    row = np.zeros(2 + len(keys))
+    row = np.zeros(2 + len(cols))
     row[0], row[1] = 1.0, len(works)
+
+    def add(col: Column, amount: float) -> None:
+        if col in cols:
+            row[2 + cols.index(col)] += amount
+
     for w in works:
         if w.op_class is OpClass.FREE:
             continue
         if w.op_class in COMPUTE and not (c is not None and memory_bound(w, c)):
-            k, amount = (w.op_class, w.precision), w.macs
+            add(("cost", (w.op_class, w.precision)), w.macs)
+            add(("outputs", w.precision), w.outputs)
+            add(("patches", w.precision), w.patches)
         else:
-            k = (w.op_class if w.op_class not in COMPUTE else OpClass.ELEMENTWISE, w.precision)
-            amount = w.bytes
-        if k in keys:
-            row[2 + keys.index(k)] += amount
+            cls = w.op_class if w.op_class not in COMPUTE else OpClass.ELEMENTWISE
+            add(("cost", (cls, w.precision)), w.bytes)
     return row
+
+
+def _columns(samples: Sequence[tuple[Sequence[NodeWork], float]]) -> list[Column]:
+    nodes = [w for works, _ in samples for w in works if w.op_class is not OpClass.FREE]
+    keys = {(w.op_class, w.precision) for w in nodes} | \
+        {(OpClass.ELEMENTWISE, w.precision) for w in nodes if w.op_class in COMPUTE}
+    cols: list[Column] = [("cost", k) for k in sorted(keys, key=key_str)]
+    for prec in Precision:
+        if any(w.outputs for w in nodes if w.precision is prec):
+            cols += [("outputs", prec), ("patches", prec)]
+    return cols
 
 
 def fit(samples: Sequence[tuple[Sequence[NodeWork], float]], unit: str) -> Constants:
@@ -120,21 +153,24 @@ def fit(samples: Sequence[tuple[Sequence[NodeWork], float]], unit: str) -> Const
 
     if not samples:
         raise ValueError("no micro-benchmark samples to fit")
-    nodes = [w for works, _ in samples for w in works if w.op_class is not OpClass.FREE]
-    keys = sorted({(w.op_class, w.precision) for w in nodes}
-                  | {(OpClass.ELEMENTWISE, w.precision) for w in nodes if w.op_class in COMPUTE},
-                  key=key_str)
+    cols = _columns(samples)
     y = np.array([m for _, m in samples], float)
     c: Constants | None = None
     for _ in range(FIT_PASSES):
-        a = np.array([_features(works, keys, c) for works, _ in samples])
+        a = np.array([_features(works, cols, c) for works, _ in samples])
         # columns scaled to unit norm so nnls sees comparable magnitudes
         scale = np.linalg.norm(a / y[:, None], axis=0)
         scale[scale == 0] = 1.0
         coef, _ = nnls(a / y[:, None] / scale, np.ones(len(y)))
         coef = coef / scale
-        c = Constants(unit, float(coef[0]), float(coef[1]),
-                      {k: float(v) for k, v in zip(keys, coef[2:]) if v > 0})
+        c = Constants(unit, float(coef[0]), float(coef[1]))
+        for (kind, k), v in zip(cols, coef[2:]):
+            if v <= 0:
+                continue
+            if kind == "cost":
+                c.cost[k] = float(v)  # type: ignore[index]
+            else:
+                (c.per_output if kind == "outputs" else c.per_patch)[k] = float(v)  # type: ignore[index]
     assert c is not None
     return c
 
@@ -144,10 +180,12 @@ def fit(samples: Sequence[tuple[Sequence[NodeWork], float]], unit: str) -> Const
 class Cause(str, Enum):
     INT8_KERNELS = "int8 kernels below 4x"
     OP_CLASSES = "op classes slower than dense"
+    GEMM_EDGES = "narrow layers (im2col, per-output work)"
     MEMORY_BOUND = "memory-bound layers"
     TRANSPOSES = "layout transposes"
     QDQ = "Q/DQ"
     FLOAT_ISLANDS = "float islands"
+    ACTIVATIONS = "sigmoid-like activations"
     ELEMENTWISE = "element-wise, pools, copies"
     OVERHEAD = "per-op overhead"
     UNEXPLAINED = "unexplained"
@@ -197,13 +235,16 @@ def explain(works: Sequence[NodeWork], c: Constants, measured: float | None = No
             at_class = w.macs * c.rate(w.op_class, w.precision)
             causes[Cause.INT8_KERNELS] += at_dense - ideal
             causes[Cause.OP_CLASSES] += at_class - at_dense
-            causes[Cause.MEMORY_BOUND] += t - at_class
+            causes[Cause.GEMM_EDGES] += c.edges(w)
+            causes[Cause.MEMORY_BOUND] += t - at_class - c.edges(w)
         elif w.op_class is OpClass.TRANSPOSE:
             causes[Cause.TRANSPOSES] += t
         elif w.op_class is OpClass.QDQ:
             causes[Cause.QDQ] += t
         elif int8 and w.precision is Precision.FP32:
             causes[Cause.FLOAT_ISLANDS] += t
+        elif w.op_class is OpClass.ACTIVATION:
+            causes[Cause.ACTIVATIONS] += t
         else:
             causes[Cause.ELEMENTWISE] += t
     causes[Cause.OVERHEAD] = c.per_inference + c.per_op * len(works)
