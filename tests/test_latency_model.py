@@ -22,7 +22,7 @@ def node(cls: OpClass, prec: Precision = F, macs: int = 0, nbytes: int = 0, name
     return NodeWork(name, "Op", cls, prec, macs, nbytes, outputs, patches)
 
 
-TRUE = Constants("instructions", per_inference=5000.0, per_op=800.0,
+TRUE = Constants("instructions", per_inference=5000.0, per_op={F: 800.0, I: 1200.0},
                  cost={(OpClass.DENSE, F): 2.0, (OpClass.DENSE, I): 0.6,
                        (OpClass.DEPTHWISE, F): 5.0, (OpClass.ELEMENTWISE, F): 0.5,
                        (OpClass.ELEMENTWISE, I): 0.4, (OpClass.TRANSPOSE, I): 1.5,
@@ -51,7 +51,8 @@ def synthetic_samples() -> list[tuple[list[NodeWork], float]]:
 def test_fit_recovers_the_constants_that_made_the_samples():
     c = fit(synthetic_samples(), "instructions")
     assert c.per_inference == pytest.approx(TRUE.per_inference, rel=1e-3)
-    assert c.per_op == pytest.approx(TRUE.per_op, rel=1e-3)
+    assert c.per_op[F] == pytest.approx(800.0, rel=1e-3)
+    assert c.per_op[I] == pytest.approx(1200.0, rel=1e-3)
     for k, v in TRUE.cost.items():
         assert c.cost[k] == pytest.approx(v, rel=1e-3), k
     assert c.per_output[F] == pytest.approx(3.0, rel=1e-3)
@@ -67,6 +68,7 @@ def test_roofline_takes_the_memory_term_when_it_dominates():
     assert node_cost(node(OpClass.FREE, F, 0, 10**9), c) == 0  # reshapes: overhead only
     g = [compute, memory, node(OpClass.FREE)]
     assert predict(g, c) == 5000 + 3 * 800 + 52_000
+    assert predict([node(OpClass.QDQ, I, 0, 10)], c) == 5000 + 1200 + 8
 
 
 def test_rate_falls_back_to_the_nearest_measured_class():
@@ -97,7 +99,7 @@ def test_explain_adds_up_to_measured_and_names_each_cause():
     # int8 dense at 0.6 / MAC instead of 2.0 / 4 = 0.5
     assert e.causes[Cause.INT8_KERNELS] == pytest.approx((10_000 + 100) * 0.1)
     assert e.causes[Cause.MEMORY_BOUND] == pytest.approx(50_000 * 0.4 - 100 * 0.6)
-    assert e.causes[Cause.OVERHEAD] == pytest.approx(5000 + 6 * 800)
+    assert e.causes[Cause.OVERHEAD] == pytest.approx(5000 + 4 * 1200 + 2 * 800)
     assert e.error == pytest.approx((e.predicted - 80_000) / 80_000)
 
 
@@ -106,6 +108,7 @@ def test_narrow_layers_pay_their_gemm_edges():
     e = explain([wide], TRUE)
     assert e.causes[Cause.GEMM_EDGES] == pytest.approx(100 * 3.0 + 1_000 * 0.25)
     assert e.predicted == pytest.approx(5000 + 800 + 200_000 + 550)
+    assert e.causes[Cause.OVERHEAD] == pytest.approx(5800)
     assert gemm_edges(OpClass.DEPTHWISE, 9_000, 1_000, 1) == (0, 0)
     # 3x3 conv 16 -> 64 channels, groups 1, 8x8 output: a patch of 16*9 per pixel, once
     macs = 64 * 64 * 16 * 9

@@ -33,9 +33,12 @@ class Micro:
     size: int
     kernel: int = 1
     groups: int = 1
+    repeat: int = 1  # a chain of this many ops: separates per-op overhead from work
 
     @property
     def name(self) -> str:
+        if self.repeat > 1:
+            return f"{Micro(self.op_class, self.channels, self.size, self.kernel).name}_x{self.repeat}"
         if self.op_class is OpClass.ACTIVATION:
             return f"{'sigmoid' if self.kernel == 2 else 'hardswish'}_c{self.channels}_s{self.size}"
         extra = f"_k{self.kernel}" if self.kernel > 1 else ""
@@ -48,11 +51,14 @@ MICROS: tuple[Micro, ...] = (
     Micro(OpClass.DENSE, 16, 32, 3), Micro(OpClass.DENSE, 64, 16, 3),
     Micro(OpClass.DENSE, 128, 8, 3),
     Micro(OpClass.POINTWISE, 32, 32), Micro(OpClass.POINTWISE, 128, 16),
-    Micro(OpClass.POINTWISE, 256, 8),
+    Micro(OpClass.POINTWISE, 256, 8), Micro(OpClass.POINTWISE, 16, 32),
     Micro(OpClass.DEPTHWISE, 32, 32, 3), Micro(OpClass.DEPTHWISE, 128, 16, 3),
     Micro(OpClass.DEPTHWISE, 256, 8, 3),
     Micro(OpClass.GROUPED, 240, 16, 1, 3), Micro(OpClass.GROUPED, 480, 8, 1, 3),
     Micro(OpClass.GROUPED, 64, 16, 3, 4),
+    # ShuffleNet's bottlenecks: 5 to 20 channels per group, where GEMM edges dominate
+    Micro(OpClass.GROUPED, 15, 32, 1, 3), Micro(OpClass.GROUPED, 30, 16, 1, 3),
+    Micro(OpClass.GROUPED, 60, 8, 1, 3),
     Micro(OpClass.ELEMENTWISE, 64, 32), Micro(OpClass.ELEMENTWISE, 128, 16),
     Micro(OpClass.ELEMENTWISE, 256, 8),
     Micro(OpClass.ACTIVATION, 64, 32), Micro(OpClass.ACTIVATION, 128, 16),
@@ -61,6 +67,9 @@ MICROS: tuple[Micro, ...] = (
     Micro(OpClass.TRANSPOSE, 480, 8, 1, 3),
     Micro(OpClass.POOL, 128, 16), Micro(OpClass.POOL, 512, 8),
     Micro(OpClass.QDQ, 64, 32), Micro(OpClass.QDQ, 128, 16), Micro(OpClass.QDQ, 256, 8),
+    # chains of tiny layers: almost nothing but the per-op cost of the runtime
+    Micro(OpClass.POINTWISE, 16, 4, repeat=8), Micro(OpClass.POINTWISE, 16, 4, repeat=32),
+    Micro(OpClass.ELEMENTWISE, 16, 4, repeat=16),
 )
 
 
@@ -68,14 +77,18 @@ def _conv_nodes(m: Micro, rng):
     from onnx import helper, numpy_helper
 
     cin = cout = m.channels
-    w = rng.standard_normal((cout, cin // m.groups, m.kernel, m.kernel)).astype(np.float32)
-    w *= np.sqrt(2.0 / (w[0].size))
-    inits = [numpy_helper.from_array(w, "W"),
-             numpy_helper.from_array(np.zeros(cout, np.float32), "B")]
     p = m.kernel // 2
-    nodes = [helper.make_node("Conv", ["X", "W", "B"], ["C"], group=m.groups,
-                              kernel_shape=[m.kernel] * 2, pads=[p] * 4),
-             helper.make_node("Relu", ["C"], ["Y"])]
+    nodes, inits, x = [], [], "X"
+    for i in range(m.repeat):
+        w = rng.standard_normal((cout, cin // m.groups, m.kernel, m.kernel)).astype(np.float32)
+        w *= np.sqrt(2.0 / (w[0].size))
+        inits += [numpy_helper.from_array(w, f"W{i}"),
+                  numpy_helper.from_array(np.zeros(cout, np.float32), f"B{i}")]
+        y = "Y" if i == m.repeat - 1 else f"R{i}"
+        nodes += [helper.make_node("Conv", [x, f"W{i}", f"B{i}"], [f"C{i}"], group=m.groups,
+                                   kernel_shape=[m.kernel] * 2, pads=[p] * 4),
+                  helper.make_node("Relu", [f"C{i}"], [y])]
+        x = y
     return nodes, inits, [1, cout, m.size, m.size]
 
 
@@ -89,10 +102,15 @@ def build_model(m: Micro, seed: int = 0):
     inits: list = []
     if m.op_class in (OpClass.DENSE, OpClass.POINTWISE, OpClass.DEPTHWISE, OpClass.GROUPED):
         groups = c if m.op_class is OpClass.DEPTHWISE else m.groups
-        nodes, inits, out = _conv_nodes(Micro(m.op_class, c, s, m.kernel, groups), rng)
+        nodes, inits, out = _conv_nodes(Micro(m.op_class, c, s, m.kernel, groups, m.repeat), rng)
     elif m.op_class is OpClass.ELEMENTWISE:
         # a residual add of two activations (x + relu(x)): what the zoo's blocks do
-        nodes = [helper.make_node("Relu", ["X"], ["R"]), helper.make_node("Add", ["X", "R"], ["Y"])]
+        nodes, x = [], "X"
+        for i in range(m.repeat):
+            y = "Y" if i == m.repeat - 1 else f"S{i}"
+            nodes += [helper.make_node("Relu", [x], [f"R{i}"]),
+                      helper.make_node("Add", [x, f"R{i}"], [y])]
+            x = y
         out = shape
     elif m.op_class is OpClass.ACTIVATION:
         # MobileNet V3's exported hard-swish, x * hardsigmoid(x); kernel=2 marks a sigmoid

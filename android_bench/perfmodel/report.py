@@ -116,8 +116,9 @@ def markdown(reports: Sequence[TargetReport], argv: Sequence[str]) -> str:
             if all(c == "-" for c in cells):
                 continue
             out.append(f"| {cls.value} | {prec.value} | " + " | ".join(cells) + " |")
-    out.append("| per-op overhead | | " + " | ".join(fmt_cost(r.constants.per_op, r.unit)
-                                                     for r in reports) + " |")
+    for prec in Precision:
+        out.append(f"| per-op overhead | {prec.value} | " + " | ".join(
+            fmt_cost(r.constants.per_op.get(prec), r.unit) for r in reports) + " |")
     out.append("| per-inference call | | " + " | ".join(
         fmt_cost(r.constants.per_inference, r.unit) for r in reports) + " |")
     out += ["", "## Predicted vs measured, and where the gap goes", "",

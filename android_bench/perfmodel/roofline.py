@@ -1,6 +1,6 @@
 """The roofline arithmetic: fit a target's constants, predict a graph's cost, split the gap.
 
-A node costs  per_op + max(macs * cost[class, precision], bytes * cost[elementwise, precision])
+A node costs  per_op[precision] + max(macs * cost[class, precision], bytes * cost[elementwise, precision])
 for convolutions and Gemm (compute term vs memory term: element-wise ops stream
 their bytes, so their rate is the target's bandwidth), bytes * cost[class, precision]
 for the other classes, and nothing but per_op for reshapes. An inference adds
@@ -40,7 +40,9 @@ class Constants:
     """One target's fitted constants (cost per unit of work, in the target's unit)."""
     unit: str
     per_inference: float = 0.0
-    per_op: float = 0.0
+    # the runtime's dispatch cost per node: INT8 kernels (requantization set-up) and
+    # FP32 ones differ, so one per precision
+    per_op: dict[Precision, float] = field(default_factory=dict)
     cost: dict[Key, float] = field(default_factory=dict)
     # GEMM edges (graph.NodeWork.outputs / .patches): cost per output / patch element
     per_output: dict[Precision, float] = field(default_factory=dict)
@@ -68,7 +70,8 @@ class Constants:
         return None if not c else 1.0 / c
 
     def to_dict(self) -> dict:
-        return {"unit": self.unit, "per_inference": self.per_inference, "per_op": self.per_op,
+        return {"unit": self.unit, "per_inference": self.per_inference,
+                "per_op": {p.value: v for p, v in self.per_op.items()},
                 "cost": {key_str(k): v for k, v in sorted(self.cost.items(), key=lambda kv:
                                                           key_str(kv[0]))},
                 "per_output": {p.value: v for p, v in self.per_output.items()},
@@ -76,10 +79,15 @@ class Constants:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Constants":
-        return cls(str(d["unit"]), float(d["per_inference"]), float(d["per_op"]),
+        return cls(str(d["unit"]), float(d["per_inference"]),
+                   {Precision(k): float(v) for k, v in (d.get("per_op") or {}).items()},
                    {key_of(k): float(v) for k, v in d["cost"].items()},
                    {Precision(k): float(v) for k, v in (d.get("per_output") or {}).items()},
                    {Precision(k): float(v) for k, v in (d.get("per_patch") or {}).items()})
+
+    def overhead(self, works: Sequence[NodeWork]) -> float:
+        """The per-inference call plus every node's dispatch."""
+        return self.per_inference + sum(self.per_op.get(w.precision, 0.0) for w in works)
 
     def edges(self, w: NodeWork) -> float:
         """The GEMM-edge part of a compute node's cost (im2col patches, per-output work)."""
@@ -105,25 +113,27 @@ def node_cost(w: NodeWork, c: Constants) -> float:
 
 
 def predict(works: Sequence[NodeWork], c: Constants) -> float:
-    return c.per_inference + c.per_op * len(works) + sum(node_cost(w, c) for w in works)
+    return c.overhead(works) + sum(node_cost(w, c) for w in works)
 
 
 # ---- fitting -------------------------------------------------------------------------------
 
-Column = tuple[str, object]  # ("cost", Key) | ("outputs", Precision) | ("patches", Precision)
+# ("ops", Precision) | ("cost", Key) | ("outputs", Precision) | ("patches", Precision)
+Column = tuple[str, object]
 
 
 def _features(works: Sequence[NodeWork], cols: list[Column], c: Constants | None) -> np.ndarray:
-    """[1, ops, work per column]: a memory-bound compute node (under the previous
-    pass's constants) is charged as element-wise bytes, as predict() charges it."""
-    row = np.zeros(2 + len(cols))
-    row[0], row[1] = 1.0, len(works)
+    """[1, work per column]: a memory-bound compute node (under the previous pass's
+    constants) is charged as element-wise bytes, as predict() charges it."""
+    row = np.zeros(1 + len(cols))
+    row[0] = 1.0
 
     def add(col: Column, amount: float) -> None:
         if col in cols:
-            row[2 + cols.index(col)] += amount
+            row[1 + cols.index(col)] += amount
 
     for w in works:
+        add(("ops", w.precision), 1)
         if w.op_class is OpClass.FREE:
             continue
         if w.op_class in COMPUTE and not (c is not None and memory_bound(w, c)):
@@ -140,7 +150,8 @@ def _columns(samples: Sequence[tuple[Sequence[NodeWork], float]]) -> list[Column
     nodes = [w for works, _ in samples for w in works if w.op_class is not OpClass.FREE]
     keys = {(w.op_class, w.precision) for w in nodes} | \
         {(OpClass.ELEMENTWISE, w.precision) for w in nodes if w.op_class in COMPUTE}
-    cols: list[Column] = [("cost", k) for k in sorted(keys, key=key_str)]
+    cols: list[Column] = [("ops", p) for p in Precision if any(w.precision is p for w in nodes)]
+    cols += [("cost", k) for k in sorted(keys, key=key_str)]
     for prec in Precision:
         if any(w.outputs for w in nodes if w.precision is prec):
             cols += [("outputs", prec), ("patches", prec)]
@@ -163,11 +174,13 @@ def fit(samples: Sequence[tuple[Sequence[NodeWork], float]], unit: str) -> Const
         scale[scale == 0] = 1.0
         coef, _ = nnls(a / y[:, None] / scale, np.ones(len(y)))
         coef = coef / scale
-        c = Constants(unit, float(coef[0]), float(coef[1]))
-        for (kind, k), v in zip(cols, coef[2:]):
+        c = Constants(unit, float(coef[0]))
+        for (kind, k), v in zip(cols, coef[1:]):
             if v <= 0:
                 continue
-            if kind == "cost":
+            if kind == "ops":
+                c.per_op[k] = float(v)  # type: ignore[index]
+            elif kind == "cost":
                 c.cost[k] = float(v)  # type: ignore[index]
             else:
                 (c.per_output if kind == "outputs" else c.per_patch)[k] = float(v)  # type: ignore[index]
@@ -247,7 +260,7 @@ def explain(works: Sequence[NodeWork], c: Constants, measured: float | None = No
             causes[Cause.ACTIVATIONS] += t
         else:
             causes[Cause.ELEMENTWISE] += t
-    causes[Cause.OVERHEAD] = c.per_inference + c.per_op * len(works)
+    causes[Cause.OVERHEAD] = c.overhead(works)
     predicted = predict(works, c)
     causes[Cause.UNEXPLAINED] = (measured - predicted) if measured is not None else 0.0
     return Explanation(macs, int8, theory, predicted, measured, causes)
