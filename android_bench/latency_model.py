@@ -13,12 +13,14 @@
    then every --model file is predicted from the graph onnxruntime builds for it:
    per node max(MACs / op-class throughput, bytes / bandwidth) + a per-op overhead.
 3. Each model's measured cost is split into theory (every MAC at the dense FP32 rate,
-   / 4 for INT8) plus named causes: INT8 kernels below 4x, op classes slower than
-   dense, memory-bound layers, layout transposes, Q/DQ, float islands, element-wise
-   work, per-op overhead, and what the model does not explain.
+   / 4 for INT8) plus named causes: INT8 kernel rate vs 4x, op classes slower than
+   dense, narrow layers (im2col, per-output work), memory-bound layers, layout
+   transposes, Q/DQ, float islands, sigmoid-like activations, element-wise work,
+   per-op overhead, and what the model does not explain.
 
 Measured model costs come from a deploy run's results.json or an earlier --json of
-this CLI (--results; files matched by name), or are measured here. ONNX files only (the TFLite graphs are not modelled).
+this CLI (--results; files matched by name), or are measured here. ONNX files only
+(the TFLite graphs are not modelled).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from .graph import COMPUTE, OpClass, Precision
 from .roofline import Cause, Constants, Explanation, key_str, mean_abs_error
 
 JSON_FORMAT = "armq-latency-model/1"
-CAUSE_SHORT = {Cause.INT8_KERNELS: "int8<4x", Cause.OP_CLASSES: "op-class", Cause.GEMM_EDGES: "narrow",
+CAUSE_SHORT = {Cause.INT8_KERNELS: "int8vs4x", Cause.OP_CLASSES: "op-class", Cause.GEMM_EDGES: "narrow",
                Cause.ACTIVATIONS: "activ",
                Cause.MEMORY_BOUND: "mem-bound", Cause.TRANSPOSES: "transp",
                Cause.QDQ: "Q/DQ", Cause.FLOAT_ISLANDS: "float", Cause.ELEMENTWISE: "eltw",
@@ -32,7 +32,9 @@ class TargetReport:
 def fmt_cost(v: float | None, unit: str) -> str:
     if v is None:
         return "-"
-    return f"{v / 1e6:.2f}M" if unit == "instructions" else f"{v:.3f}"
+    if unit == "instructions":
+        return f"{v / 1e6:.2f}M" if abs(v) >= 1e5 else f"{v / 1e3:.1f}k"
+    return f"{v:.3f}" if abs(v) >= 0.01 else f"{v * 1e3:.2f} us"
 
 
 def _pct(v: float | None) -> str:
@@ -121,6 +123,22 @@ def markdown(reports: Sequence[TargetReport], argv: Sequence[str]) -> str:
             fmt_cost(r.constants.per_op.get(prec), r.unit) for r in reports) + " |")
     out.append("| per-inference call | | " + " | ".join(
         fmt_cost(r.constants.per_inference, r.unit) for r in reports) + " |")
+    out += ["", "## Where the time goes, on average", "",
+            "Mean share of the measured cost over the model files of each target and "
+            "precision: theory (every MAC at the dense FP32 rate, / 4 in INT8) and each cause.",
+            "", "| target | precision | files | MAE | theory | " + " | ".join(c.value for c in Cause)
+            + " |", "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in Cause) + " |"]
+    for r in reports:
+        for int8 in (False, True):
+            ex = [e for _, e in r.rows if e.int8 == int8 and e.measured]
+            if not ex:
+                continue
+            mae = mean_abs_error(ex)
+            share = [sum(e.theory / e.measured for e in ex) / len(ex)] + \
+                [sum(e.causes[c] / e.measured for e in ex) / len(ex) for c in Cause]
+            out.append(f"| {r.target} | {'int8' if int8 else 'fp32'} | {len(ex)} | "
+                       f"{'-' if mae is None else f'{100 * mae:.1f} %'} | "
+                       + " | ".join(f"{100 * v:.0f}%" for v in share) + " |")
     out += ["", "## Predicted vs measured, and where the gap goes", "",
             "theory = every MAC at the dense FP32 rate (divided by 4 in an INT8 model); "
             "the causes add up with theory to the measured cost; each in % of measured.", ""]
