@@ -90,9 +90,22 @@ def bench(target: TargetInfo, files: Sequence[Path], quiet: bool = False) -> dic
     return out
 
 
-def from_results(doc: dict, target: TargetInfo, files: Sequence[Path]) -> dict[str, float]:
-    """The files' measured costs on `target` from a deploy results.json, or from an
-    earlier --json of this CLI (re-explains without measuring again)."""
+def from_results(docs: Sequence[dict], target: TargetInfo, files: Sequence[Path]
+                 ) -> dict[str, float]:
+    """The files' measured costs on `target` from deploy results.json files, or from
+    earlier --json outputs of this CLI (re-explains without measuring again); where
+    several have a file, the last one given wins."""
+    found: dict[str, float] = {}
+    for doc in docs:
+        found.update(_measurements(doc, target))
+    missing = [f.name for f in files if f.name not in found]
+    if missing:
+        raise ArmqError(f"--results has no {target.id} measurement of {missing[0]} (run deploy "
+                        f"with that target, or drop --results to measure here)")
+    return {f.name: found[f.name] for f in files}
+
+
+def _measurements(doc: dict, target: TargetInfo) -> dict[str, float]:
     found: dict[str, float] = {}
     for t in doc.get("targets") or [] if doc.get("format") == report.JSON_FORMAT else []:
         if isinstance(t, dict) and t.get("target") == target.id:
@@ -107,11 +120,7 @@ def from_results(doc: dict, target: TargetInfo, files: Sequence[Path]) -> dict[s
             v = entry.get("instructions") if target.emulated else entry.get("median_ms")
             if isinstance(v, (int, float)) and v > 0:
                 found[str(entry.get("file"))] = float(v)
-    missing = [f.name for f in files if f.name not in found]
-    if missing:
-        raise ArmqError(f"--results has no {target.id} measurement of {missing[0]} (run deploy "
-                        f"with that target, or drop --results to measure here)")
-    return {f.name: found[f.name] for f in files}
+    return found
 
 
 def load_table(path: Path, target: TargetInfo) -> dict | None:
@@ -162,9 +171,9 @@ def build_parser():
                    help="comma-separated: local, qemu:<cpu> (default: %(default)s)")
     p.add_argument("--model", nargs="+", action="extend", type=Path, default=[],
                    help=".onnx files (FP32 and INT8 QDQ) to predict and explain")
-    p.add_argument("--results", type=Path,
-                   help="a deploy run's results.json (or this CLI's --json) with the models' "
-                        "measurements")
+    p.add_argument("--results", type=Path, nargs="+", action="extend",
+                   help="deploy runs' results.json (or this CLI's --json) with the models' "
+                        "measurements; the last file with a measurement wins")
     p.add_argument("--tables", type=Path, default=DEFAULT_TABLES,
                    help="folder of cached micro-benchmark tables (default: %(default)s)")
     p.add_argument("--remeasure", action="store_true", help="re-run the micro-benchmarks")
@@ -184,14 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_model(m)
     if len({m.name for m in a.model}) != len(a.model):
         raise ArmqError("two --model files share a name: measurements are matched by file name")
-    results = load_json(a.results, "results.json") if a.results else None
-    if a.results and not isinstance(results, dict):
-        raise ArmqError(f"{a.results} is not a deploy results.json (no 'models' object)")
+    results = [load_json(r, "results.json") for r in a.results] if a.results else None
+    for r, doc in zip(a.results or [], results or []):
+        if not isinstance(doc, dict):
+            raise ArmqError(f"{r} is not a deploy results.json (no 'models' object)")
+    inputs = {m.resolve() for m in a.model} | {r.resolve() for r in a.results or []}
     for out in (a.doc, a.json):
         if out is not None:
             check_writable_dir(out.parent)
-            if out.resolve() in {m.resolve() for m in a.model} | (
-                    {a.results.resolve()} if a.results else set()):
+            if out.resolve() in inputs:
                 raise ArmqError(f"{out} is an input; choose another output path")
     quiet = a.quiet if hasattr(a, "quiet") else False
     # what --results lacks is a one-line error before any benchmark runs
