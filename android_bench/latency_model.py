@@ -1,0 +1,233 @@
+"""A latency model that explains theory vs reality, per target.
+
+    python -m android_bench.latency_model --targets local,qemu:cortex-a76,qemu:cortex-a72 \\
+        --model artifacts/x.onnx artifacts/x.int8.onnx ... [--results runs/X/results.json] \\
+        [--tables docs/latency_model] [--remeasure] [--doc docs/latency_model.md] [--json out.json]
+
+1. Micro-benchmarks: one op per model (dense, pointwise, depthwise and grouped
+   convolutions, element-wise add, channel-shuffle transpose, global pool, Q/DQ) at a
+   few sizes, FP32 and INT8 (ORT QDQ), measured on each target by android_bench
+   (milliseconds locally, 1 thread; guest instructions per inference under QEMU).
+   The table is cached as <tables>/<target>.json and reused unless --remeasure.
+2. The roofline constants of each target are fitted on those micro-benchmarks only,
+   then every --model file is predicted from the graph onnxruntime builds for it:
+   per node max(MACs / op-class throughput, bytes / bandwidth) + a per-op overhead.
+3. Each model's measured cost is split into theory (every MAC at the dense FP32 rate,
+   / 4 for INT8) plus named causes: INT8 kernel rate vs 4x, op classes slower than
+   dense, narrow layers (im2col, per-output work), memory-bound layers, layout
+   transposes, Q/DQ, float islands, sigmoid-like activations, element-wise work,
+   per-op overhead, and what the model does not explain.
+
+Measured model costs come from a deploy run's results.json or an earlier --json of
+this CLI (--results; files matched by name), or are measured here. ONNX files only
+(the TFLite graphs are not modelled).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from zoo.clikit import make_parser
+
+from .perfmodel import report
+from zoo.util import ArmqError, atomic_output, check_writable_dir, cli_entry, load_json
+
+PROG = "android_bench.latency_model"
+DEFAULT_TABLES = Path("docs/latency_model")
+LOCAL_RUNS, LOCAL_WARMUP = 50, 10
+# QEMU instruction counts repeat exactly after the first inference: a few runs suffice
+QEMU_RUNS, QEMU_WARMUP = 3, 1
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    id: str
+    kind: str
+    cpu: str | None
+
+    @property
+    def emulated(self) -> bool:
+        return self.kind == "qemu"
+
+    @property
+    def unit(self) -> str:
+        return "instructions" if self.emulated else "ms"
+
+    @property
+    def slug(self) -> str:
+        return self.id.replace(":", "-")
+
+
+def parse_targets(text: str) -> list[TargetInfo]:
+    from deploy.spec import parse_target_list  # the one home of target specs
+
+    return [TargetInfo(t.id, t.kind, t.cpu) for t in parse_target_list(text)]
+
+
+def bench(target: TargetInfo, files: Sequence[Path], quiet: bool = False) -> dict[str, float]:
+    """{file name: median ms (local) or instructions per inference (QEMU)}."""
+    from .compare import instructions_per_inference
+    from .targets import make_target
+    from .targets.base import BenchConfig, PartialResults, TargetOptions
+
+    t = make_target(target.kind, TargetOptions(cpu=target.cpu))
+    cfg = BenchConfig(threads=1, runs=QEMU_RUNS if target.emulated else LOCAL_RUNS,
+                      warmup=QEMU_WARMUP if target.emulated else LOCAL_WARMUP)
+    progress = None if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    try:
+        results = t.run([str(f) for f in files], cfg, progress)
+    except PartialResults as e:
+        print(f"{PROG}: warning: {e}", file=sys.stderr)
+        results = e.results
+    out = {}
+    for r in results:
+        v = instructions_per_inference(r) if target.emulated else (r.get("timing_ms") or {}).get("median")
+        if v:
+            out[str(r["model"]["file"])] = float(v)
+    return out
+
+
+def from_results(docs: Sequence[dict], target: TargetInfo, files: Sequence[Path]
+                 ) -> dict[str, float]:
+    """The files' measured costs on `target` from deploy results.json files, or from
+    earlier --json outputs of this CLI (re-explains without measuring again); where
+    several have a file, the last one given wins."""
+    found: dict[str, float] = {}
+    for doc in docs:
+        found.update(_measurements(doc, target))
+    missing = [f.name for f in files if f.name not in found]
+    if missing:
+        raise ArmqError(f"--results has no {target.id} measurement of {missing[0]} (run deploy "
+                        f"with that target, or drop --results to measure here)")
+    return {f.name: found[f.name] for f in files}
+
+
+def _measurements(doc: dict, target: TargetInfo) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for t in doc.get("targets") or [] if doc.get("format") == report.JSON_FORMAT else []:
+        if isinstance(t, dict) and t.get("target") == target.id:
+            for name, m in (t.get("models") or {}).items():
+                v = m.get("measured") if isinstance(m, dict) else None
+                if isinstance(v, (int, float)) and v > 0:
+                    found[str(name)] = float(v)
+    for rec in (doc.get("models") or {}).values():
+        for entry in ((rec or {}).get("bench") or {}).get(target.id, {}).values():
+            if not isinstance(entry, dict):
+                continue
+            v = entry.get("instructions") if target.emulated else entry.get("median_ms")
+            if isinstance(v, (int, float)) and v > 0:
+                found[str(entry.get("file"))] = float(v)
+    return found
+
+
+def load_table(path: Path, target: TargetInfo) -> dict | None:
+    from .perfmodel.microbench import TABLE_FORMAT, refit
+
+    if not path.is_file():
+        return None
+    doc = load_json(path, "micro-benchmark table")
+    if not isinstance(doc, dict) or doc.get("format") != TABLE_FORMAT or not doc.get("rows"):
+        raise ArmqError(f"{path} is not a micro-benchmark table ({TABLE_FORMAT}); "
+                        f"pass --remeasure to rebuild it")
+    if doc.get("target") != target.id:
+        raise ArmqError(f"{path} holds micro-benchmarks of {doc.get('target')}, not {target.id}; "
+                        f"pass --remeasure to rebuild it")
+    try:
+        return refit(doc)  # the fit is recomputed from the stored rows, never trusted
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArmqError(f"{path}: malformed micro-benchmark row ({e}); pass --remeasure") from None
+
+
+def table_for(target: TargetInfo, tables: Path, remeasure: bool, quiet: bool) -> dict:
+    from .perfmodel.microbench import measure_table, missing_rows
+
+    path = tables / f"{target.slug}.json"
+    doc = None if remeasure else load_table(path, target)
+    if doc is None or missing_rows(doc):
+        if not quiet:
+            print(f"{PROG}: micro-benchmarks on {target.id} ...", file=sys.stderr, flush=True)
+        doc = measure_table(target.id, target.unit, target.emulated,
+                            lambda files: bench(target, files, quiet), previous=doc)
+        with atomic_output(path, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+    return doc
+
+
+def check_model(path: Path) -> None:
+    if not path.is_file():
+        raise ArmqError(f"model {path} not found")
+    if path.suffix != ".onnx":
+        raise ArmqError(f"{path.name}: only ONNX files are modelled (the latency model reads "
+                        f"the graph onnxruntime builds); pass the .onnx / .int8.onnx files")
+
+
+def build_parser():
+    p = make_parser(PROG, __doc__)
+    p.add_argument("--targets", default="local,qemu:cortex-a76,qemu:cortex-a72",
+                   help="comma-separated: local, qemu:<cpu> (default: %(default)s)")
+    p.add_argument("--model", nargs="+", action="extend", type=Path, default=[],
+                   help=".onnx files (FP32 and INT8 QDQ) to predict and explain")
+    p.add_argument("--results", type=Path, nargs="+", action="extend",
+                   help="deploy runs' results.json (or this CLI's --json) with the models' "
+                        "measurements; the last file with a measurement wins")
+    p.add_argument("--tables", type=Path, default=DEFAULT_TABLES,
+                   help="folder of cached micro-benchmark tables (default: %(default)s)")
+    p.add_argument("--remeasure", action="store_true", help="re-run the micro-benchmarks")
+    p.add_argument("--doc", type=Path, help="write the Markdown report here")
+    p.add_argument("--json", type=Path, help="write every number here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .perfmodel.graph import onnx_work
+    from .perfmodel.microbench import constants_of
+    from .perfmodel.roofline import explain
+
+    a = build_parser().parse_args(argv)
+    targets = parse_targets(a.targets)
+    for m in a.model:
+        check_model(m)
+    if len({m.name for m in a.model}) != len(a.model):
+        raise ArmqError("two --model files share a name: measurements are matched by file name")
+    results = [load_json(r, "results.json") for r in a.results] if a.results else None
+    for r, doc in zip(a.results or [], results or []):
+        if not isinstance(doc, dict):
+            raise ArmqError(f"{r} is not a deploy results.json (no 'models' object)")
+    inputs = {m.resolve() for m in a.model} | {r.resolve() for r in a.results or []}
+    for out in (a.doc, a.json):
+        if out is not None:
+            check_writable_dir(out.parent)
+            if out.resolve() in inputs:
+                raise ArmqError(f"{out} is an input; choose another output path")
+    quiet = a.quiet if hasattr(a, "quiet") else False
+    # what --results lacks is a one-line error before any benchmark runs
+    given = {t.id: from_results(results, t, a.model) for t in targets} if results is not None \
+        else {}
+    per_target = []
+    for t in targets:
+        table = table_for(t, a.tables, a.remeasure, quiet)
+        c = constants_of(table)
+        measured = given[t.id] if results is not None else \
+            (bench(t, a.model, quiet) if a.model else {})
+        rows = []
+        for m in a.model:
+            works = onnx_work(m, arm=t.emulated)
+            rows.append((m.name, explain(works, c, measured.get(m.name))))
+        per_target.append(report.TargetReport(t.id, t.unit, table, c, rows))
+    print(report.text(per_target))
+    if a.json:
+        with atomic_output(a.json, "w") as f:
+            json.dump(report.to_json(per_target), f, indent=1)
+            f.write("\n")
+    if a.doc:
+        with atomic_output(a.doc, "w") as f:
+            f.write(report.markdown(per_target, sys.argv[1:] if argv is None else list(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    cli_entry(main, PROG)
