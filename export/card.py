@@ -103,14 +103,13 @@ def key_recipe(key: str) -> str | None:
 
 
 def ordered_keys(keys) -> list[str]:
-    """Card keys in the order every stage lists them: ARTIFACT_KEYS first, then the other
-    keys (other recipes, other formats) grouped by format, float before INT8."""
+    """Card keys in the order every stage lists them: grouped by format (ARTIFACT_KEYS' order,
+    then formats it does not name), float before INT8, the default recipe before others."""
     keys = list(dict.fromkeys(keys))
-    known = [k for k in ARTIFACT_KEYS if k in keys]
     fmts = list(dict.fromkeys(key_format(k) for k in (*ARTIFACT_KEYS, *sorted(keys))))
-    rest = sorted((k for k in keys if k not in ARTIFACT_KEYS),
-                  key=lambda k: (fmts.index(key_format(k)), key_is_int8(k), k))
-    return known + rest
+    known = {k: i for i, k in enumerate(ARTIFACT_KEYS)}
+    return sorted(keys, key=lambda k: (fmts.index(key_format(k)), key_is_int8(k),
+                                       known.get(k, len(known)), k))
 
 
 class CardError(ArmqError):

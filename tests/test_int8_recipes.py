@@ -71,7 +71,9 @@ def test_file_names_and_keys_round_trip():
     assert (key_format("mnn_int8"), key_is_int8("mnn_int8"), key_is_int8("pte")) == \
         ("mnn", True, False)
     assert ordered_keys(["onnx_int8_u8s8", "mnn_int8", "tflite", "onnx", "mnn"]) == \
-        ["onnx", "tflite", "onnx_int8_u8s8", "mnn", "mnn_int8"]
+        ["onnx", "onnx_int8_u8s8", "tflite", "mnn", "mnn_int8"]
+    assert ordered_keys(["pte_int8", "onnx_int8", "onnx_int8_u8s8", "pte", "onnx"]) == \
+        ["onnx", "onnx_int8", "onnx_int8_u8s8", "pte", "pte_int8"]
 
 
 # ---- quant.ptq --for (the hand-made torch-free model of the contract tests) ---------------------
