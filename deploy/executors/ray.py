@@ -58,7 +58,7 @@ def _remap(text: str, old: str, new: str) -> str:
     return new + text[len(old):] if text == old or text.startswith(old + os.sep) else text
 
 
-def run_on_worker(job: Job, run_dir: str, inputs: Files | None,
+def run_on_worker(job: Job, run_dir: str, inputs: Files | None, dirs: list[str],
                   drop_omp: bool) -> tuple[ExecResult, Files]:
     """The body of the Ray task (module-level: importable on every worker)."""
     if drop_omp:
@@ -69,6 +69,8 @@ def run_on_worker(job: Job, run_dir: str, inputs: Files | None,
         return local.run(job, lambda: False, lambda el: None), {}
     scratch = tempfile.mkdtemp(prefix="armq-stage-")
     try:
+        for d in dirs:      # the run folder's tree, so every path a command is given exists
+            Path(scratch, d).mkdir(parents=True, exist_ok=True)
         for rel, (data, sha) in inputs.items():
             if _sha(data) != sha:
                 raise StageFailed(f"input {rel} arrived damaged (sha256 mismatch)")
@@ -204,10 +206,13 @@ class RayExecutor:
         job.env = {**self.forward, **job.env}
         bytes_mode = self.mode is ArtifactMode.BYTES
         inputs = self._inputs(job) if bytes_mode else None
+        dirs = sorted(str(d.relative_to(self.run_dir)) for d in self.run_dir.rglob("*")
+                      if d.is_dir()) if bytes_mode else []
         opts: dict[str, Any] = {"num_cpus": self.timing_cpus if job.exclusive else 1}
         if job.resources:
             opts["resources"] = dict(job.resources)
-        ref = self._task.options(**opts).remote(job, str(self.run_dir), inputs, self.drop_omp)
+        ref = self._task.options(**opts).remote(job, str(self.run_dir), inputs, dirs,
+                                                 self.drop_omp)
         t0 = time.monotonic()
         next_beat = t0 + HEARTBEAT_S
         try:
