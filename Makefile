@@ -4,7 +4,8 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,tflite,weights
+# ray: the Ray executor's tests run in CI (pip install ~35 s, default-suite tests ~40 s)
+EXTRAS ?= dev,tflite,weights,ray
 # onnxruntime 1.32 on Linux enables telemetry by default (threads, files, DNS queries).
 export ORT_DISABLE_TELEMETRY := 1
 
