@@ -65,6 +65,19 @@ def test_inventory_cli_errors_are_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("extra,needle", [
+    (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "nothing answers there"),
+    (["--ray-address", "auto"], "--ray-address needs --executor ray"),
+])
+def test_ray_usage_errors_are_one_line(tmp_path, extra, needle):
+    if "--executor" in extra:
+        pytest.importorskip("ray")
+    r = run_cli("deploy", *extra, "--out", tmp_path / "runs", timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_device_pool_never_shares_a_device():
     pool = DevicePool([Device("q1", DeviceKind.QEMU, cpu="cortex-a76"),
                        Device("q2", DeviceKind.QEMU, cpu="cortex-a76")])

@@ -110,6 +110,8 @@ class RayExecutor:
         ray = self.ray = import_ray()
         self.run_dir = Path(".").resolve()     # set by bind() once the run folder exists
         self.started_here = address is None
+        if address is not None:
+            _check_reachable(address)
         try:
             if address is None:
                 ray.init(num_cpus=os.cpu_count() or 1, resources={d: 1 for d in devices},
@@ -252,6 +254,22 @@ class RayExecutor:
             self.ray.wait([ref], timeout=30)
         except Exception:  # noqa: BLE001 - a cancel that fails must not hide the interrupt
             pass
+
+
+def _check_reachable(address: str) -> None:
+    """A host:port (or ray://host:port) nobody answers on is one line now, not minutes of
+    Ray retrying; `auto` is left to Ray (it finds a cluster started on this machine)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise ArmqError(f"--ray-address {address}: nothing answers there ({e.strerror or e}); "
+                        f"start the head with `ray start --head` or give its address") from None
 
 
 def _first_line(e: BaseException) -> str:
