@@ -274,3 +274,45 @@ def test_ray_ctrl_c_keeps_a_readable_partial_run(tmp_path):
             break
         time.sleep(0.5)
     assert r.returncode == 1, r.stdout
+
+
+@pytest.mark.slow
+def test_existing_cluster_with_a_device_resource(tmp_path):
+    """`ray start --head` on loopback with a device resource; deploy joins it with
+    --ray-address and --devices, and the benchmark runs on that device."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                             "--disable-usage-stats", '--resources={"device:a76-t": 1}'],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        inv = tmp_path / "devices.toml"
+        inv.write_text('[[device]]\nname = "a76-t"\nkind = "qemu"\ncpu = "cortex-a76"\n')
+        out = tmp_path / "runs"
+        r = run_cli("deploy", "--models", "shufflenet_v1:groups=3:width=0.5", "--dataset", "cifar10",
+                    "--targets", "qemu:cortex-a76", "--skip-tflite", "--limit-eval", "50", "--runs",
+                    "1", "--warmup", "1", "--num-calib", "8", "--no-report", "--executor", "ray",
+                    "--ray-address", f"127.0.0.1:{port}", "--devices", inv, "--out", out,
+                    timeout=900, env={"RAY_AUTH_MODE": "token"})
+    finally:
+        head.terminate()            # --block: SIGTERM stops the cluster it started
+        head.wait(timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (res,) = out.glob("2*/results.json")
+    d = json.loads(res.read_text())
+    assert d["run"]["executor"]["artifacts"] == "shared" and d["run"]["devices"] == ["a76-t"]
+    (m,) = d["models"].values()
+    assert m["measured_on"]["qemu:cortex-a76"]["device"] == "a76-t"
+    assert m["bench"]["qemu:cortex-a76"]["onnx"]["instructions"] > 0

@@ -114,14 +114,17 @@ class RayExecutor:
             _check_reachable(address)
         try:
             if address is None:
-                ray.init(num_cpus=os.cpu_count() or 1, resources={d: 1 for d in devices},
+                # "local": a new one-node cluster even when another runs on this machine
+                ray.init(address="local", num_cpus=os.cpu_count() or 1,
+                         resources={d: 1 for d in devices},
                          include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING)
             else:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ArmqError(f"--ray-address {address}: cannot join the Ray cluster "
-                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}; a cluster "
+                            "with token authentication also needs RAY_AUTH_MODE=token here)") from None
         have = ray.cluster_resources()
         for d in devices:
             if have.get(d, 0) < 1:
