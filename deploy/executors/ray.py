@@ -109,7 +109,6 @@ class RayExecutor:
                  mode: ArtifactMode = ArtifactMode.AUTO):
         ray = self.ray = import_ray()
         self.run_dir = Path(".").resolve()     # set by bind() once the run folder exists
-        self.started_here = address is None
         if address is not None:
             _check_reachable(address)
         try:
@@ -122,9 +121,12 @@ class RayExecutor:
             else:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ArmqError(f"--ray-address {address}: cannot join the Ray cluster "
-                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}; a cluster "
-                            "with token authentication also needs RAY_AUTH_MODE=token here)") from None
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if address is None:
+                raise ArmqError(f"--executor ray: cannot start a local Ray cluster ({why})") from None
+            raise ArmqError(f"--ray-address {address}: cannot join the Ray cluster ({why}; a "
+                            "cluster with token authentication also needs RAY_AUTH_MODE=token "
+                            "here)") from None
         have = ray.cluster_resources()
         for d in devices:
             if have.get(d, 0) < 1:
@@ -174,6 +176,7 @@ class RayExecutor:
         return self.cpus
 
     def close(self) -> None:
+        """Stops a cluster started here; leaves a joined one running."""
         if self.ray.is_initialized():
             self.ray.shutdown()
 
