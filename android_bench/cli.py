@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--inputs", help=".npy of preprocessed inputs (default: seeded random)")
     ap.add_argument("--outputs-dir", help="save each model's outputs here as .npy")
     ap.add_argument("--runtime", default="auto",
-                    choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime"])
+                    choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime", "mnn"])
     ap.add_argument("--seed", type=int, default=0, help="seed of the random input")
     ap.add_argument("--timeout", type=float, help="seconds per model (default: the target's)")
     ap.add_argument("--no-icount", action="store_true",

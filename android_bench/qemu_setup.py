@@ -55,7 +55,7 @@ from .qemu_host import (QemuSetupError, apt_install, find_qemu, qemu_version,  #
 from .qemu_icount import PLUGIN_SRC, build_plugin, file_sha
 from .qemu_sysroot import (DEBS, GUEST_DIR, GUEST_PYTHON, KEYRING, MIRROR,  # noqa: F401
                            PLATFORMS_LITERT, PLATFORMS_TFLITE, SECURITY, SUITE, WHEELS_LITERT,
-                           WHEELS_TFLITE, PrivateApt, build_base, build_tflite, cache_root,
+                           WHEELS_TFLITE, PrivateApt, build_base, build_mnn, build_tflite, cache_root,
                            sysroot_dir)
 
 LAYOUT_VERSION = 2
@@ -100,6 +100,8 @@ class Sysroot:
 
     def site(self, runtime: str) -> str:
         """The guest path of the site-packages folder for `runtime`."""
+        if runtime == "mnn":   # the MNN wheel alone; numpy from site-litert
+            return f"{GUEST_DIR}/site-mnn:{GUEST_DIR}/site-litert"
         return f"{GUEST_DIR}/" + ("site-tflite" if runtime == "tflite_runtime" else "site-litert")
 
     def host_path(self, guest_path: str) -> Path:
@@ -127,7 +129,7 @@ class Sysroot:
 
 def ensure(cpus: Sequence[str] = (), tflite_runtime: bool = False, plugin: bool = True,
            rebuild: bool = False, progress: Callable[[str], None] | None = None,
-           install_qemu: bool = True) -> Sysroot:
+           install_qemu: bool = True, mnn: bool = False) -> Sysroot:
     """Make sure the sysroot (and the views of `cpus`, the plugin, the tflite-runtime
     site) exist; build what is missing under a file lock. Cheap when all is there."""
     for c in cpus:
@@ -156,6 +158,11 @@ def ensure(cpus: Sequence[str] = (), tflite_runtime: bool = False, plugin: bool 
         if tflite_runtime and ("tflite" not in m or
                                not (root / "root" / GUEST_DIR.lstrip("/") / "site-tflite").is_dir()):
             m["tflite"] = build_tflite(root, progress)
+            _write_manifest(root, m)
+            built = True
+        if mnn and ("mnn" not in m or
+                    not (root / "root" / GUEST_DIR.lstrip("/") / "site-mnn").is_dir()):
+            m["mnn"] = build_mnn(root, progress)
             _write_manifest(root, m)
             built = True
         if plugin and has_plugins and (m.get("plugin", {}).get("plugin_src_sha") != file_sha(PLUGIN_SRC)
@@ -187,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="prepare this CPU's view (repeatable; default: all)")
     p.add_argument("--tflite-runtime", action="store_true",
                    help="also build the tflite-runtime 2.14 site (numpy<2)")
+    p.add_argument("--mnn", action="store_true", help="also build the MNN 3.6.1 site (runtime mnn)")
     p.add_argument("--rebuild", action="store_true", help="rebuild from scratch")
     p.add_argument("--check", action="store_true", help="only report what is there")
     a = p.parse_args(argv)
@@ -199,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(m, indent=2))
         return 0
     sr = ensure(cpus=a.cpu or sorted(CPUS), tflite_runtime=a.tflite_runtime, rebuild=a.rebuild,
-                progress=lambda s: print(s, file=sys.stderr, flush=True))
+                mnn=a.mnn, progress=lambda s: print(s, file=sys.stderr, flush=True))
     print(f"sysroot  {sr.root}")
     print(f"qemu     {sr.qemu} ({sr.manifest['qemu']['version']})")
     print(f"plugin   {sr.plugin or 'unavailable (qemu-aarch64 without plugin support)'}")

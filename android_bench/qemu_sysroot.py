@@ -7,6 +7,7 @@
                       instruction counts do not depend on where the cache lives:
         site-litert/  aarch64 cp311 wheels: numpy, onnxruntime, ai-edge-litert
         site-tflite/  tflite-runtime 2.14 + numpy<2 (its own folder; --tflite-runtime)
+        site-mnn/     the MNN wheel alone (numpy comes from site-litert; runtime mnn)
 
 qemu_setup.ensure decides what to (re)build and records it in the manifest.
 """
@@ -38,6 +39,10 @@ DEBS = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "
 # Pinned so that instruction counts compare across machines and days.
 WHEELS_LITERT = ["numpy==2.4.6", "onnxruntime==1.32.0", "ai-edge-litert==1.4.0"]
 WHEELS_TFLITE = ["numpy==1.26.4", "tflite-runtime==2.14.0"]
+# Its own folder, added beside a ready sysroot: the base's pins (and so every existing
+# ORT/LiteRT instruction count) stay as they are. Only the MNN wheel is unpacked; its one
+# dependency, numpy, is site-litert's (the guest's PYTHONPATH names both).
+WHEELS_MNN = ["MNN==3.6.1", "numpy==2.4.6"]
 PLATFORMS_LITERT = ["manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux_2_28_aarch64"]
 PLATFORMS_TFLITE = PLATFORMS_LITERT + ["manylinux_2_34_aarch64"]
 
@@ -190,6 +195,27 @@ def build_base(root: Path, apt: PrivateApt, progress) -> dict:
                 shutil.rmtree(root / old)
         os.replace(staging, root / "root")
         return {"debs": [d.name for d in debs], "wheels_litert": [w.name for w in wheels]}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_mnn(root: Path, progress) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        say(progress, f"qemu-sysroot: downloading aarch64 wheels ({', '.join(WHEELS_MNN)}) ...")
+        wheels = [w for w in _pip_download(WHEELS_MNN, PLATFORMS_LITERT, work / "wheels")
+                  if w.name.lower().startswith("mnn-")]
+        if not wheels:
+            raise QemuSetupError("pip downloaded no aarch64 MNN wheel")
+        site = work / "site-mnn"
+        site.mkdir()
+        _unpack_wheels(wheels, site)
+        dst = root / "root" / GUEST_DIR.lstrip("/") / "site-mnn"
+        _compileall([site], strip=work, prepend=GUEST_DIR)
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(site, dst)
+        return {"wheels_mnn": [w.name for w in wheels]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

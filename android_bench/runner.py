@@ -2,12 +2,13 @@
 """armq on-device benchmark runner: one model, one process, one JSON result.
 
 Self-contained on purpose: it imports only the standard library, numpy and one
-runtime (onnxruntime for .onnx; ai_edge_litert or tflite_runtime for .tflite),
+runtime (onnxruntime for .onnx; ai_edge_litert or tflite_runtime for .tflite;
+MNN for .mnn),
 so it can be copied alone to a board, a phone (Termux) or a QEMU sysroot.
 
     python3 runner.py --model m.onnx [--card m.json] [--threads 1] [--warmup 10]
         [--runs 100] [--profile] [--json out.json|-] [--inputs x.npy]
-        [--outputs-npy y.npy] [--markers] [--runtime auto|onnxruntime|ai_edge_litert|tflite_runtime]
+        [--outputs-npy y.npy] [--markers] [--runtime auto|onnxruntime|ai_edge_litert|tflite_runtime|mnn]
         [--seed 0]
 
 Measures, in this order: runtime import + session/interpreter creation ("init"),
@@ -425,6 +426,78 @@ class TfliteBackend(Backend):
                 "op_counts": self.details().get("op_counts", {})}
 
 
+class MnnBackend(Backend):
+    """MNN's CPU module (`MNN.nn.load_module_from_file`), the options export/runtime.py
+    sets: CPU backend, `threads` threads. FP32 and INT8 files both take and give float.
+    Only the MNN package is imported, never MNN.tools (its logging module pip-installs
+    and sends telemetry)."""
+
+    def __init__(self, model: str, threads: int):
+        try:
+            with _native_quiet():     # its import prints the CPU features on fd 1
+                import MNN
+        except ImportError as e:
+            raise NoRuntime(f"MNN is not installed for {sys.executable} (pip install "
+                            f"MNN==3.6.1): {e}") from None
+        self.name, self.model, self.F = "mnn", model, MNN.expr
+        try:
+            from importlib.metadata import version
+            self.version = version("MNN")
+        except Exception:  # noqa: BLE001 - a sysroot copy without metadata
+            self.version = str(getattr(MNN, "version", lambda: "?")())
+        try:
+            with _native_quiet():
+                # export/runtime.py's settings: an explicit runtime manager, else MNN's
+                # default executor keeps 4 worker threads whatever thread_num says.
+                self.rm = MNN.nn.create_runtime_manager(({"backend": "CPU", "numThread": threads},))
+                self.module = MNN.nn.load_module_from_file(model, [], [], runtime_manager=self.rm)
+                info = self.module.get_info()
+                graph = MNN.expr.load_as_dict(model)   # the declared input/output shapes
+        except Exception:  # noqa: BLE001 - MNN reports a bad file as SystemError
+            raise UserError(f"MNN cannot load {model}: not an MNN model") from None
+
+        def spec(name: str) -> dict:
+            v = graph.get(name)
+            shape = [int(d) for d in v.shape] if v is not None else [-1]
+            return {"name": name, "shape": shape, "dtype": "float32", "quantization": None}
+
+        self.inputs = [spec(n) for n in info.get("inputNames") or []]
+        self.outputs = [spec(n) for n in info.get("outputNames") or []]
+        self.bizcode = info.get("bizCode")
+
+    def run(self, x):
+        y = self.module.forward(self.F.const(x, list(x.shape), self.F.NCHW))
+        return [np.array(y.read(), dtype=np.float32)]
+
+    def details(self):
+        return {"bizcode": self.bizcode}
+
+    def is_quantized(self):
+        # MNN's Python API does not say whether a file holds int8 weights; armq names
+        # its MNN INT8 files x.int8.mnn (export.card.artifact_key's rule).
+        return ".int8." in os.path.basename(self.model).lower()
+
+
+class _native_quiet:
+    """fds 1 and 2 to /dev/null for a block (MNN prints from C++)."""
+
+    def __enter__(self):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = os.dup(1), os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+
+    def __exit__(self, *exc):
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        os.close(self.saved[0])
+        os.close(self.saved[1])
+        return False
+
+
 def open_backend(model: str, threads: int, runtime: str) -> Backend:
     ext = os.path.splitext(model)[1].lower()
     if ext == ".onnx":
@@ -435,7 +508,11 @@ def open_backend(model: str, threads: int, runtime: str) -> Backend:
         if runtime not in ("auto", "ai_edge_litert", "tflite_runtime"):
             raise UserError(f"--runtime {runtime} cannot run a .tflite model")
         return TfliteBackend(model, threads, runtime)
-    raise UserError(f"{model}: not an .onnx or .tflite model")
+    if ext == ".mnn":
+        if runtime not in ("auto", "mnn"):
+            raise UserError(f"--runtime {runtime} cannot run an .mnn model")
+        return MnnBackend(model, threads)
+    raise UserError(f"{model}: not an .onnx, .tflite or .mnn model")
 
 
 # ---- inputs ---------------------------------------------------------------------------
@@ -602,7 +679,7 @@ def parse_args(argv):
     p.add_argument("-q", "--quiet", action="store_true", help="errors only (no result line)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="accepted for the "
                    "armq CLI contract; the runner has no more to say")
-    p.add_argument("--model", required=True, help=".onnx or .tflite file")
+    p.add_argument("--model", required=True, help=".onnx, .tflite or .mnn file")
     p.add_argument("--card", help="model card JSON (input shape, cost); default: none")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--warmup", type=int, default=10)
@@ -613,7 +690,7 @@ def parse_args(argv):
     p.add_argument("--outputs-npy", help="save the first output for each input sample here")
     p.add_argument("--markers", action="store_true", help="instruction-count markers (QEMU)")
     p.add_argument("--runtime", default="auto",
-                   choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime"])
+                   choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime", "mnn"])
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
     a = p.parse_args(argv)
     if a.threads < 1 or a.warmup < 0 or a.runs < 1:

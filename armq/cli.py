@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrained": ("zoo.pretrained", "published weights as an armq checkpoint"),
     "export-onnx": ("export.onnx", "torch -> ONNX, parity-checked, with a model card"),
     "export-tflite": ("export.tflite", "torch -> TFLite (needs armq[tflite])"),
+    "export-mnn": ("export.mnn", "ONNX -> MNN, parity-checked against ORT (needs armq[mnn])"),
     "audit": ("export.audit", "op census and layout audit of an exported graph"),
     "ptq": ("quant.ptq", "post-training INT8 quantization with calibration images"),
     "evaluate": ("quant.evaluate", "float-vs-INT8 accuracy on labelled images"),

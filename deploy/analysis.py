@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from android_bench.compare import Entry, make_pair, ratio
-from export.card import ARTIFACT_KEYS, artifact_key
+from export.card import ARTIFACT_KEYS, MODEL_FORMATS, RUNTIME_NAMES, artifact_key
 
 from . import paper
 from .collect import fmt_prec
@@ -30,8 +30,8 @@ DEFINITIONS = ("speed-up = the measured figure: baseline / model median latency 
                "distribution-free 95% intervals of the median (android_bench runner). "
                "Arithmetic: android_bench.compare.")
 SLOW_INT8 = 1.1          # "INT8 not faster" below this speed-up
-FORMATS = ("onnx", "tflite")
-RUNTIME = {"onnx": "ONNX Runtime", "tflite": "TFLite"}
+FORMATS = MODEL_FORMATS
+RUNTIME = RUNTIME_NAMES
 
 
 def g(d: Any, *path, default=None):

@@ -4,7 +4,7 @@
     python -m deploy --models shufflenet_v1:width=0.5,shufflenet_v1,alexnet --dataset imagenet
     python -m deploy --sweep deploy/table8.toml       # ShuffleNet Table 8
         [--targets local,qemu:cortex-a72,qemu:cortex-a76] [--runs N] [--warmup N]
-        [--limit-eval N] [--skip-tflite] [--baseline NAME] [--out runs/] [--jobs 2]
+        [--limit-eval N] [--runtimes ort,tflite,mnn] [--skip-tflite] [--baseline NAME] [--out runs/] [--jobs 2]
         [--executor local|ray [--ray-address ADDR]] [--devices deploy/devices.toml]
 
 For every model: cost (zoo.cost) and weights (the shipped checkpoint, snapshotted,
@@ -42,7 +42,8 @@ from .executors import ArtifactMode, ExecutorKind, build as build_executor
 from .plan import Plan
 from .settings import (DEFAULT_DATASET, DEFAULT_LIMIT_EVAL, DEFAULT_MODELS, DEFAULT_NUM_CALIB,
                        DEFAULT_NUM_CALIB_TFLITE, DEFAULT_RUNS, DEFAULT_TARGETS, DEFAULT_WARMUP,
-                       RANDOM_NUM_CALIB, REPO, Settings, pick_baseline, resolve_all)
+                       DEFAULT_RUNTIMES, RANDOM_NUM_CALIB, REPO, RUNTIMES, Settings,
+                       pick_baseline, resolve_all)
 from .spec import DATASETS, SpecError
 from .stages import FAILED, OK, RESULTS_FORMAT, SKIPPED, Results, Runner, now_iso
 
@@ -66,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-eval", type=int, help="evaluate accuracy on at most N test images, "
                    f"spread over the classes (default {DEFAULT_LIMIT_EVAL}; 10000 = the whole "
                    "CIFAR-10 test set)")
-    p.add_argument("--skip-tflite", action="store_true", help="ONNX only (no TFLite export/PTQ)")
+    p.add_argument("--runtimes", help=f"comma-separated runtimes to export, quantize, evaluate "
+                   f"and benchmark: {', '.join(RUNTIMES)} (default {DEFAULT_RUNTIMES}; ort always)")
+    p.add_argument("--skip-tflite", action="store_true", help="drop tflite from --runtimes "
+                   "(no TFLite export/PTQ)")
     p.add_argument("--baseline", help="model (spec or name) every other is compared with "
                    "(default: alexnet when in the run)")
     p.add_argument("--num-calib", type=int, help=f"calibration images (default ONNX Runtime "
@@ -146,7 +150,8 @@ def host_info() -> dict:
 
 # ---- summary -------------------------------------------------------------------------------
 
-STAGE_ORDER = ("cost", "weights", "export_onnx", "export_tflite", "quant_ort", "quant_tflite",
+STAGE_ORDER = ("cost", "weights", "export_onnx", "export_tflite", "export_mnn", "quant_ort",
+               "quant_tflite", "quant_mnn",
                "accuracy", "opprofile", "bench", "compare", "report")
 
 

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from export.card import ARTIFACT_KEYS, artifact_key as artifact_key_of
+from export.card import ARTIFACT_KEYS, PARITY_REFERENCE, artifact_key as artifact_key_of
 
 
 def fmt_prec(key: str) -> tuple[str, str]:
     fmt, _, q = key.partition("_")
-    return ("ONNX" if fmt == "onnx" else "TFLite"), ("INT8" if q == "int8" else "FP32")
+    shown = {"onnx": "ONNX", "tflite": "TFLite", "mnn": "MNN"}.get(fmt, fmt)
+    return shown, ("INT8" if q == "int8" else "FP32")
 
 
 def _get(d: Any, *path, default=None):
@@ -77,7 +78,8 @@ def audit_notes(key: str, det: dict, onnx_transposes: int | None) -> tuple[list[
         notes.append(f"{len(excl)} layer(s) kept in float by the fallback")
     par = det.get("parity") or {}
     if isinstance(par.get("max_abs_diff"), (int, float)):
-        notes.append(f"parity vs torch max|diff| {par['max_abs_diff']:.1e}")
+        ref = PARITY_REFERENCE.get(key.partition("_")[0], "torch")
+        notes.append(f"parity vs {ref} max|diff| {par['max_abs_diff']:.1e}")
     cal = det.get("calibration") or {}
     if cal.get("method"):
         notes.append(f"calibration {cal.get('method')} on {cal.get('num_images', '?')} images")

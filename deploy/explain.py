@@ -117,7 +117,7 @@ def explain(doc: dict, tag: str) -> list[str]:
     # INT8 vs FP32 per target
     sp = [s for s in int8_speedups(doc) if s["model"] == tag]
     for s in sp:
-        fmt = "ONNX Runtime" if s["format"] == "onnx" else "TFLite"
+        fmt = RUNTIME[s["format"]]
         unit = "guest instructions, EMULATED" if s["emulated"] else "latency"
         v = s["speedup"]
         if v is None:
@@ -175,11 +175,11 @@ def explain(doc: dict, tag: str) -> list[str]:
                    f"({dw_pct / share:.1f}x their share: little arithmetic per byte moved).")
     # accuracy
     acc = g(m, "accuracy", "results", default={}) or {}
-    for fmt in ("onnx", "tflite"):
+    for fmt in FORMATS:
         fp, q = acc.get(fmt) or {}, acc.get(f"{fmt}_int8") or {}
         if fp.get("top1") is not None and q.get("top1") is not None:
             d = fp["top1"] - q["top1"]
-            tag_ = "ONNX Runtime" if fmt == "onnx" else "TFLite"
+            tag_ = RUNTIME[fmt]
             delta = "no change" if abs(d) < 0.005 else f"{'-' if d > 0 else '+'}{abs(d):.2f} pt"
             msg = (f"{tag_} INT8 top-1 {q['top1']:.2f}% vs FP32 {fp['top1']:.2f}% "
                    f"({delta}; agrees with FP32 on "

@@ -2,7 +2,8 @@
 command line its own package builds, and how each stage's output file is folded
 into results.json (deploy.collect).
 
-    group 1 (in order)      cost, weights -> export.onnx, export.tflite -> quant.ptq (ort, tflite)
+    group 1 (in order)      cost, weights -> export.onnx, export.tflite, export.mnn (--runtimes)
+                            -> quant.ptq (ort, tflite, mnn)
     group 2 (alone)         android_bench on the local target, android_bench.profile
     group 3 (side by side)  quant.evaluate --card (accuracy), android_bench on every QEMU target
     group 4                 android_bench.compare per target
@@ -21,6 +22,7 @@ from android_bench.cli import command as bench_command
 from android_bench import profile as bench_profile
 from export.card import ARTIFACT_KEYS
 from export.common import command as export_command
+from export.mnn import command as export_mnn_command
 from quant import card_eval
 from quant.ptq import command as ptq_command
 from zoo.cli import variant_argv  # the export flags, derived from the registry
@@ -31,7 +33,8 @@ from .spec import TargetSpec
 from .stages import Results, SkipStage, Stage
 
 PROFILE_RUNS = 20
-TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "quant_ort": 3600, "quant_tflite": 3600,
+TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "export_mnn": 900, "quant_ort": 3600,
+            "quant_tflite": 3600, "quant_mnn": 3600,
             "accuracy": 1800, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
             "compare": 300}
 
@@ -149,9 +152,20 @@ class Plan:
                                  "export.tflite", variant_argv(p.variant), self.art,
                                  self.weights_file(p), python=self.py)),
                              after=self._after_card(p)))
+            if "mnn" in s.runtimes:   # MNN converts the ONNX export (and checks against it)
+                g1.append(mk("export_mnn", needs=[f"{t}/export_onnx"],
+                             timeout_s=TIMEOUTS["export_mnn"],
+                             prepare=self._argv(lambda p=p: export_mnn_command(
+                                 self.card(p), python=self.py)),
+                             after=self._after_card(p)))
             p_calib, p_note = data_path("calib", p.dataset, s.calib_data)
-            for backend in ("ort",) + (() if s.skip_tflite else ("tflite",)):
-                needs = [f"{t}/export_onnx" if backend == "ort" else f"{t}/export_tflite"]
+            export_of = {"ort": "export_onnx", "tflite": "export_tflite", "mnn": "export_mnn"}
+            for r in s.runtimes:
+                note = f"runtime {r}: not built into this armq (no stages ran for it)"
+                if r not in export_of and note not in self.notes:
+                    self.notes.append(note)
+            for backend in [r for r in s.runtimes if r in export_of]:
+                needs = [f"{t}/{export_of[backend]}"]
                 g1.append(mk(f"quant_{backend}", needs=needs, timeout_s=TIMEOUTS[f"quant_{backend}"],
                              when=(lambda c=p_calib, n=p_note: n if c is None else None),
                              prepare=self._argv(lambda p=p, b=backend, c=p_calib: ptq_command(

@@ -68,7 +68,7 @@ def plot_macs_latency(doc: dict) -> bytes | None:
             color = "#4C72B0" if key.endswith("int8") is False else "#DD8452"
             ax.scatter([p[3] for p in sel], [p[4] for p in sel], marker=marker, s=46,
                        facecolors=color if face else "none", edgecolors=color, linewidths=1.4,
-                       label=("ONNX " if key.startswith("onnx") else "TFLite ")
+                       label={"onnx": "ONNX ", "tflite": "TFLite ", "mnn": "MNN "}[key.split("_")[0]]
                        + ("INT8" if key.endswith("int8") else "FP32"), zorder=3)
         for p in mine:
             if p[2] == "onnx":
@@ -191,8 +191,9 @@ def plot_accuracy(doc: dict) -> bytes | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(items) + 1.5), 3.0))
-    colors = {"onnx": "#4C72B0", "onnx_int8": "#DD8452", "tflite": "#8CA9D3", "tflite_int8": "#F0B27A"}
-    labels = [f"{n}\n{k.replace('_int8', ' INT8').replace('onnx', 'ONNX').replace('tflite', 'TFLite')}"
+    colors = {"onnx": "#4C72B0", "onnx_int8": "#DD8452", "tflite": "#8CA9D3", "tflite_int8": "#F0B27A",
+              "mnn": "#55A868", "mnn_int8": "#C44E52"}
+    labels = [f"{n}\n{k.replace('_int8', ' INT8').replace('onnx', 'ONNX').replace('tflite', 'TFLite').replace('mnn', 'MNN')}"
               + ("" if "int8" in k else " FP32") for n, k, _ in items]
     bars = ax.bar(range(len(items)), [v for *_, v in items], color=[colors.get(k, "#999") for _, k, _ in items])
     for b, (_, _, v) in zip(bars, items):

@@ -16,6 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = "shufflenet_v1:groups=3"
 DEFAULT_DATASET = "cifar10"
 DEFAULT_TARGETS = "local,qemu:cortex-a72,qemu:cortex-a76"
+# Every runtime a run can use (--runtimes), and the default set. ort is always in a run:
+# the ONNX export is what the other formats derive from or are checked against.
+# --skip-tflite stays: it drops tflite from the set.
+RUNTIMES = ("ort", "tflite", "mnn", "executorch")
+DEFAULT_RUNTIMES = "ort,tflite"
 # Per-target defaults when --runs/--warmup are not given: local timing is cheap and
 # noisy (many runs); QEMU instruction counts are deterministic (few runs suffice).
 DEFAULT_RUNS = {"local": 50, "qemu": 3}
@@ -44,7 +49,11 @@ class Settings:
         self.warmup = a.warmup if a.warmup is not None else sweep.get("warmup")
         self.limit_eval = a.limit_eval if a.limit_eval is not None else \
             sweep.get("limit_eval", DEFAULT_LIMIT_EVAL)
-        self.skip_tflite = bool(a.skip_tflite or sweep.get("skip_tflite", False))
+        self.runtimes: tuple[str, ...] = parse_runtimes(
+            getattr(a, "runtimes", None) or sweep.get("runtimes") or DEFAULT_RUNTIMES)
+        if a.skip_tflite or sweep.get("skip_tflite", False):
+            self.runtimes = tuple(r for r in self.runtimes if r != "tflite")
+        self.skip_tflite = "tflite" not in self.runtimes
         self.baseline = a.baseline or sweep.get("baseline")
         given_calib = a.num_calib if a.num_calib is not None else sweep.get("num_calib")
         self.num_calib = given_calib or DEFAULT_NUM_CALIB
@@ -81,11 +90,22 @@ class Settings:
                 "runs": {t.id: self.runs_for(t) for t in self.targets},
                 "warmup": {t.id: self.warmup_for(t) for t in self.targets},
                 "limit_eval": self.limit_eval, "skip_tflite": self.skip_tflite,
+                "runtimes": list(self.runtimes),
                 "baseline": self.baseline, "num_calib": self.num_calib,
                 "num_calib_tflite": self.num_calib_tflite, "jobs": self.jobs,
                 "sweep": self.sweep_file, "title": self.title,
                 "eval_data": str(self.eval_data) if self.eval_data else None,
                 "calib_data": str(self.calib_data) if self.calib_data else None}
+
+
+def parse_runtimes(text: str | list | tuple) -> tuple[str, ...]:
+    """`ort,tflite,mnn` (or a sweep's list) -> the runtimes in RUNTIMES order; ort always."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [str(r).strip().lower() for r in items if str(r).strip()]
+    bad = [r for r in names if r not in RUNTIMES]
+    if bad:
+        raise SpecError(f"--runtimes: unknown runtime '{bad[0]}' (known: {', '.join(RUNTIMES)})")
+    return tuple(r for r in RUNTIMES if r in names or r == "ort")
 
 
 class Planned:

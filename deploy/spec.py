@@ -156,7 +156,7 @@ def parse_target_list(text: str, where: str = "--targets") -> list[TargetSpec]:
 
 # ---- sweep files --------------------------------------------------------------------------
 
-SWEEP_KEYS = {"models", "targets", "dataset", "runs", "warmup", "limit_eval", "skip_tflite",
+SWEEP_KEYS = {"models", "targets", "dataset", "runs", "warmup", "limit_eval", "skip_tflite", "runtimes",
               "baseline", "num_calib", "num_calib_tflite", "title", "eval_data", "calib_data", "jobs"}
 
 

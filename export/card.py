@@ -13,7 +13,8 @@ Layout (version "armq-card/1"):
     class_names     list, index = class id
     cost            {"macs", "params", "memory_access"} from zoo.cost
     source          {"checkpoint", "sha256", "metrics"} or {"weights": "random"}
-    artifacts       {key: {...}} for key in ARTIFACT_KEYS (onnx, onnx_int8, tflite, tflite_int8)
+    artifacts       {key: {...}} for key in ARTIFACT_KEYS (onnx, onnx_int8, tflite, tflite_int8,
+                    mnn, mnn_int8)
                     each: path (relative to the card), sha256, size_bytes, and the
                     producing stage's details (exporter, opset, parity, audit, calibration)
     accuracy        {artifact key: {"top1", "top5", "agreement", "sqnr_db", "data", "n"}}
@@ -30,16 +31,24 @@ from zoo.util import ArmqError, atomic_output, load_json, shown
 
 CARD_FORMAT = "armq-card/1"
 # The model files a card can name, in the order every stage lists them: FP32 ONNX (the
-# export the others derive from), its INT8 QDQ model, FP32 TFLite, full-integer TFLite.
+# export the others derive from), its INT8 QDQ model, FP32 TFLite, full-integer TFLite,
+# FP32 MNN (converted from the ONNX model), MNN offline INT8.
 # The one home of these keys: quant, android_bench.profile and deploy import them.
-ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8")
+ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8", "mnn", "mnn_int8")
+# File extension of each format (the key's part before "_int8").
+MODEL_FORMATS = ("onnx", "tflite", "mnn")
+# The runtime that runs each format, as reports and summaries name it.
+RUNTIME_NAMES = {"onnx": "ONNX Runtime", "tflite": "TFLite", "mnn": "MNN"}
+# What a format's FP32 parity check compares with (export.onnx/tflite: torch; export.mnn:
+# ONNX Runtime on the ONNX model it was converted from).
+PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT"}
 
 
 def artifact_key(filename: str) -> str | None:
     """The ARTIFACT_KEYS key of a model file name: `x.int8.onnx` -> onnx_int8, `x.tflite` ->
-    tflite; None for anything else."""
+    tflite, `x.mnn` -> mnn; None for anything else."""
     name = filename.lower()
-    fmt = "onnx" if name.endswith(".onnx") else "tflite" if name.endswith(".tflite") else None
+    fmt = next((f for f in MODEL_FORMATS if name.endswith("." + f)), None)
     if fmt is None:
         return None
     return f"{fmt}_int8" if ".int8." in name else fmt
@@ -133,7 +142,8 @@ class ModelCard:
                                "size_bytes": model_path.stat().st_size, **details}
 
 
-MODEL_FILE_SUFFIXES = (".int8.onnx", ".int8.tflite", ".onnx", ".tflite", ".json")
+MODEL_FILE_SUFFIXES = tuple(f".int8.{f}" for f in MODEL_FORMATS) + \
+    tuple(f".{f}" for f in MODEL_FORMATS) + (".json",)
 
 
 def model_stem(filename: str) -> str:

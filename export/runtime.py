@@ -2,7 +2,8 @@
 
 ONNX models run in onnxruntime's CPU provider; TFLite models in LiteRT's
 interpreter (`ai_edge_litert`), or `tflite_runtime` where that is what is
-installed. Neither import happens before it is needed.
+installed; MNN models in MNN's CPU module (`MNN.nn.load_module_from_file`, the
+`mnn` extra). No import happens before it is needed.
 
 Every stage (export parity, quant calibration and evaluation, op profiling) opens
 its runtimes here, so they all follow one thread rule (`resolve_threads`):
@@ -217,3 +218,89 @@ def run_onnx(sess, batch: np.ndarray) -> np.ndarray:
         return np.concatenate([sess.run(None, {inp.name: batch[i:i + 1]})[0]
                                for i in range(len(batch))], 0)
     return sess.run(None, {inp.name: batch})[0]
+
+
+# ---- MNN ---------------------------------------------------------------------------------
+# Safety rule: never import MNN.tools nor run the mnnconvert/mnnquant console commands.
+# Their logging module pip-installs a package into the Python on PATH and sends usage
+# telemetry; armq calls the compiled `_tools` extension the wheel ships beside MNN
+# directly (tests/test_mnn.py proves no socket, subprocess or pip call happens).
+
+def mnn_module():
+    """The MNN package (its import prints the CPU features on fd 1: captured)."""
+    try:
+        with captured_native_output():
+            import MNN
+    except ImportError:
+        raise RuntimeMissing("MNN is not installed: pip install 'armq[mnn]' (MNN==3.6.1)") from None
+    return MNN
+
+
+def mnn_tools():
+    """MNN's compiled converter/quantizer extension (`_tools.mnnconvert`, `_tools.mnnquant`),
+    never through MNN.tools (see above)."""
+    mnn_module()
+    try:
+        with captured_native_output():
+            import _tools  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeMissing("MNN's converter extension (_tools) is missing: pip install "
+                             "'armq[mnn]' (MNN==3.6.1)") from None
+    return _tools
+
+
+def mnn_version() -> str:
+    from importlib import metadata
+
+    try:
+        return f"MNN {metadata.version('MNN')}"
+    except metadata.PackageNotFoundError:
+        return "MNN"
+
+
+class MnnSession:
+    """An MNN module loaded for CPU inference, fed one NCHW image at a time (exported
+    graphs carry batch-1 reshapes, so a batch dimension is not free to change)."""
+
+    def __init__(self, module, info: dict, threads: int, runtime_manager=None):
+        # the runtime manager lives as long as the module that runs on it
+        self.module, self.threads, self.runtime_manager = module, threads, runtime_manager
+        self.input_names = list(info.get("inputNames") or [])
+        self.output_names = list(info.get("outputNames") or [])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of a float32 NCHW batch, image by image."""
+        F = mnn_module().expr
+        outs = []
+        for x in batch:
+            x = np.ascontiguousarray(x[None], np.float32)
+            try:
+                y = self.module.forward(F.const(x, list(x.shape), F.NCHW))
+            except Exception as e:  # noqa: BLE001 - MNN raises SystemError/RuntimeError alike
+                raise ArmqError(f"MNN inference failed on input {list(x.shape)}: "
+                                f"{_first_line(e)}") from None
+            outs.append(np.array(y.read(), np.float32).reshape(1, -1))
+        return np.concatenate(outs, 0) if outs else np.zeros((0, 0), np.float32)
+
+
+def mnn_session(model: str | os.PathLike, threads: int | None = None) -> MnnSession:
+    """An MNN CPU session of a .mnn file; `threads` as in resolve_threads. A file MNN cannot
+    load is a one-line ArmqError "... not a loadable MNN model"."""
+    mnn = mnn_module()
+    path = Path(model)
+    if not path.is_file():
+        raise ArmqError(f"{path}: no such MNN model file")
+    n = resolve_threads(threads)
+    try:
+        with captured_native_output() as lines:  # MNN prints its load errors on fd 1
+            # An explicit runtime manager: with only thread_num, MNN runs the module on its
+            # default executor, which keeps 4 worker threads whatever thread_num says (2.5x
+            # slower on a busy 2-core host, and other threads' instructions under QEMU).
+            rm = mnn.nn.create_runtime_manager(({"backend": "CPU", "numThread": n},))
+            module = mnn.nn.load_module_from_file(str(path), [], [], runtime_manager=rm)
+            info = module.get_info()
+    except Exception as e:  # noqa: BLE001 - MNN reports a bad file as SystemError
+        why = next((ln for ln in lines if ln.strip()), "") or _first_line(e)
+        raise ArmqError(f"{path}: not a loadable MNN model (MNN cannot load it: "
+                        f"{why.strip()[:120]})") from None
+    return MnnSession(module, info, n, rm)

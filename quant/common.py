@@ -25,22 +25,23 @@ class Backend(str, Enum):
 
     ORT = "ort"          # ONNX Runtime, QDQ ONNX
     TFLITE = "tflite"    # LiteRT / TFLite flatbuffer, full-integer
+    MNN = "mnn"          # MNN offline INT8 (mnnquant) of the FP32 .mnn model
     ALL = "all"
 
     @property
     def float_key(self) -> str:
-        return {Backend.ORT: "onnx", Backend.TFLITE: "tflite"}[self]
+        return {Backend.ORT: "onnx", Backend.TFLITE: "tflite", Backend.MNN: "mnn"}[self]
 
     @property
     def int8_key(self) -> str:
-        return {Backend.ORT: "onnx_int8", Backend.TFLITE: "tflite_int8"}[self]
+        return f"{self.float_key}_int8"
 
     @property
     def suffix(self) -> str:
-        return {Backend.ORT: ".onnx", Backend.TFLITE: ".tflite"}[self]
+        return "." + self.float_key
 
 
-CONCRETE_BACKENDS = (Backend.ORT, Backend.TFLITE)
+CONCRETE_BACKENDS = (Backend.ORT, Backend.TFLITE, Backend.MNN)
 
 
 class Method(str, Enum):
@@ -63,6 +64,8 @@ def backend_for_path(path: Path) -> Backend | None:
         return Backend.ORT
     if s.endswith(".tflite"):
         return Backend.TFLITE
+    if s.endswith(".mnn"):
+        return Backend.MNN
     return None
 
 
@@ -118,10 +121,10 @@ def _card_for_model_file(p: Path) -> ModelRef:
 
 
 def resolve_models(model: str | None, search_dir: Path) -> list[ModelRef]:
-    """--model as a file (x.onnx / x.tflite / x.json), a name in search_dir, or every card there."""
+    """--model as a file (x.onnx / x.tflite / x.mnn / x.json), a name in search_dir, or every card there."""
     if model:
         p = Path(model)
-        if p.suffix.lower() in (".onnx", ".tflite"):
+        if p.suffix.lower() in (".onnx", ".tflite", ".mnn"):
             return [_card_for_model_file(p)]
         if p.suffix.lower() == ".json":
             if not p.is_file():

@@ -81,11 +81,15 @@ class QuantConfig:
     fallback: FallbackBudget = field(default_factory=FallbackBudget)
     tflite_layout: Layout = Layout.NHWC
     pt2e_annotations: Annotations = Annotations.ARMQ
+    # the concrete methods the backend has (`auto` tries these): MNN has no percentile
+    supported_methods: tuple[Method, ...] = CONCRETE_METHODS
 
     @property
     def methods(self) -> tuple[Method, ...]:
-        """The concrete methods to calibrate with: all three for `auto`."""
-        return CONCRETE_METHODS if self.method is Method.AUTO else (self.method,)
+        """The concrete methods to calibrate with: all the backend has for `auto`."""
+        if self.method is Method.AUTO:
+            return tuple(m for m in CONCRETE_METHODS if m in self.supported_methods)
+        return (self.method,)
 
     @property
     def needs_holdout(self) -> bool:
@@ -103,10 +107,18 @@ class QuantConfig:
     def with_layout(self, layout: Layout) -> "QuantConfig":
         return replace(self, tflite_layout=layout)
 
+    def for_mnn(self, method_given: bool) -> "QuantConfig":
+        """MNN's view: its methods only, and its default (entropy = MNN's KL) when no
+        --method was given (quant/mnn_ptq.py says why)."""
+        from .mnn_ptq import DEFAULT_METHOD, SUPPORTED_METHODS
+
+        return replace(self, supported_methods=SUPPORTED_METHODS,
+                       method=self.method if method_given else DEFAULT_METHOD)
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "QuantConfig":
         """The config of `python -m quant.ptq`'s parsed flags."""
-        return cls(method=args.method, per_channel=not args.per_tensor,
+        return cls(method=args.method or Method.MINMAX, per_channel=not args.per_tensor,
                    activations=ActivationType(args.activations),
                    fallback=FallbackBudget(args.fallback, args.max_drop),
                    tflite_layout=Layout(args.tflite_layout),

@@ -95,7 +95,8 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = make_parser(PROG, __doc__)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", help="x.onnx, x.int8.onnx, x.tflite or x.int8.tflite")
+    what.add_argument("--model", help="x.onnx, x.int8.onnx, x.tflite, x.int8.tflite, x.mnn or "
+                      "x.int8.mnn")
     what.add_argument("--card", help="model card x.json: every model file it names, the "
                       "images decoded once")
     p.add_argument("--ref", help="float model to compare with (default: the card's float model)")
@@ -118,13 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model = Path(args.model)
     if backend_for_path(model) is None:
-        raise QuantError(f"--model {model}: expected a .onnx or .tflite file")
+        raise QuantError(f"--model {model}: expected a .onnx, .tflite or .mnn file")
     ref_model = resolve_models(str(model), model.parent)[0]
     ref_path = Path(args.ref) if args.ref else default_ref(ref_model, model)
     if ref_path is not None and not ref_path.is_file():
         raise QuantError(f"--ref {ref_path} does not exist")
     if ref_path is not None and backend_for_path(ref_path) is None:
-        raise QuantError(f"--ref {ref_path}: expected a .onnx or .tflite file")
+        raise QuantError(f"--ref {ref_path}: expected a .onnx, .tflite or .mnn file")
 
     from .calib import check_source, load_set
 

@@ -1,14 +1,16 @@
 """Post-training INT8 quantization of exported models, for ONNX Runtime and TFLite.
 
-    python -m quant.ptq --calib DIR [--model artifacts/<name>.onnx|.tflite|<name>]
-        [--backend ort|tflite|all] [--method minmax|entropy|percentile|auto]
+    python -m quant.ptq --calib DIR [--model artifacts/<name>.onnx|.tflite|.mnn|<name>]
+        [--backend ort|tflite|mnn|all] [--method minmax|entropy|percentile|auto]
         [--num-calib 500] [--per-tensor] [--eval DIR] [--fallback N] [--max-drop 0.5]
         [--out artifacts/]
 
 Without --model, every model card in --out is quantized. Calibration images
 (a folder, an ImageFolder tree or a .tar/.zip of one) are preprocessed as the
 model card says. Writes `<name>.int8.onnx` (QDQ, int8 activations + per-channel
-int8 weights) and/or `<name>.int8.tflite` (full integer, via litert-torch PT2E),
+int8 weights) and/or `<name>.int8.tflite` (full integer, via litert-torch PT2E)
+and/or `<name>.int8.mnn` (MNN's offline quantizer on the FP32 `.mnn` of
+`python -m export.mnn`; method entropy = MNN's KL unless --method says minmax),
 atomically, and records them in the card with the calibration details and an
 audit of what the runtime really executes.
 
@@ -61,6 +63,9 @@ def quantize_backend(ref: ModelRef, backend: Backend, calib: np.ndarray, hold: H
     if backend is Backend.ORT:
         from .onnx_ptq import OrtBackend
         impl = OrtBackend(ref, calib, config, work)
+    elif backend is Backend.MNN:
+        from .mnn_ptq import MnnBackend
+        impl = MnnBackend(ref, calib, config, work)
     else:
         from .tflite_ptq import TfliteBackend
         impl = TfliteBackend(ref, torch_model, calib, config, work)
@@ -84,6 +89,10 @@ def quantize_backend(ref: ModelRef, backend: Backend, calib: np.ndarray, hold: H
 def _audit(path: Path, backend: Backend) -> dict:
     """export.audit's static view (when present) plus what the runtime executes."""
     res: dict = {}
+    if backend is Backend.MNN:   # export.audit reads ONNX/TFLite only; MNN's own view
+        from .mnn_ptq import runtime_audit as mnn_audit
+        res["runtime"] = mnn_audit(path)
+        return res
     try:
         from export.audit import audit
         a = audit(path)
@@ -116,6 +125,12 @@ def _backends_for(ref: ModelRef, requested: Backend | None, given: Path | None) 
             why = available()
             if why:
                 raise QuantError(why)
+        if requested is Backend.MNN:
+            from export.runtime import mnn_tools
+            mnn_tools()   # installed, else one line
+            if ref.artifact("mnn") is None:
+                raise QuantError(f"{ref.name}: no FP32 MNN model in the card (run `python -m "
+                                 f"export.mnn --card {ref.card_path}`)")
         return [requested]
     out = []
     if ref.artifact("onnx") is not None:
@@ -123,10 +138,21 @@ def _backends_for(ref: ModelRef, requested: Backend | None, given: Path | None) 
     src = ref.card.source
     if available() is None and (src.get("checkpoint") or src.get("weights") == "random"):
         out.append(Backend.TFLITE)
+    if ref.artifact("mnn") is not None and _mnn_available():
+        out.append(Backend.MNN)
     if not out:
         raise QuantError(f"{ref.name}: nothing to quantize (no float ONNX model, and no torch "
                          "source for the TFLite backend)")
     return out
+
+
+def _mnn_available() -> bool:
+    from export.runtime import RuntimeMissing, mnn_tools
+    try:
+        mnn_tools()
+    except RuntimeMissing:
+        return False
+    return True
 
 
 def _evaluate_all(ref: ModelRef, eval_images, produced: dict[Backend, Path], method_of: dict,
@@ -164,11 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", help="artifacts/<name>.onnx|.tflite|.json or a model name in --out "
                    "(default: every model card in --out)")
     p.add_argument("--backend", type=Backend, choices=list(Backend), default=None,
-                   metavar="{ort,tflite,all}", help="default: the format of --model's file, "
-                   "else every backend the model can use")
-    p.add_argument("--method", type=Method, choices=list(Method), default=Method.MINMAX,
+                   metavar="{ort,tflite,mnn,all}", help="default: the format of --model's file, "
+                   "else every backend the model can use (mnn: when the card has an FP32 .mnn)")
+    p.add_argument("--method", type=Method, choices=list(Method), default=None,
                    metavar="{minmax,entropy,percentile,auto}", help="activation range calibration "
-                   "(default minmax)")
+                   "(default minmax; mnn: entropy, MNN's KL)")
     p.add_argument("--num-calib", type=int, default=500, help="calibration images (default 500)")
     p.add_argument("--holdout", type=int, default=500,
                    help="extra images of --calib held out to pick a method / check the drop "
@@ -220,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_writable_dir(out_dir)
 
     config = QuantConfig.from_args(args)
+    if any(Backend.MNN in bs for _, bs in plans):
+        from .mnn_ptq import check_config
+        check_config(config.for_mnn(args.method is not None))
     interactive = sys.stderr.isatty()
     # The TFLite backend starts from torch: rebuild (and check) those models before any work.
     torch_models = {}
@@ -253,16 +282,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wb = work / b.value
                 wb.mkdir()
                 t0 = time.perf_counter()
-                tmp_model, det = quantize_backend(ref, b, calib, hold, config, wb,
+                cfg_b = config.for_mnn(args.method is not None) if b is Backend.MNN else config
+                tmp_model, det = quantize_backend(ref, b, calib, hold, cfg_b, wb,
                                                   torch_models.get(ref.name))
                 dest = out_dir / f"{ref.name}.int8{b.suffix}"
                 audit = _audit(tmp_model, b)
-                calib_info = {"method": det.pop("method"), "requested": args.method.value,
+                calib_info = {"method": det.pop("method"), "requested": cfg_b.method.value,
                               "num_images": int(len(calib)), "source": str(calib_src),
                               "skipped_files": data.skipped,
                               "holdout_images": int(len(hold.x)) if hold else 0,
                               "holdout_metric": hold.metric if hold else None,
-                              "per_channel": config.per_channel}
+                              "per_channel": cfg_b.per_channel}
                 tried = det.pop("tried", None)
                 if tried:
                     calib_info["tried"] = tried
@@ -311,7 +341,9 @@ def _print_audit(name: str, b: Backend, dest: Path, rec: dict) -> None:
     print(f"{PROG}: {name} {b.value}: {dest} ({cal['method']}, {cal['num_images']} images"
           f"{', per-channel' if cal['per_channel'] else ', per-tensor'}{extra}); runtime graph: "
           f"{rt.get('depthwise_int8', 0)} depthwise int8 / {rt.get('depthwise_float', 0)} float, "
-          f"{n_isl} float compute op(s){': ' + str(isl) if n_isl else ''}")
+          f"{n_isl} float compute op(s){': ' + str(isl) if n_isl else ''}"
+          + (f" (MNN: {rt['int8_ops']} ops int8, {rt['float_ops']} float, "
+             f"{rt['untyped_entries']} of unknown type)" if rt.get("untyped_entries") else ""))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Run an exported model (ONNX or TFLite, float or INT8) on preprocessed images.
+"""Run an exported model (ONNX, TFLite or MNN, float or INT8) on preprocessed images.
 
 Every runner takes float32 NCHW batches, as the card's preprocessing makes
 them, and returns float32 logits: a full-integer TFLite model gets its input
@@ -129,6 +129,20 @@ class TfliteRunner:
         return np.concatenate(outs)
 
 
+class MnnRunner:
+    """An MNN model (FP32 or INT8: MNN converts at its own boundaries, so both take and
+    give float), fed one image at a time."""
+
+    batch = 1
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = Path(path)
+        self.sess = runtime.mnn_session(path, threads)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.sess.run(np.ascontiguousarray(x, np.float32))
+
+
 def open_runner(path: str | Path, arm: bool = True):
     p = Path(path)
     if not p.is_file():
@@ -138,4 +152,6 @@ def open_runner(path: str | Path, arm: bool = True):
         return OrtRunner(p, arm=arm)
     if b is Backend.TFLITE:
         return TfliteRunner(p)
-    raise QuantError(f"model {p}: expected a .onnx or .tflite file")
+    if b is Backend.MNN:
+        return MnnRunner(p)
+    raise QuantError(f"model {p}: expected a .onnx, .tflite or .mnn file")

@@ -55,14 +55,18 @@ def check_timing(t: dict, runs: int) -> None:
 def test_runner_imports_only_stdlib_numpy_and_runtimes():
     tree = ast.parse(RUNNER.read_text())
     allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "ai_edge_litert",
-                                               "tflite_runtime"}
-    mods = set()
+                                               "tflite_runtime", "MNN"}
+    mods, full = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             mods |= {a.name.split(".")[0] for a in node.names}
+            full |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             mods.add(node.module.split(".")[0])
+            full.add(node.module)
     assert mods <= allowed, mods - allowed
+    # MNN.tools pip-installs a package and sends telemetry when imported (export/runtime.py)
+    assert not any(m == "MNN.tools" or m.startswith("MNN.tools.") for m in full)
     assert "torch" not in mods and not mods & {"zoo", "export", "quant", "android_bench"}
 
 

@@ -111,10 +111,10 @@ class QemuTarget(LocalTarget):
         except (OSError, AttributeError):
             pass
 
-    def _ensure(self, tflite_runtime: bool = False) -> qemu_setup.Sysroot:
+    def _ensure(self, tflite_runtime: bool = False, mnn: bool = False) -> qemu_setup.Sysroot:
         try:
             self.sysroot = qemu_setup.ensure(cpus=[self.cpu], tflite_runtime=tflite_runtime,
-                                             plugin=self.icount, progress=self.progress)
+                                             plugin=self.icount, progress=self.progress, mnn=mnn)
         except qemu_setup.QemuSetupError as e:
             raise TargetUnavailable(str(e)) from None
         return self.sysroot
@@ -155,8 +155,18 @@ class QemuTarget(LocalTarget):
         return {"model": model.name, "card": card, "inputs": inputs, "json": "result.json",
                 "outputs": "outputs.npy" if config.save_outputs else None}
 
+    @staticmethod
+    def _runtime_of(config: BenchConfig, runner_args) -> str:
+        """The runtime whose site folder the guest needs: `auto` for an .mnn model is mnn."""
+        args = list(runner_args)
+        model = args[args.index("--model") + 1] if "--model" in args else ""
+        return "mnn" if config.runtime == "auto" and model.lower().endswith(".mnn") \
+            else config.runtime
+
     def command(self, runner_args, config: BenchConfig, workdir: Path) -> list[str]:
-        sr = self._ensure(tflite_runtime=config.runtime == "tflite_runtime")
+        self._site_runtime = self._runtime_of(config, runner_args)
+        sr = self._ensure(tflite_runtime=self._site_runtime == "tflite_runtime",
+                          mnn=self._site_runtime == "mnn")
         view = sr.view(self.cpu)
         runner = sr.install_runner()
         argv = [sr.qemu, "-L", str(view), "-cpu", self.cpu_arg, "-0", qemu_setup.GUEST_PYTHON]
@@ -170,7 +180,8 @@ class QemuTarget(LocalTarget):
         assert self.sysroot is not None
         n = str(config.threads)
         return {"PATH": "/usr/bin:/bin", "HOME": qemu_setup.GUEST_DIR, "LANG": "C.UTF-8",
-                "TZ": "UTC", "PYTHONPATH": self.sysroot.site(config.runtime),
+                "TZ": "UTC",
+                "PYTHONPATH": self.sysroot.site(getattr(self, "_site_runtime", config.runtime)),
                 "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
                 "ORT_DISABLE_TELEMETRY": "1", "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}
 
