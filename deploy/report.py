@@ -235,9 +235,24 @@ def _meta_lines(doc: dict) -> list[str]:
              f"warm-up {_per_target(cfg.get('warmup'))}; accuracy on "
              f"{cfg.get('limit_eval') or 'the full test set'}{' images' if cfg.get('limit_eval') else ''}"
              + (f"; baseline {doc.get('baseline')}" if doc.get("baseline") else "")]
+    where = _measured_where(doc)
+    if where:
+        lines.append(f"measured on: {where}")
     for n in doc.get("notes") or []:
         lines.append(f"note: {n}")
     return lines
+
+
+def _measured_where(doc: dict) -> str:
+    """Where each target's figures came from (node, and device of an inventory), e.g.
+    'local: vm; qemu:cortex-a76: a76-1@vm, a76-2@vm' (empty for runs before it was recorded)."""
+    per: dict[str, set[str]] = {}
+    for m in (doc.get("models") or {}).values():
+        for target, w in (m.get("measured_on") or {}).items():
+            if isinstance(w, dict) and w.get("node"):
+                per.setdefault(str(target), set()).add(
+                    f"{w['device']}@{w['node']}" if w.get("device") else str(w["node"]))
+    return "; ".join(f"{t}: {', '.join(sorted(v))}" for t, v in sorted(per.items()))
 
 
 def _per_target(v) -> str:

@@ -6,7 +6,9 @@ Subprocesses are the rule: stages talk through files anyway (models + cards),
 a crash or a hang of one converter cannot take the run down, its memory is
 returned when it exits, and its failure reason is the last line of its stderr
 (every armq CLI ends a failure with one `prog: error: ...` line). Each stage's
-full output goes to `logs/<stage>.log` in the run folder.
+full output goes to `logs/<stage>.log` in the run folder. Where a prepared
+command line runs is the executor's business (deploy/executors: this machine by
+default, or a Ray cluster); everything else here is the same for every executor.
 
 `Results` owns results.json and rewrites it atomically (temp file + rename)
 after every stage transition, so an interrupted run leaves a readable file.
@@ -16,19 +18,22 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from zoo.util import ArmqError, atomic_output
 
+from .executors.base import Executor, Interrupted, Job, StageFailed
+from .executors.local import LocalExecutor
+
+if TYPE_CHECKING:
+    from .devices import DevicePool
+
 RESULTS_FORMAT = "armq-deploy/1"
-HEARTBEAT_S = 30.0
 
 # Stage statuses. "pending" until started; "skipped" when a needed stage failed
 # or the stage does not apply (random weights -> no accuracy); "interrupted" on Ctrl-C.
@@ -72,6 +77,7 @@ class Stage:
     cpu_seconds: float | None = None
     reason: str | None = None
     log: str | None = None
+    node: str | None = None            # host name of the machine that ran it (where timed)
     outputs: dict = field(default_factory=dict)
 
     def record(self) -> dict:
@@ -80,6 +86,8 @@ class Stage:
              "seconds": None if self.seconds is None else round(self.seconds, 2),
              "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 2),
              "reason": self.reason, "log": self.log}
+        if self.node:
+            d["node"] = self.node
         if self.argv:
             d["command"] = [Path(a).name if i == 0 else a for i, a in enumerate(self.argv)]
         if self.outputs:
@@ -116,24 +124,24 @@ def _jsonable(o: Any):
     return str(o)
 
 
-class Interrupted(Exception):
-    pass
-
-
 class Runner:
     """Runs stages in order (or a few at a time), records them, prints progress."""
 
     def __init__(self, results: Results, run_dir: Path, stages: list[Stage], jobs: int = 1,
-                 out=sys.stderr, cwd: Path | None = None):
+                 out=sys.stderr, cwd: Path | None = None, executor: Executor | None = None,
+                 devices: "DevicePool | None" = None):
         self.results = results
         self.run_dir = run_dir
         self.stages = stages
         self.by_id = {s.id: s for s in stages}
-        self.jobs = max(1, jobs)
+        # where a prepared command runs (deploy/executors); side-by-side groups use as
+        # many threads as the executor can feed (a Ray cluster: its CPUs)
+        self.executor: Executor = executor or LocalExecutor(jobs)
+        self.jobs = max(1, jobs, self.executor.parallelism())
+        self.devices = devices
         self.out = out
         self.cwd = cwd
         self.print_lock = threading.Lock()
-        self.procs: dict[str, subprocess.Popen] = {}
         self.interrupted = False
         self.done_count = 0
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -170,6 +178,17 @@ class Runner:
             line += f"\n        {'why' if status == FAILED else 'note'}: {reason}"
         self.say(line)
         self._sync()
+
+    def _measured_on(self, s: Stage) -> None:
+        """Benchmarks and profiles: record in the model's entry where the figure was measured
+        (the machine, and the inventory device when there is one)."""
+        if s.kind not in ("bench", "opprofile") or not s.model or not s.node:
+            return
+        where = {"node": s.node}
+        if s.outputs.get("device"):
+            where["device"] = s.outputs["device"]
+        with self.results.lock:
+            self.results.model(s.model).setdefault("measured_on", {})[s.target or s.kind] = where
 
     # ---- one stage -----------------------------------------------------------------------
     def _skip_reason(self, s: Stage) -> str | None:
@@ -211,6 +230,7 @@ class Runner:
             if s.after is not None and s.status == RUNNING:
                 s.after(s, s.outputs)
             if s.status == RUNNING:
+                self._measured_on(s)
                 self._finish(s, OK)
         except Interrupted:
             s.seconds = time.monotonic() - t0
@@ -233,56 +253,34 @@ class Runner:
     def _subprocess(self, s: Stage, t0: float) -> None:
         log_path = self.run_dir / "logs" / f"{s.id.replace('/', '.').replace(':', '-')}.log"
         s.log = str(log_path.relative_to(self.run_dir))
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        env.update(s.env)
-        self.say(f"    ... {self._label(s)}")
         out_tmp = None
-        with open(log_path, "w") as log:
-            log.write("$ " + " ".join(s.argv) + "\n")
-            log.flush()
-            if s.stdout_file is not None:
-                Path(s.stdout_file).parent.mkdir(parents=True, exist_ok=True)
-                out_tmp = Path(str(s.stdout_file) + ".part")
-                stdout = open(out_tmp, "w")
-            else:
-                stdout = log
-            # Own session: a hang is killed with its children; Ctrl-C is forwarded by us
-            # (as SIGINT, so the CLI cleans up its own children, e.g. the bench runner).
-            try:
-                proc = subprocess.Popen(s.argv, stdout=stdout, stderr=subprocess.STDOUT
-                                        if stdout is log else log,
-                                        stdin=subprocess.DEVNULL, cwd=self.cwd, env=env,
-                                        start_new_session=True)
-            finally:
-                if stdout is not log:
-                    stdout.close()
-            self.procs[s.id] = proc
-            try:
-                next_beat = time.monotonic() + HEARTBEAT_S
-                while True:
-                    try:
-                        rc = _reap(proc, s)
-                        if rc is not None:
-                            break
-                        time.sleep(0.2)
-                    except KeyboardInterrupt:
-                        _stop(proc)     # its own session: Ctrl-C did not reach it
-                        raise
-                    if self.interrupted:
-                        _stop(proc)
-                        raise Interrupted()
-                    el = time.monotonic() - t0
-                    if el > s.timeout_s:
-                        _stop(proc)
-                        raise StageFailed(f"no result after {s.timeout_s:.0f} s (killed)")
-                    if time.monotonic() >= next_beat:
-                        next_beat += HEARTBEAT_S
-                        self.say(f"    ... {self._label(s)} still running ({el:.0f} s)")
-            finally:
-                self.procs.pop(s.id, None)
-        text = log_path.read_text(errors="replace")
+        if s.stdout_file is not None:
+            Path(s.stdout_file).parent.mkdir(parents=True, exist_ok=True)
+            out_tmp = Path(str(s.stdout_file) + ".part")
+        job = Job(stage_id=s.id, argv=list(s.argv), log_path=log_path, model=s.model,
+                  env=dict(s.env), cwd=self.cwd, stdout_path=out_tmp, timeout_s=s.timeout_s,
+                  exclusive=s.exclusive)
+        device = None
+        if self.devices is not None and s.kind == "bench" and self.devices.serves(s.target):
+            # the inventory's devices of this target take turns (one benchmark per device)
+            device = self.devices.acquire(s.target, lambda: self.interrupted)
+            if device is None:
+                raise Interrupted()
+            job.argv += device.bench_args()
+            job.resources[device.resource] = 1
+            s.outputs["device"] = device.name
+        self.say(f"    ... {self._label(s)}" + (f" on {device.name}" if device else ""))
+        try:
+            res = self.executor.run(job, lambda: self.interrupted,
+                                    lambda el: self.say(f"    ... {self._label(s)} still running "
+                                                        f"({el:.0f} s)"))
+        finally:
+            if device is not None:
+                self.devices.release(device)
+        rc = res.rc
+        s.cpu_seconds = res.cpu_seconds
+        s.node = res.node
+        text = log_path.read_text(errors="replace") if log_path.is_file() else ""
         s.outputs["exit_code"] = rc
         if out_tmp is not None:
             if rc == 0:
@@ -325,8 +323,6 @@ class Runner:
             self.interrupted = True
         finally:
             if self.interrupted:
-                for p in list(self.procs.values()):
-                    _stop(p)
                 for s in self.stages:
                     if s.status in (PENDING, RUNNING):
                         s.status = INTERRUPTED if s.status == RUNNING else SKIPPED
@@ -358,57 +354,11 @@ class Runner:
                 for t in threads:
                     t.join(timeout=0.2)
         except KeyboardInterrupt:
-            self.interrupted = True
-            for p in list(self.procs.values()):
-                _stop(p)
+            self.interrupted = True     # each running stage's executor stops its command
             for t in threads:
                 t.join(timeout=15)
             raise
 
 
-def _reap(proc: subprocess.Popen, s: "Stage") -> int | None:
-    """Exit status of a finished stage process (None while it runs), recording the CPU
-    seconds it and the children it waited for used: on a busy machine wall time says
-    little, CPU time says what the stage costs."""
-    if proc.returncode is not None:
-        return proc.returncode
-    try:
-        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-    except ChildProcessError:
-        return proc.wait()
-    if pid == 0:
-        return None
-    s.cpu_seconds = ru.ru_utime + ru.ru_stime
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode
-
-
-class StageFailed(Exception):
-    """A subprocess stage ended badly; the message is its reason."""
-
-
 class SkipStage(Exception):
     """Raised by a stage's prepare/run when it turns out not to apply."""
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGINT the stage's process group (CLIs clean up on KeyboardInterrupt), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-    except OSError:
-        pass
-    try:
-        proc.wait(timeout=10)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
