@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from android_bench.compare import Entry, make_pair, ratio
-from export.card import ARTIFACT_KEYS, MODEL_FORMATS, RUNTIME_NAMES, artifact_key, key_format, \
+from export.card import MODEL_FORMATS, RUNTIME_NAMES, artifact_key, key_format, \
     key_is_int8, key_recipe, ordered_keys
 
 from . import paper

@@ -186,7 +186,7 @@ def explain(doc: dict, tag: str) -> list[str]:
         fp, q = acc.get(fmt) or {}, acc.get(int8_key_for(m, fmt)) or {}
         if fp.get("top1") is not None and q.get("top1") is not None:
             d = fp["top1"] - q["top1"]
-            tag_ = RUNTIME[fmt]
+            tag_ = runtime_name(fmt)
             delta = "no change" if abs(d) < 0.005 else f"{'-' if d > 0 else '+'}{abs(d):.2f} pt"
             msg = (f"{tag_} INT8 top-1 {q['top1']:.2f}% vs FP32 {fp['top1']:.2f}% "
                    f"({delta}; agrees with FP32 on "
