@@ -44,17 +44,18 @@ def _publish(tmp: str, path: Path) -> None:
 _run_inputs: list[Path] = []
 
 
-def declare_inputs(*paths: str | os.PathLike | None) -> None:
-    """Register this run's read-only inputs (None and '-' are skipped; missing files too,
-    since a file that does not exist cannot be destroyed). A document the CLI updates in
-    place on purpose (quant.ptq's model card) is not an input in this sense."""
-    for p in paths:
-        if p is None or str(p) in ("", "-"):
-            continue
-        _run_inputs.append(Path(p))
+def declare_inputs(*paths: str | os.PathLike | None,
+                   outputs: Sequence[str | os.PathLike | None] = ()) -> None:
+    """Register this run's read-only inputs (None and '-' are skipped) and check the output
+    files named on the command line against them now, before any work. A document the CLI
+    updates in place on purpose (quant.ptq's model card) is not an input in this sense."""
+    _run_inputs.extend(Path(p) for p in paths if p is not None and str(p) not in ("", "-"))
+    for out in outputs:
+        if out is not None and str(out) not in ("", "-"):
+            check_not_input(out)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     """Same file: by inode when both exist (hard links, symlinks), else by resolved path."""
     try:
         return os.path.samefile(a, b)
@@ -67,7 +68,7 @@ def check_not_input(path: str | os.PathLike, inputs: Sequence[str | os.PathLike]
     inputs -- the same path, a symlink to it or a hard link of it."""
     out = Path(path)
     for src in (*map(Path, inputs), *_run_inputs):
-        if _same_file(out, src):
+        if same_file(out, src):
             raise ArmqError(f"output {shown(out)} is the input {shown(src)}; "
                             "name a different output file")
 
