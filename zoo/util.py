@@ -334,6 +334,12 @@ def _run_main(main: Callable[[Sequence[str] | None], int | None], prog: str, arg
         sys.stdout.flush()      # a closed pipe shows here, inside the handler, not at exit
     except BrokenPipeError:
         _exit_on_broken_pipe()
+    except SystemExit:          # argparse's --help and usage errors print, then exit
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _exit_on_broken_pipe()
+        raise
     except KeyboardInterrupt as e:
         signum = e.signum if isinstance(e, Terminated) else (_received[0] if _received else 0)
         if signum:
