@@ -69,17 +69,21 @@ def plain_name(name: Any) -> bool:
             and Path(name).name == name)
 
 
-def _int_list(v: Any) -> list[int] | None:
-    ok = isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+def _dims(v: Any) -> list[int | str] | None:
+    """A shape: positive whole numbers, or names for symbolic dims ("N", a dynamic batch)."""
+    ok = isinstance(v, list) and all(
+        (isinstance(x, int) and not isinstance(x, bool) and x > 0) or (isinstance(x, str) and x)
+        for x in v)
     return v if ok else None
 
 
 def _channels(inp: dict) -> int | None:
     """Input channels from the card's input shape (NCHW, or NHWC when the card says so)."""
-    shape = _int_list(inp.get("shape"))
+    shape = _dims(inp.get("shape"))
     if shape is None or len(shape) != 4:
         return None
-    return shape[3] if inp.get("layout") == "NHWC" else shape[1]
+    c = shape[3] if inp.get("layout") == "NHWC" else shape[1]
+    return c if isinstance(c, int) else None
 
 
 def validate_card(d: dict, where: str = "card") -> None:
@@ -116,16 +120,18 @@ def validate_card(d: dict, where: str = "card") -> None:
             and not _is_size(variant["input_size"]):
         raise bad("variant.input_size", f"must be a whole number of pixels in "
                                         f"{MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}", variant["input_size"])
-    if isinstance(inp, dict) and "shape" in inp and _int_list(inp["shape"]) is None:
-        raise bad("input.shape", "must be a list of positive whole numbers", inp["shape"])
+    if isinstance(inp, dict) and "shape" in inp and _dims(inp["shape"]) is None:
+        raise bad("input.shape", "must be a list of positive whole numbers or dim names",
+                  inp["shape"])
     names = d["class_names"]
     if not isinstance(names, list) or not names or not all(isinstance(c, (str, int)) for c in names):
         raise bad("class_names", "must be a non-empty list of names", names)
     out = d.get("output", {})
-    shape = _int_list(out.get("shape")) if isinstance(out, dict) else None
+    shape = _dims(out.get("shape")) if isinstance(out, dict) else None
     if isinstance(out, dict) and "shape" in out and shape is None:
-        raise bad("output.shape", "must be a list of positive whole numbers", out["shape"])
-    if shape and shape[-1] != len(names):
+        raise bad("output.shape", "must be a list of positive whole numbers or dim names",
+                  out["shape"])
+    if shape and isinstance(shape[-1], int) and shape[-1] != len(names):
         raise bad("class_names", f"has {len(names)} names but the model has {shape[-1]} outputs",
                   names[:3])
     n = pre.get("num_classes")
