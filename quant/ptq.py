@@ -209,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output names come from the card, and the INT8 file is recorded in the card that
         # lives beside it: both stay in --out, whatever the card says.
         if r.card_path.resolve().parent != out_dir.resolve():
+            check_writable_dir(out_dir)     # an unusable --out is the first thing to fix
             raise QuantError(f"--model {shown(args.model)}: its card {shown(r.card_path)} is not in "
                              f"--out {shown(out_dir)}; the INT8 model is written beside its card, so "
                              f"pass --out {shown(r.card_path.parent)}")
