@@ -57,8 +57,14 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _is_size(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and MIN_INPUT_SIZE <= v <= MAX_INPUT_SIZE
+# The resize before the centre crop is larger than the input (224 -> 256: size / 0.875).
+SIZE_BOUNDS = {"input_size": (MIN_INPUT_SIZE, MAX_INPUT_SIZE),
+               "resize": (MIN_INPUT_SIZE, 2 * MAX_INPUT_SIZE)}
+
+
+def _is_size(v: Any, field_name: str = "input_size") -> bool:
+    lo, hi = SIZE_BOUNDS[field_name]
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 def plain_name(name: Any) -> bool:
@@ -111,10 +117,10 @@ def validate_card(d: dict, where: str = "card") -> None:
                   pre["std"])
     if any(x <= 0 for x in pre["std"]):
         raise bad("preprocessing.std", "values must be positive (it divides the pixels)", pre["std"])
-    for k in ("input_size", "resize"):
-        if not _is_size(pre.get(k)):
-            raise bad(f"preprocessing.{k}", f"must be a whole number of pixels in "
-                                            f"{MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}", pre.get(k))
+    for k, (lo, hi) in SIZE_BOUNDS.items():
+        if not _is_size(pre.get(k), k):
+            raise bad(f"preprocessing.{k}", f"must be a whole number of pixels in {lo}..{hi}",
+                      pre.get(k))
     variant = d.get("variant", {})
     if isinstance(variant, dict) and variant.get("input_size") is not None \
             and not _is_size(variant["input_size"]):
