@@ -346,3 +346,15 @@ def test_broken_pipe_in_process():
             pytest.raises(SystemExit) as ei:
         cli_entry(main, "prog", [])
     assert ei.value.code == 141 and err.getvalue() == ""
+
+
+def test_declare_inputs_outside_a_cli_run_checks_but_keeps_nothing(tmp_path):
+    """A main() called as a library must not leave inputs behind for later, unrelated writes."""
+    src = tmp_path / "ck.pt"
+    src.write_bytes(b"weights")
+    with pytest.raises(ArmqError, match="is the input"):
+        declare_inputs(src, outputs=[src])
+    declare_inputs(src)
+    with atomic_output(src) as f:
+        f.write(b"a later writer may replace it")
+    assert src.read_bytes() == b"a later writer may replace it"

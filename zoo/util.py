@@ -40,8 +40,9 @@ def _publish(tmp: str, path: Path) -> None:
 
 # The files this CLI run reads and must never replace. Each CLI declares them once
 # (declare_inputs) after parsing; atomic_output/atomic_paths check every target against
-# them, so a writer cannot forget. cli_entry empties the list at the start and end of a run.
-_run_inputs: list[Path] = []
+# them, so a writer cannot forget. Only while cli_entry runs a CLI: a main() called as a
+# library (tests, deploy in-process steps) must not leave inputs behind for later writes.
+_run_inputs: list[Path] | None = None
 
 
 def declare_inputs(*paths: str | os.PathLike | None,
@@ -49,10 +50,12 @@ def declare_inputs(*paths: str | os.PathLike | None,
     """Register this run's read-only inputs (None and '-' are skipped) and check the output
     files named on the command line against them now, before any work. A document the CLI
     updates in place on purpose (quant.ptq's model card) is not an input in this sense."""
-    _run_inputs.extend(Path(p) for p in paths if p is not None and str(p) not in ("", "-"))
+    given = [Path(p) for p in paths if p is not None and str(p) not in ("", "-")]
+    if _run_inputs is not None:
+        _run_inputs.extend(given)
     for out in outputs:
         if out is not None and str(out) not in ("", "-"):
-            check_not_input(out)
+            check_not_input(out, given)
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -67,7 +70,7 @@ def check_not_input(path: str | os.PathLike, inputs: Sequence[str | os.PathLike]
     """Refuse (one line) to write `path` if it is one of `inputs` or of the run's declared
     inputs -- the same path, a symlink to it or a hard link of it."""
     out = Path(path)
-    for src in (*map(Path, inputs), *_run_inputs):
+    for src in (*map(Path, inputs), *(_run_inputs or ())):
         if same_file(out, src):
             raise ArmqError(f"output {shown(out)} is the input {shown(src)}; "
                             "name a different output file")
@@ -307,13 +310,14 @@ def cli_entry(main: Callable[[Sequence[str] | None], int | None], prog: str,
     debug = "--debug" in args or os.environ.get("ARMQ_DEBUG") == "1"
     if "--debug" in args:
         args.remove("--debug")
+    global _run_inputs
     _received.clear()
-    _run_inputs.clear()
+    outer, _run_inputs = _run_inputs, []
     previous = _install_term_handlers()
     try:
         _run_main(main, prog, args, debug)
     finally:
-        _run_inputs.clear()
+        _run_inputs = outer
         _restore_handlers(previous)
 
 
