@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.clikit import make_parser
-from zoo.util import atomic_output, check_writable_dir, cli_entry
+from export.card import card_path_for
+from zoo.util import atomic_output, check_writable_dir, cli_entry, declare_inputs
 
 from .targets import KINDS, make_target
 from .targets.base import BenchConfig, BenchError, PartialResults, TargetOptions
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    # The models, their cards and the input samples are read, never replaced by --json.
+    declare_inputs(*a.model, *(card_path_for(m) for m in a.model), a.inputs, outputs=[a.json])
     # Where results go must be writable now, not after an hour of benchmarks.
     if a.json:
         check_writable_dir(Path(a.json).parent)

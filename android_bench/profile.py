@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_output, cli_entry
+from zoo.util import ArmqError, atomic_output, cli_entry, declare_inputs
 
 PROG = "android_bench.profile"
 PROFILE_FORMAT = "armq-opprofile/1"
@@ -217,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, help="write {file: profile} here (atomically)")
     a = p.parse_args(argv)
+    declare_inputs(*a.model, outputs=[a.json])
     if a.runs < 1 or a.warmup < 0 or a.threads < 1:
         raise ArmqError("--runs and --threads must be >= 1, --warmup >= 0")
     out: dict[str, dict] = {}

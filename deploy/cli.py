@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, check_writable_dir, cli_entry
+from zoo.util import ArmqError, check_writable_dir, cli_entry, declare_inputs
 
 from .devices import DevicePool, check_targets, load_devices
 from .executors import ArtifactMode, ExecutorKind, build as build_executor
@@ -211,8 +211,7 @@ def check_publish(path: Path, sweep: Path | None) -> None:
     """Before any work: a .md file in a writable folder, never the sweep file read."""
     if path.suffix.lower() != ".md":
         raise ArmqError(f"--publish {path}: expected a .md file")
-    if sweep is not None and path.resolve() == Path(sweep).resolve():
-        raise ArmqError(f"--publish {path} would overwrite the --sweep file it reads")
+    declare_inputs(sweep, outputs=[path])
     check_writable_dir(path.parent)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_path, cli_entry
+from zoo.util import ArmqError, atomic_path, cli_entry, declare_inputs
 
 PROG = "deploy.screenshot"
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--browser", help="chromium binary (default: found on PATH)")
     a = p.parse_args(argv)
     out = a.out or a.html.with_suffix(".png")
+    declare_inputs(a.html, outputs=[out])
     screenshot(a.html, out, a.width, a.height, a.browser)
     print(f"screenshot: {out}")
     return 0

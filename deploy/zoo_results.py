@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_output, atomic_path, cli_entry
+from zoo.util import ArmqError, atomic_output, atomic_path, cli_entry, declare_inputs
 
 from android_bench.compare import ratio
 
@@ -398,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("results", type=Path, help="a deploy run's results.json")
     p.add_argument("--out", type=Path, required=True, help="Markdown file to write (plots beside it)")
     args = p.parse_args(argv)
+    declare_inputs(args.results, outputs=[args.out])
     try:
         doc = json.loads(args.results.read_text())
     except FileNotFoundError:

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo._registry import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from zoo.util import ArmqError, atomic_output, load_json, shown
 
 CARD_FORMAT = "armq-card/1"
@@ -116,6 +118,108 @@ class CardError(ArmqError):
     pass
 
 
+# ---- the card's values are data: checked once, here, before any stage works with them --------
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# The resize before the centre crop is larger than the input (224 -> 256: size / 0.875).
+SIZE_BOUNDS = {"input_size": (MIN_INPUT_SIZE, MAX_INPUT_SIZE),
+               "resize": (MIN_INPUT_SIZE, 2 * MAX_INPUT_SIZE)}
+
+
+def _is_size(v: Any, field_name: str = "input_size") -> bool:
+    lo, hi = SIZE_BOUNDS[field_name]
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def plain_name(name: Any) -> bool:
+    """A name usable as a file stem in one folder: no separators, no '..', no control
+    characters, not absolute -- so a card cannot steer where a stage writes."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and shown(name) == name
+            and "/" not in name and "\\" not in name and ".." not in name
+            and Path(name).name == name)
+
+
+def _dims(v: Any) -> list[int | str] | None:
+    """A shape: positive whole numbers, or names for symbolic dims ("N", a dynamic batch)."""
+    ok = isinstance(v, list) and all(
+        (isinstance(x, int) and not isinstance(x, bool) and x > 0) or (isinstance(x, str) and x)
+        for x in v)
+    return v if ok else None
+
+
+def _channels(inp: dict) -> int | None:
+    """Input channels from the card's input shape (NCHW, or NHWC when the card says so)."""
+    shape = _dims(inp.get("shape"))
+    if shape is None or len(shape) != 4:
+        return None
+    c = shape[3] if inp.get("layout") == "NHWC" else shape[1]
+    return c if isinstance(c, int) else None
+
+
+def validate_card(d: dict, where: str = "card") -> None:
+    """Every value a stage takes from a card, checked before any work: one CardError line
+    naming the field. The one validator; ModelCard.from_dict (so every loader) calls it."""
+    def bad(field_name: str, why: str, value: Any) -> CardError:
+        return CardError(f"{where}: '{field_name}' {why}, not {shown(repr(value)[:60])}")
+
+    if not plain_name(d["name"]):
+        raise bad("name", "must be a plain file stem (no '/', '\\', '..' or control characters)",
+                  d["name"])
+    pre = d["preprocessing"]
+    if not isinstance(pre, dict):
+        raise bad("preprocessing", "must be an object", pre)
+    inp = d.get("input", {})
+    channels = _channels(inp) if isinstance(inp, dict) else None
+    for k in ("mean", "std"):
+        v = pre.get(k)
+        if not isinstance(v, list) or not v or not all(_is_number(x) for x in v):
+            raise bad(f"preprocessing.{k}", "must be a list of finite numbers", v)
+        if channels is not None and len(v) != channels:
+            raise bad(f"preprocessing.{k}", f"must have {channels} values (one per input channel)", v)
+    if len(pre["mean"]) != len(pre["std"]):
+        raise bad("preprocessing.std", f"must have as many values as mean ({len(pre['mean'])})",
+                  pre["std"])
+    if any(x <= 0 for x in pre["std"]):
+        raise bad("preprocessing.std", "values must be positive (it divides the pixels)", pre["std"])
+    for k, (lo, hi) in SIZE_BOUNDS.items():
+        if not _is_size(pre.get(k), k):
+            raise bad(f"preprocessing.{k}", f"must be a whole number of pixels in {lo}..{hi}",
+                      pre.get(k))
+    variant = d.get("variant", {})
+    if isinstance(variant, dict) and variant.get("input_size") is not None \
+            and not _is_size(variant["input_size"]):
+        raise bad("variant.input_size", f"must be a whole number of pixels in "
+                                        f"{MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}", variant["input_size"])
+    if isinstance(inp, dict) and "shape" in inp and _dims(inp["shape"]) is None:
+        raise bad("input.shape", "must be a list of positive whole numbers or dim names",
+                  inp["shape"])
+    names = d["class_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(c, (str, int)) for c in names):
+        raise bad("class_names", "must be a non-empty list of names", names)
+    out = d.get("output", {})
+    shape = _dims(out.get("shape")) if isinstance(out, dict) else None
+    if isinstance(out, dict) and "shape" in out and shape is None:
+        raise bad("output.shape", "must be a list of positive whole numbers or dim names",
+                  out["shape"])
+    if shape and isinstance(shape[-1], int) and shape[-1] != len(names):
+        raise bad("class_names", f"has {len(names)} names but the model has {shape[-1]} outputs",
+                  names[:3])
+    n = pre.get("num_classes")
+    if n is not None and n != len(names):
+        raise bad("preprocessing.num_classes", f"must equal the {len(names)} class_names", n)
+    for key, art in (d.get("artifacts") or {}).items():
+        path = art.get("path") if isinstance(art, dict) else None
+        if path is None:
+            continue
+        if not isinstance(path, str) or not path or shown(path) != path or "\\" in path \
+                or Path(path).is_absolute() or ".." in Path(path).parts:
+            raise bad(f"artifacts.{shown(key)}.path", "must be a file name inside the card's folder",
+                      path)
+
+
 def sha256_of(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -154,11 +258,6 @@ class ModelCard:
         missing = [k for k in required if k not in d]
         if missing:
             raise CardError(f"{where} lacks '{missing[0]}'")
-        # The name reaches terminals, file names and reports: control characters in it are
-        # refused here, once, instead of escaped at every print.
-        if not isinstance(d["name"], str) or not d["name"] or shown(d["name"]) != d["name"]:
-            raise CardError(f"{where}: 'name' must be a non-empty string without control "
-                            f"characters, not {shown(repr(d['name'])[:60])}")
         pre = d["preprocessing"]
         if not isinstance(pre, dict) or not all(k in pre for k in ("mean", "std", "input_size", "resize")):
             raise CardError(f"{where}: preprocessing needs mean, std, input_size and resize")
@@ -169,9 +268,7 @@ class ModelCard:
                     for v in d.get(k, {}).values() if not isinstance(v, dict)), None)
         if bad:
             raise CardError(f"{where}: every entry of '{bad}' must be an object")
-        names = d["class_names"]
-        if not isinstance(names, list) or not all(isinstance(c, (str, int)) for c in names):
-            raise CardError(f"{where}: 'class_names' must be a list of names")
+        validate_card(d, where)
         known = set(required) | {"format", "cost", "source", "artifacts", "accuracy"}
         return cls(name=str(d["name"]), variant=dict(d["variant"]), input=dict(d["input"]),
                    output=dict(d["output"]), preprocessing=dict(pre),
@@ -186,7 +283,15 @@ class ModelCard:
         """Absolute path of artifact `key` (e.g. 'onnx_int8') of the card at card_path."""
         if key not in self.artifacts:
             raise CardError(f"card {card_path} has no '{key}' model")
-        return Path(card_path).parent / self.artifacts[key]["path"]
+        folder = Path(card_path).parent
+        path = folder / self.artifacts[key]["path"]
+        # validate_card refused absolute and '..' paths; a symlink may still point away,
+        # and a card must not steer a stage to a file outside its own folder.
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise CardError(f"card {shown(card_path)}: artifacts.{key}.path "
+                            f"{shown(self.artifacts[key]['path'])} leads outside the card's folder "
+                            f"(a symlink?); keep the model files beside their card")
+        return path
 
     def record_artifact(self, card_path: str | Path, key: str, model_path: str | Path,
                         installed_as: str | Path | None = None, **details: Any) -> None:
@@ -194,9 +299,10 @@ class ModelCard:
         `installed_as` when the bytes are still in a temp file (a transaction)."""
         model_path = Path(model_path)
         shown = Path(installed_as) if installed_as is not None else model_path
-        rel = shown.resolve().relative_to(Path(card_path).resolve().parent) \
-            if shown.resolve().parent == Path(card_path).resolve().parent else shown.resolve()
-        self.artifacts[key] = {"path": str(rel), "sha256": sha256_of(model_path),
+        # A card names only files beside it (validate_card refuses anything else on load).
+        if shown.resolve().parent != Path(card_path).resolve().parent:
+            raise CardError(f"{shown.name} must be written beside its card {Path(card_path).name}")
+        self.artifacts[key] = {"path": shown.name, "sha256": sha256_of(model_path),
                                "size_bytes": model_path.stat().st_size, **details}
 
 
@@ -234,7 +340,14 @@ def load_card(path: str | Path) -> ModelCard:
         raise
     except ArmqError as e:
         raise CardError(str(e)) from None
-    return ModelCard.from_dict(d, str(p))
+    card = ModelCard.from_dict(d, str(p))
+    # Stages find a card from the model file the command line named (x.onnx -> x.json) and
+    # derive output names from card.name: both must be the same stem.
+    if card.name != model_stem(p.name):
+        raise CardError(f"model card {shown(p)} names the model '{card.name}', not "
+                        f"'{shown(model_stem(p.name))}' (a card belongs to the model files of its "
+                        f"own name; re-export or rename it back)")
+    return card
 
 
 def save_card(card: ModelCard, path: str | Path) -> Path:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from zoo.cli import add_model_args
 from zoo.clikit import make_parser as cli_parser
-from zoo.util import ArmqError, captured_native_output
+from zoo.util import ArmqError, captured_native_output, declare_inputs
 
 from .card import ModelCard, load_card, save_card, CardError
 
@@ -91,6 +91,10 @@ def check_common_args(args: argparse.Namespace) -> None:
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     check_common_args(args)
+    # The weights, --model-py file and parity images are read; the exported files and
+    # cards in --out (named by the model) must never replace one of them.
+    model_py = str(args.model_py).split(":")[0] if getattr(args, "model_py", None) else None
+    declare_inputs(getattr(args, "weights", None), model_py, getattr(args, "images", None))
     return args
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from export.card import CardError, ModelCard, card_path_for, load_card
+from export.card import CardError, ModelCard, artifact_key, card_path_for, load_card
 from zoo.config import DataConfig
-from zoo.util import ArmqError, shown
+from zoo.util import ArmqError, same_file, shown
 
 
 class QuantError(ArmqError):
@@ -107,6 +107,12 @@ class ModelRef:
         if key not in self.card.artifacts:
             return None
         p = self.card.artifact_path(self.card_path, key)
+        if self.given is not None and artifact_key(self.given.name) == key \
+                and not same_file(p, self.given):
+            # never silently a different file than the one the command line named
+            raise QuantError(f"{shown(self.given)}: its card {shown(self.card_path.name)} records "
+                             f"artifacts.{key}.path '{shown(self.card.artifacts[key].get('path'))}', "
+                             f"a different file; re-export the model or fix the card")
         return p if p.is_file() else None
 
 

@@ -81,7 +81,11 @@ def model_input(path: str | Path) -> tuple[str, int | None, list]:
     return ins[0].name, n, shape
 
 
-def check_float_model(src: Path, sample_shape: Sequence[int]) -> None:
+# QuantizeLinear/DequantizeLinear exist from opset 10; their per-channel 'axis' from 13.
+MIN_QDQ_OPSET = {False: 10, True: 13}
+
+
+def check_float_model(src: Path, sample_shape: Sequence[int], per_channel: bool = True) -> None:
     """Before quantizing: onnxruntime can load the float model (no truncated file, no op
     the runtime lacks), its input takes the card's samples, and its weights are finite."""
     import onnx
@@ -91,8 +95,17 @@ def check_float_model(src: Path, sample_shape: Sequence[int]) -> None:
 
     sess = ort_session(src, arm=False, threads=1)
     inp = sess.get_inputs()[0]
-    check_input_shape(src, inp.name, inp.shape, sample_shape)
+    check_input_shape(src, inp.name, inp.shape, sample_shape, ort_type=inp.type)
     m = onnx.load(str(src))
+    # An older opset reaches onnxruntime only as an invalid QDQ model in a temp folder
+    # with a deleted temp file's name: say so here, about the user's file.
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
+    need = MIN_QDQ_OPSET[per_channel]
+    if opset is not None and opset < need:
+        raise QuantError(f"{src.name}: ONNX opset {opset} is too old for "
+                         f"{'per-channel ' if per_channel else ''}INT8 QDQ models (needs >= {need}); "
+                         f"re-export with --opset 17, or upgrade it with "
+                         f"onnx.version_converter.convert_version(model, {need})")
     for t in m.graph.initializer:
         a = numpy_helper.to_array(t)
         if a.dtype.kind == "f" and not np.isfinite(a).all():
@@ -312,7 +325,7 @@ class OrtBackend:
         src = ref.artifact("onnx")
         if src is None:
             raise QuantError(f"{ref.name}: the card has no float ONNX model (run `python -m export.onnx`)")
-        check_float_model(src, calib.shape[1:])
+        check_float_model(src, calib.shape[1:], config.per_channel)
         self.model, self.calib, self.config, self.work = ref.name, calib, config, work
         self.pre = work / "pre.onnx"
         preprocess(src, self.pre)

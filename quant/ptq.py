@@ -39,7 +39,7 @@ import numpy as np
 
 from export.card import int8_filename, int8_key, load_card, save_card
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_paths, check_writable_dir, cli_entry
+from zoo.util import ArmqError, atomic_paths, check_writable_dir, cli_entry, declare_inputs, shown
 
 from .common import (CONCRETE_BACKENDS, Backend, Method, ModelRef, QuantError,
                      backend_for_path, one_line_warnings, resolve_models)
@@ -263,9 +263,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = Path(args.out)
     given = Path(args.model) if args.model else None
     refs = resolve_models(args.model, out_dir)
+    for r in refs:
+        # Output names come from the card, and the INT8 file is recorded in the card that
+        # lives beside it: both stay in --out, whatever the card says.
+        if r.card_path.resolve().parent != out_dir.resolve():
+            check_writable_dir(out_dir)     # an unusable --out is the first thing to fix
+            raise QuantError(f"--model {shown(args.model)}: its card {shown(r.card_path)} is not in "
+                             f"--out {shown(out_dir)}; the INT8 model is written beside its card, so "
+                             f"pass --out {shown(r.card_path.parent)}")
     plans = [(r, _backends_for(r, args.backend, given)) for r in refs]
     calib_src = check_source(args.calib, "--calib")
     eval_src = check_source(args.eval, "--eval") if args.eval else None
+    # The card is updated in place on purpose; the model named and the data sets are not.
+    declare_inputs(given, calib_src, eval_src)
     if eval_src is not None:
         from .common import check_labels
         folders = sorted({r.label for r in list_images(eval_src) if r.label is not None})

@@ -26,9 +26,17 @@ def ort_session(path: str | Path, arm: bool = True, threads: int | None = None,
     return runtime.ort_session(path, threads, arm_int8=arm, optimized_path=optimized_path)
 
 
-def check_input_shape(path: str | Path, name: str, shape, sample, layout: str = "NCHW") -> None:
+def check_input_shape(path: str | Path, name: str, shape, sample, layout: str = "NCHW",
+                      ort_type: str | None = None) -> None:
     """The model's declared input (batch aside; symbolic dims match anything) must take
-    the samples the card's preprocessing makes: a one-line error here, not the runtime's."""
+    the samples the card's preprocessing makes: a one-line error here, not the runtime's.
+    `ort_type` (an ORT session input's type, e.g. 'tensor(float16)') must be float32: the
+    samples are float32 and ORT does not convert them."""
+    if ort_type is not None and ort_type != "tensor(float)":
+        dtype = ort_type.removeprefix("tensor(").removesuffix(")")
+        raise QuantError(f"{Path(path).name}: input '{name}' is {dtype}, but the model card's "
+                         f"preprocessing makes float32 samples (export the model with a float32 "
+                         f"input; a Cast inside the graph keeps {dtype} compute)")
     dims = list(shape)[1:]
     sample = [int(v) for v in sample]
     if len(dims) != len(sample) or any(isinstance(d, int) and d > 0 and d != s
@@ -45,11 +53,13 @@ class OrtRunner:
         inp = self.sess.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = list(inp.shape)
+        self.input_type = inp.type
         n = inp.shape[0]
         self.batch = n if isinstance(n, int) and n > 0 else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        check_input_shape(self.path, self.input_name, self.input_shape, x.shape[1:])
+        check_input_shape(self.path, self.input_name, self.input_shape, x.shape[1:],
+                          ort_type=self.input_type)
         step = self.batch or 64
         outs = []
         for i in range(0, len(x), step):

@@ -780,4 +780,4 @@ def test_card_name_with_control_characters_refused(name, tmp_path):
     card.write_text(json.dumps(d))
     labelled_folder(tmp_path / "data")
     r = run_cli("quant.evaluate", "--card", card, "--data", tmp_path / "data")
-    assert_one_line_error(r, "quant.evaluate", "'name' must be a non-empty string")
+    assert_one_line_error(r, "quant.evaluate", "'name' must be a plain file stem")

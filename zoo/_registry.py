@@ -187,6 +187,7 @@ def get_entry(name: str) -> ModelEntry:
         raise ZooError(f"unknown model '{name}' (see `python -m zoo.list`)") from None
 
 
+MIN_INPUT_SIZE = 8           # px; below it the stride-32 backbones have nothing left
 MAX_INPUT_SIZE = 4096        # px; ImageNet models run at 224, detection-scale at <= 1536
 MAX_NUM_CLASSES = 100_000    # ImageNet-21k has 21841
 
@@ -207,7 +208,7 @@ def resolve_variant(name: str, dataset: str = "imagenet", input_size: int | None
     resolved = {k: p.check(name, k, given.get(k, p.default)) for k, p in entry.params.items()}
     # Upper bounds too: every CLI resolves here, and 60000 px or 10^9 classes only end in
     # an allocation the machine cannot make, minutes later, as an "internal error".
-    if input_size is not None and input_size < 8:
+    if input_size is not None and input_size < MIN_INPUT_SIZE:
         raise ZooError(f"--input-size {input_size} is too small")
     if input_size is not None and input_size > MAX_INPUT_SIZE:
         raise ZooError(f"--input-size {input_size} is too large (at most {MAX_INPUT_SIZE})")

@@ -34,7 +34,7 @@ import numpy as np
 from .cli import add_model_args, variant_from_args
 from .data import DataError, LabelledImages, load_images
 from .clikit import make_parser, progress_disabled
-from .util import ArmqError, atomic_output, check_writable_dir, cli_entry, shown
+from .util import ArmqError, atomic_output, check_writable_dir, cli_entry, declare_inputs, shown
 
 CACHE = Path(os.environ.get("ARMQ_CACHE", Path.home() / ".cache" / "armq"))
 
@@ -233,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ArmqError("--epochs, --batch-size and --lr must be positive")
     if args.cutout < 0:
         raise ArmqError(f"--cutout must be >= 0, got {args.cutout}")
+    # --init and the data are read, never replaced by the checkpoint or its log.
+    declare_inputs(args.init, args.data, outputs=[args.out, args.log])
     # The checkpoint and log folders must take files now, not after the first epoch.
     check_writable_dir(args.out.parent)
     if args.log:

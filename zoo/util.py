@@ -36,13 +36,55 @@ def _publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# ---- no output may overwrite an input ----------------------------------------------------------
+
+# The files this CLI run reads and must never replace. Each CLI declares them once
+# (declare_inputs) after parsing; atomic_output/atomic_paths check every target against
+# them, so a writer cannot forget. Only while cli_entry runs a CLI: a main() called as a
+# library (tests, deploy in-process steps) must not leave inputs behind for later writes.
+_run_inputs: list[Path] | None = None
+
+
+def declare_inputs(*paths: str | os.PathLike | None,
+                   outputs: Sequence[str | os.PathLike | None] = ()) -> None:
+    """Register this run's read-only inputs (None and '-' are skipped) and check the output
+    files named on the command line against them now, before any work. A document the CLI
+    updates in place on purpose (quant.ptq's model card) is not an input in this sense."""
+    given = [Path(p) for p in paths if p is not None and str(p) not in ("", "-")]
+    if _run_inputs is not None:
+        _run_inputs.extend(given)
+    for out in outputs:
+        if out is not None and str(out) not in ("", "-"):
+            check_not_input(out, given)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Same file: by inode when both exist (hard links, symlinks), else by resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_not_input(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse (one line) to write `path` if it is one of `inputs` or of the run's declared
+    inputs -- the same path, a symlink to it or a hard link of it."""
+    out = Path(path)
+    for src in (*map(Path, inputs), *(_run_inputs or ())):
+        if same_file(out, src):
+            raise ArmqError(f"output {shown(out)} is the input {shown(src)}; "
+                            "name a different output file")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """Write `path` through a temp file in the same folder, renamed on success.
 
     A crash or Ctrl-C leaves the previous file (if any) untouched and no partial one.
+    Never replaces one of the run's declared inputs (declare_inputs).
     """
     path = Path(path)
+    check_not_input(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -76,6 +118,8 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     need no space. For pairs that must agree, e.g. an INT8 model and the card that
     records its sha256 (quant.ptq installs one, then saves the other)."""
     targets = [Path(p) for p in paths]
+    for t in targets:
+        check_not_input(t)
     tmps: list[Path] = []
     try:
         for t in targets:
@@ -266,18 +310,40 @@ def cli_entry(main: Callable[[Sequence[str] | None], int | None], prog: str,
     debug = "--debug" in args or os.environ.get("ARMQ_DEBUG") == "1"
     if "--debug" in args:
         args.remove("--debug")
+    global _run_inputs
     _received.clear()
+    outer, _run_inputs = _run_inputs, []
     previous = _install_term_handlers()
     try:
         _run_main(main, prog, args, debug)
     finally:
+        _run_inputs = outer
         _restore_handlers(previous)
+
+
+def _exit_on_broken_pipe() -> None:
+    """The reader of stdout went away (`... | head -1`): not an error. As the Python docs'
+    note on SIGPIPE advises, point stdout at devnull so the interpreter's final flush does
+    not fail again, and exit like a process killed by SIGPIPE would report (128 + 13)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(128 + getattr(signal, "SIGPIPE", 13))
 
 
 def _run_main(main: Callable[[Sequence[str] | None], int | None], prog: str, args: list[str],
               debug: bool) -> None:
     try:
         rc = main(args)
+        sys.stdout.flush()      # a closed pipe shows here, inside the handler, not at exit
+    except BrokenPipeError:
+        _exit_on_broken_pipe()
+    except SystemExit:          # argparse's --help and usage errors print, then exit
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _exit_on_broken_pipe()
+        raise
     except KeyboardInterrupt as e:
         signum = e.signum if isinstance(e, Terminated) else (_received[0] if _received else 0)
         if signum:

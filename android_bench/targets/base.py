@@ -142,11 +142,15 @@ class ModelSpec:
 
 
 def card_for(model_path: Path) -> Path | None:
-    """`x.int8.onnx` -> `x.json` beside it, as export.card does; None if absent."""
-    from export.card import card_path_for
+    """`x.int8.onnx` -> `x.json` beside it, as export.card does; None if absent. A card that
+    is there is validated now (export.card's one validator), before any benchmark runs."""
+    from export.card import card_path_for, load_card
 
     c = card_path_for(model_path)
-    return c if c.is_file() else None
+    if not c.is_file():
+        return None
+    load_card(c)
+    return c
 
 
 def resolve_models(model_paths: Sequence[str | os.PathLike]) -> list[ModelSpec]:
