@@ -160,7 +160,8 @@ def prepare_source(args: argparse.Namespace, prog: str, flags: dict,
                             "(or a labelled --images folder, or --dataset)")
         probe = with_classes(base, hint, (), None, None) if hint else base
         torch.manual_seed(RANDOM_SEED)
-        model = load_torch_model(src, probe, flags)
+        # eval first: a training-mode forward would move BatchNorm statistics
+        model = eval_mode(load_torch_model(src, probe, flags))
         n_out = output_classes(model, base.input_size, src.spec)
         if hint and hint != n_out and not args.num_classes and not labels:
             raise ArmqError(f"{src.spec}: built for {hint} classes, the model outputs {n_out}")

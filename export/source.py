@@ -287,6 +287,21 @@ def eval_mode(model):
         return model
 
 
+def torch_rebuildable(card_source: dict) -> bool:
+    """Whether the TFLite backend (torch.export) can rebuild a card's float torch model: a
+    zoo or factory model with its checkpoint or random seed, or a .pt2 program."""
+    rec = card_source.get("model_source")
+    if isinstance(rec, dict):
+        try:
+            if not SourceKind(rec.get("kind")).traceable:
+                return False
+        except ValueError:
+            return False
+        if rec.get("kind") == SourceKind.EXPORTED_PROGRAM.value:
+            return True
+    return bool(card_source.get("checkpoint") or card_source.get("weights") == "random")
+
+
 def require_traceable(src: ModelSource, what: str) -> None:
     """One line when `what` (litert-torch, PT2E, the dynamo exporter) cannot take the source."""
     if src.kind is SourceKind.TORCHSCRIPT:

@@ -120,8 +120,9 @@ def _backends_for(ref: ModelRef, requested: Backend | None, given: Path | None) 
     out = []
     if ref.artifact("onnx") is not None:
         out.append(Backend.ORT)
-    src = ref.card.source
-    if available() is None and (src.get("checkpoint") or src.get("weights") == "random"):
+    from export.source import torch_rebuildable
+
+    if available() is None and torch_rebuildable(ref.card.source):
         out.append(Backend.TFLITE)
     if not out:
         raise QuantError(f"{ref.name}: nothing to quantize (no float ONNX model, and no torch "
