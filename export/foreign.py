@@ -101,28 +101,15 @@ def output_classes(model, size: int, spec: str) -> int:
 
 def onnx_io(path: Path) -> tuple[int | None, int]:
     """(static square input size or None, class count) of an ONNX classifier graph."""
-    import onnx
+    from .graph_io import onnx_io as read_io
 
-    try:
-        g = onnx.load(str(path), load_external_data=False).graph
-    except Exception as e:  # noqa: BLE001
-        raise SourceError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
-    inits = {i.name for i in g.initializer}
-    ins = [i for i in g.input if i.name not in inits]
-    if len(ins) != 1 or len(g.output) != 1:
-        raise SourceError(f"{path}: armq takes one image input and one logits output "
-                          f"(the graph has {len(ins)} inputs, {len(g.output)} outputs)")
-
-    def dims(v):
-        return [d.dim_value if d.HasField("dim_value") else None
-                for d in v.type.tensor_type.shape.dim]
-    di, do = dims(ins[0]), dims(g.output[0])
-    if len(di) != 4 or di[1] != 3:
-        raise SourceError(f"{path}: input {ins[0].name} is {di}, not NCHW [N, 3, H, W]")
-    if len(do) != 2 or not do[1]:
-        raise SourceError(f"{path}: output {g.output[0].name} is {do}, not [N, num_classes]")
-    size = di[2] if di[2] and di[2] == di[3] else None
-    return size, int(do[1])
+    io = read_io(path)
+    if io.channels != 3:
+        raise SourceError(f"{path}: the input is not NCHW [N, 3, H, W] (armq feeds RGB images)")
+    if not io.classes:
+        raise SourceError(f"{path}: the output has no static class dimension [N, num_classes]")
+    size = io.size[0] if io.size and io.size[0] == io.size[1] else None
+    return size, int(io.classes)
 
 
 def _factory_wants_classes(src: ModelSource) -> bool:

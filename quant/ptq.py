@@ -216,8 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise QuantError(f"--eval {eval_src} is not a labelled ImageFolder tree")
         for r, _ in plans:
             check_labels(folders, r.card, f"--eval {eval_src}")
-    for r, _ in plans:
+    from export.graph_io import check_card_graph
+
+    for r, backends in plans:
         check_writable_dir(r.card_path.parent)
+        for b in backends:  # the float file each backend starts from must be the card's
+            if r.artifact(b.float_key) is not None:
+                check_card_graph(r.card, r.artifact(b.float_key))
     check_writable_dir(out_dir)
 
     config = QuantConfig.from_args(args)
