@@ -23,7 +23,6 @@ from export.card import ARTIFACT_KEYS
 from export.common import command as export_command
 from quant import card_eval
 from quant.ptq import command as ptq_command
-from zoo.cli import variant_argv  # the export flags, derived from the registry
 
 from . import collect
 from .settings import RANDOM_NUM_CALIB, REPO, Planned, Settings, data_path
@@ -82,13 +81,33 @@ class Plan:
             return {"macs": rep.macs}
         return run
 
+    def card_cost(self, p: Planned):
+        def run(stage: Stage) -> dict:
+            cost = (collect.read_json(self.card(p)) or {}).get("cost") or {}
+            if not cost:
+                raise SkipStage("the export could not count this model's MACs")
+            with self.results.lock:
+                self.results.model(p.tag)["cost"] = dict(cost)
+            return {"macs": cost.get("macs")}
+        return run
+
     def run_weights(self, p: Planned):
         def run(stage: Stage) -> dict:
             from export.weights import find_shipped, load_pinned
 
             wdir = self.run_dir / "weights"
+            if p.embedded_weights:
+                from export.card import sha256_of
+
+                rec = {"kind": "embedded", "source": str(p.spec.source),
+                       "sha256": sha256_of(str(p.spec.source))}
+                with self.results.lock:
+                    self.results.model(p.tag)["weights"] = rec
+                return {"kind": "embedded"}
             if p.spec.weights:
                 src, kind = Path(p.spec.weights), "given"
+            elif p.foreign:
+                src, kind = None, "random"
             else:
                 hit = find_shipped(p.variant.model, dict(p.variant.params), p.variant.dataset,
                                    p.variant.num_classes)
@@ -134,21 +153,24 @@ class Plan:
         for p in self.planned:
             t = p.tag
             mk = lambda kind, **kw: Stage(id=f"{t}/{kind}", kind=kind, model=t, **kw)  # noqa: E731
-            g1.append(mk("cost", run=self.run_cost(p)))
+            if not p.foreign:
+                g1.append(mk("cost", run=self.run_cost(p)))
             g1.append(mk("weights", run=self.run_weights(p)))
 
             g1.append(mk("export_onnx", needs=[f"{t}/weights"], timeout_s=TIMEOUTS["export_onnx"],
                          prepare=self._argv(lambda p=p: export_command(
-                             "export.onnx", variant_argv(p.variant), self.art, self.weights_file(p),
+                             "export.onnx", p.export_args(), self.art, self.weights_file(p),
                              python=self.py)),
                          after=self._after_card(p)))
             if not s.skip_tflite:
                 g1.append(mk("export_tflite", needs=[f"{t}/weights"],
                              timeout_s=TIMEOUTS["export_tflite"],
                              prepare=self._argv(lambda p=p: export_command(
-                                 "export.tflite", variant_argv(p.variant), self.art,
+                                 "export.tflite", p.export_args(), self.art,
                                  self.weights_file(p), python=self.py)),
                              after=self._after_card(p)))
+            if p.foreign:  # no zoo variant to count: the export's card has the count
+                g1.append(mk("cost", needs=[f"{t}/export_onnx"], run=self.card_cost(p)))
             p_calib, p_note = data_path("calib", p.dataset, s.calib_data)
             for backend in ("ort",) + (() if s.skip_tflite else ("tflite",)):
                 needs = [f"{t}/export_onnx" if backend == "ort" else f"{t}/export_tflite"]
