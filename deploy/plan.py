@@ -23,6 +23,7 @@ from export.card import ARTIFACT_KEYS
 from export.common import command as export_command
 from quant import card_eval
 from quant.ptq import command as ptq_command
+from zoo.cli import variant_argv  # noqa: F401 - the zoo's export flags (Planned.export_args)
 
 from . import collect
 from .settings import RANDOM_NUM_CALIB, REPO, Planned, Settings, data_path
