@@ -226,6 +226,9 @@ def load_sweep(path: str | Path) -> dict:
         [[model]]
         name = "mobilenet_v1"
         width = 1.0
+        [[model]]                       # your own model (export/source.py)
+        source = "mycnn.py:build"
+        weights = "mycnn.pt"
     """
     import tomllib
 
@@ -257,9 +260,12 @@ def load_sweep(path: str | Path) -> dict:
     if not isinstance(tables, list):
         raise SpecError(f"{where}: [[model]] entries must be tables")
     for i, t in enumerate(tables):
-        if not isinstance(t, dict) or "name" not in t:
+        if not isinstance(t, dict) or ("name" not in t and "source" not in t):
             raise SpecError(f"{where}: [[model]] #{i + 1} has no name")
-        text = ":".join([str(t["name"])] + [f"{k}={v}" for k, v in t.items() if k != "name"])
+        if "source" in t:  # the user's own model: SOURCE[:key=value...]
+            text = ":".join([str(t["source"])] + [f"{k}={v}" for k, v in t.items() if k != "source"])
+        else:
+            text = ":".join([str(t["name"])] + [f"{k}={v}" for k, v in t.items() if k != "name"])
         specs.append(parse_model_spec(text, where))
     if not specs:
         raise SpecError(f"{where}: no models (give models = [...] or [[model]] tables)")

@@ -206,3 +206,14 @@ def test_deploy_model_specs(files):
         parse_model_spec(f"{files}/tiny.pt2:width=2")
     with pytest.raises(SpecError, match="does not exist"):
         parse_model_spec("nowhere.py:build")
+
+
+def test_sweep_takes_own_models(files, tmp_path):
+    from deploy.spec import load_sweep
+
+    toml = tmp_path / "own.toml"
+    toml.write_text(f'models = ["{files}/tiny.pt2:name=prog"]\n[[model]]\n'
+                    f'source = "{files}/tiny.py:build"\nweights = "w.pt"\nname = "mine"\n')
+    specs = load_sweep(toml)["models"]
+    assert [(s.name, s.source, s.weights) for s in specs] == [
+        ("prog", f"{files}/tiny.pt2", None), ("mine", f"{files}/tiny.py:build", "w.pt")]
