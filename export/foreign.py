@@ -149,9 +149,9 @@ def prepare_source(args: argparse.Namespace, prog: str, flags: dict,
         torch.manual_seed(RANDOM_SEED)
         # eval first: a training-mode forward would move BatchNorm statistics
         model = eval_mode(load_torch_model(src, probe, flags))
+        # The graph's output is the class count; a flag or data set that disagrees is refused
+        # by with_classes, a preset's count that the factory did not take is not.
         n_out = output_classes(model, base.input_size, src.spec)
-        if hint and hint != n_out and not args.num_classes and not labels:
-            raise ArmqError(f"{src.spec}: built for {hint} classes, the model outputs {n_out}")
     data = with_classes(base, n_out, labels, args.num_classes, args.images)
     name = args.model or src.default_name
     variant = Variant(name, data.dataset, args.input_size, args.num_classes, dict(flags))
