@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from zoo.cli import VARIANT_FLAGS
 from zoo.config import DataConfig, default_data_config
-from zoo.util import ArmqError
 
 from .common import RANDOM_SEED, RANDOM_SOURCE, REPO, randomize_norms, warn
 from .weights import GRAPH_ONLY_PARAMS, LoadedCheckpoint, WeightsError, find_shipped, \
