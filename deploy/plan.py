@@ -166,6 +166,7 @@ class Plan:
             if not s.skip_tflite:
                 g1.append(mk("export_tflite", needs=[f"{t}/weights"],
                              timeout_s=TIMEOUTS["export_tflite"],
+                             when=lambda p=p: p.no_tflite_reason(),
                              prepare=self._argv(lambda p=p: export_command(
                                  "export.tflite", p.export_args(), self.art,
                                  self.weights_file(p), python=self.py)),
@@ -176,7 +177,8 @@ class Plan:
             for backend in ("ort",) + (() if s.skip_tflite else ("tflite",)):
                 needs = [f"{t}/export_onnx" if backend == "ort" else f"{t}/export_tflite"]
                 g1.append(mk(f"quant_{backend}", needs=needs, timeout_s=TIMEOUTS[f"quant_{backend}"],
-                             when=(lambda c=p_calib, n=p_note: n if c is None else None),
+                             when=(lambda c=p_calib, n=p_note, b=backend, p=p: n if c is None else
+                                   p.no_tflite_reason() if b == "tflite" else None),
                              prepare=self._argv(lambda p=p, b=backend, c=p_calib: ptq_command(
                                  p.tag, c, b, self._num_calib(p, b), self.art, python=self.py)),
                              after=self._after_card(p)))

@@ -113,6 +113,18 @@ class Planned:
         return self.foreign and parse_source(str(self.spec.source)).kind in (
             SourceKind.ONNX, SourceKind.EXPORTED_PROGRAM, SourceKind.TORCHSCRIPT)
 
+    def no_tflite_reason(self) -> str | None:
+        """Why the TFLite stages cannot run for this model (litert-torch needs torch.export)."""
+        from export.source import SourceError, parse_source, require_traceable
+
+        if not self.foreign:
+            return None
+        try:
+            require_traceable(parse_source(str(self.spec.source)), "litert-torch")
+        except SourceError as e:
+            return str(e)
+        return None
+
     def export_args(self) -> list[str]:
         """The export flags that select this model (zoo.cli.variant_argv for the zoo's)."""
         from zoo.cli import variant_argv

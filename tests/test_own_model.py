@@ -202,6 +202,13 @@ def test_deploy_model_specs(files):
     p = parse_model_spec(f"{files}/tiny.pt2:dataset=cifar10")
     assert (p.source, p.name, p.dataset) == (f"{files}/tiny.pt2", "tiny", "cifar10")
     assert parse_model_spec("shufflenet_v1:groups=3").source is None
+    # deploy skips (not fails) the TFLite stages of a source litert-torch cannot take.
+    from deploy.settings import Planned
+    from zoo._registry import Variant
+    for f, why in (("tiny.onnx", "ONNX->TFLite"), ("tiny.ts", "torch.export.save"), ("tiny.pt2", None)):
+        spec = parse_model_spec(f"{files}/{f}:dataset=cifar10")
+        got = Planned(spec, Variant("tiny", "cifar10")).no_tflite_reason()
+        assert (got is None) if why is None else (why in got), (f, got)
     with pytest.raises(SpecError, match="is not one of dataset=, input_size="):
         parse_model_spec(f"{files}/tiny.pt2:width=2")
     with pytest.raises(SpecError, match="does not exist"):
