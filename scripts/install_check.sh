@@ -141,6 +141,8 @@ armq compare "$work/b.json" || die "armq compare (android_bench.compare) failed 
 
 step "README 'Your own model', verbatim, from an empty folder (train, export, INT8, bench, deploy)"
 [ -f "$shared/cifar10/train.tar" ] || die "no $shared/cifar10/train.tar (set ARMQ_SHARED_DATA)"
+# The example makes TFLite models too: the wheel's [tflite] extra, as the README says.
+pipq install -q "$whl[tflite]"
 own=$tmp/own
 mkdir -p "$own"
 python "$repo/scripts/readme_block.py" "$repo/README.md" "## Your own model" > "$own/own.sh" \
