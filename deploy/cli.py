@@ -114,7 +114,8 @@ def new_run_dir(out: Path) -> Path:
     # mkdir without exist_ok is the claim: of runs started in the same second, each gets
     # its own folder (checking exists() first raced: FileExistsError with 6 at once).
     for i in range(1, 10_000):
-        d = out / (stamp if i == 1 else f"{stamp}-{i}")
+        # absolute: the stages run in another folder (Runner's cwd)
+        d = out.resolve() / (stamp if i == 1 else f"{stamp}-{i}")
         try:
             d.mkdir()
             break

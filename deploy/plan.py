@@ -26,7 +26,7 @@ from export.common import command as export_command
 from export.mnn import command as export_mnn_command
 from quant import card_eval
 from quant.ptq import command as ptq_command
-from zoo.cli import variant_argv  # the export flags, derived from the registry
+from zoo.cli import variant_argv  # noqa: F401 - the zoo's export flags (Planned.export_args)
 
 from . import collect
 from .settings import RANDOM_NUM_CALIB, REPO, Planned, Settings, data_path
@@ -86,13 +86,33 @@ class Plan:
             return {"macs": rep.macs}
         return run
 
+    def card_cost(self, p: Planned):
+        def run(stage: Stage) -> dict:
+            cost = (collect.read_json(self.card(p)) or {}).get("cost") or {}
+            if not cost:
+                raise SkipStage("the export could not count this model's MACs")
+            with self.results.lock:
+                self.results.model(p.tag)["cost"] = dict(cost)
+            return {"macs": cost.get("macs")}
+        return run
+
     def run_weights(self, p: Planned):
         def run(stage: Stage) -> dict:
             from export.weights import find_shipped, load_pinned
 
             wdir = self.run_dir / "weights"
+            if p.embedded_weights:
+                from export.card import sha256_of
+
+                rec = {"kind": "embedded", "source": str(p.spec.source),
+                       "sha256": sha256_of(str(p.spec.source))}
+                with self.results.lock:
+                    self.results.model(p.tag)["weights"] = rec
+                return {"kind": "embedded"}
             if p.spec.weights:
                 src, kind = Path(p.spec.weights), "given"
+            elif p.foreign:
+                src, kind = None, "random"
             else:
                 hit = find_shipped(p.variant.model, dict(p.variant.params), p.variant.dataset,
                                    p.variant.num_classes)
@@ -138,19 +158,21 @@ class Plan:
         for p in self.planned:
             t = p.tag
             mk = lambda kind, **kw: Stage(id=f"{t}/{kind}", kind=kind, model=t, **kw)  # noqa: E731
-            g1.append(mk("cost", run=self.run_cost(p)))
+            if not p.foreign:
+                g1.append(mk("cost", run=self.run_cost(p)))
             g1.append(mk("weights", run=self.run_weights(p)))
 
             g1.append(mk("export_onnx", needs=[f"{t}/weights"], timeout_s=TIMEOUTS["export_onnx"],
                          prepare=self._argv(lambda p=p: export_command(
-                             "export.onnx", variant_argv(p.variant), self.art, self.weights_file(p),
+                             "export.onnx", p.export_args(), self.art, self.weights_file(p),
                              python=self.py)),
                          after=self._after_card(p)))
             if not s.skip_tflite:
                 g1.append(mk("export_tflite", needs=[f"{t}/weights"],
                              timeout_s=TIMEOUTS["export_tflite"],
+                             when=lambda p=p: p.no_tflite_reason(),
                              prepare=self._argv(lambda p=p: export_command(
-                                 "export.tflite", variant_argv(p.variant), self.art,
+                                 "export.tflite", p.export_args(), self.art,
                                  self.weights_file(p), python=self.py)),
                              after=self._after_card(p)))
             if "mnn" in s.runtimes:   # MNN converts the ONNX export (and checks against it)
@@ -159,6 +181,8 @@ class Plan:
                              prepare=self._argv(lambda p=p: export_mnn_command(
                                  self.card(p), python=self.py)),
                              after=self._after_card(p)))
+            if p.foreign:  # no zoo variant to count: the export's card has the count
+                g1.append(mk("cost", needs=[f"{t}/export_onnx"], run=self.card_cost(p)))
             p_calib, p_note = data_path("calib", p.dataset, s.calib_data)
             export_of = {"ort": "export_onnx", "tflite": "export_tflite", "mnn": "export_mnn"}
             for r in s.runtimes:
@@ -177,7 +201,8 @@ class Plan:
                                              len(self.recipe_targets()) > 1 else "")
                 g1.append(Stage(id=f"{t}/{sid}", kind=f"quant_{backend}", model=t, needs=needs,
                                 timeout_s=TIMEOUTS[f"quant_{backend}"],
-                                when=(lambda c=p_calib, n=p_note: n if c is None else None),
+                                when=(lambda c=p_calib, n=p_note, b=backend, p=p: n if c is None else
+                                      p.no_tflite_reason() if b == "tflite" else None),
                                 prepare=self._argv(lambda p=p, b=backend, c=p_calib, tg=tg:
                                                    ptq_command(p.tag, c, b, self._num_calib(p, b),
                                                                self.art, python=self.py,

@@ -120,6 +120,45 @@ class Planned:
     def dataset(self) -> str:
         return self.variant.dataset
 
+    @property
+    def foreign(self) -> bool:
+        """The user's own model (export/source.py), not the zoo's."""
+        return self.spec.source is not None
+
+    @property
+    def embedded_weights(self) -> bool:
+        """A .pt2 / TorchScript / ONNX file: the weights are in the model file."""
+        from export.source import SourceKind, parse_source
+
+        return self.foreign and parse_source(str(self.spec.source)).kind in (
+            SourceKind.ONNX, SourceKind.EXPORTED_PROGRAM, SourceKind.TORCHSCRIPT)
+
+    def no_tflite_reason(self) -> str | None:
+        """Why the TFLite stages cannot run for this model (litert-torch needs torch.export)."""
+        from export.source import SourceError, parse_source, require_traceable
+
+        if not self.foreign:
+            return None
+        try:
+            require_traceable(parse_source(str(self.spec.source)), "litert-torch")
+        except SourceError as e:
+            return str(e)
+        return None
+
+    def export_args(self) -> list[str]:
+        """The export flags that select this model (zoo.cli.variant_argv for the zoo's)."""
+        from zoo.cli import variant_argv
+
+        if not self.foreign:
+            return variant_argv(self.variant)
+        args = ["--source", str(self.spec.source), "--model", self.spec.name,
+                "--dataset", self.variant.dataset]
+        if self.spec.input_size:
+            args += ["--input-size", str(self.spec.input_size)]
+        if self.spec.num_classes:
+            args += ["--num-classes", str(self.spec.num_classes)]
+        return args
+
 
 def resolve_all(settings: Settings) -> list[Planned]:
     """Every spec -> zoo Variant (one-line error on an unknown model or knob)."""
@@ -128,6 +167,18 @@ def resolve_all(settings: Settings) -> list[Planned]:
     out: list[Planned] = []
     for s in settings.models:
         ds = s.dataset or settings.dataset
+        if s.source is not None:
+            # export names a --source model by this Variant's tag (export/foreign.py)
+            from dataclasses import replace
+
+            from zoo._registry import Variant
+            v = Variant(s.name, ds, s.input_size, s.num_classes, {})
+            if s.weights and not Path(s.weights).is_file():
+                raise SpecError(f"model spec '{s.text}': weights {s.weights} not found")
+            # The stages run in other folders: they get absolute paths.
+            out.append(Planned(replace(s, source=_absolute_source(s.source),
+                                       weights=str(Path(s.weights).resolve()) if s.weights else None), v))
+            continue
         try:
             v = zoo.resolve_variant(s.name, ds, s.input_size, s.num_classes, **s.params)
         except ArmqError as e:
@@ -140,6 +191,16 @@ def resolve_all(settings: Settings) -> list[Planned]:
     if dup:
         raise SpecError(f"two model specs give the same model {dup}")
     return out
+
+
+def _absolute_source(spec: str) -> str:
+    from export.source import parse_source
+
+    src = parse_source(spec)
+    if src.path is None:
+        return spec
+    tail = spec[len(str(src.path)):] if spec.startswith(str(src.path)) else ""
+    return str(src.path.resolve()) + tail
 
 
 def pick_baseline(settings: Settings, planned: list[Planned]) -> str | None:

@@ -9,6 +9,12 @@ short tags w, g, ... or flag names like shuffle-impl) plus
 ``dataset``, ``input_size`` (or ``r``), ``num_classes`` and ``weights`` (a
 checkpoint path; default: the shipped one of the variant, else random init).
 
+Your own model (export/source.py):  ``SOURCE[:key=value ...]`` where SOURCE is
+``file.py:fn``, ``package.module:fn``, ``model.pt2``, a TorchScript file, ``model.onnx``
+or ``torchvision:NAME``; keys ``name`` (the file tag; default the file stem),
+``dataset`` (its size and normalisation preset), ``input_size``, ``num_classes``
+and ``weights`` (a state dict for a factory), e.g. ``mycnn.py:build:weights=mycnn.pt``.
+
 Target:  ``local`` | ``qemu:<cpu>`` (cortex-a53, cortex-a72, cortex-a76, neoverse-n1, max).
 """
 from __future__ import annotations
@@ -33,6 +39,8 @@ class SpecError(ArmqError):
 # reported by zoo.resolve_variant with the list of the ones it does.
 VARIANT_KEYS = {k: p.type for k, p in KNOBS.items()}
 OTHER_KEYS = {"dataset": str, "input_size": int, "num_classes": int, "weights": str}
+SOURCE_KEYS = {**OTHER_KEYS, "name": str}   # the keys of a foreign model's spec
+_TORCH_FILES = (".pt2", ".pt", ".pth", ".ts", ".jit", ".torchscript", ".onnx")
 KEY_ALIASES = {"r": "input_size", "input-size": "input_size", "num-classes": "num_classes",
                **{a: k for k, p in KNOBS.items() for a in p.spec_keys if a != k}}
 DATASETS = ("cifar10", "imagenet")
@@ -51,6 +59,7 @@ class ModelSpec:
     input_size: int | None = None
     num_classes: int | None = None
     weights: str | None = None
+    source: str | None = None     # export/source.py spec of the user's own model
 
     def __hash__(self) -> int:  # params is a dict: hash the text
         return hash(self.text)
@@ -69,11 +78,53 @@ def _typed(key: str, raw: str, kind: type, where: str) -> Any:
     return v
 
 
+def split_source(text: str) -> tuple[str, list[str]] | None:
+    """(source spec, key=value parts) when `text` names the user's own model, else None."""
+    head, *rest = text.split(":")
+    low = head.lower()
+    if low.endswith(_TORCH_FILES):
+        return head, rest
+    if rest and "=" not in rest[0] and (low.endswith(".py") or head == "torchvision"
+                                        or "." in head or "/" in head):
+        return f"{head}:{rest[0]}", rest[1:]
+    return None
+
+
+def _parse_source_spec(text: str, source: str, parts: list[str], where: str) -> ModelSpec:
+    from export.source import parse_source  # torch-free: reads at most a zip's member list
+
+    try:
+        src = parse_source(source)
+    except ArmqError as e:
+        raise SpecError(f"{where}: '{text}': {e}") from None
+    other: dict[str, Any] = {}
+    for part in parts:
+        key, eq, raw = part.partition("=")
+        key = KEY_ALIASES.get(key.strip().lower(), key.strip().lower())
+        if not eq or key not in SOURCE_KEYS:
+            raise SpecError(f"{where}: '{text}': '{part}' is not one of "
+                            f"{', '.join(k + '=' for k in SOURCE_KEYS)}")
+        if key in other:
+            raise SpecError(f"{where}: '{text}': '{key}' given twice")
+        other[key] = _typed(key, raw.strip(), SOURCE_KEYS[key], f"{where}: '{text}'")
+    name = other.get("name") or src.default_name
+    if not _NAME.match(name):
+        raise SpecError(f"{where}: '{text}': '{name}' is not a usable model name: add name=NAME")
+    ds = other.get("dataset")
+    if ds is not None and ds not in DATASETS:
+        raise SpecError(f"{where}: '{text}': dataset={ds} is not one of {', '.join(DATASETS)}")
+    return ModelSpec(text, name, {}, ds, other.get("input_size"), other.get("num_classes"),
+                     other.get("weights"), source=source)
+
+
 def parse_model_spec(text: str, where: str = "--models") -> ModelSpec:
     """``shufflenet_v1:width=0.5:groups=3`` -> ModelSpec; SpecError on any syntax problem."""
     text = text.strip()
     if not text:
         raise SpecError(f"{where}: empty model spec")
+    foreign = split_source(text)
+    if foreign is not None:
+        return _parse_source_spec(text, foreign[0], foreign[1], where)
     name, *parts = text.split(":")
     name = name.strip()
     if not _NAME.match(name):
@@ -183,6 +234,9 @@ def load_sweep(path: str | Path) -> dict:
         [[model]]
         name = "mobilenet_v1"
         width = 1.0
+        [[model]]                       # your own model (export/source.py)
+        source = "mycnn.py:build"
+        weights = "mycnn.pt"
     """
     import tomllib
 
@@ -214,9 +268,12 @@ def load_sweep(path: str | Path) -> dict:
     if not isinstance(tables, list):
         raise SpecError(f"{where}: [[model]] entries must be tables")
     for i, t in enumerate(tables):
-        if not isinstance(t, dict) or "name" not in t:
+        if not isinstance(t, dict) or ("name" not in t and "source" not in t):
             raise SpecError(f"{where}: [[model]] #{i + 1} has no name")
-        text = ":".join([str(t["name"])] + [f"{k}={v}" for k, v in t.items() if k != "name"])
+        if "source" in t:  # the user's own model: SOURCE[:key=value...]
+            text = ":".join([str(t["source"])] + [f"{k}={v}" for k, v in t.items() if k != "source"])
+        else:
+            text = ":".join([str(t["name"])] + [f"{k}={v}" for k, v in t.items() if k != "name"])
         specs.append(parse_model_spec(text, where))
     if not specs:
         raise SpecError(f"{where}: no models (give models = [...] or [[model]] tables)")

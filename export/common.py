@@ -49,9 +49,15 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    "the shipped checkpoint of the variant in assets/weights, else random init)")
     w.add_argument("--random-weights", action="store_true",
                    help=f"ignore shipped weights and export random-init ones (seed {RANDOM_SEED})")
-    w.add_argument("--model-py", metavar="FILE.py:FN|MODULE:FN",
-                   help="build the network with your own function instead of the zoo (runs that "
-                   "code); it may take data=DataConfig, num_classes= and the variant flags")
+    w.add_argument("--source", "--model-py", dest="model_py", metavar="SPEC",
+                   help="your own model instead of the zoo's: FILE.py:FN or MODULE:FN (a factory, "
+                   "runs that code; it may take data=DataConfig, num_classes= and the variant "
+                   "flags), a torch.export .pt2, a TorchScript file, an .onnx file or "
+                   "torchvision:NAME; needs --input-size and --mean/--std, or --dataset")
+    w.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="--source models: input normalisation mean (0..1 pixel scale)")
+    w.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="--source models: input normalisation std")
     w.add_argument("--images", type=Path, help="folder or .tar of real images for the parity "
                    "check (default: the dataset's sample/test images when present)")
     w.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES,
@@ -78,6 +84,9 @@ def command(module: str, variant_args: Sequence[str], out: Path, weights: Path |
 def check_common_args(args: argparse.Namespace) -> None:
     if not args.model and not args.weights and not args.model_py:
         raise ArmqError("--model is required (or --weights with an armq checkpoint)")
+    if (args.mean is not None or args.std is not None) and not args.model_py:
+        raise ArmqError("--mean/--std are for --source models (a zoo model's normalisation "
+                        "is its --dataset's)")
     if args.weights is not None and args.random_weights:
         raise ArmqError("--weights and --random-weights exclude each other")
     if args.num_images < 1:
@@ -145,10 +154,19 @@ def set_threads(n: int | None) -> int:
 
 # ---- the card ------------------------------------------------------------------------------
 
-def cost_of(prep: Prepared) -> dict:
+def cost_of(prep: Prepared, prog: str = "export") -> dict:
     from zoo.cost import measure
 
-    rep = measure(prep.model, prep.input_size, prep.variant.model, prep.variant.to_dict())
+    if prep.model is None:
+        return {}  # an ONNX start point: no torch module to count
+    try:
+        rep = measure(prep.model, prep.input_size, prep.variant.model, prep.variant.to_dict())
+    except Exception as e:  # noqa: BLE001 - a foreign module (TorchScript, a .pt2 graph)
+        if prep.origin is None:
+            raise
+        warn(prog, f"no MAC/parameter count for {prep.name} ({type(e).__name__}); the card "
+             "leaves cost empty")
+        return {}
     return {"macs": rep.macs, "params": rep.params, "memory_access": rep.memory_access,
             "input_size": rep.input_size,
             "dwconv": sum(1 for layer in rep.layers if layer.op == "dwconv")}
@@ -208,9 +226,11 @@ def finish(prep: Prepared, cost: dict, out_dir: Path, key: str, path: Path, deta
     op counts (`transpose_op`, as the format spells it), `what` it made, parity."""
     card = write_card(prep, cost, out_dir, key, path, prog, **details)
     par = details["parity"]
+    checked = (f"parity on {par['n']} images ({par['data']}): max |diff| "
+               f"{par['max_abs_diff']:.2e}, top-1 agreement {par['top1_agreement']:.3f}"
+               if "max_abs_diff" in par else f"no parity check ({par.get('note')})")
     print(f"{path}: {details['audit']['num_ops']} ops ({details['audit']['transpose_count']} "
-          f"{transpose_op}), {what}; parity on {par['n']} images ({par['data']}): max |diff| "
-          f"{par['max_abs_diff']:.2e}, top-1 agreement {par['top1_agreement']:.3f}; card {card}")
+          f"{transpose_op}), {what}; {checked}; card {card}")
     return 0
 
 

@@ -28,6 +28,7 @@ from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
 
 from . import build, common
 from .parity import compare, parity_inputs, torch_reference
+from .source import SourceKind, require_traceable
 
 PROG = "export.onnx"
 DEFAULT_OPSET = 17
@@ -249,6 +250,45 @@ def export_onnx(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path, 
     return dest, details
 
 
+def import_onnx(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path,
+                threads: int | None) -> tuple[Path, dict]:
+    """An ONNX file as the start point: checked, run once on the parity images (it is its
+    own reference: nothing to compare with) and copied as `<out_dir>/<name>.onnx`."""
+    import onnx
+    import onnxruntime
+
+    from .audit import audit
+    from .runtime import ort_session, run_onnx
+
+    src = prep.origin.path
+    try:
+        onnx.checker.check_model(str(src), full_check=True)
+    except Exception as e:  # noqa: BLE001 - checker raises several types
+        raise ArmqError(f"{src}: fails onnx.checker: {str(e).strip().splitlines()[0][:200]}") from None
+    sess = ort_session(src, threads)
+    got = run_onnx(sess, x)
+    if got.shape != (len(x), prep.data.num_classes):
+        raise ArmqError(f"{src}: outputs {list(got.shape)} on {len(x)} images, not "
+                        f"[{len(x)}, {prep.data.num_classes}]; check --input-size")
+    rep = audit(src)
+    dest = out_dir / f"{prep.name}.onnx"
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+        common.share_mode(tmp)
+    shape_in = [1, 3, prep.input_size, prep.input_size]
+    details = {
+        "exporter": "none (ONNX source)", "opset": rep.get("opset"),
+        "input": {"name": sess.get_inputs()[0].name, "shape": shape_in, "layout": "NCHW",
+                  "dtype": "float32"},
+        "output": {"name": sess.get_outputs()[0].name, "shape": [1, prep.data.num_classes]},
+        "parity": {"data": data["data"], "n": data["n"], "note": "the ONNX file is the reference",
+                   "runtime": f"onnxruntime {onnxruntime.__version__}"},
+        "ops": rep["ops"], "audit": {k: v for k, v in rep.items() if k not in ("file", "ops")},
+        "versions": common.versions("onnx", "onnxruntime"),
+    }
+    return dest, details
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = common.make_parser("python -m export.onnx", __doc__.split("\n\n")[0])
     o = p.add_argument_group("ONNX")
@@ -265,7 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = common.set_threads(args.threads)
     prep = build.prepare(args, PROG)
     x, data = parity_inputs(prep.data, args.images, args.num_images, PROG)
-    cost = common.cost_of(prep)
+    if prep.origin is not None and prep.origin.kind is SourceKind.ONNX:
+        path, details = import_onnx(prep, x, data, out_dir, threads)
+        return common.finish(prep, {}, out_dir, "onnx", path, details, PROG, "Transpose",
+                             f"copied from {prep.origin.spec}")
+    if prep.origin is not None and args.exporter == "dynamo":
+        require_traceable(prep.origin, "the dynamo ONNX exporter")
+    cost = common.cost_of(prep, PROG)
     path, details = export_onnx(prep, x, data, out_dir, opset=args.opset, exporter=args.exporter,
                                 dynamic_batch=args.dynamic_batch, simplify=not args.no_simplify,
                                 atol=args.atol, threads=threads)

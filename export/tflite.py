@@ -31,7 +31,9 @@ import numpy as np
 
 from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
 
-from . import build, common
+from . import build
+from . import common
+from .source import require_traceable
 from .parity import compare, parity_inputs, torch_reference
 
 PROG = "export.tflite"
@@ -140,8 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tflite_module()  # fail early, in one line, without the runtime
     threads = common.set_threads(args.threads)
     prep = build.prepare(args, PROG)
+    if prep.origin is not None:
+        require_traceable(prep.origin, "litert-torch (export.tflite)")
     x, data = parity_inputs(prep.data, args.images, args.num_images, PROG)
-    cost = common.cost_of(prep)
+    cost = common.cost_of(prep, PROG)
     path, details = export_tflite(prep, x, data, out_dir, layout=args.layout, atol=args.atol,
                                   expected_dw=cost.get("dwconv"), threads=threads)
     if not details["depthwise_preserved"]:

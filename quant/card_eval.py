@@ -39,12 +39,16 @@ def evaluate_card(card_path: Path, data: Path, limit: int | None = None,
                   arm: bool = True) -> dict:
     """{"n", "data", "results": {artifact key: metrics, "ref", "seconds", "file"}} of a card."""
     from export.card import load_card, ordered_keys
+    from export.graph_io import check_card_graph
 
     from .calib import check_source, load_set
     from .evaluate import ref_keys, run_model
     from .metrics import summarize
 
     card = load_card(card_path)
+    for key in ordered_keys(card.artifacts):
+        if card.artifact_path(card_path, key).is_file():
+            check_card_graph(card, card.artifact_path(card_path, key))
     check_source(data, "--data")
     t0 = time.perf_counter()
     images = load_set(data, card, limit=limit, require_labels=True, progress=False, what="--data")

@@ -123,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if backend_for_path(model) is None:
         raise QuantError(f"--model {model}: expected a .onnx, .tflite or .mnn file")
     ref_model = resolve_models(str(model), model.parent)[0]
+    from export.graph_io import check_card_graph
+
+    check_card_graph(ref_model.card, model)
     ref_path = Path(args.ref) if args.ref else default_ref(ref_model, model)
     if ref_path is not None and not ref_path.is_file():
         raise QuantError(f"--ref {ref_path} does not exist")

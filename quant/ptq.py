@@ -152,8 +152,9 @@ def _backends_for(ref: ModelRef, requested: Backend | None, given: Path | None) 
     out = []
     if ref.artifact("onnx") is not None:
         out.append(Backend.ORT)
-    src = ref.card.source
-    if available() is None and (src.get("checkpoint") or src.get("weights") == "random"):
+    from export.source import torch_rebuildable
+
+    if available() is None and torch_rebuildable(ref.card.source):
         out.append(Backend.TFLITE)
     if ref.artifact("mnn") is not None and _mnn_available():
         out.append(Backend.MNN)
@@ -283,8 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise QuantError(f"--eval {eval_src} is not a labelled ImageFolder tree")
         for r, _ in plans:
             check_labels(folders, r.card, f"--eval {eval_src}")
-    for r, _ in plans:
+    from export.graph_io import check_card_graph
+
+    for r, backends in plans:
         check_writable_dir(r.card_path.parent)
+        for b in backends:  # the float file each backend starts from must be the card's
+            if r.artifact(b.float_key) is not None:
+                check_card_graph(r.card, r.artifact(b.float_key))
     check_writable_dir(out_dir)
 
     config = QuantConfig.from_args(args, recipe)

@@ -51,6 +51,22 @@ def _find_checkpoint(ref: ModelRef, name: str) -> Path:
     raise QuantError(f"{ref.name}: checkpoint {name} named in the card does not exist")
 
 
+def _foreign_model(ref: ModelRef):
+    """A --source card's torch module, from the recorded file (refused if it changed)."""
+    from export.source import SourceError, from_record, load_torch_model, require_traceable
+
+    from .common import data_config
+
+    src = ref.card.source
+    try:
+        origin = from_record(src["model_source"], ref.name)
+        require_traceable(origin, "the TFLite backend (litert-torch PT2E)")
+        return load_torch_model(origin, data_config(ref.card),
+                                dict(ref.card.variant.get("params") or {}))
+    except SourceError as e:
+        raise QuantError(str(e)) from None
+
+
 def build_torch_model(ref: ModelRef):
     """The float torch model the card's ONNX/TFLite models were exported from."""
     import torch
@@ -59,12 +75,17 @@ def build_torch_model(ref: ModelRef):
     from zoo._registry import Variant, create_model
     from zoo.checkpoint import load_weights, read_checkpoint
 
+    from export.source import eval_mode
+
     zoo._load_families()
     src = ref.card.source
+    foreign = "model_source" in src
     try:
         variant = Variant.from_dict(ref.card.variant)
     except (KeyError, TypeError) as e:
         raise QuantError(f"{ref.name}: card variant unusable ({e})") from None
+    if foreign and src.get("weights") == "embedded":
+        return eval_mode(_foreign_model(ref))  # the file holds the weights
     if src.get("checkpoint"):
         ck = _find_checkpoint(ref, str(src["checkpoint"]))
         raw = ck.read_bytes()
@@ -78,18 +99,18 @@ def build_torch_model(ref: ModelRef):
             tmp.flush()
             state = read_checkpoint(tmp.name)["state_dict"]
         torch.manual_seed(0)
-        model = create_model(variant)
+        model = _foreign_model(ref) if foreign else create_model(variant)
         load_weights(model, state, f"checkpoint {ck}")
     elif src.get("weights") == "random" and "seed" in src and not src.get("builder"):
         torch.manual_seed(int(src["seed"]))
-        model = create_model(variant)
+        model = _foreign_model(ref) if foreign else create_model(variant)
         if "BatchNorm" in str(src.get("init", "")):
             from export.common import randomize_norms  # export's random-init recipe
             randomize_norms(model, int(src["seed"]))
     else:
         raise QuantError(f"{ref.name}: the card's source {sorted(src)} names no checkpoint to "
                          "rebuild the torch model from (the TFLite backend starts from torch)")
-    return model.eval()
+    return eval_mode(model)
 
 
 def check_parity(model, ref_onnx: Path | None, x: np.ndarray, name: str) -> float | None:

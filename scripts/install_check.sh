@@ -3,7 +3,8 @@
 # end to end pipeline from a temp dir with that install alone (.ci/run calls this after
 # `make test`).
 #
-#   scripts/install_check.sh            # ~3-5 min on 2 cores, most of it pip installing torch
+#   scripts/install_check.sh            # ~8-12 min on 2 cores: pip installing torch, then the
+#                                       # README's own-model example (trains, deploys)
 #
 # What it proves: every subpackage and the package data the code reads at run time are in
 # the wheel (nothing is read from the checkout except the two CIFAR-10 archives, passed by
@@ -27,6 +28,8 @@ die() { echo "$prog: FAILED: $*" >&2; exit 1; }
 # pip, without the local index configuration's "Location '...' is ignored" chatter.
 pipq() { "$bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
 step() { printf '%s: [%3ss] %s\n' "$prog" "$SECONDS" "$*"; }
+# The README example trains on the shared CIFAR-10 (read before the overrides are unset).
+shared=${ARMQ_SHARED_DATA:-$repo/../shared/data}
 # The run must see the install only: no checkout on the path, no overrides.
 unset PYTHONPATH ARMQ_WEIGHTS_DIR ARMQ_SHARED_DATA ARMQ_DEBUG || true
 export ORT_DISABLE_TELEMETRY=1
@@ -135,5 +138,19 @@ python -m android_bench --model "$art/$name.onnx" "$art/$name.int8.onnx" --targe
     || die "android_bench failed"
 [ -s "$work/b.json" ] || die "android_bench wrote no $work/b.json"
 armq compare "$work/b.json" || die "armq compare (android_bench.compare) failed on b.json"
+
+step "README 'Your own model', verbatim, from an empty folder (train, export, INT8, bench, deploy)"
+[ -f "$shared/cifar10/train.tar" ] || die "no $shared/cifar10/train.tar (set ARMQ_SHARED_DATA)"
+# The example makes TFLite models too: the wheel's [tflite] extra, as the README says.
+pipq install -q "$whl[tflite]"
+own=$tmp/own
+mkdir -p "$own"
+python "$repo/scripts/readme_block.py" "$repo/README.md" "## Your own model" > "$own/own.sh" \
+    || die "no 'Your own model' block in README.md"
+(cd "$own" && ARMQ_SHARED_DATA=$shared bash -euo pipefail own.sh > own.log 2>&1) \
+    || { tail -n 30 "$own/own.log" >&2; die "the README's own-model example failed"; }
+grep -q "^trained 200 steps" "$own/own.log" || die "the example did not train"
+ls "$own"/runs/*/report.html > /dev/null || die "the example's deploy wrote no report"
+[ -f "$own/art/mycnn_cifar10.int8.tflite" ] || die "the example made no TFLite INT8 model"
 
 step "all checks passed (wall ${SECONDS} s)"

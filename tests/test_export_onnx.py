@@ -225,8 +225,9 @@ def test_model_py_file_and_module(tmp_path):
                      "--dataset", "cifar10", "--random-weights", "--num-images", "4",
                      "--out", str(out)]) == 0
     card = load_json(out / "tiny_w2_cifar10.json")
-    assert card["source"]["model_py"] == f"{src}:build"
-    assert card["source"]["model_py_sha256"] == sha256(src)
+    assert card["source"]["model_source"]["spec"] == f"{src}:build"
+    assert card["source"]["model_source"]["kind"] == "factory"
+    assert card["source"]["model_source"]["sha256"] == sha256(src)
     assert card["artifacts"]["onnx"]["audit"]["depthwise"]["depthwise_convs"] == 1
     assert card["cost"]["params"] > 0
     # module:function form, with a zoo builder standing in for the user's package.
