@@ -13,7 +13,8 @@ Layout (version "armq-card/1"):
     class_names     list, index = class id
     cost            {"macs", "params", "memory_access"} from zoo.cost
     source          {"checkpoint", "sha256", "metrics"} or {"weights": "random"}
-    artifacts       {key: {...}} for key in ARTIFACT_KEYS (onnx, onnx_int8, tflite, tflite_int8)
+    artifacts       {key: {...}} for key in ARTIFACT_KEYS (onnx, onnx_int8, tflite, tflite_int8,
+                    pte, pte_int8)
                     each: path (relative to the card), sha256, size_bytes, and the
                     producing stage's details (exporter, opset, parity, audit, calibration)
     accuracy        {artifact key: {"top1", "top5", "agreement", "sqnr_db", "data", "n"}}
@@ -30,16 +31,19 @@ from zoo.util import ArmqError, atomic_output, load_json, shown
 
 CARD_FORMAT = "armq-card/1"
 # The model files a card can name, in the order every stage lists them: FP32 ONNX (the
-# export the others derive from), its INT8 QDQ model, FP32 TFLite, full-integer TFLite.
+# export the others derive from), its INT8 QDQ model, FP32 TFLite, full-integer TFLite,
+# FP32 and INT8 ExecuTorch programs (XNNPACK delegate).
 # The one home of these keys: quant, android_bench.profile and deploy import them.
-ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8")
+ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8", "pte", "pte_int8")
+# file suffix -> format (the key of its FP32 file); an INT8 file adds `.int8.` before it
+_FORMAT_OF_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".pte": "pte"}
 
 
 def artifact_key(filename: str) -> str | None:
     """The ARTIFACT_KEYS key of a model file name: `x.int8.onnx` -> onnx_int8, `x.tflite` ->
-    tflite; None for anything else."""
+    tflite, `x.pte` -> pte; None for anything else."""
     name = filename.lower()
-    fmt = "onnx" if name.endswith(".onnx") else "tflite" if name.endswith(".tflite") else None
+    fmt = next((f for suf, f in _FORMAT_OF_SUFFIX.items() if name.endswith(suf)), None)
     if fmt is None:
         return None
     return f"{fmt}_int8" if ".int8." in name else fmt
@@ -133,7 +137,8 @@ class ModelCard:
                                "size_bytes": model_path.stat().st_size, **details}
 
 
-MODEL_FILE_SUFFIXES = (".int8.onnx", ".int8.tflite", ".onnx", ".tflite", ".json")
+MODEL_FILE_SUFFIXES = (".int8.onnx", ".int8.tflite", ".int8.pte", ".onnx", ".tflite", ".pte",
+                       ".json")
 
 
 def model_stem(filename: str) -> str:
