@@ -266,6 +266,12 @@ def et_method(model: str | os.PathLike | bytes, threads: int | None = None) -> E
             raise ArmqError(f"{model}: cannot read ({e.strerror or e})") from None
         if head[4:6] != b"ET":   # flatbuffer identifier "ET12" at offset 4
             raise ArmqError(f"{model}: not an ExecuTorch program (no ET file identifier)")
+    data = bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+    order = et_input_dim_order(data)
+    if order is not None and order != list(range(len(order))):
+        raise ArmqError(f"{_where(model)}: the program takes its input in dim order {order} "
+                        "(exported from a channels-last example), not NCHW: it would misread "
+                        "NCHW images; re-export it with an NCHW-contiguous example")
     try:
         with captured_native_output():
             prog = Runtime.get().load_program(model if isinstance(model, (bytes, bytearray))
@@ -280,6 +286,19 @@ def et_method(model: str | os.PathLike | bytes, threads: int | None = None) -> E
     except Exception:  # noqa: BLE001 - metadata API differs across releases: skip the check
         pass
     return EtMethod(method, shape)
+
+
+def et_input_dim_order(data: bytes) -> list[int] | None:
+    """The dim order the program's first input is stored in ([0, 1, 2, 3] = NCHW); None when
+    the program cannot be read this way (the runtime's own load then reports it)."""
+    try:
+        from executorch.exir._serialize._program import deserialize_pte_binary
+
+        prog = deserialize_pte_binary(data)
+        plan = getattr(prog, "program", prog).execution_plan[0]
+        return [int(d) for d in plan.values[plan.inputs[0]].val.dim_order]
+    except Exception:  # noqa: BLE001 - a private API: a change there must not block running
+        return None
 
 
 def _et_threads(n: int) -> None:
