@@ -156,6 +156,12 @@ class QemuTarget(LocalTarget):
                 "outputs": "outputs.npy" if config.save_outputs else None}
 
     def command(self, runner_args, config: BenchConfig, workdir: Path) -> list[str]:
+        if any(str(a).lower().endswith(".pte") for a in runner_args):
+            # executorch's Python runtime links libtorch, and PyPI's aarch64 torch is the
+            # CUDA build: the sysroot Python cannot run it. A torch-free C++ runner over the
+            # aarch64 wheel's libexecutorch* is the way (README: not built yet).
+            raise RunnerFailed("ExecuTorch programs cannot run under QEMU yet: the "
+                                    "aarch64 C++ runner is not built (see README, ExecuTorch)")
         sr = self._ensure(tflite_runtime=config.runtime == "tflite_runtime")
         view = sr.view(self.cpu)
         runner = sr.install_runner()
