@@ -4,7 +4,7 @@
     python -m deploy --models shufflenet_v1:width=0.5,shufflenet_v1,alexnet --dataset imagenet
     python -m deploy --sweep deploy/table8.toml       # ShuffleNet Table 8
         [--targets local,qemu:cortex-a72,qemu:cortex-a76] [--runs N] [--warmup N]
-        [--limit-eval N] [--skip-tflite] [--baseline NAME] [--out runs/] [--jobs 2]
+        [--limit-eval N] [--skip-tflite] [--runtimes ort,tflite,executorch] [--baseline NAME] [--out runs/] [--jobs 2]
 
 For every model: cost (zoo.cost) and weights (the shipped checkpoint, snapshotted,
 else random init) -> export.onnx + export.tflite -> quant.ptq (ONNX Runtime
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"spread over the classes (default {DEFAULT_LIMIT_EVAL}; 10000 = the whole "
                    "CIFAR-10 test set)")
     p.add_argument("--skip-tflite", action="store_true", help="ONNX only (no TFLite export/PTQ)")
+    p.add_argument("--runtimes", metavar="LIST",
+                   help="runtimes to export, quantize, evaluate and benchmark, of "
+                   "ort,tflite,mnn,executorch (default ort,tflite; ort always runs; "
+                   "--skip-tflite drops tflite)")
     p.add_argument("--baseline", help="model (spec or name) every other is compared with "
                    "(default: alexnet when in the run)")
     p.add_argument("--num-calib", type=int, help=f"calibration images (default ONNX Runtime "

@@ -22,6 +22,8 @@ from android_bench import profile as bench_profile
 from export.card import ARTIFACT_KEYS
 from export.common import command as export_command
 from quant import card_eval
+from export import et_venv
+from quant import et_ptq
 from quant.ptq import command as ptq_command
 from zoo.cli import variant_argv  # the export flags, derived from the registry
 
@@ -33,7 +35,7 @@ from .stages import Results, SkipStage, Stage
 PROFILE_RUNS = 20
 TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "quant_ort": 3600, "quant_tflite": 3600,
             "accuracy": 1800, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
-            "compare": 300}
+            "compare": 300, "export_executorch": 1800, "quant_executorch": 3600}
 
 
 class Plan:
@@ -159,6 +161,8 @@ class Plan:
                              after=self._after_card(p)))
                 if p_note and p_calib is not None and p_note not in self.notes:
                     self.notes.append(p_note)
+            if "executorch" in s.runtimes:
+                g1 += self._executorch_stages(p, mk, p_calib, p_note)
             # accuracy: trained weights and a test set only
             ev, ev_note = data_path("test", p.dataset, s.eval_data)
             acc_json = self.run_dir / "accuracy" / f"{t}.json"
@@ -180,6 +184,30 @@ class Plan:
         for tg in s.targets:
             g4.append(self._compare_stage(tg))
         return [(g1, False), (g2, False), (g3, True), (g4, False)]
+
+    def _executorch_stages(self, p: Planned, mk, calib: Path | None,
+                           calib_note: str | None) -> list[Stage]:
+        """.pte export and XNNPACK INT8, each run with the ExecuTorch venv's Python
+        (the modules re-run themselves there); skipped in one line when it is missing."""
+        t = p.tag
+
+        def no_venv() -> str | None:
+            return et_venv.missing_reason()
+
+        def no_calib() -> str | None:
+            return no_venv() or (calib_note if calib is None else None)
+        return [
+            mk("export_executorch", needs=[f"{t}/weights"], when=no_venv,
+               timeout_s=TIMEOUTS["export_executorch"],
+               prepare=self._argv(lambda: export_command(
+                   "export.executorch", variant_argv(p.variant), self.art, self.weights_file(p),
+                   python=self.py)),
+               after=self._after_card(p)),
+            mk("quant_executorch", needs=[f"{t}/export_executorch"], when=no_calib,
+               timeout_s=TIMEOUTS["quant_executorch"],
+               prepare=self._argv(lambda: et_ptq.command(
+                   self.card(p), calib, self._num_calib(p, "tflite"), python=self.py)),
+               after=self._after_card(p))]
 
     def _num_calib(self, p: Planned, backend: str) -> int:
         n = self.s.num_calib_tflite if backend == "tflite" else self.s.num_calib
@@ -243,6 +271,8 @@ class Plan:
             files = []
             for key in ARTIFACT_KEYS:
                 det = arts.get(key)
+                if key.startswith("pte") and tg.kind == "qemu":
+                    continue    # no aarch64 ExecuTorch runner yet (README: ExecuTorch)
                 if isinstance(det, dict):
                     f = self.card(p).parent / str(det.get("path", ""))
                     if f.is_file():

@@ -30,6 +30,25 @@ RANDOM_NUM_CALIB = 100      # random-init models: calibration only sets ranges
 # INT8 ONNX graph runs ~10 ms per image on x86 (reference int8 kernels), 10k images
 # of four files would cost ~2 minutes alone. --limit-eval 10000 for the full set.
 DEFAULT_LIMIT_EVAL = 2000
+# The runtimes a run can export to, quantize for and benchmark (--runtimes, in this order);
+# ORT always runs: the ONNX export is every other format's reference.
+RUNTIMES = ("ort", "tflite", "mnn", "executorch")
+DEFAULT_RUNTIMES = ("ort", "tflite")
+
+
+def parse_runtimes(text: str | list | tuple) -> tuple[str, ...]:
+    """`ort,executorch` -> ("ort", "executorch") in RUNTIMES order; a one-line error otherwise."""
+    if not isinstance(text, (str, list, tuple)):
+        raise SpecError("--runtimes: expected a comma-separated list such as ort,executorch")
+    names = [str(n).strip().lower() for n in (text.split(",") if isinstance(text, str) else text)
+             if str(n).strip()]
+    bad = [n for n in names if n not in RUNTIMES]
+    if bad:
+        raise SpecError(f"--runtimes: unknown runtime '{bad[0]}' (known: {', '.join(RUNTIMES)})")
+    if "ort" not in names:
+        raise SpecError("--runtimes must include ort (the ONNX export is every other "
+                        "runtime's reference)")
+    return tuple(r for r in RUNTIMES if r in names)
 
 
 class Settings:
@@ -44,7 +63,12 @@ class Settings:
         self.warmup = a.warmup if a.warmup is not None else sweep.get("warmup")
         self.limit_eval = a.limit_eval if a.limit_eval is not None else \
             sweep.get("limit_eval", DEFAULT_LIMIT_EVAL)
-        self.skip_tflite = bool(a.skip_tflite or sweep.get("skip_tflite", False))
+        given_rt = getattr(a, "runtimes", None) or sweep.get("runtimes")
+        runtimes = parse_runtimes(given_rt) if given_rt else DEFAULT_RUNTIMES
+        if a.skip_tflite or sweep.get("skip_tflite", False):     # = drop tflite
+            runtimes = tuple(r for r in runtimes if r != "tflite")
+        self.runtimes: tuple[str, ...] = runtimes
+        self.skip_tflite = "tflite" not in runtimes
         self.baseline = a.baseline or sweep.get("baseline")
         given_calib = a.num_calib if a.num_calib is not None else sweep.get("num_calib")
         self.num_calib = given_calib or DEFAULT_NUM_CALIB
@@ -81,6 +105,7 @@ class Settings:
                 "runs": {t.id: self.runs_for(t) for t in self.targets},
                 "warmup": {t.id: self.warmup_for(t) for t in self.targets},
                 "limit_eval": self.limit_eval, "skip_tflite": self.skip_tflite,
+                "runtimes": list(self.runtimes),
                 "baseline": self.baseline, "num_calib": self.num_calib,
                 "num_calib_tflite": self.num_calib_tflite, "jobs": self.jobs,
                 "sweep": self.sweep_file, "title": self.title,

@@ -143,3 +143,30 @@ def test_int8_agreement_on_cifar_images():
     assert r.returncode == 0, r.stderr[-2000:]
     agree, undelegated = r.stdout.split("AGREE")[1].split()
     assert float(agree) >= 0.85 and int(undelegated) == 0, r.stdout
+
+
+def test_deploy_runtimes_flag(tmp_path):
+    from deploy.cli import build_parser, resolve_all
+    from deploy.plan import Plan
+    from deploy.settings import Settings, parse_runtimes
+    from deploy.spec import SpecError
+    from deploy.stages import Results
+
+    def settings(*argv):
+        return Settings(build_parser().parse_args(["--targets", "local", *argv]))
+
+    assert settings().runtimes == ("ort", "tflite")
+    assert settings("--runtimes", "executorch,ort,tflite", "--skip-tflite").runtimes == \
+        ("ort", "executorch")
+    s = settings("--runtimes", "ort,executorch")
+    assert s.skip_tflite and s.to_dict()["runtimes"] == ["ort", "executorch"]
+    planned = resolve_all(s)
+    plan = Plan(s, planned, tmp_path, Results(tmp_path / "results.json", {"stages": []}), None)
+    stages = {st.kind: st for group, _ in plan.stages() for st in group}
+    assert "export_tflite" not in stages
+    assert stages["quant_executorch"].needs == [f"{planned[0].tag}/export_executorch"]
+    with pytest.raises(SpecError, match="must include ort"):
+        parse_runtimes("executorch")
+    r = run_cli("deploy", "--runtimes", "ort,foo", "--out", tmp_path, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "unknown runtime 'foo'" in lines[0], r.stderr
