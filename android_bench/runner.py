@@ -3,7 +3,9 @@
 
 Self-contained on purpose: it imports only the standard library, numpy and one
 runtime (onnxruntime for .onnx; ai_edge_litert or tflite_runtime for .tflite),
-so it can be copied alone to a board, a phone (Termux) or a QEMU sysroot.
+so it can be copied alone to a board, a phone (Termux) or a QEMU sysroot. `.pte`
+programs run through executorch.runtime, which itself loads libtorch: that path
+is for hosts with the ExecuTorch venv only.
 
     python3 runner.py --model m.onnx [--card m.json] [--threads 1] [--warmup 10]
         [--runs 100] [--profile] [--json out.json|-] [--inputs x.npy]
@@ -436,12 +438,13 @@ class ExecutorchBackend(Backend):
         here = os.path.dirname(os.path.abspath(__file__))
         sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
         try:
-            import torch  # first: the executorch extension links its libraries
             from executorch.runtime import Runtime
         except ImportError as e:
             raise NoRuntime(f"executorch is not installed for {sys.executable} (armq: make "
                             f"venv-executorch): {e}") from None
-        self.torch, self.name = torch, "executorch"
+        # executorch.runtime loads libtorch and takes torch tensors: the one runtime this file
+        # runs that needs torch, hence host-only (aarch64 devices need a C++ runner)
+        self.torch, self.name = sys.modules["torch"], "executorch"
         try:
             from importlib.metadata import version
             self.version = version("executorch")
