@@ -15,9 +15,6 @@ main venv, this command re-runs itself with that venv's Python.
 """
 from __future__ import annotations
 
-import shutil
-import sys
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -103,7 +100,7 @@ def export_program(model, example_nchw: np.ndarray):
 def export_pte(prep, x: np.ndarray, data: dict, out_dir: Path, *, atol: float,
                threads: int | None = None) -> tuple[Path, dict]:
     """Export, lower, check and write `<out_dir>/<name>.pte`; returns (path, card details)."""
-    from .common import share_mode, versions
+    from .common import share_mode
     from .parity import compare, torch_reference
     from .runtime import et_method
 
@@ -145,13 +142,13 @@ def pte_details(audit: dict, parity: dict | None, precision: str, seconds: float
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    et_venv.reexec_in_venv("export.executorch", None if argv is None else list(argv))
     from . import build, common
     from .parity import parity_inputs
 
     p = common.make_parser("python -m export.executorch", __doc__.split("\n\n")[0])
     args = common.parse(p, argv)
     out_dir = check_writable_dir(args.out)
+    et_venv.reexec_in_venv("export.executorch", None if argv is None else list(argv))
     quiet_imports()
     threads = common.set_threads(args.threads)
     prep = build.prepare(args, PROG)

@@ -4,7 +4,6 @@ channels-last trap, INT8 agreement. Everything that runs ExecuTorch needs its ve
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import textwrap
 from pathlib import Path
