@@ -30,8 +30,8 @@ DEFINITIONS = ("speed-up = the measured figure: baseline / model median latency 
                "distribution-free 95% intervals of the median (android_bench runner). "
                "Arithmetic: android_bench.compare.")
 SLOW_INT8 = 1.1          # "INT8 not faster" below this speed-up
-FORMATS = ("onnx", "tflite")
-RUNTIME = {"onnx": "ONNX Runtime", "tflite": "TFLite"}
+FORMATS = ("onnx", "tflite", "pte")
+RUNTIME = {"onnx": "ONNX Runtime", "tflite": "TFLite", "pte": "ExecuTorch"}
 
 
 def g(d: Any, *path, default=None):

@@ -10,9 +10,12 @@ from typing import Any
 from export.card import ARTIFACT_KEYS, artifact_key as artifact_key_of
 
 
+FORMAT_NAMES = {"onnx": "ONNX", "tflite": "TFLite", "pte": "ExecuTorch"}
+
+
 def fmt_prec(key: str) -> tuple[str, str]:
     fmt, _, q = key.partition("_")
-    return ("ONNX" if fmt == "onnx" else "TFLite"), ("INT8" if q == "int8" else "FP32")
+    return FORMAT_NAMES.get(fmt, fmt), ("INT8" if q == "int8" else "FP32")
 
 
 def _get(d: Any, *path, default=None):
