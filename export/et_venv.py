@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENV_VAR = "ARMQ_ET_PYTHON"          # another interpreter with executorch (tests, CI)
 DEFAULT_VENV = REPO / ".venv-et"
 MAKE_HINT = "run `make venv-executorch`"
+_REEXEC_MARK = "ARMQ_ET_REEXEC"     # set in the re-run process: never re-run twice
 
 
 class EtUnavailable(ArmqError):
@@ -64,8 +65,10 @@ def reexec_in_venv(module: str, argv: list[str] | None) -> None:
     (never returns), or a one-line error naming `make venv-executorch`."""
     if has_executorch():
         return
+    if os.environ.get(_REEXEC_MARK):   # already re-run once: that Python lacks it too
+        raise EtUnavailable(f"{sys.executable} has no executorch: {MAKE_HINT}")
     py = et_python()
     args = list(sys.argv[1:] if argv is None else argv)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(py, [py, "-m", module, *args], child_env())
+    os.execve(py, [py, "-m", module, *args], {**child_env(), _REEXEC_MARK: "1"})
