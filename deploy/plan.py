@@ -19,11 +19,10 @@ from pathlib import Path
 from android_bench import compare as bench_compare
 from android_bench.cli import command as bench_command
 from android_bench import profile as bench_profile
+from export import et_venv
 from export.card import ARTIFACT_KEYS
 from export.common import command as export_command
-from quant import card_eval
-from export import et_venv
-from quant import et_ptq
+from quant import card_eval, et_ptq
 from quant.ptq import command as ptq_command
 from zoo.cli import variant_argv  # the export flags, derived from the registry
 
@@ -205,6 +204,7 @@ class Plan:
                after=self._after_card(p)),
             mk("quant_executorch", needs=[f"{t}/export_executorch"], when=no_calib,
                timeout_s=TIMEOUTS["quant_executorch"],
+               # PT2E calibration runs the observed torch graph, as TFLite's does: its count
                prepare=self._argv(lambda: et_ptq.command(
                    self.card(p), calib, self._num_calib(p, "tflite"), python=self.py)),
                after=self._after_card(p))]
