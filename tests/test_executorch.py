@@ -169,3 +169,26 @@ def test_deploy_runtimes_flag(tmp_path):
     r = run_cli("deploy", "--runtimes", "ort,foo", "--out", tmp_path, timeout=120)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "unknown runtime 'foo'" in lines[0], r.stderr
+
+
+@pytest.mark.slow   # ShuffleNet V1 lowered twice + PT2E calibration: 175 s here, 12+ min loaded
+@needs_et
+def test_int8_shipped_shufflenet_agrees_with_fp32(tmp_path):
+    """The shipped checkpoint end to end: .pte, .int8.pte (XNNPACK PT2E, CIFAR calibration
+    images), then quant.evaluate --card on real test images: INT8 agrees with FP32."""
+    r = run_cli("export.executorch", "--model", "shufflenet_v1", "--groups", "3", "--dataset",
+                "cifar10", "--num-images", "8", "--out", tmp_path, timeout=1800)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = tmp_path / "shufflenet_v1_g3_w1_cifar10.json"
+    q = run_cli("quant.et_ptq", "--card", card, "--calib", REPO / "assets/data/cifar10_calib.tar.gz",
+                "--num-calib", "32", timeout=2400)
+    assert q.returncode == 0, q.stderr[-2000:]
+    arts = json.loads(card.read_text())["artifacts"]
+    assert arts["pte_int8"]["path"].endswith(".int8.pte")
+    assert (arts["pte"]["precision"], arts["pte_int8"]["precision"]) == ("float32", "int8")
+    ev = run_cli("quant.evaluate", "--card", card, "--data", SHIPPED_TESTSET, "--limit", "50",
+                 "--json", timeout=900)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    res = json.loads(ev.stdout)["results"]
+    assert res["pte_int8"]["ref"] == "pte" and res["pte_int8"]["agreement"] >= 94.0, res
+    assert res["pte"]["top1"] >= 80.0, res
