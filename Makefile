@@ -10,7 +10,7 @@ EXTRAS ?= dev,tflite,weights,mnn,ray
 # onnxruntime 1.32 on Linux enables telemetry by default (threads, files, DNS queries).
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: demo test test-all venv sysdeps clean
+.PHONY: demo test test-all venv venv-executorch sysdeps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,22 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# ExecuTorch (XNNPACK) in its own venv: executorch 1.5.1 pulls ~340 MB and upgrades
+# typing_extensions past what the main venv's packages accept. It reuses the main venv's
+# torch/torchao/numpy through a .pth line; armq calls it by subprocess (export/et_venv.py).
+ET_VENV := .venv-et
+ET_STAMP := $(ET_VENV)/.installed
+
+$(ET_STAMP): $(STAMP) scripts/executorch-requirements.txt
+	@test -x $(ET_VENV)/bin/python || $(PY) -m venv $(ET_VENV)
+	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+		> $$($(ET_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/armq-main-venv.pth
+	$(ET_VENV)/bin/python -m pip install -q -r scripts/executorch-requirements.txt \
+		"torch==$$($(BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])')"
+	@touch $(ET_STAMP)
+
+venv-executorch: $(ET_STAMP)
 
 sysdeps:
 	@bash scripts/sysdeps.sh
@@ -36,4 +52,4 @@ test-all: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) artifacts runs
+	rm -rf $(VENV) $(ET_VENV) artifacts runs

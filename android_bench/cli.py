@@ -122,7 +122,7 @@ def command(files: Sequence[str], target: str, runs: int, warmup: int, out_json:
 def build_parser() -> argparse.ArgumentParser:
     ap = make_parser(PROG, __doc__)
     ap.add_argument("--model", nargs="+", action="extend", required=True,
-                    help=".onnx / .tflite files (cards beside them are used)")
+                    help=".onnx / .tflite / .pte files (cards beside them are used)")
     ap.add_argument("--target", choices=KINDS, default="local")
     ap.add_argument("--cpu", help="qemu: cortex-a53, cortex-a72, cortex-a76 (default), "
                                   "neoverse-n1 or max")
@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--inputs", help=".npy of preprocessed inputs (default: seeded random)")
     ap.add_argument("--outputs-dir", help="save each model's outputs here as .npy")
     ap.add_argument("--runtime", default="auto",
-                    choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime", "mnn"])
+                   choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime", "mnn",
+                            "executorch"])
     ap.add_argument("--seed", type=int, default=0, help="seed of the random input")
     ap.add_argument("--timeout", type=float, help="seconds per model (default: the target's)")
     ap.add_argument("--no-icount", action="store_true",

@@ -3,8 +3,9 @@
 
 Self-contained on purpose: it imports only the standard library, numpy and one
 runtime (onnxruntime for .onnx; ai_edge_litert or tflite_runtime for .tflite;
-MNN for .mnn),
-so it can be copied alone to a board, a phone (Termux) or a QEMU sysroot.
+MNN for .mnn), so it can be copied alone to a board, a phone (Termux) or a QEMU
+sysroot. `.pte` programs run through executorch.runtime, which itself loads
+libtorch: that path is for hosts with the ExecuTorch venv only.
 
     python3 runner.py --model m.onnx [--card m.json] [--threads 1] [--warmup 10]
         [--runs 100] [--profile] [--json out.json|-] [--inputs x.npy]
@@ -498,8 +499,70 @@ class _native_quiet:
         return False
 
 
+class ExecutorchBackend(Backend):
+    """An ExecuTorch program (.pte, XNNPACK delegate) through executorch.runtime. Its Python
+    runtime links libtorch: on hosts it runs in the ExecuTorch venv; on aarch64 boards
+    without torch a C++ runner is needed instead (not this file)."""
+
+    def __init__(self, model: str, threads: int):
+        # The runner's own folder is sys.path[0]; beside it in the checkout, android_bench's
+        # profile.py shadows the standard library's `profile`, which executorch imports.
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+        try:
+            from executorch.runtime import Runtime
+        except ImportError as e:
+            raise NoRuntime(f"executorch is not installed for {sys.executable} (armq: make "
+                            f"venv-executorch): {e}") from None
+        # executorch.runtime loads libtorch and takes torch tensors: the one runtime this file
+        # runs that needs torch, hence host-only (aarch64 devices need a C++ runner)
+        self.torch, self.name = sys.modules["torch"], "executorch"
+        try:
+            from importlib.metadata import version
+            self.version = version("executorch")
+        except Exception:  # noqa: BLE001
+            self.version = "?"
+        try:
+            from executorch.extension.pybindings import portable_lib
+            reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+            if reset is not None:
+                reset(threads)
+        except ImportError:
+            pass
+        try:
+            prog = Runtime.get().load_program(model)
+            self.method = prog.load_method("forward")
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"executorch cannot load {model}: {str(e).splitlines()[0]}") from None
+        meta = self.method.metadata
+        self.inputs = [{"name": f"input{i}", "shape": [int(v) for v in t.sizes()],
+                        "dtype": "float32", "quantization": None}
+                       for i in range(meta.num_inputs())
+                       for t in [meta.input_tensor_meta(i)]]
+        self.outputs = [{"name": f"output{i}", "shape": [int(v) for v in t.sizes()],
+                         "dtype": "float32"}
+                        for i in range(meta.num_outputs())
+                        for t in [meta.output_tensor_meta(i)]]
+        self.model = model
+
+    def run(self, x):
+        # NCHW-contiguous, the layout armq's exports are lowered for
+        out = self.method.execute([self.torch.from_numpy(np.ascontiguousarray(x))])
+        return [o.detach().numpy() for o in out]
+
+    def is_quantized(self):
+        return ".int8." in os.path.basename(self.model)
+
+    def details(self):
+        return {"delegate": "XNNPACK"}
+
+
 def open_backend(model: str, threads: int, runtime: str) -> Backend:
     ext = os.path.splitext(model)[1].lower()
+    if ext == ".pte":
+        if runtime not in ("auto", "executorch"):
+            raise UserError(f"--runtime {runtime} cannot run a .pte program")
+        return ExecutorchBackend(model, threads)
     if ext == ".onnx":
         if runtime not in ("auto", "onnxruntime"):
             raise UserError(f"--runtime {runtime} cannot run an .onnx model")
@@ -512,7 +575,7 @@ def open_backend(model: str, threads: int, runtime: str) -> Backend:
         if runtime not in ("auto", "mnn"):
             raise UserError(f"--runtime {runtime} cannot run an .mnn model")
         return MnnBackend(model, threads)
-    raise UserError(f"{model}: not an .onnx, .tflite or .mnn model")
+    raise UserError(f"{model}: not an .onnx, .tflite, .mnn or .pte model")
 
 
 # ---- inputs ---------------------------------------------------------------------------
@@ -679,7 +742,7 @@ def parse_args(argv):
     p.add_argument("-q", "--quiet", action="store_true", help="errors only (no result line)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="accepted for the "
                    "armq CLI contract; the runner has no more to say")
-    p.add_argument("--model", required=True, help=".onnx, .tflite or .mnn file")
+    p.add_argument("--model", required=True, help=".onnx, .tflite, .mnn or .pte file")
     p.add_argument("--card", help="model card JSON (input shape, cost); default: none")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--warmup", type=int, default=10)
@@ -690,7 +753,8 @@ def parse_args(argv):
     p.add_argument("--outputs-npy", help="save the first output for each input sample here")
     p.add_argument("--markers", action="store_true", help="instruction-count markers (QEMU)")
     p.add_argument("--runtime", default="auto",
-                   choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime", "mnn"])
+                   choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime", "mnn",
+                            "executorch"])
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
     a = p.parse_args(argv)
     if a.threads < 1 or a.warmup < 0 or a.runs < 1:

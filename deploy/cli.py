@@ -4,8 +4,8 @@
     python -m deploy --models shufflenet_v1:width=0.5,shufflenet_v1,alexnet --dataset imagenet
     python -m deploy --sweep deploy/table8.toml       # ShuffleNet Table 8
         [--targets local,qemu:cortex-a72,qemu:cortex-a76] [--runs N] [--warmup N]
-        [--limit-eval N] [--runtimes ort,tflite,mnn] [--skip-tflite] [--baseline NAME] [--out runs/] [--jobs 2]
-        [--executor local|ray [--ray-address ADDR]] [--devices deploy/devices.toml]
+        [--limit-eval N] [--runtimes ort,tflite,mnn,executorch] [--skip-tflite] [--baseline NAME]
+        [--out runs/] [--jobs 2] [--executor local|ray [--ray-address ADDR]] [--devices deploy/devices.toml]
 
 For every model: cost (zoo.cost) and weights (the shipped checkpoint, snapshotted,
 else random init) -> export.onnx + export.tflite -> quant.ptq (ONNX Runtime

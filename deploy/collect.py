@@ -19,6 +19,9 @@ def format_name(key: str) -> str:
     return FORMAT_NAMES.get(fmt, fmt.upper())
 
 
+FORMAT_NAMES = {"onnx": "ONNX", "tflite": "TFLite", "pte": "ExecuTorch"}
+
+
 def fmt_prec(key: str) -> tuple[str, str]:
     """("ONNX", "INT8 U8S8") for onnx_int8_u8s8: derived from the key, for any format."""
     if not key_is_int8(key):

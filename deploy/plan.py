@@ -21,10 +21,11 @@ from pathlib import Path
 from android_bench import compare as bench_compare
 from android_bench.cli import command as bench_command
 from android_bench import profile as bench_profile
+from export import et_venv
 from export.card import int8_filename, int8_key, key_format, key_is_int8, ordered_keys
 from export.common import command as export_command
 from export.mnn import command as export_mnn_command
-from quant import card_eval
+from quant import card_eval, et_ptq
 from quant.ptq import command as ptq_command
 from zoo.cli import variant_argv  # noqa: F401 - the zoo's export flags (Planned.export_args)
 
@@ -37,7 +38,7 @@ PROFILE_RUNS = 20
 TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "export_mnn": 900, "quant_ort": 3600,
             "quant_tflite": 3600, "quant_mnn": 3600,
             "accuracy": 1800, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
-            "compare": 300}
+            "compare": 300, "export_executorch": 1800, "quant_executorch": 3600}
 
 
 class Plan:
@@ -210,6 +211,8 @@ class Plan:
                                 after=self._after_card(p)))
                 if p_note and p_calib is not None and p_note not in self.notes:
                     self.notes.append(p_note)
+            if "executorch" in s.runtimes:
+                g1 += self._executorch_stages(p, mk, p_calib, p_note)
             # accuracy: trained weights and a test set only
             ev, ev_note = data_path("test", p.dataset, s.eval_data)
             acc_json = self.run_dir / "accuracy" / f"{t}.json"
@@ -243,6 +246,31 @@ class Plan:
     def int8_onnx_key(self, tg: TargetSpec) -> str:
         """The card key of the ONNX INT8 file benchmarked (and deployed) on `tg`."""
         return int8_key("onnx", tg.recipe().tag)
+
+    def _executorch_stages(self, p: Planned, mk, calib: Path | None,
+                           calib_note: str | None) -> list[Stage]:
+        """.pte export and XNNPACK INT8, each run with the ExecuTorch venv's Python
+        (the modules re-run themselves there); skipped in one line when it is missing."""
+        t = p.tag
+
+        def no_venv() -> str | None:
+            return et_venv.missing_reason()
+
+        def no_calib() -> str | None:
+            return no_venv() or (calib_note if calib is None else None)
+        return [
+            mk("export_executorch", needs=[f"{t}/weights"], when=no_venv,
+               timeout_s=TIMEOUTS["export_executorch"],
+               prepare=self._argv(lambda: export_command(
+                   "export.executorch", p.export_args(), self.art, self.weights_file(p),
+                   python=self.py)),
+               after=self._after_card(p)),
+            mk("quant_executorch", needs=[f"{t}/export_executorch"], when=no_calib,
+               timeout_s=TIMEOUTS["quant_executorch"],
+               # PT2E calibration runs the observed torch graph, as TFLite's does: its count
+               prepare=self._argv(lambda: et_ptq.command(
+                   self.card(p), calib, self._num_calib(p, "tflite"), python=self.py)),
+               after=self._after_card(p))]
 
     def _num_calib(self, p: Planned, backend: str) -> int:
         n = self.s.num_calib_tflite if backend == "tflite" else self.s.num_calib
@@ -311,6 +339,8 @@ class Plan:
                 if key_format(key) == "onnx" and key_is_int8(key) and key != self.int8_onnx_key(tg):
                     continue
                 det = arts.get(key)
+                if key.startswith("pte") and tg.kind == "qemu":
+                    continue    # no aarch64 ExecuTorch runner yet (README: ExecuTorch)
                 if isinstance(det, dict):
                     f = self.card(p).parent / str(det.get("path", ""))
                     if f.is_file():

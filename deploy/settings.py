@@ -35,8 +35,6 @@ RANDOM_NUM_CALIB = 100      # random-init models: calibration only sets ranges
 # INT8 ONNX graph runs ~10 ms per image on x86 (reference int8 kernels), 10k images
 # of four files would cost ~2 minutes alone. --limit-eval 10000 for the full set.
 DEFAULT_LIMIT_EVAL = 2000
-
-
 class Settings:
     def __init__(self, a: argparse.Namespace):
         sweep = load_sweep(a.sweep) if a.sweep else {}
@@ -51,7 +49,7 @@ class Settings:
             sweep.get("limit_eval", DEFAULT_LIMIT_EVAL)
         self.runtimes: tuple[str, ...] = parse_runtimes(
             getattr(a, "runtimes", None) or sweep.get("runtimes") or DEFAULT_RUNTIMES)
-        if a.skip_tflite or sweep.get("skip_tflite", False):
+        if a.skip_tflite or sweep.get("skip_tflite", False):     # = drop tflite
             self.runtimes = tuple(r for r in self.runtimes if r != "tflite")
         self.skip_tflite = "tflite" not in self.runtimes
         self.baseline = a.baseline or sweep.get("baseline")
@@ -100,6 +98,8 @@ class Settings:
 
 def parse_runtimes(text: str | list | tuple) -> tuple[str, ...]:
     """`ort,tflite,mnn` (or a sweep's list) -> the runtimes in RUNTIMES order; ort always."""
+    if not isinstance(text, (str, list, tuple)):
+        raise SpecError("--runtimes: expected a comma-separated list such as ort,executorch")
     items = text.split(",") if isinstance(text, str) else list(text)
     names = [str(r).strip().lower() for r in items if str(r).strip()]
     bad = [r for r in names if r not in RUNTIMES]

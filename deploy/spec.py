@@ -215,8 +215,8 @@ def parse_target_list(text: str, where: str = "--targets") -> list[TargetSpec]:
 
 # ---- sweep files --------------------------------------------------------------------------
 
-SWEEP_KEYS = {"models", "targets", "dataset", "runs", "warmup", "limit_eval", "skip_tflite", "runtimes",
-              "baseline", "num_calib", "num_calib_tflite", "title", "eval_data", "calib_data", "jobs"}
+SWEEP_KEYS = {"models", "targets", "dataset", "runs", "warmup", "limit_eval", "skip_tflite",
+              "runtimes", "baseline", "num_calib", "num_calib_tflite", "title", "eval_data", "calib_data", "jobs"}
 
 
 def load_sweep(path: str | Path) -> dict:

@@ -14,7 +14,7 @@ Layout (version "armq-card/1"):
     cost            {"macs", "params", "memory_access"} from zoo.cost
     source          {"checkpoint", "sha256", "metrics"} or {"weights": "random"}
     artifacts       {key: {...}} for key in ARTIFACT_KEYS (onnx, onnx_int8, tflite, tflite_int8,
-                    mnn, mnn_int8) and recipe keys (onnx_int8_u8s8: artifact_key)
+                    mnn, mnn_int8, pte, pte_int8) and recipe keys (onnx_int8_u8s8: artifact_key)
                     each: path (relative to the card), sha256, size_bytes, and the
                     producing stage's details (exporter, opset, parity, audit, calibration)
     accuracy        {artifact key: {"top1", "top5", "agreement", "sqnr_db", "data", "n"}}
@@ -34,14 +34,16 @@ from zoo.util import ArmqError, atomic_output, load_json, shown
 CARD_FORMAT = "armq-card/1"
 # The model files a card can name, in the order every stage lists them: FP32 ONNX (the
 # export the others derive from), its INT8 QDQ model, FP32 TFLite, full-integer TFLite,
-# FP32 MNN (converted from the ONNX model), MNN offline INT8.
+# FP32 MNN (converted from the ONNX model), MNN offline INT8, FP32 and INT8 ExecuTorch
+# programs (XNNPACK delegate).
 # The one home of these keys: quant, android_bench.profile and deploy import them.
-ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8", "mnn", "mnn_int8")
+ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8", "mnn", "mnn_int8", "pte",
+                 "pte_int8")
 # The runtime that runs each format, as reports and summaries name it.
-RUNTIME_NAMES = {"onnx": "ONNX Runtime", "tflite": "TFLite", "mnn": "MNN"}
+RUNTIME_NAMES = {"onnx": "ONNX Runtime", "tflite": "TFLite", "mnn": "MNN", "pte": "ExecuTorch"}
 # What a format's FP32 parity check compares with (export.onnx/tflite: torch; export.mnn:
 # ONNX Runtime on the ONNX model it was converted from).
-PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT"}
+PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT", "pte": "torch"}
 
 
 # INT8 recipes that change the bytes of an ONNX INT8 file (quant.config.Recipe, the one
@@ -51,7 +53,7 @@ PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT"}
 DEFAULT_RECIPE_TAG = "s8s8"
 RECIPE_TAGS = ("s8s8", "u8s8")
 # File extension of each model format (a new backend adds its format here).
-FORMAT_EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "mnn": ".mnn"}
+FORMAT_EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "mnn": ".mnn", "pte": ".pte"}
 MODEL_FORMATS = tuple(FORMAT_EXTENSIONS)
 
 

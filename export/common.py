@@ -75,7 +75,7 @@ def command(module: str, variant_args: Sequence[str], out: Path, weights: Path |
             python: str = sys.executable) -> list[str]:
     """The command line of `python -m export.onnx` / `export.tflite` for a zoo variant
     (`zoo.cli.variant_argv`): given weights, else random-init ones (never a silent lookup)."""
-    if module not in ("export.onnx", "export.tflite"):
+    if module not in ("export.onnx", "export.tflite", "export.executorch"):
         raise ValueError(f"not an exporter: {module}")
     wargs = ["--weights", str(weights)] if weights is not None else ["--random-weights"]
     return [python, "-m", module, *variant_args, "--out", str(out), *wargs]

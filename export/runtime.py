@@ -304,3 +304,96 @@ def mnn_session(model: str | os.PathLike, threads: int | None = None) -> MnnSess
         raise ArmqError(f"{path}: not a loadable MNN model (MNN cannot load it: "
                         f"{why.strip()[:120]})") from None
     return MnnSession(module, info, n, rm)
+
+
+# ---- ExecuTorch (.pte, XNNPACK delegate): only inside the ET venv (export/et_venv.py) --------
+
+
+class EtMethod:
+    """The `forward` method of a loaded ExecuTorch program, run one NCHW image at a time.
+
+    Inputs are always handed over NCHW-contiguous: a program lowered from a
+    channels-last example expects that layout, and a contiguous tensor then either
+    fails inside XNNPACK or returns wrong logits silently. The export refuses such
+    programs; this keeps armq's side of the contract."""
+
+    def __init__(self, method, shape: tuple[int, ...]):
+        self.method, self.shape = method, shape
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        res = []
+        for x in batch:
+            x = np.ascontiguousarray(x[None], np.float32)
+            if self.shape and tuple(x.shape) != self.shape:
+                raise ArmqError(f"ExecuTorch program input is {list(self.shape)}, got "
+                                f"{list(x.shape)} (wrong input size for this program)")
+            out = self.method.execute([torch.from_numpy(x).contiguous()])
+            res.append(np.asarray(out[0].detach().numpy(), np.float32).reshape(1, -1))
+        return np.concatenate(res, 0) if res else np.zeros((0, 0), np.float32)
+
+
+def et_method(model: str | os.PathLike | bytes, threads: int | None = None) -> EtMethod:
+    """`forward` of a .pte file or buffer with XNNPACK's thread pool at `threads`
+    (resolve_threads). A file that is not a loadable program is a one-line ArmqError."""
+    try:
+        with captured_native_output():
+            from executorch.runtime import Runtime
+    except ImportError as e:
+        raise RuntimeMissing(f"executorch is not installed for this Python ({e.name or e}): run "
+                             "`make venv-executorch` and use .venv-et/bin/python") from None
+    with captured_native_output():      # cpuinfo / threadpool banners
+        _et_threads(resolve_threads(threads))
+    if not isinstance(model, (bytes, bytearray)):
+        try:
+            with open(model, "rb") as f:
+                head = f.read(8)
+        except OSError as e:
+            raise ArmqError(f"{model}: cannot read ({e.strerror or e})") from None
+        if head[4:6] != b"ET":   # flatbuffer identifier "ET12" at offset 4
+            raise ArmqError(f"{model}: not an ExecuTorch program (no ET file identifier)")
+    data = bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+    order = et_input_dim_order(data)
+    if order is not None and order != list(range(len(order))):
+        raise ArmqError(f"{_where(model)}: the program takes its input in dim order {order} "
+                        "(exported from a channels-last example), not NCHW: it would misread "
+                        "NCHW images; re-export it with an NCHW-contiguous example")
+    try:
+        with captured_native_output():
+            prog = Runtime.get().load_program(model if isinstance(model, (bytes, bytearray))
+                                              else Path(model))
+            method = prog.load_method("forward")
+    except (ValueError, RuntimeError) as e:
+        raise ArmqError(f"{_where(model)}: not a loadable ExecuTorch program "
+                        f"({_first_line(e)})") from None
+    shape: tuple[int, ...] = ()
+    try:
+        shape = tuple(int(s) for s in method.metadata.input_tensor_meta(0).sizes())
+    except Exception:  # noqa: BLE001 - metadata API differs across releases: skip the check
+        pass
+    return EtMethod(method, shape)
+
+
+def et_input_dim_order(data: bytes) -> list[int] | None:
+    """The dim order the program's first input is stored in ([0, 1, 2, 3] = NCHW); None when
+    the program cannot be read this way (the runtime's own load then reports it)."""
+    try:
+        from executorch.exir._serialize._program import deserialize_pte_binary
+
+        prog = deserialize_pte_binary(data)
+        plan = getattr(prog, "program", prog).execution_plan[0]
+        return [int(d) for d in plan.values[plan.inputs[0]].val.dim_order]
+    except Exception:  # noqa: BLE001 - a private API: a change there must not block running
+        return None
+
+
+def _et_threads(n: int) -> None:
+    """XNNPACK's pool in the ExecuTorch pybindings is process-wide; resize it once."""
+    try:
+        from executorch.extension.pybindings import portable_lib
+        reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+        if reset is not None:
+            reset(n)
+    except ImportError:
+        pass

@@ -1,4 +1,4 @@
-"""Run an exported model (ONNX, TFLite or MNN, float or INT8) on preprocessed images.
+"""Run an exported model (ONNX, TFLite, MNN or ExecuTorch, float or INT8) on preprocessed images.
 
 Every runner takes float32 NCHW batches, as the card's preprocessing makes
 them, and returns float32 logits: a full-integer TFLite model gets its input
@@ -153,10 +153,46 @@ class MnnRunner:
         return self.sess.run(np.ascontiguousarray(x, np.float32))
 
 
+class EtRunner:
+    """An ExecuTorch program, run in the ExecuTorch venv (export.et_run): this process has
+    no executorch (its dependencies conflict with the main venv's), so each call hands the
+    batch over as .npy files."""
+
+    # run_model hands over batch * 32 images per call: one subprocess per 2048 images
+    batch = 64
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        from export import et_venv
+
+        self.path = Path(path)
+        self.python = et_venv.et_python()      # one line naming `make venv-executorch`
+        self.threads = threads
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import subprocess
+        import tempfile
+
+        from export import et_venv
+
+        with tempfile.TemporaryDirectory(prefix="armq-et-") as td:
+            src, dst = Path(td) / "x.npy", Path(td) / "y.npy"
+            np.save(src, np.ascontiguousarray(x, np.float32))
+            argv = [self.python, "-m", "export.et_run", "--model", str(self.path), "--inputs",
+                    str(src), "--outputs", str(dst), "--threads", str(self.threads or 0)]
+            proc = subprocess.run(argv, env=et_venv.child_env(), capture_output=True, text=True)
+            if proc.returncode != 0 or not dst.is_file():
+                lines = [ln for ln in proc.stderr.strip().splitlines() if "error" in ln.lower()]
+                why = (lines or proc.stderr.strip().splitlines() or ["no output"])[-1]
+                raise QuantError(f"{self.path.name}: the ExecuTorch run failed: {why[:300]}")
+            return np.load(dst)
+
+
 def open_runner(path: str | Path, arm: bool = True):
     p = Path(path)
     if not p.is_file():
         raise QuantError(f"model {p} does not exist")
+    if p.name.lower().endswith(".pte"):
+        return EtRunner(p)
     b = backend_for_path(p)
     if b is Backend.ORT:
         return OrtRunner(p, arm=arm)
@@ -164,4 +200,4 @@ def open_runner(path: str | Path, arm: bool = True):
         return TfliteRunner(p)
     if b is Backend.MNN:
         return MnnRunner(p)
-    raise QuantError(f"model {p}: expected a .onnx, .tflite or .mnn file")
+    raise QuantError(f"model {p}: expected a .onnx, .tflite, .mnn or .pte file")

@@ -302,11 +302,13 @@ def test_float_reference_rule():
     from quant.evaluate import ref_keys
 
     assert [artifact_key(f"mobilenet_v1_w0.25.{s}") for s in (
-        "onnx", "int8.onnx", "tflite", "int8.tflite", "mnn", "int8.mnn")] == list(ARTIFACT_KEYS)
+        "onnx", "int8.onnx", "tflite", "int8.tflite", "mnn", "int8.mnn", "pte", "int8.pte")] == \
+        list(ARTIFACT_KEYS)
     assert artifact_key("x.json") is None
     assert ref_keys("onnx_int8") == ("onnx",)
     assert ref_keys("mnn_int8") == ("mnn", "onnx") and ref_keys("mnn") == ("onnx",)
     assert ref_keys("tflite_int8") == ("tflite", "onnx")
+    assert ref_keys("pte_int8") == ("pte", "onnx")
     assert ref_keys("tflite") == ("onnx",)
     assert ref_keys("onnx") == ()
 

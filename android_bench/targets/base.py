@@ -41,7 +41,7 @@ from zoo.util import ArmqError
 
 RUNNER_PATH = Path(__file__).resolve().parent.parent / "runner.py"
 RESULT_FORMAT = "armq-bench/1"
-MODEL_SUFFIXES = (".onnx", ".tflite", ".mnn")
+MODEL_SUFFIXES = (".onnx", ".tflite", ".mnn", ".pte")
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_NO_RUNTIME = 0, 1, 2, 3
 
@@ -163,7 +163,7 @@ def resolve_models(model_paths: Sequence[str | os.PathLike]) -> list[ModelSpec]:
         if not p.is_file():
             raise BenchError(f"model file {p} not found")
         if p.suffix.lower() not in MODEL_SUFFIXES:
-            raise BenchError(f"{p}: not an .onnx, .tflite or .mnn model")
+            raise BenchError(f"{p}: not an .onnx, .tflite, .mnn or .pte model")
         specs.append(ModelSpec(p.resolve(), card_for(p.resolve())))
     return specs
 

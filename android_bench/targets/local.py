@@ -44,6 +44,7 @@ class LocalTarget(Target):
     def __init__(self, options: TargetOptions | None = None):
         options = options or TargetOptions()
         self.python = options.python or sys.executable
+        self.python_given = bool(options.python)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "emulated": False, "host": platform.node(),
@@ -58,7 +59,19 @@ class LocalTarget(Target):
         return self.kind
 
     def command(self, runner_args: list[str], config: BenchConfig, workdir: Path) -> list[str]:
-        return [self.python, str(RUNNER_PATH), *runner_args]
+        return [self.python_for(runner_args), str(RUNNER_PATH), *runner_args]
+
+    def python_for(self, runner_args: list[str]) -> str:
+        """ExecuTorch programs run in the ExecuTorch venv (its dependencies conflict with
+        the main venv's) unless --remote-python names an interpreter."""
+        model = runner_args[runner_args.index("--model") + 1] if "--model" in runner_args else ""
+        if model.lower().endswith(".pte") and not self.python_given:
+            from export import et_venv
+            try:
+                return str(et_venv.et_python())
+            except et_venv.EtUnavailable as e:
+                raise RunnerFailed(str(e)) from None   # this model only: the others run
+        return self.python
 
     def environment(self, config: BenchConfig) -> dict:
         env = dict(os.environ)

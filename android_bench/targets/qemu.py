@@ -164,6 +164,12 @@ class QemuTarget(LocalTarget):
             else config.runtime
 
     def command(self, runner_args, config: BenchConfig, workdir: Path) -> list[str]:
+        if any(str(a).lower().endswith(".pte") for a in runner_args):
+            # executorch's Python runtime links libtorch, and PyPI's aarch64 torch is the
+            # CUDA build: the sysroot Python cannot run it. A torch-free C++ runner over the
+            # aarch64 wheel's libexecutorch* is the way (README: not built yet).
+            raise RunnerFailed("ExecuTorch programs cannot run under QEMU yet: the "
+                                    "aarch64 C++ runner is not built (see README, ExecuTorch)")
         self._site_runtime = self._runtime_of(config, runner_args)
         sr = self._ensure(tflite_runtime=self._site_runtime == "tflite_runtime",
                           mnn=self._site_runtime == "mnn")
