@@ -701,9 +701,9 @@ def test_evaluate_output_width_vs_card(tmp_path):
     tiny_card(tmp_path)
     labelled_folder(tmp_path / "data", classes=("cat", "truck"))
     r = run_cli("quant.evaluate", "--model", tmp_path / "tiny.onnx", "--data", tmp_path / "data")
-    assert_one_line_error(r, "quant.evaluate", "5 outputs but its card names 10 classes")
+    assert_one_line_error(r, "quant.evaluate", "card lists 10 classes but tiny.onnx outputs 5")
     r = run_cli("quant.evaluate", "--card", tmp_path / "tiny.json", "--data", tmp_path / "data")
-    assert_one_line_error(r, "quant.evaluate", "5 outputs but its card names 10 classes")
+    assert_one_line_error(r, "quant.evaluate", "card lists 10 classes but tiny.onnx outputs 5")
 
 
 def test_check_logits_labels_and_ref():

@@ -220,6 +220,18 @@ def test_android_bench_json_never_replaces_an_input(target, tmp_path):
             "--json", out, "--runs", 1)
 
 
+def test_android_bench_outputs_dir_never_replaces_the_inputs(tmp_path):
+    """--outputs-dir saves <model>.<target>.outputs.npy: a run fed the outputs of an earlier
+    run (the same name, in the same folder) must not overwrite them."""
+    import numpy as np
+
+    art = model_dir(tmp_path)
+    x = art / "tiny.onnx.local.outputs.npy"
+    np.save(x, np.zeros((1, 3, 8, 8), np.float32))
+    refused(tmp_path, "android_bench", "is the input", "--model", art / "tiny.onnx",
+            "--inputs", x, "--outputs-dir", art, "--runs", 1, "--warmup", 0)
+
+
 def test_profile_json_never_replaces_the_model(tmp_path):
     art = model_dir(tmp_path)
     refused(tmp_path, "android_bench.profile", "is the input", "--model", art / "tiny.onnx",

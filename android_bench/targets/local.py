@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
+from zoo.util import check_not_input
+
 from .base import (RUNNER_PATH, BenchConfig, ModelSpec, RunnerFailed, Target, TargetOptions,
                    TargetUnavailable, check_runner_exit, finish_result, load_result, run_process,
                    runner_argv)
@@ -35,7 +37,9 @@ def outputs_path(config: BenchConfig, model: ModelSpec, tag: str) -> Path | None
         return None
     base = Path(config.out_dir) if config.out_dir else Path.cwd()
     base.mkdir(parents=True, exist_ok=True)
-    return (base / f"{model.name}.{tag}.outputs.npy").resolve()
+    dest = (base / f"{model.name}.{tag}.outputs.npy").resolve()
+    check_not_input(dest)   # --outputs-dir beside the models: never over an input
+    return dest
 
 
 class LocalTarget(Target):

@@ -33,6 +33,8 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
 
+from zoo.util import check_not_input
+
 from .base import (RUNNER_PATH, BenchConfig, BenchError, ModelSpec, RunnerFailed, RuntimeMissing,
                    Target, TargetUnavailable, check_runner_exit, finish_result, last_line,
                    load_result, run_process, runner_argv)
@@ -318,6 +320,8 @@ class RemoteTarget(Target):
         if config.save_outputs:
             out_dir = Path(config.out_dir or ".")
             out_dir.mkdir(parents=True, exist_ok=True)
-            self.pull(f"{mdir}/outputs.npy", out_dir / f"{model.path.name}.outputs.npy",
+            dest = out_dir / f"{model.path.name}.outputs.npy"
+            check_not_input(dest)   # never over one of the run's inputs
+            self.pull(f"{mdir}/outputs.npy", dest,
                       f"fetching the outputs of {model.name}", model.name)
         return finish_result(raw, self.describe(), model)
