@@ -6,7 +6,6 @@ networks needs it.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -94,9 +93,6 @@ def export_case(case: Case, out_dir: Path) -> Path:
         with torch.no_grad():
             torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17,
                               input_names=["input"], output_names=["output"])
-    card = {"name": case.file_stem, "input": {"name": "input",
-                                             "shape": [1, case.in_channels, case.size, case.size]},
-            "cost": {"macs": case.macs, "memory_access": case.memory_access}}
-    # A minimal card for runner.py (input shape, cost); not an armq model card.
-    (Path(out_dir) / f"{case.file_stem}.json").write_text(json.dumps(card, indent=1))
+    # No card beside it: the cost comes from the case, the input shape from the graph (a
+    # hand-made partial card would not pass export.card's validator, rightly).
     return path

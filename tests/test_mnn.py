@@ -169,7 +169,7 @@ def test_ptq_mnn_bad_method_and_missing_model(mnn_run, tmp_path):
     assert r.returncode == 2 and "no FP32 MNN model" in r.stderr and r.stderr.count("\n") == 1
     r = subprocess.run([sys.executable, "-m", "quant.ptq", "--calib", str(CALIB), "--model",
                         str(mnn_run["card"]), "--backend", "mnn", "--method", "percentile",
-                        "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                        "--out", str(mnn_run["card"].parent)], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "no MNN counterpart" in r.stderr and r.stderr.count("\n") == 1
 
