@@ -89,6 +89,11 @@ def check_common_args(args: argparse.Namespace) -> None:
                         "is its --dataset's)")
     if args.weights is not None and args.random_weights:
         raise ArmqError("--weights and --random-weights exclude each other")
+    check_parity_args(args)
+
+
+def check_parity_args(args: argparse.Namespace) -> None:
+    """The parity-check flags every exporter shares (--num-images, --atol, --threads)."""
     if args.num_images < 1:
         raise ArmqError("--num-images must be at least 1")
     if not args.atol > 0:

@@ -151,12 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="CPU threads of both runtimes "
                    "(default: $ARMQ_THREADS, else up to 4)")
     args = p.parse_args(argv)
-    if args.num_images < 1:
-        raise ArmqError("--num-images must be at least 1")
-    if not args.atol > 0:
-        raise ArmqError("--atol must be positive")
-    if args.threads < 0:
-        raise ArmqError("--threads must be >= 0")
+    common.check_parity_args(args)
     if args.card is not None and args.out is not None and \
             args.out.resolve() != args.card.resolve().parent:
         raise ArmqError("--out applies to --onnx only (with --card the .mnn goes beside the card)")

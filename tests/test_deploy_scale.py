@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, wait_for_running_stage
+from conftest import REPO, interrupt_deploy, run_cli
 
 from deploy.devices import DevicePool, Device, DeviceKind, load_devices
 from deploy.spec import SpecError
-from deploy.stages import FAILED, OK, SKIPPED, Results, Runner, Stage
+from deploy.stages import FAILED, OK, Results, Runner, Stage
 
 
 # ---- the device inventory ------------------------------------------------------------------
@@ -249,33 +249,7 @@ def test_ray_ctrl_c_keeps_a_readable_partial_run(tmp_path):
     """The local runner's Ctrl-C promise on Ray: exit 130, results.json says interrupted,
     the running stage is stopped on its worker (its process is gone)."""
     pytest.importorskip("ray")
-    out = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "deploy", "--models", "shufflenet_v1:groups=3",
-                             "--targets", "local", "--skip-tflite", "--limit-eval", "50",
-                             "--executor", "ray", "--no-report", "--out", str(out)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        results = wait_for_running_stage(proc, out, "export_onnx")
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr[-2000:]
-    d = json.loads(results.read_text())
-    assert d["run"]["status"] == "interrupted"
-    st = {s["kind"]: s for s in d["stages"]}
-    assert st["export_onnx"]["status"] == "interrupted"
-    assert st["quant_ort"]["status"] == SKIPPED and "Ctrl-C" in st["quant_ort"]["reason"]
-    for _ in range(40):
-        r = subprocess.run(["pgrep", "-f", f"export.onnx .*{results.parent.name}"],
-                           capture_output=True)
-        if r.returncode == 1:
-            break
-        time.sleep(0.5)
-    assert r.returncode == 1, r.stdout
+    interrupt_deploy(tmp_path / "runs", "--executor", "ray", "--no-report")
 
 
 @pytest.mark.slow
