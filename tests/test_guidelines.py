@@ -82,7 +82,8 @@ def test_export_small_networks_and_run_them(tmp_path):
         with torch.no_grad():
             ref = build_model(c)(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-4)
-        assert json.loads((tmp_path / f"{c.file_stem}.json").read_text())["cost"]["macs"] == c.macs
+        # no partial card beside it: android_bench validates every card it finds
+        assert not (tmp_path / f"{c.file_stem}.json").exists()
 
 
 def test_cells_and_table_with_a_failed_case():
