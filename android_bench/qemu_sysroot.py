@@ -199,40 +199,37 @@ def build_base(root: Path, apt: PrivateApt, progress) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def build_mnn(root: Path, progress) -> dict:
+def _build_site(root: Path, progress, site_name: str, specs, platforms,
+                keep: str | None = None) -> list[str]:
+    """Download `specs` as aarch64 wheels, unpack them into the guest's `site_name` folder
+    (compiled, replacing an older one atomically); `keep`: only wheels whose file name starts
+    with it (the others are dependencies another site already has). The wheel names."""
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
-        say(progress, f"qemu-sysroot: downloading aarch64 wheels ({', '.join(WHEELS_MNN)}) ...")
-        wheels = [w for w in _pip_download(WHEELS_MNN, PLATFORMS_LITERT, work / "wheels")
-                  if w.name.lower().startswith("mnn-")]
+        say(progress, f"qemu-sysroot: downloading aarch64 wheels ({', '.join(specs)}) ...")
+        wheels = [w for w in _pip_download(specs, platforms, work / "wheels")
+                  if keep is None or w.name.lower().startswith(keep)]
         if not wheels:
-            raise QemuSetupError("pip downloaded no aarch64 MNN wheel")
-        site = work / "site-mnn"
+            raise QemuSetupError(f"pip downloaded no aarch64 wheel for {site_name}")
+        site = work / site_name
         site.mkdir()
         _unpack_wheels(wheels, site)
-        dst = root / "root" / GUEST_DIR.lstrip("/") / "site-mnn"
+        dst = root / "root" / GUEST_DIR.lstrip("/") / site_name
         _compileall([site], strip=work, prepend=GUEST_DIR)
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(site, dst)
-        return {"wheels_mnn": [w.name for w in wheels]}
+        return [w.name for w in wheels]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def build_mnn(root: Path, progress) -> dict:
+    # MNN's numpy comes from site-litert: keep the MNN wheel only
+    return {"wheels_mnn": _build_site(root, progress, "site-mnn", WHEELS_MNN, PLATFORMS_LITERT,
+                                      keep="mnn-")}
 
 
 def build_tflite(root: Path, progress) -> dict:
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
-    try:
-        say(progress, f"qemu-sysroot: downloading aarch64 wheels ({', '.join(WHEELS_TFLITE)}) ...")
-        wheels = _pip_download(WHEELS_TFLITE, PLATFORMS_TFLITE, work / "wheels")
-        site = work / "site-tflite"
-        site.mkdir()
-        _unpack_wheels(wheels, site)
-        dst = root / "root" / GUEST_DIR.lstrip("/") / "site-tflite"
-        _compileall([site], strip=work, prepend=GUEST_DIR)
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(site, dst)
-        return {"wheels_tflite": [w.name for w in wheels]}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return {"wheels_tflite": _build_site(root, progress, "site-tflite", WHEELS_TFLITE,
+                                         PLATFORMS_TFLITE)}
