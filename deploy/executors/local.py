@@ -111,20 +111,13 @@ def _stop(proc: subprocess.Popen) -> None:
     """SIGINT the stage's process group (CLIs clean up on KeyboardInterrupt), then SIGKILL."""
     if proc.poll() is not None:
         return
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-    except OSError:
-        pass
-    try:
-        proc.wait(timeout=10)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            pass
