@@ -152,8 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_imports()
     threads = common.set_threads(args.threads)
     prep = build.prepare(args, PROG)
+    if prep.origin is not None:   # a user's own model: only what torch.export can take
+        from .source import require_traceable
+        require_traceable(prep.origin, "ExecuTorch (torch.export)", fmt="ExecuTorch")
     x, data = parity_inputs(prep.data, args.images, args.num_images, PROG)
-    cost = common.cost_of(prep)
+    cost = common.cost_of(prep, PROG)
     path, details = export_pte(prep, x, data, out_dir, atol=args.atol, threads=threads)
     if details["audit"]["num_undelegated"]:
         common.warn(PROG, f"ops left outside XNNPACK (portable kernels, graph split): "

@@ -26,6 +26,8 @@ from typing import Any
 
 from zoo.util import ArmqError
 
+from .card import sha256_of
+
 # What to tell a user whose model format a converter cannot take.
 SAVE_INSTEAD = ("save torch.export.save(torch.export.export(model, (x,)), 'model.pt2') and pass "
                 "the .pt2, or pass the factory file.py:fn")
@@ -72,15 +74,7 @@ class ModelSource:
         return str(self.attr or "model")
 
     def sha256(self) -> str | None:
-        return _sha256(self.path) if self.path is not None and self.path.is_file() else None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha256_of(self.path) if self.path is not None and self.path.is_file() else None
 
 
 def _torch_archive_kind(path: Path) -> SourceKind | None:
@@ -302,12 +296,13 @@ def torch_rebuildable(card_source: dict) -> bool:
     return bool(card_source.get("checkpoint") or card_source.get("weights") == "random")
 
 
-def require_traceable(src: ModelSource, what: str) -> None:
-    """One line when `what` (litert-torch, PT2E, the dynamo exporter) cannot take the source."""
+def require_traceable(src: ModelSource, what: str, fmt: str = "TFLite") -> None:
+    """One line when `what` (litert-torch, PT2E, the dynamo exporter, ExecuTorch) cannot take
+    the source; `fmt`: the format an ONNX file would have to be converted to."""
     if src.kind is SourceKind.TORCHSCRIPT:
         raise SourceError(f"{src.spec}: a TorchScript file cannot go through {what} (it needs "
                           f"torch.export); {SAVE_INSTEAD}")
     if src.kind is SourceKind.ONNX:
         raise SourceError(f"{src.spec}: {what} starts from a torch model and no maintained "
-                          "ONNX->TFLite converter is installed; pass the factory file.py:fn "
+                          f"ONNX->{fmt} converter is installed; pass the factory file.py:fn "
                           "or a .pt2 instead of the .onnx")
