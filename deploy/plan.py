@@ -207,7 +207,9 @@ class Plan:
                                 prepare=self._argv(lambda p=p, b=backend, c=p_calib, tg=tg:
                                                    ptq_command(p.tag, c, b, self._num_calib(p, b),
                                                                self.art, python=self.py,
-                                                               target=tg.id if tg else None)),
+                                                               target=tg.id if tg else None,
+                                                               source=p.source_arg
+                                                               if b == "tflite" else None)),
                                 after=self._after_card(p)))
                 if p_note and p_calib is not None and p_note not in self.notes:
                     self.notes.append(p_note)
@@ -269,7 +271,8 @@ class Plan:
                timeout_s=TIMEOUTS["quant_executorch"],
                # PT2E calibration runs the observed torch graph, as TFLite's does: its count
                prepare=self._argv(lambda: et_ptq.command(
-                   self.card(p), calib, self._num_calib(p, "tflite"), python=self.py)),
+                   self.card(p), calib, self._num_calib(p, "tflite"), python=self.py,
+                   source=p.source_arg)),
                after=self._after_card(p))]
 
     def _num_calib(self, p: Planned, backend: str) -> int:

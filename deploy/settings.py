@@ -145,13 +145,19 @@ class Planned:
             return str(e)
         return None
 
+    @property
+    def source_arg(self) -> str | None:
+        """The --source a stage that rebuilds the torch model is given (None: a zoo model).
+        It comes from the run's own spec, never from a card."""
+        return str(self.spec.source) if self.foreign else None
+
     def export_args(self) -> list[str]:
         """The export flags that select this model (zoo.cli.variant_argv for the zoo's)."""
         from zoo.cli import variant_argv
 
         if not self.foreign:
             return variant_argv(self.variant)
-        args = ["--source", str(self.spec.source), "--model", self.spec.name,
+        args = ["--source", str(self.source_arg), "--model", self.spec.name,
                 "--dataset", self.variant.dataset]
         if self.spec.input_size:
             args += ["--input-size", str(self.spec.input_size)]

@@ -7,8 +7,8 @@
     torchvision:NAME                   a torchvision classifier (needs an importable torchvision)
 
 `parse_source` classifies a spec (by content for torch files: a .pt is either), `record`
-is what the card keeps (kind, spec, sha256 of the file), `check_recorded` refuses a file
-that changed since, and `load_torch_model` builds the torch module every stage rebuilds.
+is what the card keeps (kind, spec, sha256 of the file), `confirm_record` checks the
+`--source` a later stage is given against it (a card never picks code to run), and `load_torch_model` builds the torch module every stage rebuilds.
 """
 from __future__ import annotations
 
@@ -138,25 +138,35 @@ def record(src: ModelSource) -> dict:
     return rec
 
 
-def from_record(rec: Any, where: str) -> ModelSource:
-    """The card's `source.model_source` -> ModelSource, refusing a file that changed."""
+def confirm_record(rec: Any, given: ModelSource | None, where: str) -> ModelSource:
+    """The source a later stage rebuilds the torch model from: the `--source` the user gives
+    again, checked against the card's `source.model_source`. A card is data: it may say which
+    file the model came from, but never makes armq import, call or load that file (a card
+    sent by someone else carries both the path and its sha256, so a hash check alone proves
+    nothing). Refuses a missing --source, another kind, another function, a changed file."""
     if not isinstance(rec, dict) or not isinstance(rec.get("spec"), str):
         raise SourceError(f"{where}: the card's model_source is not a source record")
     spec = rec["spec"]
-    path = rec.get("path")
-    # The absolute path recorded at export time wins: later stages run from other folders.
-    if isinstance(path, str) and Path(path).is_file():
-        target = path if ":" not in spec or spec.startswith("torchvision:") else \
-            f"{path}:{spec.rpartition(':')[2]}"
-        src = parse_source(target)
-    else:
-        src = parse_source(spec)
+    if given is None:
+        raise SourceError(f"{where}: the card's model came from --source {spec}; pass --source "
+                          "again to rebuild it (armq never runs or loads a file a card names)")
+    if rec.get("kind") != given.kind.value:
+        raise SourceError(f"{where}: --source {given.spec} is a {given.kind.value}, but the card's "
+                          f"model came from a {rec.get('kind')} ({spec})")
+    if given.kind is SourceKind.FACTORY and given.attr != spec.rpartition(":")[2]:
+        raise SourceError(f"{where}: --source {given.spec} names function '{given.attr}', the "
+                          f"card's model came from '{spec.rpartition(':')[2]}' ({spec})")
+    if given.path is None:   # package.module:fn or torchvision:NAME: the spec is all there is
+        if given.spec != spec:
+            raise SourceError(f"{where}: --source {given.spec} is not the card's {spec}")
+        return given
     want = rec.get("sha256")
-    got = src.sha256()
-    if want and got != want:
-        raise SourceError(f"{where}: {src.path} changed since export (sha256 {str(got)[:12]} != "
-                          f"card {str(want)[:12]}); re-export the model")
-    return src
+    got = given.sha256()
+    if not want or got != want:
+        raise SourceError(f"{where}: {given.path} is not the file the card's model was exported "
+                          f"from (sha256 {str(got)[:12]} != card {str(want)[:12]}); changed since "
+                          "export? re-export the model")
+    return given
 
 
 # ---- building the torch module --------------------------------------------------------------

@@ -2,6 +2,7 @@
 your calibration images, lowered to the XNNPACK delegate.
 
     python -m quant.et_ptq --card artifacts/<name>.json --calib DIR|tar [--num-calib N]
+                           [--source SPEC]   (a model exported with --source: the same again)
 
     torch model (the card's checkpoint, as quant.tflite_ptq rebuilds it) -> torch.export
     (NCHW-contiguous example) -> prepare_pt2e(XNNPACKQuantizer) -> calibration images ->
@@ -31,10 +32,11 @@ DEFAULT_NUM_CALIB = 200
 
 
 def command(card: Path, calib: Path, num_calib: int = DEFAULT_NUM_CALIB,
-            python: str = sys.executable) -> list[str]:
-    """The command line of this stage (deploy's ExecuTorch INT8 stage)."""
+            python: str = sys.executable, source: str | None = None) -> list[str]:
+    """The command line of this stage (deploy's ExecuTorch INT8 stage; `source`: the
+    --source of a model that is not the zoo's)."""
     return [python, "-m", PROG, "--card", str(card), "--calib", str(calib),
-            "--num-calib", str(num_calib)]
+            "--num-calib", str(num_calib)] + (["--source", source] if source else [])
 
 
 def quantize(model, calib: np.ndarray):
@@ -56,7 +58,7 @@ def quantize(model, calib: np.ndarray):
     return export_program(converted, calib)
 
 
-def run(card_path: Path, calib_src: Path, num_calib: int) -> Path:
+def run(card_path: Path, calib_src: Path, num_calib: int, source: str | None = None) -> Path:
     from export.card import load_card, save_card
     from export.executorch import lower, pte_details, quiet_imports
     from export.runtime import et_method
@@ -70,7 +72,11 @@ def run(card_path: Path, calib_src: Path, num_calib: int) -> Path:
     check_source(calib_src, "--calib")
     quiet_imports()
     ref = ModelRef(load_card(card_path), card_path)
-    model = build_torch_model(ref)
+    origin = None
+    if source is not None:
+        from export.source import parse_source
+        origin = parse_source(source)
+    model = build_torch_model(ref, origin)
     calib = load_set(calib_src, ref.card, limit=num_calib, progress=False, what="--calib")
     t0 = time.time()
     try:
@@ -114,13 +120,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="calibration images: folder, ImageFolder tree, .tar/.zip")
     p.add_argument("--num-calib", type=int, default=DEFAULT_NUM_CALIB,
                    help=f"calibration images (default {DEFAULT_NUM_CALIB})")
+    p.add_argument("--source", metavar="SPEC",
+                   help="for a model exported with --source (file.py:fn, module:fn, model.pt2): "
+                   "the same source again; checked against the card's record (armq never "
+                   "runs a file a card names)")
     args = p.parse_args(argv)
     if args.num_calib < 1:
         raise ArmqError("--num-calib must be at least 1")
     if not args.card.is_file():
         raise ArmqError(f"--card {args.card} does not exist (export the model first)")
     et_venv.reexec_in_venv(PROG, None if argv is None else list(argv))
-    run(args.card, args.calib, args.num_calib)
+    run(args.card, args.calib, args.num_calib, args.source)
     return 0
 
 

@@ -50,12 +50,14 @@ PROG = "quant.ptq"
 
 
 def command(model: str, calib: Path, backend: str, num_calib: int, out: Path,
-            python: str = sys.executable, target: str | None = None) -> list[str]:
+            python: str = sys.executable, target: str | None = None,
+            source: str | None = None) -> list[str]:
     """The command line of one backend's quantization of the model `model` in `out`
-    (`target`: --for, the INT8 recipe of that target)."""
+    (`target`: --for, the INT8 recipe of that target; `source`: the --source of a model
+    that is not the zoo's, which the TFLite backend rebuilds it from)."""
     return [python, "-m", PROG, "--calib", str(calib), "--model", model, "--backend", backend,
             "--num-calib", str(num_calib), "--out", str(out)] \
-        + (["--for", target] if target else [])
+        + (["--for", target] if target else []) + (["--source", source] if source else [])
 
 
 def recipe_record(backend: Backend, config: QuantConfig, recipe: Recipe | None,
@@ -128,9 +130,12 @@ def _audit(path: Path, backend: Backend) -> dict:
     return res
 
 
-def _backends_for(ref: ModelRef, requested: Backend | None, given: Path | None) -> list[Backend]:
+def _backends_for(ref: ModelRef, requested: Backend | None, given: Path | None,
+                  have_source: bool = False) -> list[Backend]:
     """Explicit backend: that one (or fail). No --backend: the format of the given model
-    file, else every backend the model can use. `all`: every usable backend."""
+    file, else every backend the model can use. `all`: every usable backend (TFLite for a
+    model that is not the zoo's only with --source: armq rebuilds it from that, not from
+    the file the card names)."""
     from .tflite_ptq import available
 
     if requested is None and given is not None and backend_for_path(given) is not None:
@@ -155,7 +160,13 @@ def _backends_for(ref: ModelRef, requested: Backend | None, given: Path | None) 
     from export.source import torch_rebuildable
 
     if available() is None and torch_rebuildable(ref.card.source):
-        out.append(Backend.TFLITE)
+        rec = ref.card.source.get("model_source")
+        if rec is None or have_source:
+            out.append(Backend.TFLITE)
+        else:
+            print(f"{PROG}: {ref.name}: TFLite skipped: its model came from --source "
+                  f"{rec.get('spec') if isinstance(rec, dict) else '?'}; pass --source again "
+                  "to rebuild it for the TFLite backend", file=sys.stderr)
     if ref.artifact("mnn") is not None and _mnn_available():
         out.append(Backend.MNN)
     if not out:
@@ -232,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pt2e-annotations", choices=("armq", "litert"), default="armq",
                    help="TFLite: armq's quantizer (default) or litert-torch's PT2EQuantizer as "
                    "shipped, which leaves some ops in float (for comparison)")
+    p.add_argument("--source", metavar="SPEC",
+                   help="for a model exported with --source (file.py:fn, module:fn, model.pt2): "
+                   "the same source again, so the TFLite backend can rebuild the torch model; "
+                   "checked against the card's record (armq never runs a file a card names)")
     p.add_argument("--eval", help="labelled ImageFolder to report float vs INT8 accuracy on")
     p.add_argument("--eval-limit", type=int, help="use at most N --eval images")
     p.add_argument("--fallback", type=int, default=0,
@@ -272,11 +287,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise QuantError(f"--model {shown(args.model)}: its card {shown(r.card_path)} is not in "
                              f"--out {shown(out_dir)}; the INT8 model is written beside its card, so "
                              f"pass --out {shown(r.card_path.parent)}")
-    plans = [(r, _backends_for(r, args.backend, given)) for r in refs]
+    source = None
+    if args.source is not None:
+        from export.source import SourceError, parse_source
+        if len(refs) != 1 or "model_source" not in refs[0].card.source:
+            raise QuantError(f"--source {args.source}: give it with --model naming one card "
+                             "exported with --source")
+        try:
+            source = parse_source(args.source)
+        except SourceError as e:
+            raise QuantError(str(e)) from None
+    plans = [(r, _backends_for(r, args.backend, given, source is not None)) for r in refs]
     calib_src = check_source(args.calib, "--calib")
     eval_src = check_source(args.eval, "--eval") if args.eval else None
     # The card is updated in place on purpose; the model named and the data sets are not.
-    declare_inputs(given, calib_src, eval_src)
+    declare_inputs(given, calib_src, eval_src, source.path if source is not None else None)
     if eval_src is not None:
         from .common import check_labels
         folders = sorted({r.label for r in list_images(eval_src) if r.label is not None})
@@ -303,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r, backends in plans:
         if Backend.TFLITE in backends:
             from .tflite_ptq import build_torch_model
-            torch_models[r.name] = build_torch_model(r)
+            torch_models[r.name] = build_torch_model(r, source)
     for ref, backends in plans:
         t_model = time.perf_counter()
         n_hold = args.holdout if config.needs_holdout else 0

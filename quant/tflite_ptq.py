@@ -6,7 +6,9 @@ through litert-torch's PT2E flow.
 
 The torch model is rebuilt from the checkpoint named in the card (its sha256
 must still match: the training run rewrites checkpoints) or, for random-init
-exports, from the recorded seed; it is checked against the float ONNX model.
+exports, from the recorded seed; it is checked against the float ONNX model. A model
+that is not the zoo's is rebuilt from the `--source` the user gives again, checked
+against the card's record (a card never picks code to run).
 
 The quantizer (armq's annotations and observers) is quant.pt2e; `TfliteBackend`
 is this format's side of quant.policy. The TFLite backend cannot rank layers
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -26,6 +28,9 @@ from .common import Method, ModelRef, QuantError
 from .config import Layout, QuantConfig
 from .policy import Holdout, Outcome, progress_bar
 from .pt2e import make_quantizer, quiet_env
+
+if TYPE_CHECKING:
+    from export.source import ModelSource
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,15 +56,16 @@ def _find_checkpoint(ref: ModelRef, name: str) -> Path:
     raise QuantError(f"{ref.name}: checkpoint {name} named in the card does not exist")
 
 
-def _foreign_model(ref: ModelRef):
-    """A --source card's torch module, from the recorded file (refused if it changed)."""
-    from export.source import SourceError, from_record, load_torch_model, require_traceable
+def _foreign_model(ref: ModelRef, given: ModelSource | None):
+    """A --source card's torch module, built from the --source the user gave (checked
+    against the card's record: the card itself never picks the file)."""
+    from export.source import SourceError, confirm_record, load_torch_model, require_traceable
 
     from .common import data_config
 
     src = ref.card.source
     try:
-        origin = from_record(src["model_source"], ref.name)
+        origin = confirm_record(src["model_source"], given, ref.name)
         require_traceable(origin, "the TFLite backend (litert-torch PT2E)")
         return load_torch_model(origin, data_config(ref.card),
                                 dict(ref.card.variant.get("params") or {}))
@@ -67,8 +73,9 @@ def _foreign_model(ref: ModelRef):
         raise QuantError(str(e)) from None
 
 
-def build_torch_model(ref: ModelRef):
-    """The float torch model the card's ONNX/TFLite models were exported from."""
+def build_torch_model(ref: ModelRef, source: ModelSource | None = None):
+    """The float torch model the card's ONNX/TFLite models were exported from (`source`: the
+    user's --source, required for a model that is not the zoo's)."""
     import torch
 
     import zoo
@@ -85,7 +92,7 @@ def build_torch_model(ref: ModelRef):
     except (KeyError, TypeError) as e:
         raise QuantError(f"{ref.name}: card variant unusable ({e})") from None
     if foreign and src.get("weights") == "embedded":
-        return eval_mode(_foreign_model(ref))  # the file holds the weights
+        return eval_mode(_foreign_model(ref, source))  # the file holds the weights
     if src.get("checkpoint"):
         ck = _find_checkpoint(ref, str(src["checkpoint"]))
         raw = ck.read_bytes()
@@ -99,11 +106,11 @@ def build_torch_model(ref: ModelRef):
             tmp.flush()
             state = read_checkpoint(tmp.name)["state_dict"]
         torch.manual_seed(0)
-        model = _foreign_model(ref) if foreign else create_model(variant)
+        model = _foreign_model(ref, source) if foreign else create_model(variant)
         load_weights(model, state, f"checkpoint {ck}")
     elif src.get("weights") == "random" and "seed" in src and not src.get("builder"):
         torch.manual_seed(int(src["seed"]))
-        model = _foreign_model(ref) if foreign else create_model(variant)
+        model = _foreign_model(ref, source) if foreign else create_model(variant)
         if "BatchNorm" in str(src.get("init", "")):
             from export.common import randomize_norms  # export's random-init recipe
             randomize_norms(model, int(src["seed"]))

@@ -178,13 +178,21 @@ def test_card_vs_graph_and_changed_source(files, tmp_path, one_thread):
     assert ptq.main(["--calib", str(calib), "--model", "mine_cifar10", "--backend", "ort",
                      "--num-calib", "8", "--holdout", "0", "--out", str(out)]) == 0
     assert (out / "mine_cifar10.int8.onnx").is_file()
-    # The TFLite backend rebuilds the torch model from the recorded factory + weights...
+    # The TFLite backend rebuilds the torch model from the --source given again (checked
+    # against the card's record), never from the file the card names...
     (ref,) = resolve_models(str(card_path), out)
-    assert build_torch_model(ref) is not None
-    # ...and refuses a factory file that changed since the export.
+    with pytest.raises(ArmqError, match="pass --source again"):
+        build_torch_model(ref)
+    assert build_torch_model(ref, parse_source(f"{own}:build")) is not None
+    # ...refuses another function of the same file, another kind of source...
+    with pytest.raises(ArmqError, match="names function 'other'"):
+        build_torch_model(ref, parse_source(f"{own}:other"))
+    with pytest.raises(ArmqError, match="is a pt2, but the card.s model came from a factory"):
+        build_torch_model(ref, parse_source(str(files / "tiny.pt2")))
+    # ...and a factory file that changed since the export.
     own.write_text(textwrap.dedent(TINY) + "\n# edited\n")
     with pytest.raises(ArmqError, match="changed since export"):
-        build_torch_model(ref)
+        build_torch_model(ref, parse_source(f"{own}:build"))
     # A card that does not describe its graph: one line, before any number is made.
     d = json.loads(card_path.read_text())
     d["class_names"] = d["class_names"][:5]    # a consistent card (the validator's part)...
@@ -226,3 +234,37 @@ def test_sweep_takes_own_models(files, tmp_path):
     specs = load_sweep(toml)["models"]
     assert [(s.name, s.source, s.weights) for s in specs] == [
         ("prog", f"{files}/tiny.pt2", None), ("mine", f"{files}/tiny.py:build", "w.pt")]
+
+
+def test_a_card_never_chooses_code_to_run(files, tmp_path, one_thread, capsys):
+    """A card someone sent names a Python file (with its true sha256): quant.ptq must not
+    import it. The TFLite backend needs the user's own --source; without it, one line (or,
+    with no --backend, TFLite skipped with a note) and the file never ran."""
+    from quant import ptq
+
+    out = tmp_path / "art"
+    _export(files, out, "--source", f"{files}/tiny.py:build", "--weights",
+            str(files / "tiny_sd.pt"), "--dataset", "cifar10")
+    card_path = out / "tiny_cifar10.json"
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(textwrap.dedent(TINY) + f"\nopen({str(marker)!r}, 'w').write('x')\n")
+    d = json.loads(card_path.read_text())
+    d["source"]["model_source"].update(spec=f"{evil}:build", path=str(evil),
+                                       sha256=__import__("hashlib").sha256(evil.read_bytes()).hexdigest())
+    card_path.write_text(json.dumps(d))
+    calib = Path(__file__).resolve().parents[1] / "assets" / "data" / "cifar10_calib.tar.gz"
+    base = ["--calib", str(calib), "--model", "tiny_cifar10", "--num-calib", "8", "--holdout", "0",
+            "--out", str(out)]
+    r = run_module("quant.ptq", *base, "--backend", "tflite")
+    assert r.returncode == 2 and "pass --source again" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    # the user's own file is not the one the card names: refused too
+    r = run_module("quant.ptq", *base, "--backend", "tflite", "--source", f"{files}/tiny.py:build")
+    assert r.returncode == 2 and "is not the file the card's model was exported from" in r.stderr
+    # no --backend: ONNX Runtime INT8 runs, TFLite is skipped with a note naming the flag
+    capsys.readouterr()
+    assert ptq.main(base) == 0
+    assert "TFLite skipped" in capsys.readouterr().err
+    assert (out / "tiny_cifar10.int8.onnx").is_file() and not (out / "tiny_cifar10.int8.tflite").exists()
+    assert not marker.exists()
