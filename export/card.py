@@ -51,7 +51,7 @@ PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT", "pte": "to
 # `x.int8.onnx` name and the `onnx_int8` key; any other recipe is named in both:
 # `x.u8s8.int8.onnx` -> `onnx_int8_u8s8`, so two recipes of one model live side by side.
 DEFAULT_RECIPE_TAG = "s8s8"
-RECIPE_TAGS = ("s8s8", "u8s8")
+RECIPE_TAGS = ("s8s8", "u8s8", "u8s8r")   # quant.config.RecipeName's values (a test checks)
 # File extension of each model format (a new backend adds its format here).
 FORMAT_EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "mnn": ".mnn", "pte": ".pte"}
 MODEL_FORMATS = tuple(FORMAT_EXTENSIONS)

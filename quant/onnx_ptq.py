@@ -49,7 +49,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .common import Method, ModelRef, QuantError
-from .config import WEIGHTS, ActivationType, QuantConfig
+from .config import WEIGHTS, WEIGHTS_REDUCED, ActivationType, QuantConfig
 from .onnx_graph import avgpool_as_depthwise, nhwc_channel_shuffle, rewire_shape_queries
 from .onnx_layers import LAYER_OPS, exclusion_for, layer_errors
 from .policy import Holdout, Outcome, progress_bar
@@ -232,7 +232,8 @@ def quantize(pre: Path, ranges, method: Method, out: Path, config: QuantConfig =
         act = QuantType.QInt8 if config.activations is ActivationType.INT8 else QuantType.QUInt8
         quantize_static(
             str(pre), str(out), None,
-            quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=False,
+            quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
             activation_type=act, weight_type=QuantType.QInt8,
             nodes_to_exclude=list(nodes_to_exclude),
             calibrate_method=getattr(CalibrationMethod, ORT_METHOD_NAMES[method]),
@@ -365,5 +366,6 @@ class OrtBackend:
         return outcome.candidate, {
             "nhwc_channel_shuffles": self.shuffles, "avgpools_as_depthwise": self.pools,
             "format": "QDQ",
-            "activations": self.config.activations.value, "weights": WEIGHTS,
+            "activations": self.config.activations.value,
+            "weights": WEIGHTS_REDUCED if self.config.reduce_range else WEIGHTS,
             "runtime": f"onnxruntime {onnxruntime.__version__}"}

@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from export.card import int8_filename, int8_key, load_card, save_card
+from export.card import RECIPE_TAGS, int8_filename, int8_key, load_card, save_card
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_paths, check_writable_dir, cli_entry, declare_inputs, shown
 
@@ -70,7 +70,8 @@ def recipe_record(backend: Backend, config: QuantConfig, recipe: Recipe | None,
     if recipe is not None:
         return {**recipe.to_dict(), "target": target}
     return {"name": config.recipe_tag, "activations": config.activations.value, "target": None,
-            "reason": "--activations " + config.activations.value}
+            "reason": "--activations " + config.activations.value
+            + (" --reduce-range" if config.reduce_range else "")}
 
 
 def quantize_backend(ref: ModelRef, backend: Backend, calib: np.ndarray, hold: Holdout | None,
@@ -90,7 +91,7 @@ def quantize_backend(ref: ModelRef, backend: Backend, calib: np.ndarray, hold: H
         # (deploy quantizes each backend in its own process).
         card = load_card(ref.card_path)
         saved = next((card.artifacts[k].get("ranking") for k in
-                      (Backend.ORT.int8_key, int8_key("onnx", "u8s8"))
+                      [int8_key("onnx", t) for t in RECIPE_TAGS]
                       if card.artifacts.get(k, {}).get("ranking")), None)
     outcome = Policy(config, PROG, ref.name).run(impl, hold, saved)
     path, extra = impl.finish(outcome, hold)
@@ -232,11 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--activations", choices=("int8", "uint8"), default=None,
                    help="ONNX activation type: int8 (S8S8, default) or uint8 (U8S8); "
                    "--for picks it from the target instead")
+    p.add_argument("--reduce-range", action="store_true",
+                   help="with --activations uint8: 7-bit weights, for x86 without VNNI whose "
+                   "int16 pair sums saturate (--for local picks it on such a host)")
     p.add_argument("--for", dest="target", metavar="TARGET",
                    help="pick the ONNX INT8 recipe for a target: local (this CPU), "
                    "qemu:cortex-a76, cortex-a72, or a board's flags such as "
                    "aarch64:asimd+asimddp / x86_64:avx512_vnni. U8S8 files are named "
-                   "<model>.u8s8.int8.onnx (TFLite full-integer is int8 only)")
+                   "<model>.u8s8.int8.onnx (<model>.u8s8r.int8.onnx with 7-bit weights: x86 "
+                   "without VNNI); TFLite full-integer is int8 only")
     p.add_argument("--tflite-layout", choices=("nhwc", "nchw"), default="nhwc",
                    help="TFLite input layout when the card has no float TFLite model to follow "
                    "(default nhwc)")
@@ -264,8 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise QuantError("--max-drop must be >= 0")
     if args.eval_limit is not None and args.eval_limit < 1:
         raise QuantError("--eval-limit must be at least 1")
-    if args.target is not None and args.activations is not None:
-        raise QuantError("--for picks the activation type: give --for or --activations, not both")
+    if args.target is not None and (args.activations is not None or args.reduce_range):
+        raise QuantError("--for picks the integer format: give --for or --activations/"
+                         "--reduce-range, not both")
+    if args.reduce_range and args.activations != "uint8":
+        raise QuantError("--reduce-range goes with --activations uint8 (int16 saturation is an "
+                         "x86 uint8 kernel's problem)")
     recipe = None
     if args.target is not None:
         try:

@@ -3,7 +3,8 @@
     python scripts/bench_int8_x86.py [--work DIR] [--runs 60] [--models shufflenet_v1_g3,...]
 
 For each model: export it (python -m export.onnx), quantize it twice with quant.ptq
-(--activations int8: S8S8; --for local: this host's recipe, U8S8 on x86), then time FP32,
+(--activations int8: S8S8; --for local: this host's recipe, U8S8 on x86, 7-bit weights
+without VNNI), then time FP32,
 S8S8 and U8S8 with onnxruntime on one thread, on the x86 graph ORT really builds here.
 Time is the median *thread-CPU* time per inference (time.thread_time_ns around
 session.run: with one intra-op thread ORT computes on the calling thread), so other
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from android_bench.compare import measured_speedup  # noqa: E402
 from export.card import int8_filename  # noqa: E402
+from quant.config import recipe_for_target  # noqa: E402
 from export.runtime import ort_session  # noqa: E402
 
 CIFAR_CALIB = REPO / "assets" / "data" / "cifar10_calib.tar.gz"
@@ -100,7 +102,7 @@ def main() -> int:
     for c in (c for c in CASES if c.key in want):
         fp = a.work / f"{c.tag}.onnx"
         s8 = a.work / int8_filename(c.tag, "onnx", "s8s8")
-        u8 = a.work / int8_filename(c.tag, "onnx", "u8s8")
+        u8 = a.work / int8_filename(c.tag, "onnx", recipe_for_target("local").tag)
         if not (a.reuse and fp.is_file()):
             run("-m", "export.onnx", *c.export_args, "--num-images", "2", "--out", str(a.work))
         for flags, f in ((("--activations", "int8"), s8), (("--for", "local"), u8)):

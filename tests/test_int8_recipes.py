@@ -19,7 +19,7 @@ from export.card import (RECIPE_TAGS, artifact_key, card_path_for, int8_filename
 from quant.config import (DOTPROD_CORES, ActivationType, RecipeError, RecipeName, recipe_for,
                           recipe_for_target)
 
-S8S8, U8S8 = RecipeName.S8S8, RecipeName.U8S8
+S8S8, U8S8, U8S8R = RecipeName.S8S8, RecipeName.U8S8, RecipeName.U8S8_REDUCED
 
 
 # ---- the rule --------------------------------------------------------------------------------
@@ -28,14 +28,21 @@ S8S8, U8S8 = RecipeName.S8S8, RecipeName.U8S8
     ("qemu:cortex-a76", S8S8), ("cortex-a76", S8S8), ("qemu:neoverse-n1", S8S8),
     ("qemu:cortex-a72", U8S8), ("qemu:cortex-a53", U8S8), ("QEMU:Cortex-A72", U8S8),
     ("aarch64:asimd+asimddp", S8S8), ("arm64:asimd,dotprod", S8S8), ("aarch64:asimd", U8S8),
-    ("x86_64:avx512_vnni", U8S8), ("x86_64:avx_vnni", U8S8), ("x86_64:avx2", U8S8),
-    ("x86_64", U8S8), ("aarch64", U8S8),
+    ("x86_64:avx512_vnni", U8S8), ("x86_64:avx_vnni", U8S8), ("x86_64:avx2", U8S8R),
+    ("x86_64", U8S8R), ("aarch64", U8S8),
 ])
 def test_recipe_per_target(target, want):
     r = recipe_for_target(target)
     assert r.name is want and r.reason
     assert r.activations is (ActivationType.INT8 if want is S8S8 else ActivationType.UINT8)
     assert r.to_dict()["name"] == want.value and r.tag in RECIPE_TAGS
+    # 7-bit weights exactly where int16 pair sums saturate: x86 without VNNI
+    assert r.reduce_range is (want is U8S8R)
+    assert ("7-bit" in r.to_dict()["weights"]) is r.reduce_range
+
+
+def test_card_recipe_tags_are_the_recipes():
+    assert set(RECIPE_TAGS) == {n.value for n in RecipeName}
 
 
 def test_every_emulated_cpu_and_this_host_have_a_recipe():
@@ -44,8 +51,10 @@ def test_every_emulated_cpu_and_this_host_have_a_recipe():
         recipe_for_target(f"qemu:{cpu}")
     host = recipe_for_target("local")
     if platform.machine().lower() in ("x86_64", "amd64"):
-        assert host.name is U8S8            # VNNI or not: ORT's x86 kernels take uint8
-    assert recipe_for("x86_64", ["avx512_vnni"]).reason.endswith("(avx512_vnni)")
+        # ORT's x86 kernels take uint8; 7-bit weights unless VNNI sums in int32
+        vnni = {"avx512_vnni", "avx_vnni"} & set(open("/proc/cpuinfo").read().split())
+        assert host.name is (U8S8 if vnni else U8S8R)
+    assert "(avx512_vnni" in recipe_for("x86_64", ["avx512_vnni"]).reason
 
 
 @pytest.mark.parametrize("bad", ["android", "qemu:cortex-z9", "riscv64:v", "ssh:board", ""])
@@ -108,7 +117,8 @@ def test_ptq_for_target_records_the_recipe(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["--for", "qemu:cortex-z9"], "--for 'qemu:cortex-z9': not a target"),
-    (["--for", "local", "--activations", "uint8"], "give --for or --activations, not both"),
+    (["--for", "local", "--activations", "uint8"], "give --for or --activations/--reduce-range, not both"),
+    (["--reduce-range"], "--reduce-range goes with --activations uint8"),
 ])
 def test_ptq_for_errors_are_one_line(tmp_path, args, needle):
     onnx, calib = _tiny(tmp_path)
@@ -143,7 +153,8 @@ def test_deploy_quantizes_once_per_recipe_and_benchmarks_each_targets_file(tmp_p
     stages = [st for group, _ in plan.stages() for st in group]
     quants = [st for st in stages if st.kind == "quant_ort"]
     want = {recipe_for_target(t).tag for t in ("local", "qemu:cortex-a76", "qemu:cortex-a72")}
-    assert len(quants) == len(want) == 2           # a72 reuses the U8S8 file (x86 or a72 first)
+    # one file per distinct recipe: x86 with VNNI and a72 share U8S8 (x86 without VNNI: U8S8R)
+    assert len(quants) == len(want) and want >= {"s8s8", "u8s8"}
     plan.results.model(tag)["weights"] = {"kind": "shipped"}
     fors = set()
     for st in quants:
@@ -154,8 +165,8 @@ def test_deploy_quantizes_once_per_recipe_and_benchmarks_each_targets_file(tmp_p
     art = tmp_path / "artifacts"
     art.mkdir()
     arts = {}
-    for key, f in (("onnx", f"{tag}.onnx"), ("onnx_int8", f"{tag}.int8.onnx"),
-                   ("onnx_int8_u8s8", f"{tag}.u8s8.int8.onnx")):
+    for key, f in [("onnx", f"{tag}.onnx")] + [(int8_key("onnx", t), int8_filename(tag, "onnx", t))
+                                               for t in want]:
         (art / f).write_bytes(b"x")
         arts[key] = {"path": f}
     (art / f"{tag}.json").write_text(json.dumps({"artifacts": arts}))
