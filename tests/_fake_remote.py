@@ -5,6 +5,7 @@ push/pull are copies. ssh: the remote command runs in the local sh; the master
 connection (-M) is a process that creates its ControlPath and waits to be stopped;
 a host whose name starts with "down" is refused as a real ssh would (exit 255,
 "Connection refused"). scp: copies, with the `host:` part of remote specs dropped.
+$FAKE_CPUINFO (adb): a file that stands for the phone's /proc/cpuinfo.
 Every call is appended to $FAKE_REMOTE_LOG when that is set (tests read the argv).
 
 NOT covered by these: a real phone or board, real transports, Android's mksh/toybox.
@@ -32,7 +33,10 @@ if cmd == "get-state":
 elif cmd == "shell":
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, PATH=here + ":" + os.environ["PATH"])
-    sys.exit(subprocess.run(["sh", "-c", " ".join(rest)], env=env).returncode)
+    line = " ".join(rest)
+    if os.environ.get("FAKE_CPUINFO"):      # the phone's CPU, not this machine's
+        line = line.replace("/proc/cpuinfo", os.environ["FAKE_CPUINFO"])
+    sys.exit(subprocess.run(["sh", "-c", line], env=env).returncode)
 elif cmd in ("push", "pull"):
     if not os.path.exists(rest[0]):
         print(f"adb: error: failed to stat {rest[0]}: No such file or directory", file=sys.stderr)
