@@ -27,10 +27,10 @@ from android_bench.cli import command as bench_command, probe_command
 from android_bench import profile as bench_profile
 from export import et_venv
 from export.card import int8_filename, int8_key, key_format, key_is_int8, ordered_keys
-from quant.config import RecipeError
 from export.common import command as export_command
 from export.mnn import command as export_mnn_command
 from quant import card_eval, et_ptq
+from quant.config import RecipeError
 from quant.ptq import command as ptq_command
 from zoo.cli import variant_argv  # noqa: F401 - the zoo's export flags (Planned.export_args)
 
@@ -43,7 +43,8 @@ PROFILE_RUNS = 20
 TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "export_mnn": 900, "quant_ort": 3600,
             "quant_tflite": 3600, "quant_mnn": 3600,
             "accuracy": 1800, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
-            "bench_remote": 3600, "probe": 300, "compare": 300, "export_executorch": 1800, "quant_executorch": 3600}
+            "bench_remote": 3600, "probe": 300, "compare": 300, "export_executorch": 1800,
+            "quant_executorch": 3600}
 
 
 class Plan:
@@ -172,13 +173,11 @@ class Plan:
             cpu = (collect.read_json(path) or {}).get("cpu") or {}
             machine = str(cpu.get("machine") or "unknown")
             flags = [str(f) for f in cpu.get("flags") or [] if str(f).isprintable()]
-            probed = f"{machine}:{'+'.join(flags)}"
+            done = TargetSpec(tg.kind, device=tg.device, probed=f"{machine}:{'+'.join(flags)}")
             try:
-                recipe = TargetSpec(tg.kind, device=tg.device, probed=probed).recipe()
+                stage.outputs["recipe"] = done.recipe().tag
             except RecipeError as e:
                 raise SpecError(f"{tg.id}: {e}") from None
-            stage.outputs["recipe"] = recipe.tag
-            done = TargetSpec(tg.kind, device=tg.device, probed=probed)
             with self.results.lock:     # probes of several devices finish side by side
                 i = self.s.targets.index(tg)
                 self.s.targets[i] = done

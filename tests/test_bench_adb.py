@@ -280,7 +280,6 @@ def _fake_adb(tmp_path: Path) -> Path:
 def fake_env(tmp_path, monkeypatch):
     adb = _fake_adb(tmp_path)
     monkeypatch.setenv("FAKE_ADB_LOG", str(tmp_path / "adb.log"))
-    monkeypatch.setenv("FAKE_ADB_BIN", str(adb.parent))
     dev = tmp_path / "device_tmp"
     dev.mkdir()
     return adb, dev
@@ -381,3 +380,17 @@ def test_no_device_through_stand_in(fake_env, tmp_path, monkeypatch):
     t = make_target(TargetOptions(extra={"adb": str(adb), "benchmark_binary": "bm"}))
     with pytest.raises(TargetUnavailable, match="no Android device connected"):
         t.run([m], BenchConfig(runs=1, warmup=0))
+
+
+def test_probe_reads_the_phone_cpu(fake_env, tmp_path, monkeypatch):
+    """--probe's answer (RemoteTarget.cpu): architecture from getprop, flags from the phone's
+    /proc/cpuinfo (here CPUINFO_A76 standing in for it); nothing is copied to the phone."""
+    adb, dev = fake_env
+    (tmp_path / "cpuinfo").write_text(CPUINFO_A76)
+    monkeypatch.setenv("FAKE_CPUINFO", str(tmp_path / "cpuinfo"))
+    t = make_target(TargetOptions(serial="ZX1", remote_dir=str(dev),
+                                  extra={"adb": str(adb), "adb_python": sys.executable}))
+    cpu = t.cpu()
+    assert cpu["machine"] == "aarch64" and cpu["source"] == "/proc/cpuinfo (adb)"
+    assert "asimddp" in cpu["flags"] and "asimd" in cpu["flags"]
+    assert "'push'" not in (tmp_path / "adb.log").read_text() and list(dev.iterdir()) == []

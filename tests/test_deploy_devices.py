@@ -18,6 +18,7 @@ import pytest
 
 from _fake_remote import install_fake_adb, install_fake_ssh
 from conftest import run_cli
+from test_cli_contract import tiny_onnx
 
 from deploy.devices import Device, DeviceKind, load_devices, resolve_targets
 from deploy.spec import SpecError, parse_target_list
@@ -129,30 +130,6 @@ def test_wrong_device_name_is_one_line(tmp_path, capsys):
 
 # ---- one real sweep on a board and a phone ---------------------------------------------------
 
-def _tiny_onnx(path: Path) -> Path:
-    """A user's own 10-class CIFAR-size ONNX model (no zoo, no torch): conv, relu, pool, fc."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(a, n) for n, a in [
-        ("w", rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.2),
-        ("b", np.zeros(8, np.float32)),
-        ("fw", rng.standard_normal((10, 8)).astype(np.float32) * 0.2),
-        ("fb", np.zeros(10, np.float32))]]
-    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1)]
-    g = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("devices")
@@ -160,7 +137,8 @@ def sweep(tmp_path_factory):
     install_fake_ssh(bin_)
     install_fake_adb(bin_)
     (tmp / "cpuinfo_a76").write_text(CPUINFO_A76)
-    model = _tiny_onnx(tmp / "tiny.onnx")
+    # a user's own CIFAR-size ONNX model (no zoo, no torch: the sweep stays short)
+    model = tiny_onnx(tmp / "tiny.onnx", size=32)
     out = tmp / "runs"
     r = run_cli("deploy", "--models", f"{model}:name=tiny:dataset=cifar10", "--targets",
                 "ssh,adb:phone-1", "--runtimes", "ort", "--limit-eval", "20", "--runs", "3",
