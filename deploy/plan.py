@@ -18,6 +18,7 @@ cost and weights, from zoo and export called in process).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 from pathlib import Path
@@ -40,6 +41,7 @@ from .spec import SpecError, TargetSpec
 from .stages import Results, SkipStage, Stage
 
 PROFILE_RUNS = 20
+_WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,39}$")    # a CPU flag or machine name
 TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "export_mnn": 900, "quant_ort": 3600,
             "quant_tflite": 3600, "quant_mnn": 3600,
             "accuracy": 1800, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
@@ -170,9 +172,11 @@ class Plan:
         def after(stage: Stage, out: dict) -> None:
             if out.get("exit_code") not in (0, None):
                 return          # failed: the stage's one line says why; no recipe, no bench
+            # the device's answer is data: plain words only reach quant.ptq's --for
             cpu = (collect.read_json(path) or {}).get("cpu") or {}
-            machine = str(cpu.get("machine") or "unknown")
-            flags = [str(f) for f in cpu.get("flags") or [] if str(f).isprintable()]
+            machine = str(cpu.get("machine") or "")
+            machine = machine if _WORD.match(machine) else "unknown"
+            flags = [str(f) for f in cpu.get("flags") or [] if _WORD.match(str(f))]
             done = TargetSpec(tg.kind, device=tg.device, probed=f"{machine}:{'+'.join(flags)}")
             try:
                 stage.outputs["recipe"] = done.recipe().tag
