@@ -40,7 +40,7 @@ from typing import Callable
 # a folder on the device: android_bench's own rule for --remote-dir
 from android_bench.targets.remote import SAFE_REMOTE_PATH as _REMOTE_DIR
 
-from .spec import DEVICE_NAME, QEMU_CPUS, SpecError, TargetSpec
+from .spec import DEVICE_NAME, QEMU_CPUS, REMOTE_KINDS, SpecError, TargetSpec
 
 _HOST = re.compile(r"^[A-Za-z0-9._@-]+$")     # user@board: no spaces, no shell syntax
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
@@ -231,10 +231,10 @@ def resolve_targets(targets: list[TargetSpec], devices: list[Device] | None,
         d = next((d for d in devices if d.name == t.device), None)
         if d is None:
             names = ", ".join(x.name for x in of_kind) or "none"
-            raise SpecError(f"{where}: no device named '{t.device}' (target {t.id}; its {t.kind} "
-                            f"devices: {names})")
+            raise SpecError(f"{where}: no device named '{t.device}' (target {t.id}; {t.kind} "
+                            f"devices there: {names})")
         if d.kind.value != t.kind:
-            hint = f" (target {d.target})" if d.kind.value in ("ssh", "adb") else ""
+            hint = f" (target {d.target})" if d.kind.value in REMOTE_KINDS else ""
             raise SpecError(f"{where}: device '{d.name}' is of kind {d.kind.value}, not "
                             f"{t.kind}{hint}")
         out.append(t)
