@@ -9,7 +9,8 @@
     name = "pi5-1"
     kind = "ssh"
     host = "pi5-1.lan"      # or user@host; optional user, port, key (a private key file,
-    user = "pi"             # relative to this file), python (default python3 on the board)
+    user = "pi"             # relative to this file), known_hosts, strict (ssh's
+                            # StrictHostKeyChecking), python (default python3 on the board)
 
     [[device]]              # a phone: android_bench --target adb
     name = "pixel-7"
@@ -37,8 +38,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable
 
-# a folder on the device: android_bench's own rule for --remote-dir
+# a folder on the device and ssh's host-key modes: android_bench's own rules
 from android_bench.targets.remote import SAFE_REMOTE_PATH as _REMOTE_DIR
+from android_bench.targets.ssh import STRICT_MODES
 
 from .spec import DEVICE_NAME, QEMU_CPUS, REMOTE_KINDS, SpecError, TargetSpec
 
@@ -59,7 +61,8 @@ class DeviceKind(str, Enum):
 # Which fields each kind takes (name and kind: all of them), and their types.
 _FIELDS: dict[DeviceKind, tuple[str, ...]] = {
     DeviceKind.LOCAL: (), DeviceKind.QEMU: ("cpu",),
-    DeviceKind.SSH: ("host", "user", "port", "key", "python", "remote_dir"),
+    DeviceKind.SSH: ("host", "user", "port", "key", "known_hosts", "strict", "python",
+                     "remote_dir"),
     DeviceKind.ADB: ("serial", "python", "benchmark_binary", "remote_dir")}
 _INT_FIELDS = ("port",)
 
@@ -77,6 +80,8 @@ class Device:
     python: str | None = None
     benchmark_binary: str | None = None
     remote_dir: str | None = None       # scratch folder on the device (android_bench's default)
+    known_hosts: str | None = None      # ssh: a known_hosts file instead of ~/.ssh/known_hosts
+    strict: str | None = None           # ssh: StrictHostKeyChecking (android_bench's modes)
 
     @property
     def target(self) -> str:
@@ -98,6 +103,8 @@ class Device:
             args += ["--host", f"{self.user}@{self.host}" if self.user else str(self.host)]
             args += ["--ssh-port", str(self.port)] if self.port else []
             args += ["--ssh-key", self.key] if self.key else []
+            args += ["--known-hosts", self.known_hosts] if self.known_hosts else []
+            args += ["--ssh-strict", self.strict] if self.strict else []
             args += ["--python", self.python] if self.python else []
         elif self.kind is DeviceKind.ADB:
             args += ["--serial", self.serial] if self.serial else []
@@ -177,6 +184,10 @@ def _device(row: dict, where: str, base: Path) -> Device:
     if python is not None and not _PROGRAM.match(python):
         raise SpecError(f"{where}: field 'python' must be the device's interpreter, a path or "
                         f"a name of plain characters (got {python!r})")
+    strict = row.get("strict")
+    if strict is not None and strict not in STRICT_MODES:
+        raise SpecError(f"{where}: field 'strict' must be one of {', '.join(STRICT_MODES)} "
+                        f"(ssh's StrictHostKeyChecking; got {strict!r})")
     remote_dir = row.get("remote_dir")
     if remote_dir is not None and not _REMOTE_DIR.match(remote_dir):
         raise SpecError(f"{where}: field 'remote_dir' must be an absolute path on the device, "
@@ -186,12 +197,15 @@ def _device(row: dict, where: str, base: Path) -> Device:
         raise SpecError(f"{where}: an adb phone needs field 'python' (runner.py with a Python "
                         f"on the phone: .onnx and .tflite) or 'benchmark_binary' (TFLite's "
                         f"benchmark_model: .tflite only)")
-    for k, v in (("benchmark_binary", binary), ("key", row.get("key"))):
+    for k, v in (("benchmark_binary", binary), ("key", row.get("key")),
+                 ("known_hosts", row.get("known_hosts"))):
         if v is not None and (not v.strip() or v.startswith("-")):
             raise SpecError(f"{where}: field '{k}' must be a file name (got {v!r})")
     return Device(name=name, kind=kind, cpu=cpu, host=host, serial=serial, user=user, port=port,
                   key=_beside(row.get("key"), base, on_device_ok=False), python=python,
-                  benchmark_binary=_beside(binary, base, on_device_ok=True), remote_dir=remote_dir)
+                  benchmark_binary=_beside(binary, base, on_device_ok=True), remote_dir=remote_dir,
+                  known_hosts=_beside(row.get("known_hosts"), base, on_device_ok=False),
+                  strict=strict)
 
 
 def _beside(value: str | None, base: Path, on_device_ok: bool) -> str | None:

@@ -78,11 +78,13 @@ def test_board_and_phone_fields_become_android_bench_flags(tmp_path):
         "--remote-dir", str(tmp_path / "board_tmp")]
     assert devs["phone-1"].bench_args() == [
         "--serial", "ZX1", "--adb-python", sys.executable, "--remote-dir", str(tmp_path / "phone_tmp")]
-    # a key file is named relative to the inventory
+    # key and known_hosts files are named relative to the inventory
     f = tmp_path / "keyed.toml"
-    f.write_text('[[device]]\nname = "b"\nkind = "ssh"\nhost = "b.lan"\nkey = "keys/id"\n')
+    f.write_text('[[device]]\nname = "b"\nkind = "ssh"\nhost = "b.lan"\nkey = "keys/id"\n'
+                 'known_hosts = "keys/known"\nstrict = "yes"\n')
     (d,) = load_devices(f)
-    assert d.bench_args()[-2:] == ["--ssh-key", str(tmp_path / "keys" / "id")]
+    assert d.bench_args()[2:] == ["--ssh-key", str(tmp_path / "keys" / "id"), "--known-hosts",
+                                  str(tmp_path / "keys" / "known"), "--ssh-strict", "yes"]
 
 
 @pytest.mark.parametrize("body,needle", [
@@ -93,6 +95,7 @@ def test_board_and_phone_fields_become_android_bench_flags(tmp_path):
     ('kind = "ssh"\nhost = "b"\npython = "-c evil"\n', "field 'python'"),
     ('kind = "adb"\npython = "p"\nremote_dir = "tmp/x"\n', "field 'remote_dir'"),
     ('kind = "qemu"\npython = "p"\n', "field 'python' does not apply to kind qemu"),
+    ('kind = "ssh"\nhost = "b"\nstrict = "maybe"\n', "field 'strict' must be one of"),
 ])
 def test_board_and_phone_field_errors(tmp_path, body, needle):
     f = tmp_path / "devices.toml"
