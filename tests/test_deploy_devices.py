@@ -192,3 +192,35 @@ def test_unreachable_device_fails_its_stage_in_one_line(sweep):
     assert doc["run"]["status"] == "failed"
     assert all(s["status"] in ("ok", "skipped") for s in doc["stages"] if s is not probe), \
         [(s["id"], s["reason"]) for s in doc["stages"] if s["status"] == "failed"]
+
+
+@pytest.mark.slow
+def test_sweep_on_a_real_openssh_board(tmp_path):
+    """The same through Debian's real sshd on 127.0.0.1 (tests/test_bench_ssh.py's): the
+    inventory's user, port, key, known_hosts and strict = "yes" reach ssh and scp."""
+    from test_bench_ssh import Sshd, _ensure_sshd, _user
+
+    _ensure_sshd()
+    (tmp_path / "sshd").mkdir()
+    srv = Sshd(tmp_path / "sshd").start()
+    board = tmp_path / "board"
+    board.mkdir()
+    inv = tmp_path / "lab.toml"
+    inv.write_text(f'[[device]]\nname = "loopback"\nkind = "ssh"\nhost = "127.0.0.1"\n'
+                   f'user = "{_user()}"\nport = {srv.port}\nkey = "sshd/client_key"\n'
+                   f'known_hosts = "sshd/known_hosts"\nstrict = "yes"\n'
+                   f'python = "{sys.executable}"\nremote_dir = "{board}"\n')
+    try:
+        r = run_cli("deploy", "--models", f"{tiny_onnx(tmp_path / 'm.onnx', size=32)}:name=m:"
+                    "dataset=cifar10", "--targets", "ssh:loopback", "--runtimes", "ort",
+                    "--limit-eval", "20", "--runs", "5", "--warmup", "1", "--num-calib", "8",
+                    "--no-report", "--devices", inv, "--out", tmp_path / "runs", timeout=600)
+    finally:
+        srv.stop()
+    assert r.returncode == 0, r.stderr[-3000:]
+    (res,) = (tmp_path / "runs").glob("2*/results.json")
+    doc = json.loads(res.read_text())
+    (m,) = doc["models"].values()
+    assert m["measured_on"]["ssh:loopback"]["device"] == "loopback"
+    assert all(b["runs"] == 5 and b["median_ms"] > 0 for b in m["bench"]["ssh:loopback"].values())
+    assert list(board.iterdir()) == []
