@@ -4,12 +4,15 @@
         [--target local|qemu|ssh|adb] [--cpu cortex-a53|cortex-a72|cortex-a76|neoverse-n1|max]
         [--host user@board] [--threads 1] [--warmup N] [--runs N] [--profile]
         [--inputs x.npy] [--outputs-dir DIR] [--json out.json] [--timeout S]
+    python -m android_bench --probe --target ssh|adb [--host/--serial ...] [--json cpu.json]
 
 --warmup/--runs default to 10/100, or 1/5 on qemu (emulation is slow and its
 instruction counts need few runs). The JSON ("armq-bench-results/1") holds one
 result per model (runner.py's JSON plus "target", and "instructions" on qemu);
 models that finished are kept when a later one fails, and the command then exits
-non-zero with a one-line error.
+non-zero with a one-line error. --probe only asks a board or phone for its CPU
+(architecture and /proc/cpuinfo flags, "armq-device-probe/1"): what deploy picks a
+device's INT8 recipe from.
 """
 from __future__ import annotations
 
@@ -102,7 +105,7 @@ def _add_transport_args(ap: argparse.ArgumentParser) -> None:
 
 
 def _target_options(a: argparse.Namespace) -> TargetOptions:
-    known = {"model", "target", "cpu", "host", "serial", "python", "remote_dir", "threads",
+    known = {"model", "probe", "target", "cpu", "host", "serial", "python", "remote_dir", "threads",
              "warmup", "runs", "profile", "json", "inputs", "outputs_dir", "runtime", "seed",
              "timeout", "no_icount", "quiet"}
     extra = {k: v for k, v in vars(a).items() if k not in known and v is not None}
@@ -121,8 +124,13 @@ def command(files: Sequence[str], target: str, runs: int, warmup: int, out_json:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = make_parser(PROG, __doc__)
-    ap.add_argument("--model", nargs="+", action="extend", required=True,
-                    help=".onnx / .tflite / .pte files (cards beside them are used)")
+    ap.add_argument("--model", nargs="+", action="extend",
+                    help=".onnx / .tflite / .pte files (cards beside them are used); required "
+                         "unless --probe")
+    ap.add_argument("--probe", action="store_true",
+                    help="ssh/adb: only ask the device for its CPU (architecture and "
+                         "/proc/cpuinfo flags: what its INT8 recipe depends on); JSON on "
+                         "stdout and in --json")
     ap.add_argument("--target", choices=KINDS, default="local")
     ap.add_argument("--cpu", help="qemu: cortex-a53, cortex-a72, cortex-a76 (default), "
                                   "neoverse-n1 or max")
@@ -150,8 +158,45 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+PROBE_FORMAT = "armq-device-probe/1"
+
+
+def probe_command(target: str, out_json: Path, python: str = sys.executable) -> list[str]:
+    """The command line that asks a board or phone for its CPU and writes `out_json`."""
+    return [python, "-m", "android_bench", "--probe", "--target", target, "--json", str(out_json)]
+
+
+def probe(a: argparse.Namespace) -> int:
+    """--probe: connect, probe, close; nothing is copied to the device."""
+    if a.model:
+        raise BenchError("--probe takes no --model (it only asks the device for its CPU)")
+    if a.target not in ("ssh", "adb"):
+        raise BenchError(f"--probe asks a board or a phone (--target ssh or adb), not "
+                         f"--target {a.target}")
+    if a.json:
+        check_writable_dir(Path(a.json).parent)
+    target = make_target(a.target, _target_options(a))
+    if not a.quiet:
+        target.progress = lambda msg: print(msg, file=sys.stderr, flush=True)
+    cpu = target.cpu()
+    doc = {"format": PROBE_FORMAT,
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "target": target.describe(), "cpu": cpu}
+    text = json.dumps(doc, indent=2)
+    if a.json:
+        with atomic_output(a.json, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    if a.probe:
+        return probe(a)
+    if not a.model:
+        raise BenchError("--model is required (one or more .onnx / .tflite / .pte files), "
+                         "unless --probe")
     # The models, their cards and the input samples are read, never replaced by --json.
     declare_inputs(*a.model, *(card_path_for(m) for m in a.model), a.inputs, outputs=[a.json])
     # Where results go must be writable now, not after an hour of benchmarks.

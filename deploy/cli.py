@@ -37,9 +37,9 @@ from typing import Sequence
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, check_writable_dir, cli_entry, declare_inputs
 
-from .devices import DevicePool, check_targets, load_devices
+from .devices import DevicePool, check_targets, load_devices, resolve_targets
 from .executors import ArtifactMode, ExecutorKind, build as build_executor
-from .plan import Plan
+from .plan import Plan, target_record
 from .settings import (DEFAULT_DATASET, DEFAULT_LIMIT_EVAL, DEFAULT_MODELS, DEFAULT_NUM_CALIB,
                        DEFAULT_NUM_CALIB_TFLITE, DEFAULT_RUNS, DEFAULT_TARGETS, DEFAULT_WARMUP,
                        DEFAULT_RUNTIMES, RANDOM_NUM_CALIB, REPO, RUNTIMES, Settings,
@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "dataset, runs, warmup, baseline, limit_eval); flags given override it")
     p.add_argument("--dataset", choices=DATASETS, help=f"config of models whose spec names none "
                    f"(default {DEFAULT_DATASET})")
-    p.add_argument("--targets", help=f"comma-separated: local, qemu:<cpu> (default {DEFAULT_TARGETS})")
+    p.add_argument("--targets", help=f"comma-separated: local, qemu:<cpu>, ssh:<device>, "
+                   f"adb:<device> (ssh / adb: every such device of --devices) "
+                   f"(default {DEFAULT_TARGETS})")
     p.add_argument("--runs", type=int, help="timed runs per model file (default: local "
                    f"{DEFAULT_RUNS['local']}, qemu {DEFAULT_RUNS['qemu']})")
     p.add_argument("--warmup", type=int, help="untimed runs first (default: local "
@@ -151,7 +153,7 @@ def host_info() -> dict:
 
 # ---- summary -------------------------------------------------------------------------------
 
-STAGE_ORDER = ("cost", "weights", "export_onnx", "export_tflite", "export_mnn", "quant_ort",
+STAGE_ORDER = ("probe", "cost", "weights", "export_onnx", "export_tflite", "export_mnn", "quant_ort",
                "quant_tflite", "quant_mnn",
                "accuracy", "opprofile", "bench", "compare", "report")
 
@@ -237,8 +239,10 @@ def _scale_out(a: argparse.Namespace, settings: Settings):
     if a.ray_address and kind is not ExecutorKind.RAY:
         raise SpecError("--ray-address needs --executor ray")
     pool = None
-    if a.devices is not None:
-        devices = load_devices(a.devices)
+    devices = load_devices(a.devices) if a.devices is not None else None
+    # boards and phones by inventory name (`ssh` / `adb`: one target per such device)
+    settings.targets = resolve_targets(settings.targets, devices, f"--devices {a.devices}")
+    if devices is not None:
         # local timing may stay on this machine; every other target needs a device
         check_targets(devices, [t.id for t in settings.targets if t.kind != "local"],
                       f"--devices {a.devices}")
@@ -260,20 +264,25 @@ def _run(a, settings, planned, baseline, pool, executor, t_start, argv) -> int:
                    "executor": executor.describe(),
                    "devices": [d.name for d in pool.devices] if pool else None},
            "config": settings.to_dict(), "baseline": baseline,
-           "targets": [{"id": t.id, "kind": t.kind, "cpu": t.cpu, "emulated": t.emulated,
-                        "recipe": t.recipe().to_dict()} for t in settings.targets],
+           "targets": [target_record(t) for t in settings.targets],
            "models": {p.tag: {"spec": p.spec.text, "name": p.spec.name, "dataset": p.dataset,
                               "variant": p.variant.to_dict()} for p in planned},
            "stages": [], "notes": []}
     results = Results(run_dir / "results.json", doc)
     plan = Plan(settings, planned, run_dir, results, baseline)
+    # boards and phones first: their probed CPU decides their INT8 recipe (plan.stages)
+    probes = plan.probe_stages()
+    runner = Runner(results, run_dir, probes, jobs=settings.jobs, cwd=REPO,
+                    executor=executor, devices=pool)
+    if probes:
+        print(f"{PROG}: probing {len(probes)} device(s) -> {run_dir}", file=sys.stderr, flush=True)
+        runner.run_all([(probes, True)])
     groups = plan.stages()
     doc["notes"] = plan.notes
-    all_stages = [s for g, _ in groups for s in g]
+    all_stages = probes + [s for g, _ in groups for s in g]
     print(f"{PROG}: {len(planned)} model(s) x {len(settings.targets)} target(s), "
           f"{len(all_stages)} stages -> {run_dir}", file=sys.stderr, flush=True)
-    runner = Runner(results, run_dir, all_stages, jobs=settings.jobs, cwd=REPO,
-                    executor=executor, devices=pool)
+    runner.extend([s for g, _ in groups for s in g])
     runner.run_all(groups)
     doc["run"]["finished"] = now_iso()
     doc["run"]["wall_s"] = round(time.monotonic() - t_start, 1)

@@ -5,8 +5,12 @@ into results.json (deploy.collect).
     group 1 (in order)      cost, weights -> export.onnx, export.tflite, export.mnn (--runtimes)
                             -> quant.ptq (ort, tflite, mnn)
     group 2 (alone)         android_bench on the local target, android_bench.profile
-    group 3 (side by side)  quant.evaluate --card (accuracy), android_bench on every QEMU target
+    group 3 (side by side)  quant.evaluate --card (accuracy), android_bench on every QEMU
+                            target and every board / phone (ssh, adb: timed on the device)
     group 4                 android_bench.compare per target
+
+Boards and phones are probed first (`probe_stages`, android_bench --probe on the device):
+their CPU flags decide their INT8 recipe, so `stages()` is built after the probes ran.
 
 deploy only orchestrates: every number comes from a stage's subprocess (or, for
 cost and weights, from zoo and export called in process).
@@ -14,31 +18,35 @@ cost and weights, from zoo and export called in process).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 from pathlib import Path
 
 from android_bench import compare as bench_compare
-from android_bench.cli import command as bench_command
+from android_bench.cli import command as bench_command, probe_command
 from android_bench import profile as bench_profile
 from export import et_venv
 from export.card import int8_filename, int8_key, key_format, key_is_int8, ordered_keys
 from export.common import command as export_command
 from export.mnn import command as export_mnn_command
 from quant import card_eval, et_ptq
+from quant.config import RecipeError
 from quant.ptq import command as ptq_command
 from zoo.cli import variant_argv  # noqa: F401 - the zoo's export flags (Planned.export_args)
 
 from . import collect
 from .settings import RANDOM_NUM_CALIB, REPO, Planned, Settings, data_path
-from .spec import TargetSpec
+from .spec import SpecError, TargetSpec
 from .stages import Results, SkipStage, Stage
 
 PROFILE_RUNS = 20
+_WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,39}$")    # a CPU flag or machine name
 TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "export_mnn": 900, "quant_ort": 3600,
             "quant_tflite": 3600, "quant_mnn": 3600,
             "accuracy": 1800, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
-            "compare": 300, "export_executorch": 1800, "quant_executorch": 3600}
+            "bench_remote": 3600, "probe": 300, "compare": 300, "export_executorch": 1800,
+            "quant_executorch": 3600}
 
 
 class Plan:
@@ -145,6 +153,45 @@ class Plan:
             return snap
         return None
 
+    # -- boards and phones: probed before the plan --
+    def probe_stages(self) -> list[Stage]:
+        """One android_bench --probe per board / phone target (on its device: the Runner
+        gives it the device, as a benchmark). Its CPU flags become the target's recipe."""
+        out: list[Stage] = []
+        for tg in self.s.targets:
+            if not tg.remote:
+                continue
+            out_json = self.run_dir / "devices" / f"{tg.slug}.json"
+            out.append(Stage(id=f"probe/{tg.id}", kind="probe", target=tg.id,
+                             timeout_s=TIMEOUTS["probe"], after=self._after_probe(tg, out_json),
+                             prepare=self._argv(lambda tg=tg, o=out_json: probe_command(
+                                 tg.kind, o, python=self.py))))
+        return out
+
+    def _after_probe(self, tg: TargetSpec, path: Path):
+        def after(stage: Stage, out: dict) -> None:
+            if out.get("exit_code") not in (0, None):
+                return          # failed: the stage's one line says why; no recipe, no bench
+            # the device's answer is data: plain words only reach quant.ptq's --for
+            cpu = (collect.read_json(path) or {}).get("cpu") or {}
+            machine = str(cpu.get("machine") or "")
+            machine = machine if _WORD.match(machine) else "unknown"
+            flags = [str(f) for f in cpu.get("flags") or [] if _WORD.match(str(f))]
+            done = TargetSpec(tg.kind, device=tg.device, probed=f"{machine}:{'+'.join(flags)}")
+            try:
+                stage.outputs["recipe"] = done.recipe().tag
+            except RecipeError as e:
+                raise SpecError(f"{tg.id}: {e}") from None
+            with self.results.lock:     # probes of several devices finish side by side
+                i = self.s.targets.index(tg)
+                self.s.targets[i] = done
+                self.results.doc["targets"][i] = target_record(done)
+                if not flags:
+                    self.notes.append(f"{tg.id}: no CPU flags read from the device "
+                                      f"(/proc/cpuinfo): INT8 recipe from its architecture "
+                                      f"({machine}) alone")
+        return after
+
     # -- stage list --
     def stages(self) -> list[tuple[list[Stage], bool]]:
         """(stages, parallel) groups: prepare each model (in order), time locally (alone),
@@ -155,7 +202,8 @@ class Plan:
         g3: list[Stage] = []
         g4: list[Stage] = []
         local = [t for t in s.targets if t.kind == "local"]
-        qemus = [t for t in s.targets if t.kind == "qemu"]
+        # QEMU and boards/phones: not timed on this machine, so beside the accuracy runs
+        side = [t for t in s.targets if t.kind == "qemu" or t.remote]
         for p in self.planned:
             t = p.tag
             mk = lambda kind, **kw: Stage(id=f"{t}/{kind}", kind=kind, model=t, **kw)  # noqa: E731
@@ -207,7 +255,7 @@ class Plan:
                                 prepare=self._argv(lambda p=p, b=backend, c=p_calib, tg=tg:
                                                    ptq_command(p.tag, c, b, self._num_calib(p, b),
                                                                self.art, python=self.py,
-                                                               target=tg.id if tg else None,
+                                                               target=tg.recipe_target if tg else None,
                                                                source=p.source_arg
                                                                if b == "tflite" else None)),
                                 after=self._after_card(p)))
@@ -231,7 +279,7 @@ class Plan:
                              timeout_s=TIMEOUTS["opprofile"],
                              prepare=self._prof_argv(p, prof_json),
                              after=self._after_profile(p, prof_json)))
-            for tg in qemus:
+            for tg in side:
                 g3.append(self._bench_stage(p, tg, exclusive=False))
         for tg in s.targets:
             g4.append(self._compare_stage(tg))
@@ -242,6 +290,8 @@ class Plan:
         needs it): quant.ptq --for that target writes the file every such target runs."""
         seen: dict[str, TargetSpec] = {}
         for tg in self.s.targets:
+            if tg.remote and tg.probed is None:
+                continue        # its probe failed: the device is not benchmarked
             seen.setdefault(tg.recipe().tag, tg)
         return list(seen.values())
 
@@ -367,9 +417,11 @@ class Plan:
                     _show(out_json, self.run_dir)
 
         return Stage(id=f"{p.tag}/bench/{tg.id}", kind="bench", model=p.tag, target=tg.id,
-                     needs=[f"{p.tag}/export_onnx"] if self.s.skip_tflite else [],
+                     needs=([f"{p.tag}/export_onnx"] if self.s.skip_tflite else []) +
+                     ([f"probe/{tg.id}"] if tg.remote else []),
                      exclusive=exclusive, prepare=prepare, after=after,
-                     timeout_s=TIMEOUTS["bench_qemu" if tg.emulated else "bench_local"])
+                     timeout_s=TIMEOUTS["bench_qemu" if tg.emulated else
+                                        "bench_remote" if tg.remote else "bench_local"])
 
     def _compare_stage(self, tg: TargetSpec) -> Stage:
         out_json = self.run_dir / "bench" / tg.slug / "compare.json"
@@ -398,6 +450,15 @@ class Plan:
                     self.results.doc.setdefault("compare", {})[tg.id] = doc
         return Stage(id=f"compare/{tg.id}", kind="compare", target=tg.id, prepare=prepare,
                      after=after, timeout_s=TIMEOUTS["compare"])
+
+
+def target_record(t: TargetSpec) -> dict:
+    """A target in results.json; a board's or phone's recipe once its probe ran (else None)."""
+    rec = {"id": t.id, "kind": t.kind, "cpu": t.cpu, "emulated": t.emulated,
+           "recipe": None if t.remote and t.probed is None else t.recipe().to_dict()}
+    if t.remote:
+        rec.update(device=t.device, probed=t.probed)
+    return rec
 
 
 def _load() -> float | None:

@@ -208,8 +208,9 @@ def _sections(doc: dict):
 def busy_note(doc: dict) -> str | None:
     """A warning when local timings were taken on a loaded machine."""
     cpus = A.g(doc, "run", "host", "cpus") or 1
+    # timed on this machine: local benchmarks and the profile (not QEMU, boards or phones)
     loads = [x for s in doc.get("stages") or [] if s.get("kind") in ("bench", "opprofile")
-             and not str(s.get("target") or "").startswith("qemu")
+             and s.get("target") in (None, "local")
              for x in ((s.get("outputs") or {}).get("load_avg_before"),
                        (s.get("outputs") or {}).get("load_avg_after")) if isinstance(x, (int, float))]
     if not loads:

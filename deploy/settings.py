@@ -23,8 +23,9 @@ RUNTIMES = ("ort", "tflite", "mnn", "executorch")
 DEFAULT_RUNTIMES = "ort,tflite"
 # Per-target defaults when --runs/--warmup are not given: local timing is cheap and
 # noisy (many runs); QEMU instruction counts are deterministic (few runs suffice).
-DEFAULT_RUNS = {"local": 50, "qemu": 3}
-DEFAULT_WARMUP = {"local": 5, "qemu": 1}
+# Boards and phones (ssh, adb) are real CPUs timed by the wall clock, like local.
+DEFAULT_RUNS = {"local": 50, "qemu": 3, "ssh": 50, "adb": 50}
+DEFAULT_WARMUP = {"local": 5, "qemu": 1, "ssh": 5, "adb": 5}
 DEFAULT_NUM_CALIB = 500     # ONNX Runtime: calibration costs ~0.02 s CPU per image
 # TFLite (PT2E): the observed torch graph costs ~0.5 s CPU per image on a 2-core x86, so
 # 500 images alone would take 4+ minutes; 100 class-balanced images set minmax ranges

@@ -15,7 +15,10 @@ or ``torchvision:NAME``; keys ``name`` (the file tag; default the file stem),
 ``dataset`` (its size and normalisation preset), ``input_size``, ``num_classes``
 and ``weights`` (a state dict for a factory), e.g. ``mycnn.py:build:weights=mycnn.pt``.
 
-Target:  ``local`` | ``qemu:<cpu>`` (cortex-a53, cortex-a72, cortex-a76, neoverse-n1, max).
+Target:  ``local`` | ``qemu:<cpu>`` (cortex-a53, cortex-a72, cortex-a76, neoverse-n1, max)
+| ``ssh:<device>`` | ``adb:<device>`` (a board or phone of the --devices inventory, which says
+how to reach it) | ``ssh`` | ``adb`` (every device of that kind in the inventory, each its own
+target: boards are not interchangeable, so each keeps its own figures and INT8 recipe).
 """
 from __future__ import annotations
 
@@ -45,6 +48,12 @@ KEY_ALIASES = {"r": "input_size", "input-size": "input_size", "num-classes": "nu
                **{a: k for k, p in KNOBS.items() for a in p.spec_keys if a != k}}
 DATASETS = ("cifar10", "imagenet")
 QEMU_CPUS = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1", "max")
+# Targets reached through a device of the inventory (deploy/devices.py): android_bench's
+# ssh and adb targets. Their benchmarks run on the device, not on this machine.
+REMOTE_KINDS = ("ssh", "adb")
+TARGET_KINDS = ("local", "qemu", *REMOTE_KINDS)
+# A device name: also a Ray resource name and a results.json key, never a path.
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -165,39 +174,65 @@ def parse_model_list(text: str, where: str = "--models") -> list[ModelSpec]:
 
 @dataclass(frozen=True)
 class TargetSpec:
-    kind: str                 # "local" | "qemu"
-    cpu: str | None = None
+    kind: str                 # TARGET_KINDS: "local" | "qemu" | "ssh" | "adb"
+    cpu: str | None = None    # qemu: the emulated core
+    device: str | None = None  # ssh/adb: the inventory device (None: every one of the kind)
+    # ssh/adb: "<machine>:<flag>+<flag>..." read from the device by its probe stage (the
+    # form quant.config.recipe_for_target takes); not part of the target's identity
+    probed: str | None = field(default=None, compare=False)
 
     @property
     def id(self) -> str:
-        return self.kind if self.cpu is None else f"{self.kind}:{self.cpu}"
+        where = self.cpu or self.device
+        return self.kind if where is None else f"{self.kind}:{where}"
 
     @property
     def emulated(self) -> bool:
         return self.kind == "qemu"
 
     @property
+    def remote(self) -> bool:
+        """A board or phone: benchmarked through android_bench's ssh/adb target."""
+        return self.kind in REMOTE_KINDS
+
+    @property
     def slug(self) -> str:
         return self.id.replace(":", "-")
+
+    @property
+    def recipe_target(self) -> str:
+        """What quant.config.recipe_for_target (and quant.ptq --for) takes for this target:
+        its id, or for a board / phone the machine and CPU flags its probe read."""
+        if not self.remote:
+            return self.id
+        if self.probed is None:
+            raise SpecError(f"target {self.id}: no INT8 recipe before its device is probed")
+        return self.probed
 
     def recipe(self) -> "Recipe":
         """The ONNX INT8 recipe for this target (quant.config, the one home of the rule)."""
         from quant.config import recipe_for_target
-        return recipe_for_target(self.id)
+        return recipe_for_target(self.recipe_target)
 
 
 def parse_target(text: str, where: str = "--targets") -> TargetSpec:
-    t = text.strip().lower()
-    if t == "local":
+    kind, _, rest = text.strip().partition(":")
+    kind = kind.lower()
+    if kind == "local" and not rest:
         return TargetSpec("local")
-    kind, _, cpu = t.partition(":")
     if kind == "qemu":
-        cpu = cpu or "cortex-a76"
+        cpu = rest.lower() or "cortex-a76"
         if cpu not in QEMU_CPUS:
             raise SpecError(f"{where}: '{text}': unknown qemu cpu '{cpu}' "
                             f"(one of {', '.join(QEMU_CPUS)})")
         return TargetSpec("qemu", cpu)
-    raise SpecError(f"{where}: '{text}' is not a target (local or qemu:<cpu>, e.g. qemu:cortex-a72)")
+    if kind in REMOTE_KINDS:
+        if rest and not DEVICE_NAME.match(rest):
+            raise SpecError(f"{where}: '{text}': '{rest}' is not a device name (the name of a "
+                            f"[[device]] in --devices)")
+        return TargetSpec(kind, device=rest or None)
+    raise SpecError(f"{where}: '{text}' is not a target (local, qemu:<cpu>, ssh:<device> or "
+                    f"adb:<device>, e.g. qemu:cortex-a72)")
 
 
 def parse_target_list(text: str, where: str = "--targets") -> list[TargetSpec]:
@@ -288,10 +323,10 @@ def load_sweep(path: str | Path) -> dict:
     for k in ("runs", "warmup", "limit_eval", "num_calib", "num_calib_tflite", "jobs"):
         v = body.get(k)
         if k in ("runs", "warmup") and isinstance(v, dict):
-            bad = [t for t in v if t not in ("local", "qemu")]
+            bad = [t for t in v if t not in TARGET_KINDS]
             if bad or not all(isinstance(x, int) and not isinstance(x, bool) for x in v.values()):
                 raise SpecError(f"{where}: '{k}' must be an integer or a table of integers "
-                                f"keyed by target kind (local, qemu)")
+                                f"keyed by target kind ({', '.join(TARGET_KINDS)})")
         elif k in body and (not isinstance(v, int) or isinstance(v, bool)):
             raise SpecError(f"{where}: '{k}' must be an integer")
     if "dataset" in body and body["dataset"] not in DATASETS:

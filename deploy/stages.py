@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from .devices import DevicePool
 
 RESULTS_FORMAT = "armq-deploy/1"
+# Stages that run on an inventory device (deploy/devices.py), holding it while they run.
+DEVICE_STAGES = ("bench", "probe")
 
 # Stage statuses. "pending" until started; "skipped" when a needed stage failed
 # or the stage does not apply (random weights -> no accuracy); "interrupted" on Ctrl-C.
@@ -132,7 +134,7 @@ class Runner:
                  devices: "DevicePool | None" = None):
         self.results = results
         self.run_dir = run_dir
-        self.stages = stages
+        self.stages = list(stages)
         self.by_id = {s.id: s for s in stages}
         # where a prepared command runs (deploy/executors); side-by-side groups use as
         # many threads as the executor can feed (a Ray cluster: its CPUs)
@@ -145,6 +147,13 @@ class Runner:
         self.interrupted = False
         self.done_count = 0
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._sync()
+
+    def extend(self, stages: list[Stage]) -> None:
+        """Stages planned after the first ones ran (a run's plan waits for its device
+        probes: a board's INT8 recipe decides which PTQ stages there are)."""
+        self.stages += stages
+        self.by_id.update({s.id: s for s in stages})
         self._sync()
 
     # ---- bookkeeping -------------------------------------------------------------------
@@ -261,8 +270,9 @@ class Runner:
                   env=dict(s.env), cwd=self.cwd, stdout_path=out_tmp, timeout_s=s.timeout_s,
                   exclusive=s.exclusive)
         device = None
-        if self.devices is not None and s.kind == "bench" and self.devices.serves(s.target):
-            # the inventory's devices of this target take turns (one benchmark per device)
+        if self.devices is not None and s.kind in DEVICE_STAGES and self.devices.serves(s.target):
+            # the inventory's devices of this target take turns (one benchmark per device;
+            # a board's probe waits for it too, and with Ray runs where the board is)
             device = self.devices.acquire(s.target, lambda: self.interrupted)
             if device is None:
                 raise Interrupted()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from _fake_remote import install_fake_adb
 from android_bench.compare import entry_of
 from android_bench.targets.adb import (AdbTarget, classify_adb_failure, cpu_from_cpuinfo,
                                        make_target, parse_benchmark_output, parse_stat_line,
@@ -271,63 +272,14 @@ def test_real_adb_without_device(tmp_path, monkeypatch):
 
 # ---- the plumbing against a stand-in adb ------------------------------------------------
 
-FAKE_ADB = r'''#!{python}
-"""Stand-in adb (tests only): shell -> local sh, push/pull -> copies."""
-import os, shutil, subprocess, sys
-args = sys.argv[1:]
-with open(os.environ["FAKE_ADB_LOG"], "a") as f:
-    f.write(repr(args) + "\n")
-if args[:1] == ["-s"]:
-    args = args[2:]
-state = os.environ.get("FAKE_ADB_STATE", "device")
-if state != "device":
-    print(state, file=sys.stderr)
-    sys.exit(1)
-cmd, rest = args[0], args[1:]
-if cmd == "get-state":
-    print("device")
-elif cmd == "shell":
-    env = dict(os.environ, PATH=os.environ["FAKE_ADB_BIN"] + ":" + os.environ["PATH"])
-    sys.exit(subprocess.run(["sh", "-c", " ".join(rest)], env=env).returncode)
-elif cmd in ("push", "pull"):
-    if not os.path.exists(rest[0]):
-        print(f"adb: error: failed to stat {rest[0]}: No such file or directory", file=sys.stderr)
-        sys.exit(1)
-    shutil.copy(rest[0], rest[1])
-    print("1 file " + cmd + "ed")
-else:
-    sys.exit("fake adb: unsupported " + cmd)
-'''
-
-FAKE_GETPROP = """#!/bin/sh
-case "$1" in
-  ro.product.model) echo "Fake Phone 1";;
-  ro.product.manufacturer) echo "Armq";;
-  ro.build.version.release) echo "14";;
-  ro.build.version.sdk) echo "34";;
-  ro.product.cpu.abi) echo "arm64-v8a";;
-  *) echo "";;
-esac
-"""
-
-
 def _fake_adb(tmp_path: Path) -> Path:
-    bin_ = tmp_path / "fakebin"
-    bin_.mkdir(exist_ok=True)
-    adb = bin_ / "adb"
-    adb.write_text(FAKE_ADB.replace("{python}", sys.executable))
-    adb.chmod(0o755)
-    gp = bin_ / "getprop"
-    gp.write_text(FAKE_GETPROP)
-    gp.chmod(0o755)
-    return adb
+    return install_fake_adb(tmp_path / "fakebin")
 
 
 @pytest.fixture
 def fake_env(tmp_path, monkeypatch):
     adb = _fake_adb(tmp_path)
     monkeypatch.setenv("FAKE_ADB_LOG", str(tmp_path / "adb.log"))
-    monkeypatch.setenv("FAKE_ADB_BIN", str(adb.parent))
     dev = tmp_path / "device_tmp"
     dev.mkdir()
     return adb, dev
@@ -428,3 +380,17 @@ def test_no_device_through_stand_in(fake_env, tmp_path, monkeypatch):
     t = make_target(TargetOptions(extra={"adb": str(adb), "benchmark_binary": "bm"}))
     with pytest.raises(TargetUnavailable, match="no Android device connected"):
         t.run([m], BenchConfig(runs=1, warmup=0))
+
+
+def test_probe_reads_the_phone_cpu(fake_env, tmp_path, monkeypatch):
+    """--probe's answer (RemoteTarget.cpu): architecture from getprop, flags from the phone's
+    /proc/cpuinfo (here CPUINFO_A76 standing in for it); nothing is copied to the phone."""
+    adb, dev = fake_env
+    (tmp_path / "cpuinfo").write_text(CPUINFO_A76)
+    monkeypatch.setenv("FAKE_CPUINFO", str(tmp_path / "cpuinfo"))
+    t = make_target(TargetOptions(serial="ZX1", remote_dir=str(dev),
+                                  extra={"adb": str(adb), "adb_python": sys.executable}))
+    cpu = t.cpu()
+    assert cpu["machine"] == "aarch64" and cpu["source"] == "/proc/cpuinfo (adb)"
+    assert "asimddp" in cpu["flags"] and "asimd" in cpu["flags"]
+    assert "'push'" not in (tmp_path / "adb.log").read_text() and list(dev.iterdir()) == []

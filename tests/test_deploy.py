@@ -56,7 +56,9 @@ def test_targets():
     assert parse_target("qemu:cortex-a72").id == "qemu:cortex-a72"
     assert parse_target("qemu").cpu == "cortex-a76"
     assert parse_target("local").emulated is False
-    for bad in ("qemu:cortex-z9", "android", "ssh:board"):
+    assert parse_target("ssh:Pi5-1") == parse_target("SSH:Pi5-1")    # device names keep case
+    assert parse_target("adb:pixel-7").id == "adb:pixel-7" and parse_target("ssh").device is None
+    for bad in ("qemu:cortex-z9", "android", "ssh:-oProxyCommand=x", "adb:a b", "local:x"):
         with pytest.raises(SpecError):
             parse_target(bad)
 

@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 from .base import (BenchConfig, BenchError, ModelSpec, RunnerFailed, TargetOptions,
                    TargetUnavailable, finish_result, last_line)
-from .remote import SHORT_TIMEOUT, RemoteTarget, copy_timeout
+from .remote import SHORT_TIMEOUT, RemoteTarget, copy_timeout, cpuinfo_flags
 from .tflite_benchmark import (benchmark_argv, cpu_from_cpuinfo, is_int8_model,  # noqa: F401
                                parse_benchmark_output, parse_stat_line, result_from_benchmark)
 
@@ -163,7 +163,14 @@ class AdbTarget(RemoteTarget):
         info = dict(zip(("model", "manufacturer", "release", "sdk", "abi", "soc"),
                         (v.strip() for v in vals)))
         info["cpu"] = cpu_from_cpuinfo(cpuinfo, info.get("abi", ""), info.get("soc", ""))
+        info["cpu_flags"] = cpuinfo_flags(cpuinfo)
         return info
+
+    def _cpu(self) -> dict:
+        """The phone's CPU from getprop + /proc/cpuinfo (read by check() in both modes)."""
+        flags = list(self.device.get("cpu_flags") or [])
+        return {"machine": str((self.device.get("cpu") or {}).get("machine") or "unknown"),
+                "flags": flags, "source": "/proc/cpuinfo (adb)" if flags else "none"}
 
     def _install(self, tmp: str) -> None:
         """runner.py (--adb-python), else benchmark_model: pushed when it is a host

@@ -57,6 +57,15 @@ for name in ("numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"):
     except Exception as e:
         info["modules"][name] = None
         info.setdefault("errors", {})[name] = type(e).__name__ + ": " + str(e)[:200]
+try:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("features", "flags"):
+                info["cpu_flags"] = value.split()[:400]
+                break
+except Exception:
+    pass
 print("%s" + json.dumps(info))
 """ % PROBE_MARK
 
@@ -86,6 +95,16 @@ def missing_runtime(probe: dict, suffix: str) -> str | None:
     if any(mods.get(m) for m in wanted):
         return None
     return INSTALL_HINT.get(suffix.lower(), "a runtime")
+
+
+def cpuinfo_flags(text: str) -> list[str]:
+    """The CPU flags of a /proc/cpuinfo text: its first Features (ARM) or flags (x86) line
+    (PROBE_SCRIPT reads the same line on the device)."""
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("features", "flags"):
+            return value.split()[:400]
+    return []
 
 
 def copy_timeout(size_bytes: float) -> float:
@@ -210,6 +229,22 @@ class RemoteTarget(Target):
                                     f"{self.device_word} (pip install numpy there)")
         self.probe_info = info
         return info
+
+    def cpu(self) -> dict:
+        """What decides the device's INT8 recipe (quant.config.recipe_for): its architecture
+        and the CPU flags of /proc/cpuinfo (its first Features/flags line; empty when
+        unreadable). Connects and probes like a run, then closes (`--probe`)."""
+        try:
+            self.check()
+            return self._cpu()
+        finally:
+            self.close()
+
+    def _cpu(self) -> dict:
+        info = self.probe_info or {}
+        flags = [str(f) for f in info.get("cpu_flags") or []]
+        return {"machine": str(info.get("machine") or "unknown"), "flags": flags,
+                "source": "/proc/cpuinfo" if flags else "none"}
 
     def _start_session(self) -> str:
         """mktemp -d the session folder and install what every model needs there."""
