@@ -216,6 +216,34 @@ def test_cli_rejects_results_without_the_model(tmp_path, micro_files):
     assert not doc.exists()
 
 
+def test_breakdown_cli_on_a_real_pair_with_the_shipped_constants(tmp_path, micro_files):
+    """--breakdown measures nothing: the shipped a76 table predicts the real FP32/INT8 pair,
+    each column sums to its file's predicted cost; a target without a table is one line."""
+    (_, _, f32), (_, _, f8) = micro_files
+    out = tmp_path / "why.json"
+    r = run_cli(PROG, "--targets", "qemu:cortex-a76,qemu:cortex-a53", "--breakdown", f32, f8,
+                "--json", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    a76, a53 = doc["targets"]
+    assert (doc["fp32"], doc["int8"]) == (f32.name, f8.name) and a76["unit"] == "instructions"
+    rows = {x["class"]: x for x in a76["classes"]}
+    assert sum(x["int8"] for x in rows.values()) == pytest.approx(a76["int8_predicted"])
+    assert sum(x["fp32"] for x in rows.values()) == pytest.approx(a76["fp32_predicted"])
+    assert sum(x["int8_share"] for x in rows.values()) == pytest.approx(1.0)
+    # one depthwise conv: its INT8 kernel beats FP32; the Q/DQ pair exists only in INT8
+    assert rows["depthwise"]["speedup"] > 1 and rows["qdq"]["fp32"] == 0 < rows["qdq"]["int8"]
+    assert a76["predicted_speedup"] == pytest.approx(a76["fp32_predicted"] / a76["int8_predicted"])
+    assert "no fitted latency-model constants for qemu:cortex-a53" in a53["note"]
+    assert "depthwise" in r.stdout and "qemu:cortex-a53" in r.stdout
+    swapped = tmp_path / "swapped.json"
+    one_line_error(run_cli(PROG, "--targets", "qemu:cortex-a76", "--breakdown", f8, f32,
+                           "--json", swapped), "FP32 file first")
+    assert not swapped.exists()
+    one_line_error(run_cli(PROG, "--targets", "local", "--breakdown", f32, f8, "--json", f8),
+                   "is an input")
+
+
 @pytest.mark.slow
 def test_qemu_instruction_counts_of_a_micro_model_repeat(micro_files):
     from android_bench.latency_model import TargetInfo, bench

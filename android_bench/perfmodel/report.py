@@ -155,3 +155,26 @@ def markdown(reports: Sequence[TargetReport], argv: Sequence[str]) -> str:
                        + " | ".join(_share(e, e.causes[c]) for c in Cause) + " |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def breakdown_text(doc: dict) -> str:
+    """The --breakdown output as text: one table per target (or its one-line note)."""
+    lines = []
+    for t in doc["targets"]:
+        head = f"== {t['target']}: {doc['fp32']} vs {doc['int8']}"
+        if "note" in t:
+            lines += [head, t["note"], ""]
+            continue
+        lines += [f"{head}: predicted {fmt_cost(t['fp32_predicted'], t['unit'])} vs "
+                  f"{fmt_cost(t['int8_predicted'], t['unit'])} {t['unit']}, "
+                  f"{t['predicted_speedup'] or 0:.2f}x",
+                  f"{'op class':<18} {'INT8 share':>10} {'FP32':>9} {'INT8':>9} {'speed-up':>9}"]
+        for r in t["classes"]:
+            if not r["fp32"] and not r["int8"]:
+                continue
+            sp = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+            lines.append(f"{r['class']:<18} {100 * r['int8_share']:>9.1f}% "
+                         f"{fmt_cost(r['fp32'], t['unit']):>9} {fmt_cost(r['int8'], t['unit']):>9} "
+                         f"{sp:>9}")
+        lines.append("")
+    return "\n".join(lines)
