@@ -176,6 +176,12 @@ CLASS_NAMES = {"elementwise": "element-wise", "activation": "activations (sigmoi
                "qdq": "Q/DQ", "pool": "pools"}
 
 
+def _instr(v) -> str:
+    if not isinstance(v, (int, float)):
+        return "-"
+    return fcount(v) if v >= 1e5 else f"{v / 1e3:.1f} k" if v else "0"
+
+
 def _share(v) -> str:
     return "-" if not isinstance(v, (int, float)) else f"{100 * v:.0f} %"
 
@@ -193,7 +199,7 @@ def why_blocks(doc: dict) -> list[tuple[str, list[str], tuple[list[str], list[li
         if why is None:
             out.append((title, [f"No breakdown: {s['note']}."], None))
             continue
-        cost = fcount if emu else (lambda v: f"{fms(v)} ms")
+        cost = _instr if emu else (lambda v: f"{fms(v)} ms")
         files = f"{why['fp32']['file']} / {why['int8']['file']}"
         lines = [f"Breakdown of the ONNX Runtime pair {files}"
                  + ("" if key_format(s["int8_key"]) == "onnx" and

@@ -173,8 +173,8 @@ def breakdown_text(doc: dict) -> str:
             if not r["fp32"] and not r["int8"]:
                 continue
             sp = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
-            lines.append(f"{r['class']:<18} {100 * r['int8_share']:>9.1f}% "
-                         f"{fmt_cost(r['fp32'], t['unit']):>9} {fmt_cost(r['int8'], t['unit']):>9} "
+            f32, i8 = (fmt_cost(v, t["unit"]) if v else "0" for v in (r["fp32"], r["int8"]))
+            lines.append(f"{r['class']:<18} {100 * r['int8_share']:>9.1f}% {f32:>9} {i8:>9} "
                          f"{sp:>9}")
         lines.append("")
     return "\n".join(lines)
