@@ -130,6 +130,40 @@ def test_conv_class_from_weight_shape():
     assert conv_class((240, 80, 1, 1), 3) is OpClass.GROUPED
 
 
+def test_fp32_depthwise_off_the_direct_kernel_is_its_own_class():
+    """MLAS's ARM64 direct depthwise kernel takes 3x3, stride 1, dilation 1, pads <= 1;
+    other FP32 depthwise convolutions run im2col + GEMM (their own class and rate). The
+    per-op-class breakdown still shows them as depthwise, beside their INT8 twins."""
+    from onnx import helper
+
+    from android_bench.perfmodel.breakdown import ROWS, breakdown
+    from android_bench.perfmodel.graph import mlas_direct_depthwise
+
+    def conv(**kw):
+        return helper.make_node("Conv", ["x", "w"], ["y"], **kw)
+    dw3, dw5 = (32, 1, 3, 3), (32, 1, 5, 5)
+    assert mlas_direct_depthwise(conv(pads=[1] * 4), dw3)
+    assert not mlas_direct_depthwise(conv(pads=[1] * 4, strides=[2, 2]), dw3)
+    assert not mlas_direct_depthwise(conv(pads=[2] * 4), dw5)
+    assert not mlas_direct_depthwise(conv(dilations=[2, 2], pads=[2] * 4), dw3)
+    c = Constants("instructions", 0.0, {F: 100.0, I: 100.0},
+                  {(OpClass.DEPTHWISE, F): 2.0, (OpClass.DEPTHWISE_IM2COL, F): 7.0,
+                   (OpClass.DEPTHWISE, I): 1.0, (OpClass.ELEMENTWISE, F): 0.01,
+                   (OpClass.ELEMENTWISE, I): 0.01, (OpClass.QDQ, I): 0.5})
+    fp32 = [node(OpClass.DEPTHWISE, F, 1000), node(OpClass.DEPTHWISE_IM2COL, F, 1000)]
+    int8 = [node(OpClass.QDQ, I, 0, 400), node(OpClass.DEPTHWISE, I, 1000),
+            node(OpClass.DEPTHWISE, I, 1000)]
+    b = breakdown(fp32, int8, c)
+    assert "depthwise_im2col" not in ROWS
+    rows = {r.name: r for r in b.rows}
+    assert rows["depthwise"].fp32 == 9000 and rows["depthwise"].int8 == 2000
+    assert rows["depthwise"].speedup == 4.5 and rows["qdq"].speedup is None
+    assert sum(r.int8 for r in b.rows) == predict(int8, c) == b.int8_total
+    # a table without the im2col class prices it as depthwise (the nearest measured)
+    assert Constants("instructions", cost={(OpClass.DEPTHWISE, F): 2.0}).rate(
+        OpClass.DEPTHWISE_IM2COL, F) == 2.0
+
+
 @pytest.fixture(scope="module")
 def micro_files(tmp_path_factory):
     from android_bench.perfmodel.microbench import Micro, write_models

@@ -18,9 +18,16 @@ from .roofline import Constants, node_cost, predict
 BREAKDOWN_FORMAT = "armq-int8-breakdown/1"
 OVERHEAD = "per-op overhead"
 FLOAT_ISLANDS = "float islands"
-# Row order of every breakdown (reshapes and the like are pure overhead: no row of their own)
-ROWS: tuple[str, ...] = tuple(c.value for c in OpClass if c is not OpClass.FREE) + \
+# A class's row where it is not its own: the FP32 depthwise im2col path is the depthwise
+# row (its INT8 twin runs the INT8 depthwise kernel), reshapes are pure overhead.
+ROW_OF = {OpClass.DEPTHWISE_IM2COL: OpClass.DEPTHWISE.value}
+ROWS: tuple[str, ...] = tuple(c.value for c in OpClass
+                              if c is not OpClass.FREE and c not in ROW_OF) + \
     (OVERHEAD, FLOAT_ISLANDS)
+
+
+def row_of(cls: OpClass) -> str:
+    return ROW_OF.get(cls, cls.value)
 
 
 def is_island(w: NodeWork, int8_model: bool) -> bool:
@@ -37,7 +44,7 @@ def class_costs(works: Sequence[NodeWork], c: Constants) -> dict[str, float]:
     for w in works:
         if w.op_class is OpClass.FREE:
             continue
-        out[FLOAT_ISLANDS if is_island(w, int8) else w.op_class.value] += node_cost(w, c)
+        out[FLOAT_ISLANDS if is_island(w, int8) else row_of(w.op_class)] += node_cost(w, c)
     return out
 
 
@@ -47,7 +54,7 @@ def _island_costs(works: Sequence[NodeWork], c: Constants) -> dict[str, float]:
     out: dict[str, float] = {}
     for w in works:
         if is_island(w, int8):
-            out[w.op_class.value] = out.get(w.op_class.value, 0.0) + node_cost(w, c)
+            out[row_of(w.op_class)] = out.get(row_of(w.op_class), 0.0) + node_cost(w, c)
     return out
 
 

@@ -50,9 +50,12 @@ class Constants:
 
     def rate(self, cls: OpClass, prec: Precision) -> float:
         """Cost per MAC (compute classes) or per byte; falls back to the nearest class
-        measured (dense for convolutions, element-wise for the rest, then the other
+        measured (depthwise for its im2col path, dense for convolutions, element-wise for
+        the rest, then the other
         precision) so a graph with an op class no micro-benchmark has still predicts."""
         chain = [(cls, prec)]
+        if cls is OpClass.DEPTHWISE_IM2COL:
+            chain.append((OpClass.DEPTHWISE, prec))
         if cls in COMPUTE:
             chain.append((OpClass.DENSE, prec))
         else:
