@@ -16,9 +16,9 @@
    per node max(MACs / op-class throughput, bytes / bandwidth) + a per-op overhead.
 3. Each model's measured cost is split into theory (every MAC at the dense FP32 rate,
    / 4 for INT8) plus named causes: INT8 kernel rate vs 4x, op classes slower than
-   dense, narrow layers (im2col, per-output work), memory-bound layers, layout
-   transposes, Q/DQ, float islands, sigmoid-like activations, element-wise work,
-   per-op overhead, and what the model does not explain.
+   dense, narrow layers (im2col, per-output and per-channel work), memory-bound
+   layers, layout transposes, Q/DQ, float islands, sigmoid-like activations,
+   element-wise work, per-op overhead, and what the model does not explain.
 
 Measured model costs come from a deploy run's results.json or an earlier --json of
 this CLI (--results; files matched by name), or are measured here. ONNX files only

@@ -18,8 +18,8 @@ F, I = Precision.FP32, Precision.INT8
 
 
 def node(cls: OpClass, prec: Precision = F, macs: int = 0, nbytes: int = 0, name: str = "n",
-         outputs: int = 0, patches: int = 0):
-    return NodeWork(name, "Op", cls, prec, macs, nbytes, outputs, patches)
+         outputs: int = 0, patches: int = 0, channels: int = 0):
+    return NodeWork(name, "Op", cls, prec, macs, nbytes, outputs, patches, channels)
 
 
 TRUE = Constants("instructions", per_inference=5000.0, per_op={F: 800.0, I: 1200.0},
@@ -27,7 +27,7 @@ TRUE = Constants("instructions", per_inference=5000.0, per_op={F: 800.0, I: 1200
                        (OpClass.DEPTHWISE, F): 5.0, (OpClass.ELEMENTWISE, F): 0.5,
                        (OpClass.ELEMENTWISE, I): 0.4, (OpClass.TRANSPOSE, I): 1.5,
                        (OpClass.QDQ, I): 0.8},
-                 per_output={F: 3.0}, per_patch={F: 0.25})
+                 per_output={F: 3.0}, per_patch={F: 0.25}, per_channel={F: 40.0})
 
 
 def synthetic_samples() -> list[tuple[list[NodeWork], float]]:
@@ -40,7 +40,7 @@ def synthetic_samples() -> list[tuple[list[NodeWork], float]]:
                          patches=10 * s ** 3)],
                    [node(OpClass.QDQ, I, 0, 2_000 * s), node(OpClass.DENSE, I, 100_000 * s * s, 500 * s),
                     node(OpClass.TRANSPOSE, I, 0, 3_000 * s), node(OpClass.QDQ, I, 0, 2_000 * s)],
-                   [node(OpClass.DEPTHWISE, F, 20_000 * s * s, 4_000 * s)],
+                   [node(OpClass.DEPTHWISE, F, 20_000 * s * s, 4_000 * s, channels=8 * s)],
                    [node(OpClass.ELEMENTWISE, F, 0, 30_000 * s), node(OpClass.FREE)],
                    [node(OpClass.QDQ, I, 0, 8_000 * s), node(OpClass.QDQ, I, 0, 8_000 * s)],
                    [node(OpClass.QDQ, I, 0, 8_000 * s), node(OpClass.TRANSPOSE, I, 0, 50_000 * s * s)],
@@ -57,6 +57,7 @@ def test_fit_recovers_the_constants_that_made_the_samples():
         assert c.cost[k] == pytest.approx(v, rel=1e-3), k
     assert c.per_output[F] == pytest.approx(3.0, rel=1e-3)
     assert c.per_patch[F] == pytest.approx(0.25, rel=1e-3)
+    assert c.per_channel[F] == pytest.approx(40.0, rel=1e-3)
 
 
 def test_roofline_takes_the_memory_term_when_it_dominates():

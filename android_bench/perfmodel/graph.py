@@ -45,6 +45,7 @@ class Precision(str, Enum):
 
 COMPUTE = (OpClass.DENSE, OpClass.POINTWISE, OpClass.DEPTHWISE, OpClass.DEPTHWISE_IM2COL,
            OpClass.GROUPED)
+DEPTHWISE_CLASSES = (OpClass.DEPTHWISE, OpClass.DEPTHWISE_IM2COL)
 FLOAT_CONV_OPS = {"Conv", "FusedConv"}  # the convolutions MLAS runs in FP32 (NCHW)
 CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv", "NhwcFusedConv"}
 GEMM_OPS = {"Gemm", "FusedGemm", "QGemm", "MatMul", "FusedMatMul", "MatMulInteger",
@@ -75,6 +76,9 @@ class NodeWork:
     # (each copied once per group). Both 0 for depthwise convolutions and non-compute ops.
     outputs: int = 0
     patches: int = 0
+    # channels of a depthwise convolution: its kernels run channel by channel (a call and
+    # set-up each, a one-row GEMM on the im2col path), a cost no MAC or byte count shows
+    channels: int = 0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "op_class": self.op_class.value,
@@ -84,7 +88,7 @@ class NodeWork:
     def from_dict(cls, d: dict) -> "NodeWork":
         return cls(str(d["name"]), str(d["op_type"]), OpClass(d["op_class"]),
                    Precision(d["precision"]), int(d["macs"]), int(d["bytes"]),
-                   int(d.get("outputs", 0)), int(d.get("patches", 0)))
+                   int(d.get("outputs", 0)), int(d.get("patches", 0)), int(d.get("channels", 0)))
 
 
 def conv_class(weight_shape: tuple[int, ...], group: int) -> OpClass:
@@ -160,8 +164,7 @@ def gemm_edges(op_class: OpClass, macs: int, out_numel: int, cout_per_group: int
     """(output elements, im2col patch elements) of a convolution or Gemm with `macs`:
     a patch (one output pixel's receptive field) is built once per group, so there
     are macs / (Cout / groups) patch elements."""
-    if op_class not in COMPUTE or op_class in (OpClass.DEPTHWISE, OpClass.DEPTHWISE_IM2COL) \
-            or not macs:
+    if op_class not in COMPUTE or op_class in DEPTHWISE_CLASSES or not macs:
         return 0, 0
     return out_numel, macs // max(1, cout_per_group)
 
@@ -240,8 +243,11 @@ def graph_work(model, arm: bool = False) -> list[NodeWork]:
         out_numel = math.prod(info[n.output[0]][0]) if n.output and n.output[0] in info else 0
         edges = gemm_edges(cls, int(macs), out_numel, _cout_per_group(n, info, producer)) \
             if cls in COMPUTE else (0, 0)
+        out_shape = info[n.output[0]][0] if n.output and n.output[0] in info else ()
+        channels = int(out_shape[1]) if cls in DEPTHWISE_CLASSES and len(out_shape) > 1 else 0
         works.append(NodeWork(n.name or n.output[0], n.op_type, cls,
-                              precision_of(n, cls, info), int(macs), int(nbytes), *edges))
+                              precision_of(n, cls, info), int(macs), int(nbytes), *edges,
+                              channels))
     return works
 
 

@@ -121,6 +121,10 @@ def markdown(reports: Sequence[TargetReport], argv: Sequence[str]) -> str:
     for prec in Precision:
         out.append(f"| per-op overhead | {prec.value} | " + " | ".join(
             fmt_cost(r.constants.per_op.get(prec), r.unit) for r in reports) + " |")
+    for prec in Precision:
+        cells = [fmt_cost(r.constants.per_channel.get(prec), r.unit) for r in reports]
+        if any(c != "-" for c in cells):
+            out.append(f"| per depthwise channel | {prec.value} | " + " | ".join(cells) + " |")
     out.append("| per-inference call | | " + " | ".join(
         fmt_cost(r.constants.per_inference, r.unit) for r in reports) + " |")
     out += ["", "## Where the time goes, on average", "",
