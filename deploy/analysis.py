@@ -282,12 +282,11 @@ def int8_shortfalls(doc: dict) -> list[dict]:
         if not held_back(b):
             continue
         rec = g(models(doc), b["model"], "int8_why", b["target"])
-        why = rec if isinstance(rec, dict) else None
+        why = rec if isinstance(rec, dict) and rec.get("classes") else None
         st = failed_stage(doc, b["model"], ("why_int8",), b["target"])
-        note = (why or {}).get("note") or (None if why and why.get("classes") else
-                                           (st or {}).get("reason") or "the why_int8 stage did "
-                                           "not run")
-        out.append({**b, "why": why if why and why.get("classes") else None, "note": note})
+        note = None if why else (rec.get("note") if isinstance(rec, dict) else None) or \
+            (st or {}).get("reason") or "the why_int8 stage did not run"
+        out.append({**b, "why": why, "note": note})
     return out
 
 

@@ -405,7 +405,6 @@ class Plan:
         return Stage(id=f"compare/{tg.id}", kind="compare", target=tg.id, prepare=prepare,
                      after=after, timeout_s=TIMEOUTS["compare"])
 
-
     def _why_stage(self, p: Planned, tg: TargetSpec) -> Stage:
         """Where best INT8 / best FP32 stays under analysis.INT8_GOAL on `tg`: the latency
         model's per-op-class split of the ONNX FP32/INT8 pair `tg` runs (predicted from the
