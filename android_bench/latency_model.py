@@ -2,7 +2,9 @@
 
     python -m android_bench.latency_model --targets local,qemu:cortex-a76,qemu:cortex-a72 \\
         --model artifacts/x.onnx artifacts/x.int8.onnx ... [--results runs/X/results.json] \\
-        [--tables docs/latency_model] [--remeasure] [--doc docs/latency_model.md] [--json out.json]
+        [--tables DIR] [--remeasure] [--doc docs/latency_model.md] [--json out.json]
+    python -m android_bench.latency_model --targets qemu:cortex-a76 \\
+        --breakdown artifacts/x.onnx artifacts/x.int8.onnx [--json out.json]
 
 1. Micro-benchmarks: one op per model (dense, pointwise, depthwise and grouped
    convolutions, element-wise add, channel-shuffle transpose, global pool, Q/DQ) at a
@@ -14,13 +16,19 @@
    per node max(MACs / op-class throughput, bytes / bandwidth) + a per-op overhead.
 3. Each model's measured cost is split into theory (every MAC at the dense FP32 rate,
    / 4 for INT8) plus named causes: INT8 kernel rate vs 4x, op classes slower than
-   dense, narrow layers (im2col, per-output work), memory-bound layers, layout
-   transposes, Q/DQ, float islands, sigmoid-like activations, element-wise work,
-   per-op overhead, and what the model does not explain.
+   dense, narrow layers (im2col, per-output and per-channel work), memory-bound
+   layers, layout transposes, Q/DQ, float islands, sigmoid-like activations,
+   element-wise work, per-op overhead, and what the model does not explain.
 
 Measured model costs come from a deploy run's results.json or an earlier --json of
 this CLI (--results; files matched by name), or are measured here. ONNX files only
 (the TFLite graphs are not modelled).
+
+--breakdown FP32 INT8 measures nothing: it predicts both files from the shipped
+constants of each target and splits their costs by op class (perfmodel/breakdown.py):
+each class's share of the INT8 cost and its FP32 -> INT8 speed-up. A target without
+a table in --tables is one line in the output, not an error (deploy's "What holds
+INT8 back" section runs it).
 """
 from __future__ import annotations
 
@@ -36,7 +44,9 @@ from .perfmodel import report
 from zoo.util import ArmqError, atomic_output, check_writable_dir, cli_entry, load_json
 
 PROG = "android_bench.latency_model"
-DEFAULT_TABLES = Path("docs/latency_model")
+# The fitted tables ship inside the package (package data), so deploy and an installed
+# armq read the same constants this CLI writes.
+DEFAULT_TABLES = Path(__file__).resolve().parent / "perfmodel" / "tables"
 LOCAL_RUNS, LOCAL_WARMUP = 50, 10
 # QEMU instruction counts repeat exactly after the first inference: a few runs suffice
 QEMU_RUNS, QEMU_WARMUP = 3, 1
@@ -177,9 +187,59 @@ def build_parser():
     p.add_argument("--tables", type=Path, default=DEFAULT_TABLES,
                    help="folder of cached micro-benchmark tables (default: %(default)s)")
     p.add_argument("--remeasure", action="store_true", help="re-run the micro-benchmarks")
+    p.add_argument("--breakdown", nargs=2, type=Path, metavar=("FP32", "INT8"),
+                   help="an FP32 .onnx and its INT8 .onnx: per op class, the share of the INT8 "
+                        "cost and the FP32 -> INT8 speed-up, predicted from the shipped "
+                        "constants (measures nothing)")
     p.add_argument("--doc", type=Path, help="write the Markdown report here")
     p.add_argument("--json", type=Path, help="write every number here")
     return p
+
+
+def command(fp32: Path | str, int8: Path | str, target: str, out_json: Path | str,
+            python: str | None = None) -> list[str]:
+    """The command line of the per-op-class breakdown of one FP32/INT8 pair on `target`."""
+    return [python or sys.executable, "-m", PROG, "--targets", target, "--breakdown",
+            str(fp32), str(int8), "--json", str(out_json)]
+
+
+def breakdown_main(a, targets: Sequence[TargetInfo]) -> int:
+    from .perfmodel.breakdown import BREAKDOWN_FORMAT, breakdown
+    from .perfmodel.graph import is_int8_model, onnx_work
+    from .perfmodel.microbench import constants_of
+
+    if a.model or a.results or a.remeasure or a.doc:
+        raise ArmqError("--breakdown predicts one FP32/INT8 pair from the shipped constants: "
+                        "drop --model, --results, --remeasure and --doc")
+    fp32, int8 = a.breakdown
+    for m in (fp32, int8):
+        check_model(m)
+    if a.json is not None:
+        check_writable_dir(a.json.parent)
+        if a.json.resolve() in {fp32.resolve(), int8.resolve()}:
+            raise ArmqError(f"{a.json} is an input; choose another output path")
+    out = {"format": BREAKDOWN_FORMAT, "fp32": fp32.name, "int8": int8.name, "targets": []}
+    for t in targets:
+        path = a.tables / f"{t.slug}.json"
+        table = load_table(path, t)
+        if table is None:
+            out["targets"].append({"target": t.id, "note": (
+                f"no fitted latency-model constants for {t.id} (python -m {PROG} --targets "
+                f"{t.id} measures them)")})
+            continue
+        fw, qw = onnx_work(fp32, arm=t.emulated), onnx_work(int8, arm=t.emulated)
+        if is_int8_model(fw) or not is_int8_model(qw):
+            raise ArmqError(f"--breakdown takes the FP32 file first and the INT8 file second "
+                            f"(got {fp32.name}, {int8.name})")
+        b = breakdown(fw, qw, constants_of(table))
+        out["targets"].append({"target": t.id, "created": table.get("created"),
+                               "fit_mae": table.get("fit_mae"), **b.to_dict()})
+    print(report.breakdown_text(out))
+    if a.json:
+        with atomic_output(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+            f.write("\n")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     a = build_parser().parse_args(argv)
     targets = parse_targets(a.targets)
+    if a.breakdown:
+        return breakdown_main(a, targets)
     for m in a.model:
         check_model(m)
     if len({m.name for m in a.model}) != len(a.model):

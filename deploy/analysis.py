@@ -31,6 +31,9 @@ DEFINITIONS = ("speed-up = the measured figure: baseline / model median latency 
                "distribution-free 95% intervals of the median (android_bench runner). "
                "Arithmetic: android_bench.compare.")
 SLOW_INT8 = 1.1          # "INT8 not faster" below this speed-up
+# Best INT8 vs best FP32 below this: the report shows which op classes hold INT8 back.
+# ShuffleNet's Sec. 4.5 rule, ~2.6x actual per 4x theoretical (deploy/paper.py).
+INT8_GOAL = paper.ACTUAL_PER_4X
 FORMATS = MODEL_FORMATS
 # Runtime of each format for sentences (export.card's names); a format not listed shows its
 # collect name.
@@ -263,6 +266,36 @@ def best_per_target(doc: dict) -> list[dict]:
             rec.update(_pair_record(make_pair(qe, fe, "int8 vs fp32")))
             out.append(rec)
     return out
+
+
+def held_back(best: dict) -> bool:
+    """Does this best_per_target record fall short of INT8_GOAL?"""
+    return isinstance(best.get("speedup"), (int, float)) and best["speedup"] < INT8_GOAL
+
+
+def int8_shortfalls(doc: dict) -> list[dict]:
+    """The best_per_target records below INT8_GOAL, each with the latency model's per-op-
+    class breakdown of its model's ONNX FP32/INT8 pair on that target (results.json
+    models[tag].int8_why[target], the why_int8 stage) or, where there is none, why."""
+    out = []
+    for b in best_per_target(doc):
+        if not held_back(b):
+            continue
+        rec = g(models(doc), b["model"], "int8_why", b["target"])
+        why = rec if isinstance(rec, dict) and rec.get("classes") else None
+        st = failed_stage(doc, b["model"], ("why_int8",), b["target"])
+        note = None if why else (rec.get("note") if isinstance(rec, dict) else None) or \
+            (st or {}).get("reason") or "the why_int8 stage did not run"
+        out.append({**b, "why": why, "note": note})
+    return out
+
+
+def holding_back(why: dict, n: int = 3) -> list[dict]:
+    """The op classes below INT8_GOAL with the largest shares of the INT8 cost, largest
+    first (at most n): the ones a reader should look at."""
+    rows = [r for r in why.get("classes") or [] if isinstance(r, dict) and r.get("int8_share")
+            and (r.get("speedup") is None or r["speedup"] < INT8_GOAL)]
+    return sorted(rows, key=lambda r: -r["int8_share"])[:n]
 
 
 def baseline_pairs(doc: dict) -> list[dict]:

@@ -155,7 +155,7 @@ def host_info() -> dict:
 
 STAGE_ORDER = ("probe", "cost", "weights", "export_onnx", "export_tflite", "export_mnn", "quant_ort",
                "quant_tflite", "quant_mnn",
-               "accuracy", "opprofile", "bench", "compare", "report")
+               "accuracy", "opprofile", "bench", "compare", "why_int8", "report")
 
 
 def stage_times(stages: list[dict]) -> list[tuple[str, float, float, int, int]]:

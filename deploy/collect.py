@@ -208,3 +208,15 @@ def summarize_profile(doc: Any, keep_nodes: int = 12) -> dict[str, dict]:
         q["top_nodes"] = nodes[:keep_nodes] if isinstance(nodes, list) else []
         out[key] = q
     return out
+
+
+def summarize_breakdown(doc: Any) -> dict | None:
+    """The one target's record of a `python -m android_bench.latency_model --breakdown`
+    output: the two files (name and artifact key) and the per-op-class rows, or its note."""
+    ts = doc.get("targets") if isinstance(doc, dict) else None
+    if not isinstance(ts, list) or not ts or not isinstance(ts[0], dict):
+        return None
+    out = {"fp32": {"file": doc.get("fp32"), "key": artifact_key_of(str(doc.get("fp32")))},
+           "int8": {"file": doc.get("int8"), "key": artifact_key_of(str(doc.get("int8")))}}
+    out.update({k: v for k, v in ts[0].items() if k != "target"})
+    return out

@@ -7,7 +7,9 @@ into results.json (deploy.collect).
     group 2 (alone)         android_bench on the local target, android_bench.profile
     group 3 (side by side)  quant.evaluate --card (accuracy), android_bench on every QEMU
                             target and every board / phone (ssh, adb: timed on the device)
-    group 4                 android_bench.compare per target
+    group 4                 android_bench.compare per target; where best INT8 / best FP32
+                            stays under analysis.INT8_GOAL: android_bench.latency_model
+                            --breakdown of the ONNX pair (which op classes hold INT8 back)
 
 Boards and phones are probed first (`probe_stages`, android_bench --probe on the device):
 their CPU flags decide their INT8 recipe, so `stages()` is built after the probes ran.
@@ -26,6 +28,7 @@ from pathlib import Path
 from android_bench import compare as bench_compare
 from android_bench.cli import command as bench_command, probe_command
 from android_bench import profile as bench_profile
+from android_bench import latency_model
 from export import et_venv
 from export.card import int8_filename, int8_key, key_format, key_is_int8, ordered_keys
 from export.common import command as export_command
@@ -35,7 +38,7 @@ from quant.config import RecipeError
 from quant.ptq import command as ptq_command
 from zoo.cli import variant_argv  # noqa: F401 - the zoo's export flags (Planned.export_args)
 
-from . import collect
+from . import analysis, collect
 from .settings import RANDOM_NUM_CALIB, REPO, Planned, Settings, data_path
 from .spec import SpecError, TargetSpec
 from .stages import Results, SkipStage, Stage
@@ -45,8 +48,8 @@ _WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,39}$")    # a CPU flag or mach
 TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "export_mnn": 900, "quant_ort": 3600,
             "quant_tflite": 3600, "quant_mnn": 3600,
             "accuracy": 1800, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
-            "bench_remote": 3600, "probe": 300, "compare": 300, "export_executorch": 1800,
-            "quant_executorch": 3600}
+            "bench_remote": 3600, "probe": 300, "compare": 300, "why_int8": 300,
+            "export_executorch": 1800, "quant_executorch": 3600}
 
 
 class Plan:
@@ -283,6 +286,9 @@ class Plan:
                 g3.append(self._bench_stage(p, tg, exclusive=False))
         for tg in s.targets:
             g4.append(self._compare_stage(tg))
+        for p in self.planned:
+            for tg in s.targets:
+                g4.append(self._why_stage(p, tg))
         return [(g1, False), (g2, False), (g3, True), (g4, False)]
 
     def recipe_targets(self) -> list[TargetSpec]:
@@ -450,6 +456,39 @@ class Plan:
                     self.results.doc.setdefault("compare", {})[tg.id] = doc
         return Stage(id=f"compare/{tg.id}", kind="compare", target=tg.id, prepare=prepare,
                      after=after, timeout_s=TIMEOUTS["compare"])
+
+    def _why_stage(self, p: Planned, tg: TargetSpec) -> Stage:
+        """Where best INT8 / best FP32 stays under analysis.INT8_GOAL on `tg`: the latency
+        model's per-op-class split of the ONNX FP32/INT8 pair `tg` runs (predicted from the
+        shipped constants, seconds: no benchmark runs)."""
+        out_json = self.run_dir / "why_int8" / tg.slug / f"{p.tag}.json"
+
+        def prepare(stage: Stage) -> None:
+            with self.results.lock:
+                best = next((b for b in analysis.best_per_target(self.results.doc)
+                             if b["model"] == p.tag and b["target"] == tg.id), None)
+            if best is None:
+                raise SkipStage("no FP32 and INT8 file both measured on this target")
+            if not analysis.held_back(best):
+                raise SkipStage(f"best INT8 is {best['speedup']:.2f}x best FP32, at least "
+                                f"{analysis.INT8_GOAL}x: nothing to explain")
+            if tg.kind not in ("local", "qemu"):
+                raise SkipStage(f"no fitted latency-model constants for {tg.id} (the latency "
+                                f"model fits local and QEMU targets)")
+            files = [self.art / f"{p.tag}.onnx",
+                     self.art / int8_filename(p.tag, "onnx", tg.recipe().tag)]
+            if not all(f.is_file() for f in files):
+                raise SkipStage("no ONNX FP32/INT8 pair (the latency model reads ONNX Runtime "
+                                "graphs)")
+            stage.argv = latency_model.command(*files, tg.id, out_json, python=self.py)
+
+        def after(stage: Stage, out: dict) -> None:
+            rec = collect.summarize_breakdown(collect.read_json(out_json))
+            if rec is not None:
+                with self.results.lock:
+                    self.results.model(p.tag).setdefault("int8_why", {})[tg.id] = rec
+        return Stage(id=f"{p.tag}/why_int8/{tg.id}", kind="why_int8", model=p.tag,
+                     target=tg.id, prepare=prepare, after=after, timeout_s=TIMEOUTS["why_int8"])
 
 
 def target_record(t: TargetSpec) -> dict:

@@ -180,6 +180,38 @@ def plot_op_breakdown(doc: dict) -> bytes | None:
     return _png(fig)
 
 
+WHY_PANELS = 6   # at most this many model x target panels (the tables list every one)
+
+
+def plot_int8_why(doc: dict) -> bytes | None:
+    """Per model x target under INT8_GOAL: each op class's share of the INT8 cost (bar)
+    and its FP32 -> INT8 speed-up (label; red below the goal)."""
+    items = [s for s in A.int8_shortfalls(doc) if s["why"]][:WHY_PANELS]
+    if not items:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(items), 1, figsize=(6.4, 2.4 * len(items)), squeeze=False)
+    for ax, s in zip(axes[:, 0], items):
+        rows = sorted((r for r in s["why"]["classes"] if r.get("int8_share")),
+                      key=lambda r: -r["int8_share"])
+        low = [r.get("speedup") is None or r["speedup"] < A.INT8_GOAL for r in rows]
+        ax.barh(range(len(rows)), [100 * r["int8_share"] for r in rows],
+                color=["#C44E52" if x else "#55A868" for x in low])
+        for i, r in enumerate(rows):
+            sp = "-" if r.get("speedup") is None else f"{r['speedup']:.1f}x"
+            ax.text(100 * r["int8_share"] + 1, i, sp, va="center", fontsize=7)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([r["class"] for r in rows], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 110)
+        ax.set_title(f"{s['label']} on {s['target']}: best INT8 {s['speedup']:.2f}x best FP32 "
+                     f"(ONNX Runtime pair, predicted)", fontsize=8)
+    axes[-1, 0].set_xlabel(f"% of the INT8 file's predicted cost; label: FP32 -> INT8 speed-up "
+                           f"(red: under {A.INT8_GOAL}x)")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def plot_accuracy(doc: dict) -> bytes | None:
     items = []
     for tag, m in A.models(doc).items():
@@ -219,4 +251,9 @@ PLOTS = (("macs_vs_latency", plot_macs_latency,
          ("op_breakdown", plot_op_breakdown,
           "Latency by op type from onnxruntime's per-node profile (kernel time) on this host: "
           "conv vs depthwise vs shuffle/transposes vs element-wise vs quantize/dequantize."),
+         ("int8_why", plot_int8_why,
+          f"What holds INT8 back where the best INT8 stays under {A.INT8_GOAL}x the best FP32: "
+          "each op class's share of the INT8 cost, from the latency model's per-node roofline "
+          "of the ONNX Runtime pair (predicted, shipped constants); label: that class's FP32 -> "
+          "INT8 speed-up."),
          ("accuracy", plot_accuracy, "Top-1 accuracy of every model file on the test set."))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 
+from export.card import key_format
+
 from . import analysis as A
+from . import paper
 
 EMU = "EMULATED"
 
@@ -155,3 +158,74 @@ def stage_table(doc: dict) -> tuple[list[str], list[list[str]], list[str]]:
                      (s.get("reason") or "") + (f" [{s['log']}]" if s.get("log") else "")])
         cls.append({"failed": "fail", "interrupted": "fail", "skipped": "missing"}.get(st, ""))
     return head, body, cls
+
+
+# ---- what holds INT8 back (deploy.analysis.int8_shortfalls) -------------------------------
+
+WHY_TITLE = "What holds INT8 back"
+WHY_NOTE = (f"Where the best INT8 file stays under {A.INT8_GOAL}x the best FP32 file on a target "
+            f"(ShuffleNet's rule, {paper.RULE_OF_THUMB}; INT8 promises 4x less operand work): "
+            "the latency model's per-node roofline (android_bench.perfmodel, docs/"
+            "latency_model.md), summed per op class, for the ONNX Runtime FP32/INT8 pair of "
+            "that target. share = the class's part of the INT8 file's predicted cost; speed-up "
+            "= its predicted FP32 / INT8 cost. Float islands (INT8-file nodes left in float) "
+            "run the same kernel in both files (1.0x); per-op overhead includes the "
+            "per-inference call. Predicted from shipped micro-benchmark constants, not "
+            "measured per class.")
+CLASS_NAMES = {"elementwise": "element-wise", "activation": "activations (sigmoid-like)",
+               "qdq": "Q/DQ", "pool": "pools"}
+
+
+def _instr(v) -> str:
+    if not isinstance(v, (int, float)):
+        return "-"
+    return fcount(v) if v >= 1e5 else f"{v / 1e3:.1f} k" if v else "0"
+
+
+def _share(v) -> str:
+    return "-" if not isinstance(v, (int, float)) else f"{100 * v:.0f} %"
+
+
+def why_blocks(doc: dict) -> list[tuple[str, list[str], tuple[list[str], list[list[str]]] | None]]:
+    """Per model x target under INT8_GOAL: (title, lines, per-class table or None)."""
+    out = []
+    speed = {(s["model"], s["target"]): s for s in A.int8_speedups(doc)
+             if s["format"] == "onnx"}
+    for s in A.int8_shortfalls(doc):
+        emu = s["emulated"]
+        title = (f"{s['label']} on {s['target']}: best INT8 ({s['int8_runtime']}) is "
+                 f"{fx(s['speedup'])} best FP32 ({s['fp32_runtime']}), under {A.INT8_GOAL}x")
+        why = s["why"]
+        if why is None:
+            out.append((title, [f"No breakdown: {s['note']}."], None))
+            continue
+        cost = _instr if emu else (lambda v: f"{fms(v)} ms")
+        files = f"{why['fp32']['file']} / {why['int8']['file']}"
+        lines = [f"Breakdown of the ONNX Runtime pair {files}"
+                 + ("" if key_format(s["int8_key"]) == "onnx" and
+                    key_format(s["fp32_key"]) == "onnx" else
+                    " (the latency model reads ONNX Runtime graphs; the best files here are "
+                    f"{s['fp32_runtime']} and {s['int8_runtime']})") + "."]
+        meas = speed.get((s["model"], s["target"]))
+        lines.append(f"Predicted ONNX Runtime INT8 / FP32: {fx(why.get('predicted_speedup'))} "
+                     f"({cost(why.get('fp32_predicted'))} vs {cost(why.get('int8_predicted'))}"
+                     + (f" {EMU} instructions" if emu else "") + ")"
+                     + (f"; measured {fx(meas['speedup'])}" if meas else "") + ".")
+        worst = A.holding_back(why)
+        if worst:
+            lines.append("Held back most by: " + "; ".join(
+                f"{CLASS_NAMES.get(r['class'], r['class'])}: {_share(r['int8_share'])} of INT8 "
+                f"cost, {fx(r.get('speedup'), 1)}" for r in worst) + ".")
+        fit = why.get("fit_mae")
+        lines.append(f"Constants: the shipped {s['target']} micro-benchmark table (created "
+                     f"{why.get('created') or '?'}"
+                     + (f", fit error {100 * fit:.1f} %" if isinstance(fit, (int, float)) else "")
+                     + ")" + ("; fitted on the host that made it, so another host's shares are "
+                              "indicative" if not emu else "") + ".")
+        head = ["op class", "share of INT8 cost", "FP32 cost", "INT8 cost", "FP32 -> INT8 speed-up"]
+        rows = sorted((r for r in why.get("classes") or [] if r.get("fp32") or r.get("int8")),
+                      key=lambda r: -(r.get("int8_share") or 0))
+        body = [[CLASS_NAMES.get(r["class"], r["class"]), _share(r.get("int8_share")),
+                 cost(r.get("fp32")), cost(r.get("int8")), fx(r.get("speedup"))] for r in rows]
+        out.append((title, lines, (head, body)))
+    return out

@@ -18,8 +18,8 @@ F, I = Precision.FP32, Precision.INT8
 
 
 def node(cls: OpClass, prec: Precision = F, macs: int = 0, nbytes: int = 0, name: str = "n",
-         outputs: int = 0, patches: int = 0):
-    return NodeWork(name, "Op", cls, prec, macs, nbytes, outputs, patches)
+         outputs: int = 0, patches: int = 0, channels: int = 0):
+    return NodeWork(name, "Op", cls, prec, macs, nbytes, outputs, patches, channels)
 
 
 TRUE = Constants("instructions", per_inference=5000.0, per_op={F: 800.0, I: 1200.0},
@@ -27,7 +27,7 @@ TRUE = Constants("instructions", per_inference=5000.0, per_op={F: 800.0, I: 1200
                        (OpClass.DEPTHWISE, F): 5.0, (OpClass.ELEMENTWISE, F): 0.5,
                        (OpClass.ELEMENTWISE, I): 0.4, (OpClass.TRANSPOSE, I): 1.5,
                        (OpClass.QDQ, I): 0.8},
-                 per_output={F: 3.0}, per_patch={F: 0.25})
+                 per_output={F: 3.0}, per_patch={F: 0.25}, per_channel={F: 40.0})
 
 
 def synthetic_samples() -> list[tuple[list[NodeWork], float]]:
@@ -40,7 +40,7 @@ def synthetic_samples() -> list[tuple[list[NodeWork], float]]:
                          patches=10 * s ** 3)],
                    [node(OpClass.QDQ, I, 0, 2_000 * s), node(OpClass.DENSE, I, 100_000 * s * s, 500 * s),
                     node(OpClass.TRANSPOSE, I, 0, 3_000 * s), node(OpClass.QDQ, I, 0, 2_000 * s)],
-                   [node(OpClass.DEPTHWISE, F, 20_000 * s * s, 4_000 * s)],
+                   [node(OpClass.DEPTHWISE, F, 20_000 * s * s, 4_000 * s, channels=8 * s)],
                    [node(OpClass.ELEMENTWISE, F, 0, 30_000 * s), node(OpClass.FREE)],
                    [node(OpClass.QDQ, I, 0, 8_000 * s), node(OpClass.QDQ, I, 0, 8_000 * s)],
                    [node(OpClass.QDQ, I, 0, 8_000 * s), node(OpClass.TRANSPOSE, I, 0, 50_000 * s * s)],
@@ -57,6 +57,7 @@ def test_fit_recovers_the_constants_that_made_the_samples():
         assert c.cost[k] == pytest.approx(v, rel=1e-3), k
     assert c.per_output[F] == pytest.approx(3.0, rel=1e-3)
     assert c.per_patch[F] == pytest.approx(0.25, rel=1e-3)
+    assert c.per_channel[F] == pytest.approx(40.0, rel=1e-3)
 
 
 def test_roofline_takes_the_memory_term_when_it_dominates():
@@ -128,6 +129,40 @@ def test_conv_class_from_weight_shape():
     assert conv_class((64, 32, 1, 1), 1) is OpClass.POINTWISE
     assert conv_class((64, 1, 3, 3), 64) is OpClass.DEPTHWISE
     assert conv_class((240, 80, 1, 1), 3) is OpClass.GROUPED
+
+
+def test_fp32_depthwise_off_the_direct_kernel_is_its_own_class():
+    """MLAS's ARM64 direct depthwise kernel takes 3x3, stride 1, dilation 1, pads <= 1;
+    other FP32 depthwise convolutions run im2col + GEMM (their own class and rate). The
+    per-op-class breakdown still shows them as depthwise, beside their INT8 twins."""
+    from onnx import helper
+
+    from android_bench.perfmodel.breakdown import ROWS, breakdown
+    from android_bench.perfmodel.graph import mlas_direct_depthwise
+
+    def conv(**kw):
+        return helper.make_node("Conv", ["x", "w"], ["y"], **kw)
+    dw3, dw5 = (32, 1, 3, 3), (32, 1, 5, 5)
+    assert mlas_direct_depthwise(conv(pads=[1] * 4), dw3)
+    assert not mlas_direct_depthwise(conv(pads=[1] * 4, strides=[2, 2]), dw3)
+    assert not mlas_direct_depthwise(conv(pads=[2] * 4), dw5)
+    assert not mlas_direct_depthwise(conv(dilations=[2, 2], pads=[2] * 4), dw3)
+    c = Constants("instructions", 0.0, {F: 100.0, I: 100.0},
+                  {(OpClass.DEPTHWISE, F): 2.0, (OpClass.DEPTHWISE_IM2COL, F): 7.0,
+                   (OpClass.DEPTHWISE, I): 1.0, (OpClass.ELEMENTWISE, F): 0.01,
+                   (OpClass.ELEMENTWISE, I): 0.01, (OpClass.QDQ, I): 0.5})
+    fp32 = [node(OpClass.DEPTHWISE, F, 1000), node(OpClass.DEPTHWISE_IM2COL, F, 1000)]
+    int8 = [node(OpClass.QDQ, I, 0, 400), node(OpClass.DEPTHWISE, I, 1000),
+            node(OpClass.DEPTHWISE, I, 1000)]
+    b = breakdown(fp32, int8, c)
+    assert "depthwise_im2col" not in ROWS
+    rows = {r.name: r for r in b.rows}
+    assert rows["depthwise"].fp32 == 9000 and rows["depthwise"].int8 == 2000
+    assert rows["depthwise"].speedup == 4.5 and rows["qdq"].speedup is None
+    assert sum(r.int8 for r in b.rows) == predict(int8, c) == b.int8_total
+    # a table without the im2col class prices it as depthwise (the nearest measured)
+    assert Constants("instructions", cost={(OpClass.DEPTHWISE, F): 2.0}).rate(
+        OpClass.DEPTHWISE_IM2COL, F) == 2.0
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +249,34 @@ def test_cli_rejects_results_without_the_model(tmp_path, micro_files):
     one_line_error(run_cli(PROG, "--targets", "local", "--tables", tmp_path, "--model", f32,
                            "--results", res, "--doc", res), "is an input")
     assert not doc.exists()
+
+
+def test_breakdown_cli_on_a_real_pair_with_the_shipped_constants(tmp_path, micro_files):
+    """--breakdown measures nothing: the shipped a76 table predicts the real FP32/INT8 pair,
+    each column sums to its file's predicted cost; a target without a table is one line."""
+    (_, _, f32), (_, _, f8) = micro_files
+    out = tmp_path / "why.json"
+    r = run_cli(PROG, "--targets", "qemu:cortex-a76,qemu:cortex-a53", "--breakdown", f32, f8,
+                "--json", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    a76, a53 = doc["targets"]
+    assert (doc["fp32"], doc["int8"]) == (f32.name, f8.name) and a76["unit"] == "instructions"
+    rows = {x["class"]: x for x in a76["classes"]}
+    assert sum(x["int8"] for x in rows.values()) == pytest.approx(a76["int8_predicted"])
+    assert sum(x["fp32"] for x in rows.values()) == pytest.approx(a76["fp32_predicted"])
+    assert sum(x["int8_share"] for x in rows.values()) == pytest.approx(1.0)
+    # one depthwise conv: its INT8 kernel beats FP32; the Q/DQ pair exists only in INT8
+    assert rows["depthwise"]["speedup"] > 1 and rows["qdq"]["fp32"] == 0 < rows["qdq"]["int8"]
+    assert a76["predicted_speedup"] == pytest.approx(a76["fp32_predicted"] / a76["int8_predicted"])
+    assert "no fitted latency-model constants for qemu:cortex-a53" in a53["note"]
+    assert "depthwise" in r.stdout and "qemu:cortex-a53" in r.stdout
+    swapped = tmp_path / "swapped.json"
+    one_line_error(run_cli(PROG, "--targets", "qemu:cortex-a76", "--breakdown", f8, f32,
+                           "--json", swapped), "FP32 file first")
+    assert not swapped.exists()
+    one_line_error(run_cli(PROG, "--targets", "local", "--breakdown", f32, f8, "--json", f8),
+                   "is an input")
 
 
 @pytest.mark.slow

@@ -25,6 +25,10 @@ class OpClass(str, Enum):
     DENSE = "dense"              # k x k convolutions with groups=1, Gemm/MatMul
     POINTWISE = "pointwise"      # 1x1 convolutions, groups=1
     DEPTHWISE = "depthwise"      # groups == input channels
+    # FP32 depthwise on ARM64 off MLAS's direct kernel (3x3, stride 1, dilation 1, pads <= 1):
+    # im2col and a one-row GEMM per channel, 3-3.5x the direct kernel's cost per MAC at
+    # stride 2 and 2x at 5x5 (QEMU cortex-a76 instruction counts of single-op models)
+    DEPTHWISE_IM2COL = "depthwise_im2col"
     GROUPED = "grouped"          # 1 < groups < channels
     ELEMENTWISE = "elementwise"  # add, mul, relu, clip, concat/slice/pad copies
     ACTIVATION = "activation"    # sigmoid-like activations: several instructions per element
@@ -39,7 +43,10 @@ class Precision(str, Enum):
     INT8 = "int8"
 
 
-COMPUTE = (OpClass.DENSE, OpClass.POINTWISE, OpClass.DEPTHWISE, OpClass.GROUPED)
+COMPUTE = (OpClass.DENSE, OpClass.POINTWISE, OpClass.DEPTHWISE, OpClass.DEPTHWISE_IM2COL,
+           OpClass.GROUPED)
+DEPTHWISE_CLASSES = (OpClass.DEPTHWISE, OpClass.DEPTHWISE_IM2COL)
+FLOAT_CONV_OPS = {"Conv", "FusedConv"}  # the convolutions MLAS runs in FP32 (NCHW)
 CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv", "NhwcFusedConv"}
 GEMM_OPS = {"Gemm", "FusedGemm", "QGemm", "MatMul", "FusedMatMul", "MatMulInteger",
             "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
@@ -69,6 +76,9 @@ class NodeWork:
     # (each copied once per group). Both 0 for depthwise convolutions and non-compute ops.
     outputs: int = 0
     patches: int = 0
+    # channels of a depthwise convolution: its kernels run channel by channel (a call and
+    # set-up each, a one-row GEMM on the im2col path), a cost no MAC or byte count shows
+    channels: int = 0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "op_class": self.op_class.value,
@@ -78,7 +88,7 @@ class NodeWork:
     def from_dict(cls, d: dict) -> "NodeWork":
         return cls(str(d["name"]), str(d["op_type"]), OpClass(d["op_class"]),
                    Precision(d["precision"]), int(d["macs"]), int(d["bytes"]),
-                   int(d.get("outputs", 0)), int(d.get("patches", 0)))
+                   int(d.get("outputs", 0)), int(d.get("patches", 0)), int(d.get("channels", 0)))
 
 
 def conv_class(weight_shape: tuple[int, ...], group: int) -> OpClass:
@@ -154,7 +164,7 @@ def gemm_edges(op_class: OpClass, macs: int, out_numel: int, cout_per_group: int
     """(output elements, im2col patch elements) of a convolution or Gemm with `macs`:
     a patch (one output pixel's receptive field) is built once per group, so there
     are macs / (Cout / groups) patch elements."""
-    if op_class not in COMPUTE or op_class is OpClass.DEPTHWISE or not macs:
+    if op_class not in COMPUTE or op_class in DEPTHWISE_CLASSES or not macs:
         return 0, 0
     return out_numel, macs // max(1, cout_per_group)
 
@@ -167,15 +177,28 @@ def _cout_per_group(node, info, producer) -> int:
     return out[-1] if out else 1
 
 
-def classify(node, info, producer) -> tuple[OpClass, int]:
-    """(op class, MACs) of one runtime node."""
+def mlas_direct_depthwise(node, weight_shape: tuple[int, ...]) -> bool:
+    """Does MLAS's ARM64 direct depthwise kernel take this float convolution? It covers
+    3x3 kernels at stride 1, dilation 1, padding <= 1; others go to im2col + GEMM."""
+    return tuple(weight_shape[2:]) == (3, 3) and \
+        all(v == 1 for v in _attr(node, "strides", [1, 1])) and \
+        all(v == 1 for v in _attr(node, "dilations", [1, 1])) and \
+        all(v <= 1 for v in _attr(node, "pads", [0, 0, 0, 0]))
+
+
+def classify(node, info, producer, arm: bool = False) -> tuple[OpClass, int]:
+    """(op class, MACs) of one runtime node (arm: of ORT's ARM64 graph)."""
     op = node.op_type
     out = info.get(node.output[0], ((), 4))[0] if node.output else ()
     if op in CONV_OPS:
         w = _weight_shape(node, info, producer)
         if w is None or len(w) < 3:
             return OpClass.DENSE, 0
-        return conv_class(w, int(_attr(node, "group", 1))), conv_macs(out, w)
+        cls = conv_class(w, int(_attr(node, "group", 1)))
+        if cls is OpClass.DEPTHWISE and arm and op in FLOAT_CONV_OPS and \
+                not mlas_direct_depthwise(node, w):
+            cls = OpClass.DEPTHWISE_IM2COL
+        return cls, conv_macs(out, w)
     if op in GEMM_OPS:
         a = info.get(node.input[0], ((), 4))[0]
         # batch-1 Gemm: every input element meets every output column once
@@ -203,13 +226,14 @@ def precision_of(node, op_class: OpClass, info) -> Precision:
     return Precision.INT8 if size == 1 else Precision.FP32
 
 
-def graph_work(model) -> list[NodeWork]:
-    """Every node of an (already optimized) ONNX graph as NodeWork."""
+def graph_work(model, arm: bool = False) -> list[NodeWork]:
+    """Every node of an (already optimized) ONNX graph as NodeWork (arm: ORT's ARM64
+    graph, whose kernels differ where classify says so)."""
     info = tensor_info(model)
     producer = {o: n for n in model.graph.node for o in n.output}
     works = []
     for n in model.graph.node:
-        cls, macs = classify(n, info, producer)
+        cls, macs = classify(n, info, producer, arm)
         nbytes = 0
         if cls is not OpClass.FREE:
             for t in [*n.input, *n.output]:
@@ -219,8 +243,11 @@ def graph_work(model) -> list[NodeWork]:
         out_numel = math.prod(info[n.output[0]][0]) if n.output and n.output[0] in info else 0
         edges = gemm_edges(cls, int(macs), out_numel, _cout_per_group(n, info, producer)) \
             if cls in COMPUTE else (0, 0)
+        out_shape = info[n.output[0]][0] if n.output and n.output[0] in info else ()
+        channels = int(out_shape[1]) if cls in DEPTHWISE_CLASSES and len(out_shape) > 1 else 0
         works.append(NodeWork(n.name or n.output[0], n.op_type, cls,
-                              precision_of(n, cls, info), int(macs), int(nbytes), *edges))
+                              precision_of(n, cls, info), int(macs), int(nbytes), *edges,
+                              channels))
     return works
 
 
@@ -228,7 +255,7 @@ def onnx_work(path: str | Path, arm: bool) -> list[NodeWork]:
     """The runtime nodes of an ONNX file as ORT builds it (arm=True: an ARM64 CPU)."""
     from quant.onnx_ptq import runtime_graph
 
-    return graph_work(runtime_graph(Path(path), arm))
+    return graph_work(runtime_graph(Path(path), arm), arm)
 
 
 def is_int8_model(works: list[NodeWork]) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,6 +34,7 @@ class Micro:
     kernel: int = 1
     groups: int = 1
     repeat: int = 1  # a chain of this many ops: separates per-op overhead from work
+    stride: int = 1
 
     @property
     def name(self) -> str:
@@ -43,6 +44,7 @@ class Micro:
             return f"{'sigmoid' if self.kernel == 2 else 'hardswish'}_c{self.channels}_s{self.size}"
         extra = f"_k{self.kernel}" if self.kernel > 1 else ""
         extra += f"_g{self.groups}" if self.groups > 1 else ""
+        extra += f"_st{self.stride}" if self.stride > 1 else ""
         return f"{self.op_class.value}_c{self.channels}_s{self.size}{extra}"
 
 
@@ -54,6 +56,11 @@ MICROS: tuple[Micro, ...] = (
     Micro(OpClass.POINTWISE, 256, 8), Micro(OpClass.POINTWISE, 16, 32),
     Micro(OpClass.DEPTHWISE, 32, 32, 3), Micro(OpClass.DEPTHWISE, 128, 16, 3),
     Micro(OpClass.DEPTHWISE, 256, 8, 3),
+    # off MLAS's ARM64 direct depthwise kernel (graph.DEPTHWISE_IM2COL in FP32): stride 2
+    # (every down-sampling unit) and 5x5 (MobileNet V3, EfficientNet)
+    Micro(OpClass.DEPTHWISE, 32, 32, 3, stride=2), Micro(OpClass.DEPTHWISE, 128, 16, 3, stride=2),
+    Micro(OpClass.DEPTHWISE, 256, 8, 3, stride=2), Micro(OpClass.DEPTHWISE, 64, 16, 5),
+    Micro(OpClass.DEPTHWISE, 128, 8, 5), Micro(OpClass.DEPTHWISE, 96, 16, 5, stride=2),
     Micro(OpClass.GROUPED, 240, 16, 1, 3), Micro(OpClass.GROUPED, 480, 8, 1, 3),
     Micro(OpClass.GROUPED, 64, 16, 3, 4),
     # ShuffleNet's bottlenecks: 5 to 20 channels per group, where GEMM edges dominate
@@ -86,10 +93,12 @@ def _conv_nodes(m: Micro, rng):
                   numpy_helper.from_array(np.zeros(cout, np.float32), f"B{i}")]
         y = "Y" if i == m.repeat - 1 else f"R{i}"
         nodes += [helper.make_node("Conv", [x, f"W{i}", f"B{i}"], [f"C{i}"], group=m.groups,
-                                   kernel_shape=[m.kernel] * 2, pads=[p] * 4),
+                                   kernel_shape=[m.kernel] * 2, pads=[p] * 4,
+                                   strides=[m.stride] * 2),
                   helper.make_node("Relu", [f"C{i}"], [y])]
         x = y
-    return nodes, inits, [1, cout, m.size, m.size]
+    out = (m.size + 2 * p - m.kernel) // m.stride + 1
+    return nodes, inits, [1, cout, out, out]
 
 
 def build_model(m: Micro, seed: int = 0):
@@ -102,7 +111,7 @@ def build_model(m: Micro, seed: int = 0):
     inits: list = []
     if m.op_class in (OpClass.DENSE, OpClass.POINTWISE, OpClass.DEPTHWISE, OpClass.GROUPED):
         groups = c if m.op_class is OpClass.DEPTHWISE else m.groups
-        nodes, inits, out = _conv_nodes(Micro(m.op_class, c, s, m.kernel, groups, m.repeat), rng)
+        nodes, inits, out = _conv_nodes(replace(m, groups=groups), rng)
     elif m.op_class is OpClass.ELEMENTWISE:
         # a residual add of two activations (x + relu(x)): what the zoo's blocks do
         nodes, x = [], "X"
@@ -198,7 +207,7 @@ def measure_table(target_id: str, unit: str, arm: bool, measure: Measure,
                 continue
             rows.append({"name": f.name, "op_class": m.op_class.value, "precision": prec.value,
                          "channels": m.channels, "size": m.size, "kernel": m.kernel,
-                         "groups": m.groups, "measured": measured[f.name],
+                         "groups": m.groups, "stride": m.stride, "measured": measured[f.name],
                          "nodes": [w.to_dict() for w in onnx_work(f, arm)]})
     doc = {"format": TABLE_FORMAT, "target": target_id, "unit": unit,
            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

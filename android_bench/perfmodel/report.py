@@ -121,6 +121,10 @@ def markdown(reports: Sequence[TargetReport], argv: Sequence[str]) -> str:
     for prec in Precision:
         out.append(f"| per-op overhead | {prec.value} | " + " | ".join(
             fmt_cost(r.constants.per_op.get(prec), r.unit) for r in reports) + " |")
+    for prec in Precision:
+        cells = [fmt_cost(r.constants.per_channel.get(prec), r.unit) for r in reports]
+        if any(c != "-" for c in cells):
+            out.append(f"| per depthwise channel | {prec.value} | " + " | ".join(cells) + " |")
     out.append("| per-inference call | | " + " | ".join(
         fmt_cost(r.constants.per_inference, r.unit) for r in reports) + " |")
     out += ["", "## Where the time goes, on average", "",
@@ -155,3 +159,26 @@ def markdown(reports: Sequence[TargetReport], argv: Sequence[str]) -> str:
                        + " | ".join(_share(e, e.causes[c]) for c in Cause) + " |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def breakdown_text(doc: dict) -> str:
+    """The --breakdown output as text: one table per target (or its one-line note)."""
+    lines = []
+    for t in doc["targets"]:
+        head = f"== {t['target']}: {doc['fp32']} vs {doc['int8']}"
+        if "note" in t:
+            lines += [head, t["note"], ""]
+            continue
+        lines += [f"{head}: predicted {fmt_cost(t['fp32_predicted'], t['unit'])} vs "
+                  f"{fmt_cost(t['int8_predicted'], t['unit'])} {t['unit']}, "
+                  f"{t['predicted_speedup'] or 0:.2f}x",
+                  f"{'op class':<18} {'INT8 share':>10} {'FP32':>9} {'INT8':>9} {'speed-up':>9}"]
+        for r in t["classes"]:
+            if not r["fp32"] and not r["int8"]:
+                continue
+            sp = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+            f32, i8 = (fmt_cost(v, t["unit"]) if v else "0" for v in (r["fp32"], r["int8"]))
+            lines.append(f"{r['class']:<18} {100 * r['int8_share']:>9.1f}% {f32:>9} {i8:>9} "
+                         f"{sp:>9}")
+        lines.append("")
+    return "\n".join(lines)

@@ -47,12 +47,17 @@ class Constants:
     # GEMM edges (graph.NodeWork.outputs / .patches): cost per output / patch element
     per_output: dict[Precision, float] = field(default_factory=dict)
     per_patch: dict[Precision, float] = field(default_factory=dict)
+    # per channel of a depthwise convolution (graph.NodeWork.channels)
+    per_channel: dict[Precision, float] = field(default_factory=dict)
 
     def rate(self, cls: OpClass, prec: Precision) -> float:
         """Cost per MAC (compute classes) or per byte; falls back to the nearest class
-        measured (dense for convolutions, element-wise for the rest, then the other
+        measured (depthwise for its im2col path, dense for convolutions, element-wise for
+        the rest, then the other
         precision) so a graph with an op class no micro-benchmark has still predicts."""
         chain = [(cls, prec)]
+        if cls is OpClass.DEPTHWISE_IM2COL:
+            chain.append((OpClass.DEPTHWISE, prec))
         if cls in COMPUTE:
             chain.append((OpClass.DENSE, prec))
         else:
@@ -75,7 +80,8 @@ class Constants:
                 "cost": {key_str(k): v for k, v in sorted(self.cost.items(), key=lambda kv:
                                                           key_str(kv[0]))},
                 "per_output": {p.value: v for p, v in self.per_output.items()},
-                "per_patch": {p.value: v for p, v in self.per_patch.items()}}
+                "per_patch": {p.value: v for p, v in self.per_patch.items()},
+                "per_channel": {p.value: v for p, v in self.per_channel.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Constants":
@@ -83,16 +89,19 @@ class Constants:
                    {Precision(k): float(v) for k, v in (d.get("per_op") or {}).items()},
                    {key_of(k): float(v) for k, v in d["cost"].items()},
                    {Precision(k): float(v) for k, v in (d.get("per_output") or {}).items()},
-                   {Precision(k): float(v) for k, v in (d.get("per_patch") or {}).items()})
+                   {Precision(k): float(v) for k, v in (d.get("per_patch") or {}).items()},
+                   {Precision(k): float(v) for k, v in (d.get("per_channel") or {}).items()})
 
     def overhead(self, works: Sequence[NodeWork]) -> float:
         """The per-inference call plus every node's dispatch."""
         return self.per_inference + sum(self.per_op.get(w.precision, 0.0) for w in works)
 
     def edges(self, w: NodeWork) -> float:
-        """The GEMM-edge part of a compute node's cost (im2col patches, per-output work)."""
+        """The GEMM-edge part of a compute node's cost (im2col patches, per-output work,
+        per-channel work of a depthwise convolution)."""
         return (w.outputs * self.per_output.get(w.precision, 0.0)
-                + w.patches * self.per_patch.get(w.precision, 0.0))
+                + w.patches * self.per_patch.get(w.precision, 0.0)
+                + w.channels * self.per_channel.get(w.precision, 0.0))
 
     def compute(self, w: NodeWork) -> float:
         return w.macs * self.rate(w.op_class, w.precision) + self.edges(w)
@@ -118,7 +127,7 @@ def predict(works: Sequence[NodeWork], c: Constants) -> float:
 
 # ---- fitting -------------------------------------------------------------------------------
 
-# ("ops", Precision) | ("cost", Key) | ("outputs", Precision) | ("patches", Precision)
+# ("ops", Precision) | ("cost", Key) | ("outputs" | "patches" | "channels", Precision)
 Column = tuple[str, object]
 
 
@@ -140,6 +149,7 @@ def _features(works: Sequence[NodeWork], cols: list[Column], c: Constants | None
             add(("cost", (w.op_class, w.precision)), w.macs)
             add(("outputs", w.precision), w.outputs)
             add(("patches", w.precision), w.patches)
+            add(("channels", w.precision), w.channels)
         else:
             cls = w.op_class if w.op_class not in COMPUTE else OpClass.ELEMENTWISE
             add(("cost", (cls, w.precision)), w.bytes)
@@ -155,6 +165,8 @@ def _columns(samples: Sequence[tuple[Sequence[NodeWork], float]]) -> list[Column
     for prec in Precision:
         if any(w.outputs for w in nodes if w.precision is prec):
             cols += [("outputs", prec), ("patches", prec)]
+        if any(w.channels for w in nodes if w.precision is prec):
+            cols.append(("channels", prec))
     return cols
 
 
@@ -183,7 +195,8 @@ def fit(samples: Sequence[tuple[Sequence[NodeWork], float]], unit: str) -> Const
             elif kind == "cost":
                 c.cost[k] = float(v)  # type: ignore[index]
             else:
-                (c.per_output if kind == "outputs" else c.per_patch)[k] = float(v)  # type: ignore[index]
+                {"outputs": c.per_output, "patches": c.per_patch,
+                 "channels": c.per_channel}[kind][k] = float(v)  # type: ignore[index]
     assert c is not None
     return c
 
@@ -193,7 +206,7 @@ def fit(samples: Sequence[tuple[Sequence[NodeWork], float]], unit: str) -> Const
 class Cause(str, Enum):
     INT8_KERNELS = "int8 kernels vs 4x"  # negative: INT8 dense beats 4x the FP32 rate
     OP_CLASSES = "op classes slower than dense"
-    GEMM_EDGES = "narrow layers (im2col, per-output work)"
+    GEMM_EDGES = "narrow layers (im2col, per-output and per-channel work)"
     MEMORY_BOUND = "memory-bound layers"
     TRANSPOSES = "layout transposes"
     QDQ = "Q/DQ"
