@@ -81,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-calib-tflite", type=int, help="calibration images of the TFLite "
                    "backend only (default: --num-calib if given, else "
                    f"{DEFAULT_NUM_CALIB_TFLITE})")
-    p.add_argument("--eval-data", type=Path, help="labelled test set (default "
+    p.add_argument("--eval-data", metavar="PATH|DATASET=PATH,...", help="labelled test set "
+                   "for every model, or per dataset, e.g. imagenet=val/ (default "
                    "assets/data/<dataset>_test.tar.gz)")
-    p.add_argument("--calib-data", type=Path, help="calibration images (default "
-                   "assets/data/<dataset>_calib.tar.gz, else the CIFAR-10 ones)")
+    p.add_argument("--calib-data", metavar="PATH|DATASET=PATH,...", help="calibration images, "
+                   "for every model or per dataset (default assets/data/<dataset>_calib.tar.gz, "
+                   "else the CIFAR-10 ones)")
     p.add_argument("--jobs", type=int, help="stages run side by side where timing allows "
                    "(accuracy and QEMU runs; never local timing) (default 2)")
     scale = p.add_argument_group("scaling out (README 'Scaling out')")

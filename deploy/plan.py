@@ -235,7 +235,7 @@ class Plan:
                              after=self._after_card(p)))
             if p.foreign:  # no zoo variant to count: the export's card has the count
                 g1.append(mk("cost", needs=[f"{t}/export_onnx"], run=self.card_cost(p)))
-            p_calib, p_note = data_path("calib", p.dataset, s.calib_data)
+            p_calib, p_note = data_path("calib", p.dataset, s.data_for("calib", p.dataset))
             export_of = {"ort": "export_onnx", "tflite": "export_tflite", "mnn": "export_mnn"}
             for r in s.runtimes:
                 note = f"runtime {r}: not built into this armq (no stages ran for it)"
@@ -267,7 +267,7 @@ class Plan:
             if "executorch" in s.runtimes:
                 g1 += self._executorch_stages(p, mk, p_calib, p_note)
             # accuracy: trained weights and a test set only
-            ev, ev_note = data_path("test", p.dataset, s.eval_data)
+            ev, ev_note = data_path("test", p.dataset, s.data_for("test", p.dataset))
             acc_json = self.run_dir / "accuracy" / f"{t}.json"
             g3.append(mk("accuracy", needs=[f"{t}/export_onnx"], timeout_s=TIMEOUTS["accuracy"],
                          when=self._acc_when(p, ev, ev_note),

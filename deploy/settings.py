@@ -10,7 +10,8 @@ from pathlib import Path
 
 from zoo.util import ArmqError
 
-from .spec import ModelSpec, SpecError, TargetSpec, load_sweep, parse_model_list, parse_target_list
+from .spec import (ModelSpec, SpecError, TargetSpec, load_sweep, parse_data_arg, parse_model_list,
+                   parse_target_list)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = "shufflenet_v1:groups=3"
@@ -60,8 +61,9 @@ class Settings:
             given_calib or DEFAULT_NUM_CALIB_TFLITE
         self.jobs = a.jobs if a.jobs is not None else sweep.get("jobs") or 2
         self.title = a.title or sweep.get("title")
-        self.eval_data = a.eval_data or (Path(sweep["eval_data"]) if sweep.get("eval_data") else None)
-        self.calib_data = a.calib_data or (Path(sweep["calib_data"]) if sweep.get("calib_data") else None)
+        # {dataset or None (all): path}: deploy.spec.parse_data_arg
+        self.eval_data = parse_data_arg(a.eval_data or sweep.get("eval_data"), "--eval-data")
+        self.calib_data = parse_data_arg(a.calib_data or sweep.get("calib_data"), "--calib-data")
         for name in ("runs", "num_calib", "num_calib_tflite", "jobs", "limit_eval"):
             v = getattr(self, name)
             for x in (v.values() if isinstance(v, dict) else [v]):
@@ -70,8 +72,8 @@ class Settings:
         for x in (self.warmup.values() if isinstance(self.warmup, dict) else [self.warmup]):
             if x is not None and x < 0:
                 raise SpecError("--warmup must be 0 or more")
-        for p in (self.eval_data, self.calib_data):
-            if p is not None and not p.exists():
+        for p in (*self.eval_data.values(), *self.calib_data.values()):
+            if not p.exists():
                 raise SpecError(f"{p} does not exist")
 
     def runs_for(self, t: TargetSpec) -> int:
@@ -93,8 +95,22 @@ class Settings:
                 "baseline": self.baseline, "num_calib": self.num_calib,
                 "num_calib_tflite": self.num_calib_tflite, "jobs": self.jobs,
                 "sweep": self.sweep_file, "title": self.title,
-                "eval_data": str(self.eval_data) if self.eval_data else None,
-                "calib_data": str(self.calib_data) if self.calib_data else None}
+                "eval_data": _show_data(self.eval_data),
+                "calib_data": _show_data(self.calib_data)}
+
+    def data_for(self, kind: str, dataset: str) -> Path | None:
+        """The --eval-data ("test") / --calib-data ("calib") given for `dataset`, else None
+        (then data_path's shipped default)."""
+        given = self.eval_data if kind == "test" else self.calib_data
+        return given.get(dataset, given.get(None))
+
+
+def _show_data(given: dict) -> str | None:
+    if not given:
+        return None
+    if list(given) == [None]:
+        return str(given[None])
+    return ",".join(f"{k}={v}" for k, v in given.items())
 
 
 def parse_runtimes(text: str | list | tuple) -> tuple[str, ...]:

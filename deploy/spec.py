@@ -164,6 +164,28 @@ def parse_model_spec(text: str, where: str = "--models") -> ModelSpec:
                      other.get("weights"))
 
 
+def parse_data_arg(text: str | None, where: str) -> dict[str | None, Path]:
+    """`--eval-data` / `--calib-data`: `PATH` (every model) or `DATASET=PATH[,DATASET=PATH]`
+    (the models of that dataset; the others keep their default), so one run can mix CIFAR-10
+    and ImageNet models, each measured on its own images. Key None: every dataset."""
+    if text is None or not str(text).strip():
+        return {}
+    text = str(text).strip()
+    head = text.split("=", 1)[0]
+    if "=" not in text or head not in DATASETS:
+        return {None: Path(text)}
+    out: dict[str | None, Path] = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        ds, eq, path = item.partition("=")
+        if not eq or ds not in DATASETS or not path:
+            raise SpecError(f"{where}: '{item}' is not DATASET=PATH (DATASET one of "
+                            f"{', '.join(DATASETS)})")
+        if ds in out:
+            raise SpecError(f"{where}: {ds} given twice")
+        out[ds] = Path(path)
+    return out
+
+
 def parse_model_list(text: str, where: str = "--models") -> list[ModelSpec]:
     items = [t for t in (s.strip() for s in text.split(",")) if t]
     if not items:

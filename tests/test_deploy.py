@@ -503,3 +503,23 @@ def test_stage_command_lines_come_from_their_packages(tmp_path):
     assert a.model == ["a.onnx", "b.tflite"] and a.cpu == "cortex-a76" and a.runs == 3
     plan_src = (REPO / "deploy" / "plan.py").read_text()
     assert '"-m"' not in plan_src   # no hand-written `python -m` line left in the plan
+
+
+def test_data_per_dataset(tmp_path):
+    """--eval-data / --calib-data: one path for every model, or one per dataset (a run mixing
+    CIFAR-10 and ImageNet models measures each on its own images)."""
+    from deploy.spec import parse_data_arg
+
+    assert parse_data_arg(None, "--eval-data") == {}
+    assert parse_data_arg("val/", "--eval-data") == {None: Path("val/")}
+    assert parse_data_arg("imagenet=a/,cifar10=b.tar", "--eval-data") == \
+        {"imagenet": Path("a/"), "cifar10": Path("b.tar")}
+    for bad, needle in (("imagenet=", "is not DATASET=PATH"),
+                        ("imagenet=a,mnist=b", "is not DATASET=PATH"),
+                        ("imagenet=a,imagenet=b", "imagenet given twice")):
+        with pytest.raises(SpecError, match=needle):
+            parse_data_arg(bad, "--eval-data")
+    r = run_cli("deploy", "--models", "mobilenet_v2:dataset=imagenet", "--eval-data",
+                   f"imagenet={tmp_path / 'nowhere'}", "--out", str(tmp_path / "runs"))
+    assert r.returncode == 2 and r.stderr.strip().endswith("nowhere does not exist")
+    assert not (tmp_path / "runs").exists()
