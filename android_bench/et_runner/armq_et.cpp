@@ -44,9 +44,13 @@ struct Runner {
   std::vector<uint8_t> in_dim_order;
 };
 
-int fail(char* err, size_t n, const char* what, rt::Error e) {
-  std::snprintf(err, n, "%s (executorch error 0x%x)", what, static_cast<unsigned>(e));
-  return -1;
+// Writes `what` (and the runtime's error code, if any) into `err`: the caller's one line.
+void say(char* err, size_t n, const char* what, rt::Error e = rt::Error::Ok) {
+  if (e == rt::Error::Ok) {
+    std::snprintf(err, n, "%s", what);
+  } else {
+    std::snprintf(err, n, "%s (executorch error 0x%x)", what, static_cast<unsigned>(e));
+  }
 }
 }  // namespace
 
@@ -60,13 +64,22 @@ void* armq_et_open(const char* path, int threads, char* err, size_t errlen) {
   }
   auto r = std::make_unique<Runner>();
   auto loader = FileDataLoader::from(path);
-  if (!loader.ok()) return fail(err, errlen, "cannot open the program", loader.error()), nullptr;
+  if (!loader.ok()) {
+    say(err, errlen, "cannot open the program", loader.error());
+    return nullptr;
+  }
   r->loader = std::make_unique<FileDataLoader>(std::move(loader.get()));
   auto program = rt::Program::load(r->loader.get());
-  if (!program.ok()) return fail(err, errlen, "not an ExecuTorch program", program.error()), nullptr;
+  if (!program.ok()) {
+    say(err, errlen, "not an ExecuTorch program", program.error());
+    return nullptr;
+  }
   r->program = std::make_unique<rt::Program>(std::move(program.get()));
   auto meta = r->program->method_meta("forward");
-  if (!meta.ok()) return fail(err, errlen, "the program has no forward method", meta.error()), nullptr;
+  if (!meta.ok()) {
+    say(err, errlen, "the program has no forward method", meta.error());
+    return nullptr;
+  }
   for (size_t i = 0; i < meta->num_memory_planned_buffers(); ++i) {
     r->buffers.emplace_back(static_cast<size_t>(meta->memory_planned_buffer_size(i).get()));
   }
@@ -75,15 +88,19 @@ void* armq_et_open(const char* path, int threads, char* err, size_t errlen) {
       rt::Span<rt::Span<uint8_t>>(r->spans.data(), r->spans.size()));
   r->memory = std::make_unique<rt::MemoryManager>(&r->method_alloc, r->planned.get(), &r->temp_alloc);
   auto method = r->program->load_method("forward", r->memory.get());
-  if (!method.ok()) return fail(err, errlen, "cannot load forward (operator or delegate missing?)", method.error()), nullptr;
+  if (!method.ok()) {
+    say(err, errlen, "cannot load forward (an operator or delegate this runtime lacks?)",
+        method.error());
+    return nullptr;
+  }
   r->method = std::make_unique<rt::Method>(std::move(method.get()));
   if (meta->num_inputs() != 1 || meta->input_tag(0).get() != rt::Tag::Tensor) {
-    std::snprintf(err, errlen, "the runner feeds exactly one tensor input");
+    say(err, errlen, "the runner feeds exactly one tensor input");
     return nullptr;
   }
   auto in = meta->input_tensor_meta(0).get();
   if (in.scalar_type() != executorch::aten::ScalarType::Float) {
-    std::snprintf(err, errlen, "input is not float32");
+    say(err, errlen, "the program's input is not float32");
     return nullptr;
   }
   r->in_sizes.assign(in.sizes().begin(), in.sizes().end());
@@ -121,15 +138,23 @@ int armq_et_run(void* h, float* x, float** outs, const int64_t* out_counts, int 
                                     static_cast<ssize_t>(r->in_sizes.size()), r->in_sizes.data(),
                                     x, r->in_dim_order.data());
   rt::Error e = r->method->set_input(rt::EValue(executorch::aten::Tensor(&impl)), 0);
-  if (e != rt::Error::Ok) return fail(err, errlen, "set_input failed", e);
+  if (e != rt::Error::Ok) {
+    say(err, errlen, "set_input failed", e);
+    return -1;
+  }
   e = r->method->execute();
-  if (e != rt::Error::Ok) return fail(err, errlen, "execute failed", e);
+  if (e != rt::Error::Ok) {
+    say(err, errlen, "execute failed", e);
+    return -1;
+  }
   for (int k = 0; k < n_out; ++k) {
     const rt::EValue& v = r->method->get_output(k);
-    if (!v.isTensor()) return std::snprintf(err, errlen, "output %d is not a tensor", k), -1;
-    const auto& t = v.toTensor();
-    if (t.numel() != out_counts[k]) return std::snprintf(err, errlen, "output %d size changed", k), -1;
-    std::memcpy(outs[k], t.const_data_ptr<float>(), sizeof(float) * out_counts[k]);
+    if (!v.isTensor() || v.toTensor().numel() != out_counts[k] ||
+        v.toTensor().scalar_type() != executorch::aten::ScalarType::Float) {
+      say(err, errlen, "an output is not a float32 tensor of its planned size");
+      return -1;
+    }
+    std::memcpy(outs[k], v.toTensor().const_data_ptr<float>(), sizeof(float) * out_counts[k]);
   }
   return 0;
 }

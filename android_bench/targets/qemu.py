@@ -119,7 +119,9 @@ class QemuTarget(LocalTarget):
                                              executorch=executorch)
         except qemu_setup.QemuSetupError as e:
             if executorch:   # the base is ready (check()): only the .pte models fail
-                raise RunnerFailed(f"no ExecuTorch runner for QEMU: {e}") from None
+                raise RunnerFailed(f"no ExecuTorch runner for QEMU: {e} (it is built once, with "
+                                   f"network: python -m android_bench.qemu_setup --executorch)"
+                                   ) from None
             raise TargetUnavailable(str(e)) from None
         return self.sysroot
 
