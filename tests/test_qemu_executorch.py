@@ -90,6 +90,7 @@ def test_deploy_qemu_bench_takes_pte_with_executorch(tmp_path, runtimes, with_pt
     stage = next(st for group, _ in plan.stages() for st in group
                  if st.kind == "bench" and "qemu" in st.target)
     stage.prepare(stage)
+    assert not [n for n in plan.notes if "not built" in n], plan.notes   # its stages ran
     models = [a for a in stage.argv if a.endswith((".pte", ".onnx"))]
     assert any(m.endswith(".onnx") for m in models)
     assert any(m.endswith(".int8.pte") for m in models) == with_pte
