@@ -1,6 +1,6 @@
 """Build (once) and find everything the QEMU target needs, in a user cache.
 
-    python -m android_bench.qemu_setup [--tflite-runtime] [--rebuild] [--check]
+    python -m android_bench.qemu_setup [--tflite-runtime] [--mnn] [--executorch] [--rebuild] [--check]
 
 Layout of $ARMQ_CACHE/qemu-sysroot (ARMQ_CACHE defaults to ~/.cache/armq):
     root/             Debian bookworm arm64 packages unpacked with `dpkg -x`: Python 3.11
@@ -10,6 +10,8 @@ Layout of $ARMQ_CACHE/qemu-sysroot (ARMQ_CACHE defaults to ~/.cache/armq):
                       instruction counts do not depend on where the cache lives:
         site-litert/  aarch64 cp311 wheels: numpy, onnxruntime, ai-edge-litert
         site-tflite/  tflite-runtime 2.14 + numpy<2 (its own folder; --tflite-runtime)
+        site-et/      ExecuTorch's aarch64 runtime libraries + libarmq_et.so (.pte files;
+                      --executorch; qemu_et.py, with the cross g++ in cross/)
         runner-<sha>.py  a copy of android_bench/runner.py, per content
     views/<cpu>/      the `qemu -L` prefix for one emulated CPU: links to root/* plus a
                       proc/cpuinfo written from what QEMU reports for that CPU (AT_HWCAP)
@@ -29,6 +31,7 @@ manifest; the work is done by
     qemu_sysroot.py  fetching and unpacking the Debian packages and aarch64 wheels
     qemu_cpus.py     the per-CPU views and their /proc/cpuinfo
     qemu_icount.py   building the instruction-count plugin
+    qemu_et.py       building the ExecuTorch runner library (cross-compiled)
 whose public names are importable from here as well.
 """
 from __future__ import annotations
@@ -49,6 +52,7 @@ from typing import Callable, Sequence
 from zoo.util import atomic_output, cli_entry
 
 # Public names of the parts, importable from android_bench.qemu_setup as before the split.
+from . import qemu_et
 from .qemu_cpus import CPUS, HWCAP2_NAMES, HWCAP_NAMES, build_view, cpuinfo_text  # noqa: F401
 from .qemu_host import (QemuSetupError, apt_install, find_qemu, qemu_version,  # noqa: F401
                         run_tool, say)
@@ -122,6 +126,11 @@ class Sysroot:
         return guest
 
     @property
+    def et_lib(self) -> str:
+        """The guest path of libarmq_et.so (runner.py --et-lib); built with executorch=True."""
+        return qemu_et.GUEST_LIB
+
+    @property
     def plugin(self) -> Path | None:
         p = self.root / "plugin" / "armq_icount.so"
         return p if self.plugins and p.is_file() else None
@@ -129,9 +138,10 @@ class Sysroot:
 
 def ensure(cpus: Sequence[str] = (), tflite_runtime: bool = False, plugin: bool = True,
            rebuild: bool = False, progress: Callable[[str], None] | None = None,
-           install_qemu: bool = True, mnn: bool = False) -> Sysroot:
-    """Make sure the sysroot (and the views of `cpus`, the plugin, the tflite-runtime
-    site) exist; build what is missing under a file lock. Cheap when all is there."""
+           install_qemu: bool = True, mnn: bool = False, executorch: bool = False) -> Sysroot:
+    """Make sure the sysroot (and the views of `cpus`, the plugin, the tflite-runtime,
+    MNN and ExecuTorch sites) exist; build what is missing under a file lock. Cheap when
+    all is there."""
     for c in cpus:
         if c not in CPUS:
             raise QemuSetupError(f"unknown CPU '{c}' (one of {', '.join(CPUS)})")
@@ -165,6 +175,10 @@ def ensure(cpus: Sequence[str] = (), tflite_runtime: bool = False, plugin: bool 
             m["mnn"] = build_mnn(root, progress)
             _write_manifest(root, m)
             built = True
+        if executorch and not qemu_et.is_ready(root, m):
+            m["et"] = qemu_et.build_et(root, progress)
+            _write_manifest(root, m)
+            built = True
         if plugin and has_plugins and (m.get("plugin", {}).get("plugin_src_sha") != file_sha(PLUGIN_SRC)
                                        or not (root / "plugin/armq_icount.so").is_file()):
             m["plugin"] = build_plugin(root, apt, progress)
@@ -195,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tflite-runtime", action="store_true",
                    help="also build the tflite-runtime 2.14 site (numpy<2)")
     p.add_argument("--mnn", action="store_true", help="also build the MNN 3.6.1 site (runtime mnn)")
+    p.add_argument("--executorch", action="store_true",
+                   help="also build the ExecuTorch runner (libarmq_et.so; .pte files)")
     p.add_argument("--rebuild", action="store_true", help="rebuild from scratch")
     p.add_argument("--check", action="store_true", help="only report what is there")
     a = p.parse_args(argv)
@@ -207,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(m, indent=2))
         return 0
     sr = ensure(cpus=a.cpu or sorted(CPUS), tflite_runtime=a.tflite_runtime, rebuild=a.rebuild,
-                mnn=a.mnn, progress=lambda s: print(s, file=sys.stderr, flush=True))
+                mnn=a.mnn, executorch=a.executorch, progress=lambda s: print(s, file=sys.stderr, flush=True))
     print(f"sysroot  {sr.root}")
     print(f"qemu     {sr.qemu} ({sr.manifest['qemu']['version']})")
     print(f"plugin   {sr.plugin or 'unavailable (qemu-aarch64 without plugin support)'}")

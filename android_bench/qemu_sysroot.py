@@ -8,6 +8,8 @@
         site-litert/  aarch64 cp311 wheels: numpy, onnxruntime, ai-edge-litert
         site-tflite/  tflite-runtime 2.14 + numpy<2 (its own folder; --tflite-runtime)
         site-mnn/     the MNN wheel alone (numpy comes from site-litert; runtime mnn)
+        site-et/      the executorch wheel's runtime libraries and libarmq_et.so (.pte;
+                      built by qemu_et.py with the cross g++ it unpacks into cross/)
 
 qemu_setup.ensure decides what to (re)build and records it in the manifest.
 """
@@ -65,10 +67,11 @@ def sysroot_dir() -> Path:
 # ---- private apt -----------------------------------------------------------------------
 
 class PrivateApt:
-    """apt-get with its own sources, lists, cache and (empty) dpkg status: arm64 only."""
+    """apt-get with its own sources, lists, cache and (empty) dpkg status, for one
+    architecture: arm64 for the guest, the host's for the cross compiler (qemu_et)."""
 
-    def __init__(self, base: Path):
-        self.base = base
+    def __init__(self, base: Path, arch: str = "arm64"):
+        self.base, self.arch = base, arch
         for d in ("lists/partial", "cache/archives/partial", "etc/parts"):
             (base / d).mkdir(parents=True, exist_ok=True)
         (base / "status").touch()
@@ -77,10 +80,10 @@ class PrivateApt:
         lines = []
         for uri, suite in ((MIRROR, SUITE), (MIRROR, f"{SUITE}-updates"),
                            (SECURITY, f"{SUITE}-security")):
-            lines.append(f"deb [arch=arm64 {signed}] {uri} {suite} main")
+            lines.append(f"deb [arch={arch} {signed}] {uri} {suite} main")
             lines.append(f"deb-src [{signed}] {uri} {suite} main")
         src.write_text("\n".join(lines) + "\n")
-        self.opts = ["-o", "APT::Architecture=arm64", "-o", "APT::Architectures::=arm64",
+        self.opts = ["-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures::={arch}",
                      "-o", f"Dir::Etc::SourceList={src}",
                      "-o", f"Dir::Etc::SourceParts={base / 'etc' / 'parts'}",
                      "-o", f"Dir::State::Lists={base / 'lists'}",
@@ -97,13 +100,13 @@ class PrivateApt:
 
     def update(self) -> None:
         if not self.updated:
-            self._apt(["update"], "apt-get update (Debian bookworm arm64 lists)")
+            self._apt(["update"], f"apt-get update (Debian {SUITE} {self.arch} lists)")
             self.updated = True
 
     def download(self, packages: Sequence[str], dest: Path) -> list[Path]:
         self.update()
         dest.mkdir(parents=True, exist_ok=True)
-        self._apt(["download", *packages], "apt-get download (arm64 packages)", cwd=dest)
+        self._apt(["download", *packages], f"apt-get download ({self.arch} packages)", cwd=dest)
         return sorted(dest.glob("*.deb"))
 
     def source(self, package: str, dest: Path) -> Path:
@@ -130,25 +133,29 @@ def _relink_absolute(root: Path) -> None:
                     p.symlink_to(os.path.relpath(root / t.lstrip("/"), p.parent))
 
 
-def _unpack_wheels(wheels: Sequence[Path], site: Path) -> None:
+def _unpack_wheels(wheels: Sequence[Path], site: Path, only: Sequence[str] = ()) -> None:
+    """Unpack `wheels` into `site`; `only`: just the members under these prefixes."""
     for w in wheels:
         with zipfile.ZipFile(w) as z:
-            for info in z.infolist():
+            members = [i for i in z.infolist()
+                       if not only or i.filename.startswith(tuple(only))]
+            for info in members:
                 name = info.filename
                 if name.startswith("/") or ".." in Path(name).parts:
                     raise QemuSetupError(f"{w.name}: unsafe member {name}")
-            z.extractall(site)
-            for info in z.infolist():  # keep the executable bit of shared objects
+            z.extractall(site, members)
+            for info in members:  # keep the executable bit of shared objects
                 mode = info.external_attr >> 16
                 if mode & 0o111:
                     os.chmod(site / info.filename, mode & 0o777 | 0o644)
 
 
-def _pip_download(reqs: Sequence[str], platforms: Sequence[str], dest: Path) -> list[Path]:
+def _pip_download(reqs: Sequence[str], platforms: Sequence[str], dest: Path,
+                  no_deps: bool = False) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
             "--dest", str(dest), "--only-binary=:all:", "--python-version", "3.11",
-            "--implementation", "cp", "--abi", "cp311"]
+            "--implementation", "cp", "--abi", "cp311", *(["--no-deps"] if no_deps else [])]
     for p in platforms + ["any"]:
         argv += ["--platform", p]
     run_tool(argv + list(reqs), f"pip download {' '.join(reqs)} (aarch64 wheels)")
@@ -200,20 +207,26 @@ def build_base(root: Path, apt: PrivateApt, progress) -> dict:
 
 
 def _build_site(root: Path, progress, site_name: str, specs, platforms,
-                keep: str | None = None) -> list[str]:
+                keep: str | None = None, only: Sequence[str] = (),
+                finish=None, no_deps: bool = False) -> list[str]:
     """Download `specs` as aarch64 wheels, unpack them into the guest's `site_name` folder
     (compiled, replacing an older one atomically); `keep`: only wheels whose file name starts
-    with it (the others are dependencies another site already has). The wheel names."""
+    with it (the others are dependencies another site already has), `no_deps`: not their
+    dependencies at all; `only`: only members
+    under these prefixes; `finish(site)`: a last step on the unpacked folder before it
+    replaces the old one. The wheel names."""
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
         say(progress, f"qemu-sysroot: downloading aarch64 wheels ({', '.join(specs)}) ...")
-        wheels = [w for w in _pip_download(specs, platforms, work / "wheels")
+        wheels = [w for w in _pip_download(specs, platforms, work / "wheels", no_deps)
                   if keep is None or w.name.lower().startswith(keep)]
         if not wheels:
             raise QemuSetupError(f"pip downloaded no aarch64 wheel for {site_name}")
         site = work / site_name
         site.mkdir()
-        _unpack_wheels(wheels, site)
+        _unpack_wheels(wheels, site, only)
+        if finish is not None:
+            finish(site)
         dst = root / "root" / GUEST_DIR.lstrip("/") / site_name
         _compileall([site], strip=work, prepend=GUEST_DIR)
         if dst.exists():

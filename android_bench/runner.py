@@ -5,12 +5,14 @@ Self-contained on purpose: it imports only the standard library, numpy and one
 runtime (onnxruntime for .onnx; ai_edge_litert or tflite_runtime for .tflite;
 MNN for .mnn), so it can be copied alone to a board, a phone (Termux) or a QEMU
 sysroot. `.pte` programs run through executorch.runtime, which itself loads
-libtorch: that path is for hosts with the ExecuTorch venv only.
+libtorch (hosts with the ExecuTorch venv), or, with `--et-lib libarmq_et.so`, through
+armq's C++ runner library over ExecuTorch's torch-free runtime (aarch64: the QEMU target
+builds it, android_bench/et_runner/armq_et.cpp).
 
     python3 runner.py --model m.onnx [--card m.json] [--threads 1] [--warmup 10]
         [--runs 100] [--profile] [--json out.json|-] [--inputs x.npy]
         [--outputs-npy y.npy] [--markers] [--runtime auto|onnxruntime|ai_edge_litert|tflite_runtime|mnn]
-        [--seed 0]
+        [--seed 0] [--et-lib libarmq_et.so]
 
 Measures, in this order: runtime import + session/interpreter creation ("init"),
 the first inference, `--warmup` untimed inferences, then `--runs` timed ones
@@ -557,11 +559,70 @@ class ExecutorchBackend(Backend):
         return {"delegate": "XNNPACK"}
 
 
-def open_backend(model: str, threads: int, runtime: str) -> Backend:
+class EtLibBackend(ExecutorchBackend):
+    """An ExecuTorch program through libarmq_et.so (ctypes): no torch, so it runs where the
+    Python runtime cannot (aarch64 guests and boards). Same inputs and outputs as
+    ExecutorchBackend; the counted region is the same `run` call."""
+
+    def __init__(self, model: str, threads: int, lib_path: str):
+        c = ctypes
+        try:
+            lib = c.CDLL(lib_path)
+        except OSError as e:
+            raise NoRuntime(f"cannot load the ExecuTorch runner library {lib_path}: {e}") from None
+        lib.armq_et_open.restype = c.c_void_p
+        lib.armq_et_open.argtypes = [c.c_char_p, c.c_int, c.c_char_p, c.c_size_t]
+        lib.armq_et_shape.argtypes = [c.c_void_p, c.c_int, c.c_int, c.c_void_p, c.c_int]
+        lib.armq_et_num_outputs.argtypes = [c.c_void_p]
+        lib.armq_et_input_contiguous.argtypes = [c.c_void_p]
+        lib.armq_et_run.argtypes = [c.c_void_p, c.c_void_p, c.c_void_p, c.c_void_p, c.c_int,
+                                    c.c_char_p, c.c_size_t]
+        lib.armq_et_close.argtypes = [c.c_void_p]
+        self.lib, self.err = lib, c.create_string_buffer(512)
+        self.handle = lib.armq_et_open(model.encode(), threads, self.err, len(self.err))
+        if not self.handle:
+            raise UserError(f"executorch cannot load {model}: {self.err.value.decode()}")
+        if not lib.armq_et_input_contiguous(self.handle):
+            # a channels-last example input bakes that dim order in: NCHW data would give
+            # wrong logits without an error (README, ExecuTorch)
+            raise UserError(f"{model}: its input dim order is not NCHW-contiguous; re-export "
+                            f"it with an NCHW example input")
+        self.name, self.version, self.model = "executorch", "1.5.1 (armq_et C++ runner)", model
+        self.inputs = [{"name": "input0", "shape": self._shape(0, 0), "dtype": "float32",
+                        "quantization": None}]
+        self.outputs = [{"name": f"output{k}", "shape": self._shape(1, k), "dtype": "float32"}
+                        for k in range(lib.armq_et_num_outputs(self.handle))]
+        # output buffers made once: each run copies the program's outputs into them
+        self._outs = [np.empty(o["shape"], np.float32) for o in self.outputs]
+        self._out_ptrs = (c.c_void_p * len(self._outs))(*[o.ctypes.data for o in self._outs])
+        self._counts = (c.c_int64 * len(self._outs))(*[o.size for o in self._outs])
+
+    def _shape(self, output: int, index: int) -> list[int]:
+        dims = (ctypes.c_int64 * 16)()
+        n = self.lib.armq_et_shape(self.handle, output, index, dims, 16)
+        if n < 0:
+            raise UserError(f"{self.model}: cannot read the shape of "
+                            f"{'output' if output else 'input'} {index}")
+        return [int(d) for d in dims[:n]]
+
+    def run(self, x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.lib.armq_et_run(self.handle, x.ctypes.data, self._out_ptrs, self._counts,
+                                len(self._outs), self.err, len(self.err)) != 0:
+            raise RuntimeError(self.err.value.decode())
+        return [o.copy() for o in self._outs]
+
+    def details(self):
+        return {"delegate": "XNNPACK", "runner": "armq_et (C++, ctypes)"}
+
+
+def open_backend(model: str, threads: int, runtime: str, et_lib: str | None = None) -> Backend:
     ext = os.path.splitext(model)[1].lower()
     if ext == ".pte":
         if runtime not in ("auto", "executorch"):
             raise UserError(f"--runtime {runtime} cannot run a .pte program")
+        if et_lib:
+            return EtLibBackend(model, threads, et_lib)
         return ExecutorchBackend(model, threads)
     if ext == ".onnx":
         if runtime not in ("auto", "onnxruntime"):
@@ -756,6 +817,8 @@ def parse_args(argv):
                    choices=["auto", "onnxruntime", "ai_edge_litert", "tflite_runtime", "mnn",
                             "executorch"])
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    p.add_argument("--et-lib", help=".pte through this libarmq_et.so (no torch) instead of "
+                   "executorch.runtime")
     a = p.parse_args(argv)
     if a.threads < 1 or a.warmup < 0 or a.runs < 1:
         raise UserError("need --threads >= 1, --warmup >= 0, --runs >= 1")
@@ -776,7 +839,7 @@ def main(argv=None) -> int:
     sysinfo = system_info()
 
     t0 = time.perf_counter()
-    be = open_backend(a.model, a.threads, a.runtime)
+    be = open_backend(a.model, a.threads, a.runtime, a.et_lib)
     init_ms = (time.perf_counter() - t0) * 1e3
     spec = be.inputs[0]
     if len(be.inputs) != 1:

@@ -237,9 +237,9 @@ class Plan:
                 g1.append(mk("cost", needs=[f"{t}/export_onnx"], run=self.card_cost(p)))
             p_calib, p_note = data_path("calib", p.dataset, s.data_for("calib", p.dataset))
             export_of = {"ort": "export_onnx", "tflite": "export_tflite", "mnn": "export_mnn"}
-            for r in s.runtimes:
+            for r in s.runtimes:   # executorch: its own stages (_executorch_stages)
                 note = f"runtime {r}: not built into this armq (no stages ran for it)"
-                if r not in export_of and note not in self.notes:
+                if r not in export_of and r != "executorch" and note not in self.notes:
                     self.notes.append(note)
             # ORT: one INT8 file per recipe the targets need (identical files are made once);
             # TFLite full-integer is int8 activations on every target, MNN has one recipe: one file.
@@ -398,8 +398,8 @@ class Plan:
                 if key_format(key) == "onnx" and key_is_int8(key) and key != self.int8_onnx_key(tg):
                     continue
                 det = arts.get(key)
-                if key.startswith("pte") and tg.kind == "qemu":
-                    continue    # no aarch64 ExecuTorch runner yet (README: ExecuTorch)
+                if key.startswith("pte") and "executorch" not in self.s.runtimes:
+                    continue    # a card from an earlier run: not asked for this time
                 if isinstance(det, dict):
                     f = self.card(p).parent / str(det.get("path", ""))
                     if f.is_file():

@@ -111,11 +111,17 @@ class QemuTarget(LocalTarget):
         except (OSError, AttributeError):
             pass
 
-    def _ensure(self, tflite_runtime: bool = False, mnn: bool = False) -> qemu_setup.Sysroot:
+    def _ensure(self, tflite_runtime: bool = False, mnn: bool = False,
+                executorch: bool = False) -> qemu_setup.Sysroot:
         try:
             self.sysroot = qemu_setup.ensure(cpus=[self.cpu], tflite_runtime=tflite_runtime,
-                                             plugin=self.icount, progress=self.progress, mnn=mnn)
+                                             plugin=self.icount, progress=self.progress, mnn=mnn,
+                                             executorch=executorch)
         except qemu_setup.QemuSetupError as e:
+            if executorch:   # the base is ready (check()): only the .pte models fail
+                raise RunnerFailed(f"no ExecuTorch runner for QEMU: {e} (it is built once, with "
+                                   f"network: python -m android_bench.qemu_setup --executorch)"
+                                   ) from None
             raise TargetUnavailable(str(e)) from None
         return self.sysroot
 
@@ -157,22 +163,25 @@ class QemuTarget(LocalTarget):
 
     @staticmethod
     def _runtime_of(config: BenchConfig, runner_args) -> str:
-        """The runtime whose site folder the guest needs: `auto` for an .mnn model is mnn."""
+        """The runtime whose site folder the guest needs: `auto` for an .mnn model is mnn,
+        for a .pte program executorch."""
         args = list(runner_args)
         model = args[args.index("--model") + 1] if "--model" in args else ""
-        return "mnn" if config.runtime == "auto" and model.lower().endswith(".mnn") \
-            else config.runtime
+        if config.runtime == "auto":
+            for ext, runtime in ((".mnn", "mnn"), (".pte", "executorch")):
+                if model.lower().endswith(ext):
+                    return runtime
+        return config.runtime
 
     def command(self, runner_args, config: BenchConfig, workdir: Path) -> list[str]:
-        if any(str(a).lower().endswith(".pte") for a in runner_args):
-            # executorch's Python runtime links libtorch, and PyPI's aarch64 torch is the
-            # CUDA build: the sysroot Python cannot run it. A torch-free C++ runner over the
-            # aarch64 wheel's libexecutorch* is the way (README: not built yet).
-            raise RunnerFailed("ExecuTorch programs cannot run under QEMU yet: the "
-                                    "aarch64 C++ runner is not built (see README, ExecuTorch)")
         self._site_runtime = self._runtime_of(config, runner_args)
+        pte = self._site_runtime == "executorch"
         sr = self._ensure(tflite_runtime=self._site_runtime == "tflite_runtime",
-                          mnn=self._site_runtime == "mnn")
+                          mnn=self._site_runtime == "mnn", executorch=pte)
+        if pte:
+            # executorch's Python runtime links libtorch, and PyPI's aarch64 torch is the
+            # CUDA build: runner.py runs the program through libarmq_et.so (built on demand)
+            runner_args = [*runner_args, "--et-lib", sr.et_lib]
         view = sr.view(self.cpu)
         runner = sr.install_runner()
         argv = [sr.qemu, "-L", str(view), "-cpu", self.cpu_arg, "-0", qemu_setup.GUEST_PYTHON]
