@@ -1,11 +1,11 @@
-"""ExecuTorch INT8: XNNPACK's PT2E quantizer (int8, per-channel symmetric weights) with
-your calibration images, lowered to the XNNPACK delegate.
+"""ExecuTorch INT8: armq's PT2E annotations (quant.pt2e, as the TFLite backend's; int8,
+per-channel symmetric weights) with your calibration images, lowered to the XNNPACK delegate.
 
     python -m quant.et_ptq --card artifacts/<name>.json --calib DIR|tar [--num-calib N]
                            [--source SPEC]   (a model exported with --source: the same again)
 
     torch model (the card's checkpoint, as quant.tflite_ptq rebuilds it) -> torch.export
-    (NCHW-contiguous example) -> prepare_pt2e(XNNPACKQuantizer) -> calibration images ->
+    (NCHW-contiguous example) -> prepare_pt2e(armq's quantizer) -> calibration images ->
     convert_pt2e -> torch.export -> to_edge_transform_and_lower(XnnpackPartitioner) ->
     `<name>.int8.pte`, recorded in the card as `pte_int8` (file and card in one transaction).
 
@@ -40,15 +40,27 @@ def command(card: Path, calib: Path, num_calib: int = DEFAULT_NUM_CALIB,
 
 
 def quantize(model, calib: np.ndarray):
-    """The PT2E-quantized exported program of `model`, calibrated on `calib` (NCHW)."""
+    """The PT2E-quantized exported program of `model`, calibrated on `calib` (NCHW).
+
+    The annotations are armq's (quant.pt2e, the TFLite backend's: one home): int8 per-channel
+    symmetric weights, int8 activations, conv -> ReLU6 and add -> ReLU fused with the observer
+    after the activation, shared ranges for shape ops. XNNPACK's own XNNPACKQuantizer leaves
+    ReLU6 out of its conv patterns, so a conv's pre-clamp range is what ReLU6 gets quantized
+    with: EfficientNet-Lite0, 750 ImageNet samples, 88.00 % top-1 agreement with FP32 (SQNR
+    7.4 dB) against 97.73 % (18.5 dB) with these annotations, every op still delegated."""
     import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from export.executorch import export_program
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    from .common import Method
+    from .pt2e import make_quantizer
+
+    try:
+        quantizer = make_quantizer(Method.MINMAX)
+    except ImportError as e:
+        raise ArmqError(f"ExecuTorch INT8 uses armq's PT2E annotations, which build on "
+                        f"litert-torch ({e.name} is missing): pip install 'armq[tflite]'") from None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         prepared = prepare_pt2e(export_program(model, calib).module(), quantizer)
@@ -96,7 +108,8 @@ def run(card_path: Path, calib_src: Path, num_calib: int, source: str | None = N
     agree = float((ref_logits.argmax(1) == got.argmax(1)).mean())
     details = pte_details(audit, None, "int8", time.time() - t0)
     details["calibration"] = {"data": str(calib_src), "n": int(len(calib)),
-                              "quantizer": "XNNPACKQuantizer (symmetric, per-channel weights)",
+                              "quantizer": "armq PT2E annotations (quant.pt2e), minmax, int8 "
+                                           "per-channel symmetric weights",
                               "calib_top1_agreement": agree}
     dest = card_path.parent / f"{ref.name}.int8.pte"
     if dest.resolve() in (card_path.resolve(), Path(calib_src).resolve()):

@@ -344,7 +344,10 @@ def test_quant_evaluate_card_mode(run, tmp_path):
     doc = json.loads(r.stdout)
     assert doc["format"] == "armq-card-eval/1" and doc["n"] == 20
     res = doc["results"]
-    assert list(res) == ["onnx", K8]                          # export.card.ordered_keys order
+    # export.card.ordered_keys order: FP32, then one INT8 file per recipe the run's targets need
+    int8s = sorted({int8_key("onnx", recipe_for_target(t).tag) for t in ("local", "qemu:cortex-a72")},
+                   key=lambda k: (k != "onnx_int8", k))
+    assert list(res) == ["onnx", *int8s] and K8 in int8s
     assert res["onnx"]["ref"] is None and res[K8]["ref"] == "onnx"
     assert 0 <= res[K8]["agreement"] <= 100 and res["onnx"]["top1"] is not None
     r = run_cli("quant.evaluate", "--card", card, "--data", SHIPPED_TESTSET, "--limit", "10",
