@@ -464,7 +464,10 @@ def test_published_results_table(run):
     d = _doc(run_dir)
     rec = d["models"]["shufflenet_v1_g3_w1_cifar10"]["weights"]["metrics"]["test_top1"]
     assert cells[2] == f"{100 * rec:.2f}"
-    q = d["models"]["shufflenet_v1_g3_w1_cifar10"]["accuracy"]["results"][K8]
+    # the table's INT8 ORT file: the first recipe's (deploy.analysis.int8_key_for, no target)
+    from deploy.analysis import int8_key_for
+    m = d["models"]["shufflenet_v1_g3_w1_cifar10"]
+    q = m["accuracy"]["results"][int8_key_for(m, "onnx")]
     # The accuracy stage records percentages; the drop is in points on the same images.
     assert cells[4] == f"{q['top1']:.2f}" and cells[6] == f"{q['agreement']:.2f}"
     f = d["models"]["shufflenet_v1_g3_w1_cifar10"]["accuracy"]["results"]["onnx"]["top1"]
