@@ -18,17 +18,32 @@ any user model with the same pattern (measured in README, "TFLite layout rewrite
   converter then folds the pad into the conv's SAME padding like the FP32 one.
 
 Both are exact (data movement only); the export's parity check still compares the
-TFLite model with torch. `ARMQ_LITERT_REWRITES=0` turns both off (to measure them, or
-as a way out should a future litert-torch handle these itself).
+TFLite model with torch. Fewer ops is not less work, though: under XNNPACK the NHWC
+shuffle's one TRANSPOSE over small inner axes (N*H*W, g, C/g) costs more instructions
+than the three it replaces, which move whole H*W planes (ShuffleNet V1 g=3 CIFAR INT8,
+QEMU cortex-a76: 9.24 M -> 10.21 M per inference). So only the pad rule is on by default;
+`ARMQ_LITERT_REWRITES` picks them: a comma list of `pad`, `shuffle`, or `none`.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 from dataclasses import asdict, dataclass
+from enum import Enum
 from typing import Any, Iterator
 
+from zoo.util import ArmqError
+
 ENV_SWITCH = "ARMQ_LITERT_REWRITES"
+
+
+class Rewrite(str, Enum):
+    PAD = "pad"          # NHWC rule for constant pads (INT8: no TRANSPOSE-PAD-TRANSPOSE)
+    SHUFFLE = "shuffle"  # channel shuffle in its NHWC form (fewer ops, more instructions)
+
+
+DEFAULT_REWRITES = frozenset({Rewrite.PAD})
+_OFF = ("", "0", "none", "off")
 _VIEWS = ("reshape.default", "view.default", "_unsafe_view.default")
 _COPIES = ("clone.default", "contiguous.default")
 
@@ -37,7 +52,7 @@ _COPIES = ("clone.default", "contiguous.default")
 class Rewrites:
     """What was rewritten in one model (recorded in the card)."""
 
-    enabled: bool
+    active: list[str]             # the Rewrite values asked for
     channel_shuffles: int = 0     # shuffles rewritten to the NHWC form
     nhwc_pad_rule: bool = False   # litert's layout pass knows constant pads
 
@@ -45,8 +60,18 @@ class Rewrites:
         return asdict(self)
 
 
-def enabled() -> bool:
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
+def active() -> frozenset[Rewrite]:
+    """The rewrites $ARMQ_LITERT_REWRITES asks for (unset: DEFAULT_REWRITES)."""
+    raw = os.environ.get(ENV_SWITCH)
+    if raw is None:
+        return DEFAULT_REWRITES
+    if raw.strip().lower() in _OFF:
+        return frozenset()
+    try:
+        return frozenset(Rewrite(p.strip().lower()) for p in raw.split(",") if p.strip())
+    except ValueError:
+        raise ArmqError(f"{ENV_SWITCH}={raw!r}: expected a comma list of "
+                        f"{', '.join(r.value for r in Rewrite)}, or none") from None
 
 
 def _is(node, *names: str) -> bool:
@@ -194,13 +219,16 @@ def nhwc_pad_rule(active: bool = True) -> Iterator[bool]:
 
 
 def prepare(module, sample: tuple) -> tuple[Any, Rewrites]:
-    """(module to convert, what was done): the exported graph with its shuffles rewritten
-    when there were any (else `module` itself). Convert it inside `nhwc_pad_rule()`."""
-    if not enabled():
-        return module, Rewrites(enabled=False)
+    """(module to convert, what was done): with the shuffle rewrite active, the exported
+    graph with its shuffles rewritten when there were any; else `module` itself. Convert it
+    inside `nhwc_pad_rule(Rewrite.PAD in active())`."""
+    rules = active()
+    done = Rewrites(active=sorted(r.value for r in rules),
+                    nhwc_pad_rule=Rewrite.PAD in rules and _layout_rewriters() is not None)
+    if Rewrite.SHUFFLE not in rules:
+        return module, done
     import torch
 
-    done = Rewrites(enabled=True, nhwc_pad_rule=_layout_rewriters() is not None)
     gm = module if isinstance(module, torch.fx.GraphModule) else \
         torch.export.export(module, sample).module()
     done.channel_shuffles = rewrite_channel_shuffles(gm)

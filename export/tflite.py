@@ -63,7 +63,7 @@ def convert(prep: build.Prepared, example_nchw: np.ndarray, layout: str = "nhwc"
     given, receives what export.litert_layout changed before conversion."""
     import torch
 
-    from .litert_layout import nhwc_pad_rule, prepare
+    from .litert_layout import Rewrite, nhwc_pad_rule, prepare
 
     lt = _import_litert_torch()
     module = prep.model
@@ -77,7 +77,7 @@ def convert(prep: build.Prepared, example_nchw: np.ndarray, layout: str = "nhwc"
             module, done = prepare(module, (sample,))
             if rewrites is not None:
                 rewrites.update(done.to_dict())
-            with nhwc_pad_rule(done.enabled):
+            with nhwc_pad_rule(Rewrite.PAD.value in done.active):
                 edge = lt.convert(module, (sample,))
             return bytes(edge.model_content())
     except ArmqError:

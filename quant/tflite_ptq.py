@@ -204,7 +204,9 @@ def to_tflite(converted, quantizer, x: np.ndarray, out: Path) -> None:
     sample = (torch.from_numpy(xl[:1]),)
     with captured_native_output() as log:
         try:
-            with litert_layout.nhwc_pad_rule(litert_layout.enabled()):  # INT8 pads fold into convs
+            # the pad rule lets the INT8 pads fold into their convs
+            rule = litert_layout.Rewrite.PAD in litert_layout.active()
+            with litert_layout.nhwc_pad_rule(rule):
                 edge = litert_torch.convert(
                     converted, sample, quant_config=LitertQuantConfig(pt2e_quantizer=quantizer))
             edge.export(str(out))

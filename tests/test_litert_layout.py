@@ -16,6 +16,7 @@ from export.runtime import run_tflite, tflite_interpreter  # noqa: E402
 from quant.common import Method  # noqa: E402
 from quant.config import Layout, QuantConfig  # noqa: E402
 from quant.tflite_ptq import calibrate, run_simulated, runtime_audit, to_tflite  # noqa: E402
+from zoo.util import ArmqError  # noqa: E402
 
 
 class Block(nn.Module):
@@ -74,9 +75,22 @@ def test_shuffle_rewrite_is_exact_and_general():
     assert litert_layout.rewrite_channel_shuffles(other) == 0
 
 
-def test_fp32_tflite_keeps_one_transpose_per_shuffle():
+def test_rewrites_switch(monkeypatch):
+    monkeypatch.delenv(litert_layout.ENV_SWITCH, raising=False)
+    assert litert_layout.active() == {litert_layout.Rewrite.PAD}  # the shuffle form is opt-in
+    monkeypatch.setenv(litert_layout.ENV_SWITCH, "Shuffle, pad")
+    assert litert_layout.active() == set(litert_layout.Rewrite)
+    monkeypatch.setenv(litert_layout.ENV_SWITCH, "none")
+    assert litert_layout.active() == set()
+    monkeypatch.setenv(litert_layout.ENV_SWITCH, "pads")
+    with pytest.raises(ArmqError, match="ARMQ_LITERT_REWRITES='pads': expected"):
+        litert_layout.active()
+
+
+def test_fp32_tflite_keeps_one_transpose_per_shuffle(monkeypatch):
     from export.tflite import convert
 
+    monkeypatch.setenv(litert_layout.ENV_SWITCH, "pad,shuffle")
     class Prep:  # what convert reads of an export.build.Prepared
         name = "block"
 
@@ -85,7 +99,7 @@ def test_fp32_tflite_keeps_one_transpose_per_shuffle():
     prep.model = model
     rewrites: dict = {}
     it = tflite_interpreter(convert(prep, x, "nhwc", rewrites), threads=1)
-    assert rewrites == {"enabled": True, "channel_shuffles": 1, "nhwc_pad_rule": True}
+    assert rewrites == {"active": ["pad", "shuffle"], "channel_shuffles": 1, "nhwc_pad_rule": True}
     ops = _ops_in_order(it)
     assert ops.count("TRANSPOSE") == 1, ",".join(ops)  # the shuffle itself, nothing around it
     with torch.no_grad():
@@ -95,7 +109,7 @@ def test_fp32_tflite_keeps_one_transpose_per_shuffle():
 
 
 def _int8(model, x, tmp_path, name: str, monkeypatch, on: bool):
-    monkeypatch.setenv(litert_layout.ENV_SWITCH, "1" if on else "0")
+    monkeypatch.setenv(litert_layout.ENV_SWITCH, "pad,shuffle" if on else "none")
     config = QuantConfig().with_layout(Layout.NHWC)
     quantizer, converted = calibrate(model, x, Method.MINMAX, config)
     out = tmp_path / name
