@@ -1,8 +1,8 @@
 """Fewer layout ops in litert-torch's NHWC graphs: rewrites applied before conversion.
 
 litert-torch keeps a graph NHWC (TFLite's layout) op by op; an op it has no NHWC rule
-for is wrapped in NCHW<->NHWC TRANSPOSEs. Two such ops cost real time in the zoo and in
-any user model with the same pattern (measured in README, "TFLite layout rewrites"):
+for is wrapped in NCHW<->NHWC TRANSPOSEs. Two such patterns, found in the zoo and in any
+user model that has them (measured in README, "TFLite layout rewrites"):
 
 - the channel shuffle `reshape(N, g, C/g, H, W) -> transpose(1, 2) -> reshape(N, C, H, W)`
   (ShuffleNet, torchvision's `channel_shuffle`): a view over the channel axis, so the
