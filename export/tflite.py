@@ -57,9 +57,13 @@ def _import_litert_torch():
     return litert_torch
 
 
-def convert(prep: build.Prepared, example_nchw: np.ndarray, layout: str = "nhwc") -> bytes:
-    """The .tflite flatbuffer of a prepared model (batch 1, float32)."""
+def convert(prep: build.Prepared, example_nchw: np.ndarray, layout: str = "nhwc",
+            rewrites: dict | None = None) -> bytes:
+    """The .tflite flatbuffer of a prepared model (batch 1, float32). `rewrites`, when
+    given, receives what export.litert_layout changed before conversion."""
     import torch
+
+    from .litert_layout import Rewrite, nhwc_pad_rule, prepare
 
     lt = _import_litert_torch()
     module = prep.model
@@ -70,7 +74,11 @@ def convert(prep: build.Prepared, example_nchw: np.ndarray, layout: str = "nhwc"
     try:
         with warnings.catch_warnings(), common.quiet_fds(), torch.no_grad():
             warnings.simplefilter("ignore")
-            edge = lt.convert(module, (sample,))
+            module, done = prepare(module, (sample,))
+            if rewrites is not None:
+                rewrites.update(done.to_dict())
+            with nhwc_pad_rule(Rewrite.PAD.value in done.active):
+                edge = lt.convert(module, (sample,))
             return bytes(edge.model_content())
     except ArmqError:
         raise
@@ -94,7 +102,8 @@ def export_tflite(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path
 
     ref = torch_reference(prep.model, x)
     t0 = time.time()
-    flat = convert(prep, x, layout)
+    rewrites: dict = {}
+    flat = convert(prep, x, layout, rewrites)
     it = tflite_interpreter(flat, threads)
     got = run_tflite(it, to_layout(x, layout))
     parity = compare(ref, got, atol, "tflite", data)
@@ -120,6 +129,7 @@ def export_tflite(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path
                    "dtype": np.dtype(out["dtype"]).name, "index": int(out["index"])},
         "parity": {**parity, "runtime": tflite_runtime_version(), "delegates": "default (XNNPACK)"},
         "ops": rep["ops"],
+        "layout_rewrites": rewrites,
         "depthwise_preserved": bool(preserved),
         "audit": {k: v for k, v in rep.items() if k not in ("file", "ops")},
         "versions": common.versions("torch", "litert-torch", "ai-edge-litert"),

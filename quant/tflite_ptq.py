@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from export import litert_layout
 from zoo.util import captured_native_output
 from .common import Method, ModelRef, QuantError
 from .config import Layout, QuantConfig
@@ -169,6 +170,8 @@ def calibrate(model, x: np.ndarray, method: Method, config: QuantConfig,
     quantizer = make_quantizer(method, config, float_modules)
     with torch.no_grad():
         exported = torch.export.export(with_layout(model, layout), sample).module()
+        # before annotation, so the NHWC shuffle's ops share their input's quantization
+        exported, rewrites = litert_layout.prepare(exported, sample)
         prepared = prepare_pt2e(exported, quantizer)
         for i in range(len(xl)):  # batch 1: the exported graph is static
             prepared(torch.from_numpy(xl[i:i + 1]))
@@ -176,6 +179,7 @@ def calibrate(model, x: np.ndarray, method: Method, config: QuantConfig,
                 progress(1)
         converted = convert_pt2e(prepared, fold_quantize=False)
     converted.armq_layout = layout
+    converted.armq_rewrites = rewrites.to_dict()
     return quantizer, converted
 
 
@@ -200,8 +204,11 @@ def to_tflite(converted, quantizer, x: np.ndarray, out: Path) -> None:
     sample = (torch.from_numpy(xl[:1]),)
     with captured_native_output() as log:
         try:
-            edge = litert_torch.convert(converted, sample,
-                                        quant_config=LitertQuantConfig(pt2e_quantizer=quantizer))
+            # the pad rule lets the INT8 pads fold into their convs
+            rule = litert_layout.Rewrite.PAD in litert_layout.active()
+            with litert_layout.nhwc_pad_rule(rule):
+                edge = litert_torch.convert(
+                    converted, sample, quant_config=LitertQuantConfig(pt2e_quantizer=quantizer))
             edge.export(str(out))
             err = None
         except Exception as e:  # noqa: BLE001 - the converter raises many kinds
@@ -332,7 +339,8 @@ class TfliteBackend:
         details = {"selection": "PT2E simulated INT8 model on the held-out images",
                    "torch_vs_onnx_max_abs_diff": self.parity,
                    "layout": self.config.tflite_layout.value.upper(),
-                   "pt2e_annotations": self.config.pt2e_annotations.value}
+                   "pt2e_annotations": self.config.pt2e_annotations.value,
+                   "layout_rewrites": getattr(converted, "armq_rewrites", None)}
         if hold is not None:
             # the converted flatbuffer, not its simulation: what the card's drop promises
             details["holdout_tflite"] = hold.score(run_model(out, hold.x, "holdout tflite"),
