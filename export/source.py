@@ -138,6 +138,17 @@ def record(src: ModelSource) -> dict:
     return rec
 
 
+def source_for_card(spec: str | None, card_source: dict) -> ModelSource | None:
+    """A later stage's `--source SPEC` (None: not given), parsed, for a card whose model was
+    exported with --source; a zoo card has no use for one (one line, not ignored)."""
+    if spec is None:
+        return None
+    if "model_source" not in card_source:
+        raise SourceError(f"--source {spec}: give it with a card exported with --source (this "
+                          "card's model is the zoo's)")
+    return parse_source(spec)
+
+
 def confirm_record(rec: Any, given: ModelSource | None, where: str) -> ModelSource:
     """The source a later stage rebuilds the torch model from: the `--source` the user gives
     again, checked against the card's `source.model_source`. A card is data: it may say which

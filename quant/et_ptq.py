@@ -84,11 +84,8 @@ def run(card_path: Path, calib_src: Path, num_calib: int, source: str | None = N
     check_source(calib_src, "--calib")
     quiet_imports()
     ref = ModelRef(load_card(card_path), card_path)
-    origin = None
-    if source is not None:
-        from export.source import parse_source
-        origin = parse_source(source)
-    model = build_torch_model(ref, origin)
+    from export.source import source_for_card
+    model = build_torch_model(ref, source_for_card(source, ref.card.source))
     calib = load_set(calib_src, ref.card, limit=num_calib, progress=False, what="--calib")
     t0 = time.time()
     try:

@@ -298,12 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"pass --out {shown(r.card_path.parent)}")
     source = None
     if args.source is not None:
-        from export.source import SourceError, parse_source
-        if len(refs) != 1 or "model_source" not in refs[0].card.source:
+        from export.source import SourceError, source_for_card
+        if len(refs) != 1:
             raise QuantError(f"--source {args.source}: give it with --model naming one card "
                              "exported with --source")
         try:
-            source = parse_source(args.source)
+            source = source_for_card(args.source, refs[0].card.source)
         except SourceError as e:
             raise QuantError(str(e)) from None
     plans = [(r, _backends_for(r, args.backend, given, source is not None)) for r in refs]

@@ -268,3 +268,14 @@ def test_a_card_never_chooses_code_to_run(files, tmp_path, one_thread, capsys):
     assert "TFLite skipped" in capsys.readouterr().err
     assert (out / "tiny_cifar10.int8.onnx").is_file() and not (out / "tiny_cifar10.int8.tflite").exists()
     assert not marker.exists()
+
+
+def test_source_is_refused_for_a_zoo_card(files):
+    """quant.ptq / quant.et_ptq --source with a zoo model's card: one line, never ignored."""
+    from export.source import source_for_card
+
+    assert source_for_card(None, {"checkpoint": "x.pt"}) is None
+    with pytest.raises(SourceError, match="this card's model is the zoo's"):
+        source_for_card(f"{files}/tiny.py:build", {"checkpoint": "x.pt"})
+    rec = {"model_source": {"kind": "factory", "spec": f"{files}/tiny.py:build"}}
+    assert source_for_card(f"{files}/tiny.py:build", rec).kind is SourceKind.FACTORY
