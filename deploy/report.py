@@ -110,13 +110,20 @@ def check_shape(doc: dict, rp: Path) -> None:
                 raise bad(f"stages[{i}].{f}", v, " or ".join(t.__name__ for t in types))
 
 
-def render(results_path: str | Path) -> Path:
-    """Write report.md, report.html and plots/ beside results.json; returns the HTML path."""
-    rp = Path(results_path)
-    doc = load_json(rp, "results file")     # bounded size and depth, one-line errors
+def load_results(rp: Path) -> dict:
+    """A deploy run's results.json, read with bounded size and depth and shape-checked:
+    every failure is one line naming the file."""
+    doc = load_json(rp, "results file")
     if not isinstance(doc, dict) or not str(doc.get("format", "")).startswith("armq-deploy/"):
         raise ArmqError(f"{rp} is not a deploy results file (format armq-deploy/1)")
     check_shape(doc, rp)
+    return doc
+
+
+def render(results_path: str | Path) -> Path:
+    """Write report.md, report.html and plots/ beside results.json; returns the HTML path."""
+    rp = Path(results_path)
+    doc = load_results(rp)
     out_dir = rp.parent
     plot_dir = out_dir / "plots"
     pngs: list[tuple[str, bytes, str]] = []

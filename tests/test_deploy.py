@@ -305,6 +305,66 @@ def test_report_rerenders_partial_results(run, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("python -m deploy.report: error:")
 
 
+def test_rundiff_names_what_changed(run, tmp_path):
+    """deploy.rundiff: a run agrees with itself; a changed accuracy figure or a missing model
+    is one line each; QEMU instruction counts pass within the runs' own variation between
+    inferences (from the android_bench files they kept), not beyond it."""
+    _, run_dir = run
+    r = run_cli("deploy.rundiff", run_dir, run_dir / "results.json", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "agree:" in r.stdout and " 0 different" in r.stdout
+
+    def variant(name: str, edit) -> Path:
+        d = _doc(run_dir)
+        edit(d)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(d))
+        return tmp_path / name
+
+    def fewer_right(d):
+        d["models"][TAG]["accuracy"]["results"][K8]["top1"] -= 0.5
+    b = variant("acc", fewer_right)
+    r = run_cli("deploy.rundiff", run_dir, b, timeout=120)
+    assert r.returncode == 1
+    assert f"differs: models.{TAG}.accuracy.{K8}.top1:" in r.stdout and "1 different" in r.stdout
+    b = variant("nomodel", lambda d: d["models"].pop(TAG))
+    r = run_cli("deploy.rundiff", run_dir, b, timeout=120)
+    assert r.returncode == 1 and f"differs: models.{TAG}: only in run A" in r.stdout
+
+    def emulated(count: int, regions: list[int], rel: str = "bench/a76.json"):
+        def edit(d):
+            d["models"][TAG]["bench"]["qemu:cortex-a76"] = {"onnx": {
+                "file": f"{TAG}.onnx", "emulated": True, "instructions": count,
+                "instructions_spread_pct": 0.0}}
+            d["bench_files"] = {"qemu:cortex-a76": {TAG: rel}}
+        return edit, {"results": [{"model": {"file": f"{TAG}.onnx"},
+                                   "instructions": {"warmup": regions[:1], "timed": regions[1:]}}]}
+
+    def with_counts(name: str, count: int, regions: list[int], rel: str = "bench/a76.json"):
+        edit, raw = emulated(count, regions, rel)
+        d = variant(name, edit)
+        (d / "bench").mkdir()
+        (d / "bench" / "a76.json").write_text(json.dumps(raw))
+        return d
+    a = with_counts("ia", 1_000_000, [1_000_040, 1_000_000])        # own variation 0.004 %
+    near = with_counts("ib", 1_000_030, [1_000_030, 1_000_030])     # 0.003 % apart
+    far = with_counts("ic", 1_000_100, [1_000_100, 1_000_100])      # 0.01 % apart
+    r = run_cli("deploy.rundiff", a, near, timeout=120)
+    assert r.returncode == 0 and "1 QEMU instruction counts compared" in r.stdout, r.stdout
+    r = run_cli("deploy.rundiff", a, far, timeout=120)
+    assert r.returncode == 1 and "(0.0100 % apart, tolerance 0.0040 %)" in r.stdout, r.stdout
+    r = run_cli("deploy.rundiff", a, far, "--tolerance-pct", "0.02", timeout=120)
+    assert r.returncode == 0, r.stdout
+    # a results.json names files of its own run folder only: this one is not read, so
+    # the spread recorded in results.json (0 here) is the tolerance
+    outside = with_counts("id", 1_000_000, [1_000_040, 1_000_000], rel="../ia/bench/a76.json")
+    r = run_cli("deploy.rundiff", outside, near, timeout=120)
+    assert r.returncode == 1 and "tolerance 0.0000 %" in r.stdout, r.stdout
+    r = run_cli("deploy.rundiff", run_dir, tmp_path / "missing", timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("python -m deploy.rundiff: error:")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):
     """SIGINT while export.onnx runs: exit 130, results.json says interrupted, the report
     of the partial run is written, and the stage's process group is gone."""
