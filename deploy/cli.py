@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.clikit import make_parser
+from export.litert_layout import add_flag as add_litert_rewrites_flag
 from zoo.util import ArmqError, check_writable_dir, cli_entry, declare_inputs
 
 from .devices import DevicePool, check_targets, load_devices, resolve_targets
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-calib-tflite", type=int, help="calibration images of the TFLite "
                    "backend only (default: --num-calib if given, else "
                    f"{DEFAULT_NUM_CALIB_TFLITE})")
+    add_litert_rewrites_flag(p)
     p.add_argument("--eval-data", metavar="PATH|DATASET=PATH,...", help="labelled test set "
                    "for every model, or per dataset, e.g. imagenet=val/ (default "
                    "assets/data/<dataset>_test.tar.gz)")

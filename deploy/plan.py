@@ -32,6 +32,7 @@ from android_bench import latency_model
 from export import et_venv
 from export.card import int8_filename, int8_key, key_format, key_is_int8, ordered_keys
 from export.common import command as export_command
+from export.litert_layout import to_argv as litert_argv
 from export.mnn import command as export_mnn_command
 from quant import card_eval, et_ptq
 from quant.config import RecipeError
@@ -225,7 +226,8 @@ class Plan:
                              when=lambda p=p: p.no_tflite_reason(),
                              prepare=self._argv(lambda p=p: export_command(
                                  "export.tflite", p.export_args(), self.art,
-                                 self.weights_file(p), python=self.py)),
+                                 self.weights_file(p), python=self.py)
+                                 + litert_argv(s.litert_rewrites)),
                              after=self._after_card(p)))
             if "mnn" in s.runtimes:   # MNN converts the ONNX export (and checks against it)
                 g1.append(mk("export_mnn", needs=[f"{t}/export_onnx"],
@@ -260,7 +262,8 @@ class Plan:
                                                                self.art, python=self.py,
                                                                target=tg.recipe_target if tg else None,
                                                                source=p.source_arg
-                                                               if b == "tflite" else None)),
+                                                               if b == "tflite" else None,
+                                                               litert_rewrites=s.litert_rewrites)),
                                 after=self._after_card(p)))
                 if p_note and p_calib is not None and p_note not in self.notes:
                     self.notes.append(p_note)

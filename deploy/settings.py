@@ -60,6 +60,8 @@ class Settings:
         self.num_calib_tflite = a.num_calib_tflite or sweep.get("num_calib_tflite") or \
             given_calib or DEFAULT_NUM_CALIB_TFLITE
         self.jobs = a.jobs if a.jobs is not None else sweep.get("jobs") or 2
+        # export.litert_layout rewrites of the TFLite stages (None: their default)
+        self.litert_rewrites = getattr(a, "litert_rewrites", None)
         self.title = a.title or sweep.get("title")
         # {dataset or None (all): path}: deploy.spec.parse_data_arg
         self.eval_data = parse_data_arg(a.eval_data or sweep.get("eval_data"), "--eval-data")
@@ -72,6 +74,9 @@ class Settings:
         for x in (self.warmup.values() if isinstance(self.warmup, dict) else [self.warmup]):
             if x is not None and x < 0:
                 raise SpecError("--warmup must be 0 or more")
+        if self.litert_rewrites is not None and self.skip_tflite:
+            raise SpecError("--litert-rewrites is for the TFLite stages, and this run has none "
+                            "(--runtimes without tflite, or --skip-tflite)")
         for p in (*self.eval_data.values(), *self.calib_data.values()):
             if not p.exists():
                 raise SpecError(f"{p} does not exist")
@@ -96,7 +101,9 @@ class Settings:
                 "num_calib_tflite": self.num_calib_tflite, "jobs": self.jobs,
                 "sweep": self.sweep_file, "title": self.title,
                 "eval_data": _show_data(self.eval_data),
-                "calib_data": _show_data(self.calib_data)}
+                "calib_data": _show_data(self.calib_data),
+                "litert_rewrites": None if self.litert_rewrites is None
+                else sorted(r.value for r in self.litert_rewrites)}
 
     def data_for(self, kind: str, dataset: str) -> Path | None:
         """The --eval-data ("test") / --calib-data ("calib") given for `dataset`, else None

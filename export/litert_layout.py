@@ -22,7 +22,8 @@ TFLite model with torch. Fewer ops is not less work, though: under XNNPACK the N
 shuffle's one TRANSPOSE over small inner axes (N*H*W, g, C/g) costs more instructions
 than the three it replaces, which move whole H*W planes (ShuffleNet V1 g=3 CIFAR INT8,
 QEMU cortex-a76: 9.24 M -> 10.21 M per inference). So only the pad rule is on by default;
-`ARMQ_LITERT_REWRITES` picks them: a comma list of `pad`, `shuffle`, or `none`.
+`--litert-rewrites` (export.tflite, quant.ptq, deploy) or else `ARMQ_LITERT_REWRITES` picks
+them: a comma list of `pad`, `shuffle`, or `none`.
 """
 from __future__ import annotations
 
@@ -60,18 +61,51 @@ class Rewrites:
         return asdict(self)
 
 
-def active() -> frozenset[Rewrite]:
-    """The rewrites $ARMQ_LITERT_REWRITES asks for (unset: DEFAULT_REWRITES)."""
-    raw = os.environ.get(ENV_SWITCH)
-    if raw is None:
-        return DEFAULT_REWRITES
+FLAG = "--litert-rewrites"
+
+
+def parse(raw: str, where: str = ENV_SWITCH) -> frozenset[Rewrite]:
+    """A comma list of Rewrite values, or none / off / 0 / empty: no rewrite."""
     if raw.strip().lower() in _OFF:
         return frozenset()
     try:
         return frozenset(Rewrite(p.strip().lower()) for p in raw.split(",") if p.strip())
     except ValueError:
-        raise ArmqError(f"{ENV_SWITCH}={raw!r}: expected a comma list of "
+        raise ArmqError(f"{where}={raw!r}: expected a comma list of "
                         f"{', '.join(r.value for r in Rewrite)}, or none") from None
+
+
+def active(choice: frozenset[Rewrite] | None = None) -> frozenset[Rewrite]:
+    """The rewrites to apply: `choice` (the --litert-rewrites flag) when given, else
+    $ARMQ_LITERT_REWRITES, else DEFAULT_REWRITES."""
+    if choice is not None:
+        return choice
+    raw = os.environ.get(ENV_SWITCH)
+    return DEFAULT_REWRITES if raw is None else parse(raw)
+
+
+def _flag_value(raw: str) -> frozenset[Rewrite]:
+    import argparse
+
+    try:
+        return parse(raw, FLAG)
+    except ArmqError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"{FLAG}=")) from None
+
+
+def add_flag(parser) -> None:
+    """--litert-rewrites on a parser or argument group (export.tflite, quant.ptq, deploy)."""
+    parser.add_argument(FLAG, type=_flag_value, default=None, metavar="LIST",
+                        help="TFLite: graph rewrites before litert-torch conversion, a comma "
+                        "list of pad (NHWC rule for constant pads), shuffle (channel shuffle "
+                        f"in NHWC form), or none (default: ${ENV_SWITCH}, else pad)")
+
+
+def to_argv(choice: frozenset[Rewrite] | None) -> list[str]:
+    """The flag that asks a stage's command for `choice` (nothing for None: its default)."""
+    if choice is None:
+        return []
+    return [FLAG, ",".join(sorted(r.value for r in choice)) or "none"]
 
 
 def _is(node, *names: str) -> bool:
@@ -218,11 +252,12 @@ def nhwc_pad_rule(active: bool = True) -> Iterator[bool]:
         registry.pop(pad, None)
 
 
-def prepare(module, sample: tuple) -> tuple[Any, Rewrites]:
-    """(module to convert, what was done): with the shuffle rewrite active, the exported
-    graph with its shuffles rewritten when there were any; else `module` itself. Convert it
-    inside `nhwc_pad_rule(Rewrite.PAD in active())`."""
-    rules = active()
+def prepare(module, sample: tuple,
+            choice: frozenset[Rewrite] | None = None) -> tuple[Any, Rewrites]:
+    """(module to convert, what was done) for the rewrites `active(choice)`: with the shuffle
+    rewrite, the exported graph with its shuffles rewritten when there were any; else
+    `module` itself. Convert it inside `nhwc_pad_rule(Rewrite.PAD.value in done.active)`."""
+    rules = active(choice)
     done = Rewrites(active=sorted(r.value for r in rules),
                     nhwc_pad_rule=Rewrite.PAD in rules and _layout_rewriters() is not None)
     if Rewrite.SHUFFLE not in rules:

@@ -33,6 +33,7 @@ from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
 
 from . import build
 from . import common
+from .litert_layout import add_flag
 from .source import require_traceable
 from .parity import compare, parity_inputs, torch_reference
 
@@ -58,9 +59,10 @@ def _import_litert_torch():
 
 
 def convert(prep: build.Prepared, example_nchw: np.ndarray, layout: str = "nhwc",
-            rewrites: dict | None = None) -> bytes:
-    """The .tflite flatbuffer of a prepared model (batch 1, float32). `rewrites`, when
-    given, receives what export.litert_layout changed before conversion."""
+            rewrites: dict | None = None, choice: frozenset | None = None) -> bytes:
+    """The .tflite flatbuffer of a prepared model (batch 1, float32). `choice`: the
+    export.litert_layout rewrites to apply (None: its default); `rewrites`, when given,
+    receives what they changed before conversion."""
     import torch
 
     from .litert_layout import Rewrite, nhwc_pad_rule, prepare
@@ -74,7 +76,7 @@ def convert(prep: build.Prepared, example_nchw: np.ndarray, layout: str = "nhwc"
     try:
         with warnings.catch_warnings(), common.quiet_fds(), torch.no_grad():
             warnings.simplefilter("ignore")
-            module, done = prepare(module, (sample,))
+            module, done = prepare(module, (sample,), choice)
             if rewrites is not None:
                 rewrites.update(done.to_dict())
             with nhwc_pad_rule(Rewrite.PAD.value in done.active):
@@ -94,16 +96,18 @@ def to_layout(x_nchw: np.ndarray, layout: str) -> np.ndarray:
 
 def export_tflite(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path, *,
                   layout: str = "nhwc", atol: float = common.DEFAULT_ATOL,
-                  expected_dw: int | None = None, threads: int | None = None) -> tuple[Path, dict]:
+                  expected_dw: int | None = None, threads: int | None = None,
+                  rewrites_choice: frozenset | None = None) -> tuple[Path, dict]:
     """Convert, check and write `<out_dir>/<name>.tflite`; returns (path, card details).
-    threads: of the parity interpreter (None: export.runtime's default)."""
+    threads: of the parity interpreter (None: export.runtime's default); rewrites_choice:
+    --litert-rewrites (None: export.litert_layout's default)."""
     from .audit import audit
     from .runtime import run_tflite, tflite_interpreter, tflite_runtime_version
 
     ref = torch_reference(prep.model, x)
     t0 = time.time()
     rewrites: dict = {}
-    flat = convert(prep, x, layout, rewrites)
+    flat = convert(prep, x, layout, rewrites, rewrites_choice)
     it = tflite_interpreter(flat, threads)
     got = run_tflite(it, to_layout(x, layout))
     parity = compare(ref, got, atol, "tflite", data)
@@ -145,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = p.add_argument_group("TFLite")
     t.add_argument("--layout", choices=LAYOUTS, default="nhwc",
                    help="input layout of the .tflite model (default nhwc)")
+    add_flag(t)
     args = common.parse(p, argv)
     out_dir = check_writable_dir(args.out)
     from .runtime import tflite_module
@@ -157,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     x, data = parity_inputs(prep.data, args.images, args.num_images, PROG)
     cost = common.cost_of(prep, PROG)
     path, details = export_tflite(prep, x, data, out_dir, layout=args.layout, atol=args.atol,
-                                  expected_dw=cost.get("dwconv"), threads=threads)
+                                  expected_dw=cost.get("dwconv"), threads=threads,
+                                  rewrites_choice=args.litert_rewrites)
     if not details["depthwise_preserved"]:
         common.warn(PROG, f"depthwise convolutions did not all stay DEPTHWISE_CONV_2D: "
                     f"{details['audit']['depthwise']}")

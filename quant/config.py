@@ -186,6 +186,8 @@ class QuantConfig:
     fallback: FallbackBudget = field(default_factory=FallbackBudget)
     tflite_layout: Layout = Layout.NHWC
     pt2e_annotations: Annotations = Annotations.ARMQ
+    # TFLite: export.litert_layout rewrites before conversion (None: its default)
+    litert_rewrites: frozenset | None = None
     # the concrete methods the backend has (`auto` tries these): MNN has no percentile
     supported_methods: tuple[Method, ...] = CONCRETE_METHODS
 
@@ -236,4 +238,5 @@ class QuantConfig:
                    activations=acts, reduce_range=reduce,
                    fallback=FallbackBudget(args.fallback, args.max_drop),
                    tflite_layout=Layout(args.tflite_layout),
-                   pt2e_annotations=Annotations(args.pt2e_annotations))
+                   pt2e_annotations=Annotations(args.pt2e_annotations),
+                   litert_rewrites=getattr(args, "litert_rewrites", None))

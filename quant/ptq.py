@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from export.card import RECIPE_TAGS, int8_filename, int8_key, load_card, save_card
+from export.litert_layout import add_flag, to_argv
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_paths, check_writable_dir, cli_entry, declare_inputs, shown
 
@@ -51,13 +52,15 @@ PROG = "quant.ptq"
 
 def command(model: str, calib: Path, backend: str, num_calib: int, out: Path,
             python: str = sys.executable, target: str | None = None,
-            source: str | None = None) -> list[str]:
+            source: str | None = None, litert_rewrites: frozenset | None = None) -> list[str]:
     """The command line of one backend's quantization of the model `model` in `out`
     (`target`: --for, the INT8 recipe of that target; `source`: the --source of a model
-    that is not the zoo's, which the TFLite backend rebuilds it from)."""
+    that is not the zoo's, which the TFLite backend rebuilds it from; `litert_rewrites`:
+    the TFLite backend's --litert-rewrites, None: its default)."""
     return [python, "-m", PROG, "--calib", str(calib), "--model", model, "--backend", backend,
             "--num-calib", str(num_calib), "--out", str(out)] \
-        + (["--for", target] if target else []) + (["--source", source] if source else [])
+        + (["--for", target] if target else []) + (["--source", source] if source else []) \
+        + (to_argv(litert_rewrites) if backend == Backend.TFLITE.value else [])
 
 
 def recipe_record(backend: Backend, config: QuantConfig, recipe: Recipe | None,
@@ -245,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tflite-layout", choices=("nhwc", "nchw"), default="nhwc",
                    help="TFLite input layout when the card has no float TFLite model to follow "
                    "(default nhwc)")
+    add_flag(p)
     p.add_argument("--pt2e-annotations", choices=("armq", "litert"), default="armq",
                    help="TFLite: armq's quantizer (default) or litert-torch's PT2EQuantizer as "
                    "shipped, which leaves some ops in float (for comparison)")
@@ -307,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SourceError as e:
             raise QuantError(str(e)) from None
     plans = [(r, _backends_for(r, args.backend, given, source is not None)) for r in refs]
+    if args.litert_rewrites is not None and not any(Backend.TFLITE in bs for _, bs in plans):
+        raise QuantError("--litert-rewrites is for the TFLite backend, which this run does not "
+                         "use (--backend tflite)")
     calib_src = check_source(args.calib, "--calib")
     eval_src = check_source(args.eval, "--eval") if args.eval else None
     # The card is updated in place on purpose; the model named and the data sets are not.

@@ -171,7 +171,7 @@ def calibrate(model, x: np.ndarray, method: Method, config: QuantConfig,
     with torch.no_grad():
         exported = torch.export.export(with_layout(model, layout), sample).module()
         # before annotation, so the NHWC shuffle's ops share their input's quantization
-        exported, rewrites = litert_layout.prepare(exported, sample)
+        exported, rewrites = litert_layout.prepare(exported, sample, config.litert_rewrites)
         prepared = prepare_pt2e(exported, quantizer)
         for i in range(len(xl)):  # batch 1: the exported graph is static
             prepared(torch.from_numpy(xl[i:i + 1]))
@@ -205,7 +205,9 @@ def to_tflite(converted, quantizer, x: np.ndarray, out: Path) -> None:
     with captured_native_output() as log:
         try:
             # the pad rule lets the INT8 pads fold into their convs
-            rule = litert_layout.Rewrite.PAD in litert_layout.active()
+            done = getattr(converted, "armq_rewrites", None)
+            rule = (litert_layout.Rewrite.PAD.value in done["active"] if done
+                    else litert_layout.Rewrite.PAD in litert_layout.active())
             with litert_layout.nhwc_pad_rule(rule):
                 edge = litert_torch.convert(
                     converted, sample, quant_config=LitertQuantConfig(pt2e_quantizer=quantizer))

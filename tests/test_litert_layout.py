@@ -3,6 +3,8 @@ in FP32 and INT8, with the same outputs. The block is written the way a user's m
 torchvision's channel_shuffle) writes it, not with the zoo's ChannelShuffle."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,8 @@ from quant.common import Method  # noqa: E402
 from quant.config import Layout, QuantConfig  # noqa: E402
 from quant.tflite_ptq import calibrate, run_simulated, runtime_audit, to_tflite  # noqa: E402
 from zoo.util import ArmqError  # noqa: E402
+
+from conftest import run_cli  # noqa: E402
 
 
 class Block(nn.Module):
@@ -85,12 +89,47 @@ def test_rewrites_switch(monkeypatch):
     monkeypatch.setenv(litert_layout.ENV_SWITCH, "pads")
     with pytest.raises(ArmqError, match="ARMQ_LITERT_REWRITES='pads': expected"):
         litert_layout.active()
+    # the flag's value (parsed by the same rule) wins over the environment
+    monkeypatch.setenv(litert_layout.ENV_SWITCH, "pad,shuffle")
+    assert litert_layout.active(frozenset()) == set()
+    assert litert_layout.active(litert_layout.parse("shuffle", "--x")) == {litert_layout.Rewrite.SHUFFLE}
+    for choice in (frozenset(), frozenset(litert_layout.Rewrite), None):
+        argv = litert_layout.to_argv(choice)
+        assert (argv == []) if choice is None else \
+            litert_layout.parse(argv[1], "--x") == choice
+
+
+def test_rewrites_flag_reaches_every_tflite_stage(tmp_path):
+    """--litert-rewrites: one parser rule for export.tflite, quant.ptq and deploy; deploy
+    passes it to its TFLite export and TFLite PTQ stages (and nowhere else)."""
+    from deploy.cli import build_parser
+    from deploy.plan import Plan
+    from deploy.settings import Settings, resolve_all
+    from deploy.stages import Results
+
+    s = Settings(build_parser().parse_args(["--targets", "local", "--litert-rewrites", "shuffle"]))
+    res = Results(tmp_path / "results.json", {"format": "armq-deploy/1", "models": {},
+                                              "stages": []})
+    plan = Plan(s, resolve_all(s), tmp_path, res, None)
+    stages = {st.kind: st for group, _ in plan.stages() for st in group}
+    for kind in ("export_tflite", "quant_tflite", "export_onnx", "quant_ort"):
+        st = stages[kind]
+        st.prepare(st)
+        given = st.argv[st.argv.index("--litert-rewrites") + 1:][:1] \
+            if "--litert-rewrites" in st.argv else []
+        assert given == (["shuffle"] if "tflite" in kind else []), (kind, st.argv)
+    for mod in ("deploy", "export.tflite", "quant.ptq"):
+        r = run_cli(mod, "--litert-rewrites", "pads", "--out", tmp_path / "never")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip() == f"python -m {mod}: error: argument --litert-rewrites: " \
+            "'pads': expected a comma list of pad, shuffle, or none"
+    assert not (tmp_path / "never").exists()
 
 
 def test_fp32_tflite_keeps_one_transpose_per_shuffle(monkeypatch):
     from export.tflite import convert
 
-    monkeypatch.setenv(litert_layout.ENV_SWITCH, "pad,shuffle")
+    monkeypatch.setenv(litert_layout.ENV_SWITCH, "none")     # the flag's choice wins
     class Prep:  # what convert reads of an export.build.Prepared
         name = "block"
 
@@ -98,7 +137,8 @@ def test_fp32_tflite_keeps_one_transpose_per_shuffle(monkeypatch):
     prep = Prep()
     prep.model = model
     rewrites: dict = {}
-    it = tflite_interpreter(convert(prep, x, "nhwc", rewrites), threads=1)
+    it = tflite_interpreter(convert(prep, x, "nhwc", rewrites,
+                                    litert_layout.parse("pad,shuffle")), threads=1)
     assert rewrites == {"active": ["pad", "shuffle"], "channel_shuffles": 1, "nhwc_pad_rule": True}
     ops = _ops_in_order(it)
     assert ops.count("TRANSPOSE") == 1, ",".join(ops)  # the shuffle itself, nothing around it
@@ -109,8 +149,11 @@ def test_fp32_tflite_keeps_one_transpose_per_shuffle(monkeypatch):
 
 
 def _int8(model, x, tmp_path, name: str, monkeypatch, on: bool):
-    monkeypatch.setenv(litert_layout.ENV_SWITCH, "pad,shuffle" if on else "none")
-    config = QuantConfig().with_layout(Layout.NHWC)
+    # the config's choice (quant.ptq --litert-rewrites) wins over the environment, in
+    # calibration and in conversion alike
+    monkeypatch.setenv(litert_layout.ENV_SWITCH, "none" if on else "pad,shuffle")
+    config = replace(QuantConfig().with_layout(Layout.NHWC),
+                     litert_rewrites=litert_layout.parse("pad,shuffle" if on else "none"))
     quantizer, converted = calibrate(model, x, Method.MINMAX, config)
     out = tmp_path / name
     to_tflite(converted, quantizer, x, out)
