@@ -4,15 +4,16 @@
     python -m deploy --models shufflenet_v1:width=0.5,shufflenet_v1,alexnet --dataset imagenet
     python -m deploy --sweep deploy/table8.toml       # ShuffleNet Table 8
         [--targets local,qemu:cortex-a72,qemu:cortex-a76] [--runs N] [--warmup N]
-        [--limit-eval N] [--runtimes ort,tflite,mnn,executorch] [--skip-tflite] [--baseline NAME]
+        [--limit-eval N] [--target-eval N] [--runtimes ort,tflite,mnn,executorch] [--skip-tflite] [--baseline NAME]
         [--out runs/] [--jobs 2] [--executor local|ray [--ray-address ADDR]] [--devices deploy/devices.toml]
 
 For every model: cost (zoo.cost) and weights (the shipped checkpoint, snapshotted,
 else random init) -> export.onnx + export.tflite -> quant.ptq (ONNX Runtime
 and TFLite INT8, the shipped calibration images) -> accuracy of all four files
-on the test set (trained weights only) -> android_bench on every target
-(local: wall-clock latency + per-op profile; qemu: EMULATED time + instruction
-counts) -> android_bench.compare. Writes runs/<timestamp>/results.json after
+on the test set (trained weights only; each QEMU target's ONNX INT8 file also
+on a sample under that emulated core, --target-eval) -> android_bench on every
+target (local: wall-clock latency + per-op profile; qemu: EMULATED time +
+instruction counts) -> android_bench.compare. Writes runs/<timestamp>/results.json after
 every stage (atomically: Ctrl-C leaves a readable partial run), then
 report.md + report.html (+ plots) from it; `python -m deploy.report` renders
 any results.json again. This module is the CLI; deploy/settings.py resolves what
@@ -43,8 +44,8 @@ from .executors import ArtifactMode, ExecutorKind, build as build_executor
 from .plan import Plan, target_record
 from .settings import (DEFAULT_DATASET, DEFAULT_LIMIT_EVAL, DEFAULT_MODELS, DEFAULT_NUM_CALIB,
                        DEFAULT_NUM_CALIB_TFLITE, DEFAULT_RUNS, DEFAULT_TARGETS, DEFAULT_WARMUP,
-                       DEFAULT_RUNTIMES, RANDOM_NUM_CALIB, REPO, RUNTIMES, Settings,
-                       pick_baseline, resolve_all)
+                       DEFAULT_RUNTIMES, DEFAULT_TARGET_EVAL, RANDOM_NUM_CALIB, REPO, RUNTIMES,
+                       Settings, pick_baseline, resolve_all)
 from .spec import DATASETS, SpecError
 from .stages import FAILED, OK, RESULTS_FORMAT, SKIPPED, Results, Runner, now_iso
 
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-eval", type=int, help="evaluate accuracy on at most N test images, "
                    f"spread over the classes (default {DEFAULT_LIMIT_EVAL}; 10000 = the whole "
                    "CIFAR-10 test set)")
+    p.add_argument("--target-eval", type=int, metavar="N", help="score each QEMU target's ONNX "
+                   "INT8 file under that emulated core, on N test images (its own kernels, not "
+                   f"this host's; default {DEFAULT_TARGET_EVAL}; 0: off)")
     p.add_argument("--runtimes", help=f"comma-separated runtimes to export, quantize, evaluate "
                    f"and benchmark: {', '.join(RUNTIMES)} (default {DEFAULT_RUNTIMES}; ort always)")
     p.add_argument("--skip-tflite", action="store_true", help="drop tflite from --runtimes "

@@ -36,6 +36,7 @@ from export.litert_layout import to_argv as litert_argv
 from export.mnn import command as export_mnn_command
 from quant import card_eval, et_ptq
 from quant.config import RecipeError
+from quant.on_target import command as evaluate_on_command
 from quant.ptq import command as ptq_command
 from zoo.cli import variant_argv  # noqa: F401 - the zoo's export flags (Planned.export_args)
 
@@ -48,7 +49,7 @@ PROFILE_RUNS = 20
 _WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,39}$")    # a CPU flag or machine name
 TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "export_mnn": 900, "quant_ort": 3600,
             "quant_tflite": 3600, "quant_mnn": 3600,
-            "accuracy": 1800, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
+            "accuracy": 1800, "accuracy_on": 3600, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
             "bench_remote": 3600, "probe": 300, "compare": 300, "why_int8": 300,
             "export_executorch": 1800, "quant_executorch": 3600}
 
@@ -278,6 +279,9 @@ class Plan:
                          prepare=self._argv(lambda p=p, ev=ev: card_eval.command(
                              self.card(p), ev, s.limit_eval, python=self.py)),
                          stdout_file=acc_json, after=self._after_accuracy(p, acc_json)))
+            if s.target_eval:
+                g3 += [self._accuracy_on_stage(p, tg, ev, ev_note)
+                       for tg in s.targets if tg.emulated]
             for tg in local:
                 g2.append(self._bench_stage(p, tg, exclusive=True))
                 prof_json = self.run_dir / "profile" / f"{t}.json"
@@ -367,6 +371,36 @@ class Plan:
                         "data": _show(Path(str(doc.get("data", "")))), "n": doc.get("n"),
                         "results": doc.get("results") or {}}
         return after
+
+    def _accuracy_on_stage(self, p: Planned, tg: TargetSpec, ev: Path | None,
+                           ev_note: str | None) -> Stage:
+        """The ONNX INT8 file `tg` runs, scored under that emulated core on a sample of the
+        test set (quant.evaluate --on): its own kernels, beside the same file on this host."""
+        out_json = self.run_dir / "accuracy" / tg.slug / f"{p.tag}.json"
+        key = self.int8_onnx_key(tg)
+
+        def prepare(stage: Stage) -> None:
+            det = ((collect.read_json(self.card(p)) or {}).get("artifacts") or {}).get(key)
+            f = self.card(p).parent / str(det.get("path", "")) if isinstance(det, dict) else None
+            if f is None or not f.is_file():
+                raise SkipStage(f"no ONNX INT8 file for {tg.id} ({key})")
+            out_json.parent.mkdir(parents=True, exist_ok=True)
+            stage.argv = evaluate_on_command(f, ev, self.s.target_eval, tg.id, python=self.py)
+
+        def after(stage: Stage, out: dict) -> None:
+            doc = collect.read_json(out_json)
+            if isinstance(doc, dict):
+                keep = ("n", "top1", "top5", "agreement", "sqnr_db", "host", "seconds")
+                with self.results.lock:
+                    self.results.model(p.tag).setdefault("accuracy_on_target", {})[tg.id] = {
+                        "key": key, "file": Path(str(doc.get("model", ""))).name,
+                        **{k: doc.get(k) for k in keep}}
+
+        return Stage(id=f"{p.tag}/accuracy_on/{tg.id}", kind="accuracy_on", model=p.tag,
+                     target=tg.id, needs=[f"{p.tag}/export_onnx"],
+                     when=self._acc_when(p, ev, ev_note), prepare=prepare, after=after,
+                     env={"ARMQ_THREADS": "1"} if self.s.jobs > 1 else {},
+                     stdout_file=out_json, timeout_s=TIMEOUTS["accuracy_on"])
 
     def _prof_argv(self, p: Planned, out_json: Path):
         def prepare(stage: Stage) -> None:

@@ -25,8 +25,9 @@ from . import analysis as A
 from . import explain as E
 from . import paper
 from .plots import PLOTS
-from .tables import (BEST_NOTE, EMU, WHY_NOTE, WHY_TITLE, best_table, fcount, fnum, int8_table,
-                     main_table, stage_table, table8_table, why_blocks)
+from .tables import (BEST_NOTE, EMU, ON_TARGET_NOTE, ON_TARGET_TITLE, WHY_NOTE, WHY_TITLE,
+                     best_table, fcount, fnum, int8_table, main_table, on_target_table,
+                     stage_table, table8_table, why_blocks)
 
 PROG = "deploy.report"
 
@@ -301,6 +302,9 @@ def build_md(doc: dict, pngs) -> str:
     L += ["## Results (model x format x precision x target)", ""]
     head, body, _ = main_table(doc)
     L += [_md_table(head, body), ""]
+    ot = on_target_table(doc)
+    if ot:
+        L += [f"## {ON_TARGET_TITLE}", "", ON_TARGET_NOTE, "", _md_table(*ot), ""]
     t8 = table8_table(doc)
     if t8:
         L += [f"## {T8_TITLE}", "", f"{_t8_note()} Paper figures and their provenance: "
@@ -358,6 +362,10 @@ def build_html(doc: dict, pngs) -> str:
     head, body, cls = main_table(doc)
     H.append("<h2>Results (model x format x precision x target)</h2>")
     H.append(_html_table(head, body, cls))
+    ot = on_target_table(doc)
+    if ot:
+        H.append(f"<h2 id='on-target'>{_esc(ON_TARGET_TITLE)}</h2>"
+                 f"<p class='small'>{_esc(ON_TARGET_NOTE)}</p>" + _html_table(*ot))
     t8 = table8_table(doc)
     if t8:
         H.append(f"<h2>{_esc(T8_TITLE)}</h2>")

@@ -6,7 +6,8 @@ where or when the stages ran.
 The question behind it: a sweep moved to another executor (`--executor ray`), another
 machine or another armq commit should change timings only. Compared exactly: every stage's
 status, each model's cost, weights hash, artifact sizes / sha256 / op counts, accuracy
-(top-1, top-5, agreement, SQNR: everything but seconds), which files each target
+(top-1, top-5, agreement, SQNR: everything but seconds; on this host and, for the files the
+QEMU targets run, under emulation), which files each target
 benchmarked (size, runtime, threads, INT8), the ONNX profile's node counts, and each
 target's INT8 recipe. Compared within a tolerance: QEMU guest instructions per inference,
 which move by a few hundred in 10^7 between repeated inferences of one process (allocation
@@ -45,6 +46,8 @@ def non_timing(doc: dict) -> dict[str, Any]:
                           for k, a in (m.get("artifacts") or {}).items()},
             "accuracy": {k: {f: v for f, v in r.items() if f != "seconds"}
                          for k, r in ((m.get("accuracy") or {}).get("results") or {}).items()},
+            "accuracy_on_target": {t: {f: v for f, v in r.items() if f != "seconds"}
+                                   for t, r in (m.get("accuracy_on_target") or {}).items()},
             "bench": {t: {k: {f: r.get(f) for f in ("file", "size_bytes", "emulated", "runtime",
                                                     "threads", "int8")}
                           for k, r in per.items()} for t, per in (m.get("bench") or {}).items()},

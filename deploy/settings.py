@@ -37,6 +37,10 @@ RANDOM_NUM_CALIB = 100      # random-init models: calibration only sets ranges
 # INT8 ONNX graph runs ~10 ms per image on x86 (reference int8 kernels), 10k images
 # of four files would cost ~2 minutes alone. --limit-eval 10000 for the full set.
 DEFAULT_LIMIT_EVAL = 2000
+# The ONNX INT8 file each QEMU target runs is scored again under that emulated core (its
+# own kernels: x86's int16 saturation or float convs do not apply there). Emulation runs
+# ~0.15 s per CIFAR-10 image (ShuffleNet V1 g=3, cortex-a72), so a sample of this size.
+DEFAULT_TARGET_EVAL = 200
 class Settings:
     def __init__(self, a: argparse.Namespace):
         sweep = load_sweep(a.sweep) if a.sweep else {}
@@ -49,6 +53,9 @@ class Settings:
         self.warmup = a.warmup if a.warmup is not None else sweep.get("warmup")
         self.limit_eval = a.limit_eval if a.limit_eval is not None else \
             sweep.get("limit_eval", DEFAULT_LIMIT_EVAL)
+        te = getattr(a, "target_eval", None)
+        self.target_eval: int = te if te is not None else sweep.get("target_eval",
+                                                                    DEFAULT_TARGET_EVAL)
         self.runtimes: tuple[str, ...] = parse_runtimes(
             getattr(a, "runtimes", None) or sweep.get("runtimes") or DEFAULT_RUNTIMES)
         if a.skip_tflite or sweep.get("skip_tflite", False):     # = drop tflite
@@ -71,6 +78,8 @@ class Settings:
             for x in (v.values() if isinstance(v, dict) else [v]):
                 if x is not None and x < 1:
                     raise SpecError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.target_eval < 0:
+            raise SpecError("--target-eval must be 0 (off) or more")
         for x in (self.warmup.values() if isinstance(self.warmup, dict) else [self.warmup]):
             if x is not None and x < 0:
                 raise SpecError("--warmup must be 0 or more")
@@ -95,7 +104,8 @@ class Settings:
                 "targets": [t.id for t in self.targets],
                 "runs": {t.id: self.runs_for(t) for t in self.targets},
                 "warmup": {t.id: self.warmup_for(t) for t in self.targets},
-                "limit_eval": self.limit_eval, "skip_tflite": self.skip_tflite,
+                "limit_eval": self.limit_eval, "target_eval": self.target_eval,
+                "skip_tflite": self.skip_tflite,
                 "runtimes": list(self.runtimes),
                 "baseline": self.baseline, "num_calib": self.num_calib,
                 "num_calib_tflite": self.num_calib_tflite, "jobs": self.jobs,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from android_bench.qemu_cpus import CPUS as QEMU_CPU_MODELS
 from zoo._registry import KNOBS
 from zoo.util import ArmqError
 
@@ -47,7 +48,7 @@ _TORCH_FILES = (".pt2", ".pt", ".pth", ".ts", ".jit", ".torchscript", ".onnx")
 KEY_ALIASES = {"r": "input_size", "input-size": "input_size", "num-classes": "num_classes",
                **{a: k for k, p in KNOBS.items() for a in p.spec_keys if a != k}}
 DATASETS = ("cifar10", "imagenet")
-QEMU_CPUS = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1", "max")
+QEMU_CPUS = tuple(QEMU_CPU_MODELS)   # android_bench.qemu_cpus: what the qemu target emulates
 # Targets reached through a device of the inventory (deploy/devices.py): android_bench's
 # ssh and adb targets. Their benchmarks run on the device, not on this machine.
 REMOTE_KINDS = ("ssh", "adb")
@@ -272,7 +273,8 @@ def parse_target_list(text: str, where: str = "--targets") -> list[TargetSpec]:
 
 # ---- sweep files --------------------------------------------------------------------------
 
-SWEEP_KEYS = {"models", "targets", "dataset", "runs", "warmup", "limit_eval", "skip_tflite",
+SWEEP_KEYS = {"models", "targets", "dataset", "runs", "warmup", "limit_eval", "target_eval",
+              "skip_tflite",
               "runtimes", "baseline", "num_calib", "num_calib_tflite", "title", "eval_data", "calib_data", "jobs"}
 
 
@@ -342,7 +344,8 @@ def load_sweep(path: str | Path) -> dict:
             body["targets"] = parse_target_list(tg, where)
         else:
             raise SpecError(f"{where}: 'targets' must be a list of strings")
-    for k in ("runs", "warmup", "limit_eval", "num_calib", "num_calib_tflite", "jobs"):
+    for k in ("runs", "warmup", "limit_eval", "target_eval", "num_calib", "num_calib_tflite",
+              "jobs"):
         v = body.get(k)
         if k in ("runs", "warmup") and isinstance(v, dict):
             bad = [t for t in v if t not in TARGET_KINDS]

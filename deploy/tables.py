@@ -122,6 +122,34 @@ def int8_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
     return head, body
 
 
+ON_TARGET_TITLE = "INT8 accuracy with the target's own kernels"
+ON_TARGET_NOTE = ("The accuracy columns above run every file with this host's kernels. Here "
+                  "the ONNX INT8 file each QEMU target runs is scored again under that emulated "
+                  "core (quant.evaluate --on: android_bench runs it on a sample of the test set; "
+                  "the FP32 reference runs on this host), beside the same file on this host, "
+                  "same images. They differ where the kernels do: x86 without VNNI saturates "
+                  "U8S8's int16 pair sums, and keeps S8S8 convs in float.")
+
+
+def on_target_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
+    """The target's ONNX INT8 file scored on the target vs on this host (same images)."""
+    head = ["model", "target", "INT8 file", "images", "top-1 % on target / host",
+            "agreement % on target / host", "SQNR dB on target / host"]
+    body = []
+    for tag, m in (doc.get("models") or {}).items():
+        for tid, r in sorted((m.get("accuracy_on_target") or {}).items()):
+            if not isinstance(r, dict):
+                continue
+            h = r.get("host") if isinstance(r.get("host"), dict) else {}
+
+            def pair(k: str, d: int = 2) -> str:
+                return f"{fnum(r.get(k), d)} / {fnum(h.get(k), d)}"
+            body.append([A.short_name(tag, m), f"{tid} [{EMU}]" if tid.startswith("qemu") else tid,
+                         str(r.get("file") or "-"), str(r.get("n") or "-"), pair("top1"),
+                         pair("agreement"), pair("sqnr_db", 1)])
+    return (head, body) if body else None
+
+
 BEST_NOTE = ("Per model and target: the fastest FP32 file and the fastest INT8 file over every "
              "runtime that ran there, and INT8's speed-up over that best FP32 (android_bench."
              "compare: median latency on real CPUs, guest instructions on QEMU, EMULATED). "

@@ -13,6 +13,14 @@ compared with the float model `ref_keys` names (the one rule, also used by
 ONNX; an FP32 TFLite file with the FP32 ONNX (converter agreement). --card
 evaluates every model file of one card, decoding the images once
 (quant.card_eval).
+
+    python -m quant.evaluate --model artifacts/x.u8s8.int8.onnx --on qemu:cortex-a72 \
+        --data DIR --limit 200
+
+--on runs the model on a benchmark target (quant.on_target: android_bench under QEMU
+aarch64 emulation) so an INT8 file made for an Arm core is scored with that core's
+kernels; the float reference still runs here (FP32 differs between the two by rounding
+only), and the same file on this host, same images, is reported beside it ("host").
 """
 from __future__ import annotations
 
@@ -107,10 +115,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--host-graph", action="store_true",
                    help="ONNX: let onnxruntime build its x86 graph instead of the ARM64 one")
+    p.add_argument("--on", metavar="TARGET",
+                   help="run --model on a benchmark target: qemu:<cpu> (aarch64 emulation, "
+                   "e.g. qemu:cortex-a72: that core's INT8 kernels; slow, use --limit) or local "
+                   "(the harness here); the float reference runs on this host")
     args = p.parse_args(argv)
     one_line_warnings(PROG)
     if args.limit is not None and args.limit < 1:
         raise QuantError("--limit must be at least 1")
+    on = None
+    if args.on is not None:
+        from .on_target import parse_on
+        on = parse_on(args.on)
+        if args.card:
+            raise QuantError("--on runs one --model (give --model FILE instead of --card)")
+        if args.host_graph:
+            raise QuantError("--host-graph is about this host's ONNX Runtime graph, not --on's")
     if args.card:
         if args.ref:
             raise QuantError("--ref applies to --model only (--card compares by ref_keys)")
@@ -137,23 +157,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_source(args.data, "--data")
     images = load_set(args.data, ref_model.card, limit=args.limit, require_labels=True,
                       what="--data")
-    t0 = time.perf_counter()
-    logits = run_model(model, images.x, model.name, arm=not args.host_graph)
-    seconds = time.perf_counter() - t0
-    ref_logits = run_model(ref_path, images.x, ref_path.name) if ref_path else None
     from .metrics import summarize
 
-    res = summarize(logits, images.labels, ref_logits,
-                    num_classes=len(ref_model.card.class_names), what=str(model))
+    t0 = time.perf_counter()
+    if on is None:
+        logits = run_model(model, images.x, model.name, arm=not args.host_graph)
+    else:
+        from .on_target import logits_on
+        say = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+        (logits,) = logits_on(on, [model], images.x, say)
+    seconds = time.perf_counter() - t0
+    ref_logits = run_model(ref_path, images.x, ref_path.name) if ref_path else None
+    n_classes = len(ref_model.card.class_names)
+    res = summarize(logits, images.labels, ref_logits, num_classes=n_classes, what=str(model))
     res.update(model=str(model), ref=str(ref_path) if ref_path else None, data=str(args.data),
                skipped=images.skipped, seconds=round(seconds, 2))
+    if on is not None:
+        # the same file and images with this host's kernels, for the comparison
+        host = summarize(run_model(model, images.x, model.name), images.labels, ref_logits,
+                         num_classes=n_classes, what=str(model))
+        res.update(on=on.id, ref_on="host", host={k: host.get(k) for k in
+                                                  ("top1", "top5", "agreement", "sqnr_db", "n")})
     if args.json:
         print(json.dumps(res, indent=2))
     else:
         b = backend_for_path(model)
         row = dict(res, model=ref_model.name, backend=b.value if b else "?",
                    precision="int8" if is_int8_file(model) else "fp32", method=None)
-        print(format_table([row]))
+        if on is not None:
+            row["model"] = f"{ref_model.name} on {on.id}"
+            rows = [row, dict(res["host"], model=f"{ref_model.name} on this host",
+                              backend=row["backend"], precision=row["precision"], method=None)]
+            print(format_table(rows))
+        else:
+            print(format_table([row]))
     return 0
 
 

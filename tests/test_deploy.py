@@ -107,6 +107,7 @@ def test_zoo_sweep_names_every_seed_model_and_resolves():
     (["--models", "shufflenet_v1:width=0.3"], "--width 0.3"),
     (["--targets", "qemu:cortex-z9"], "unknown qemu cpu"),
     (["--runs", "0"], "--runs must be at least 1"),
+    (["--target-eval", "-1"], "--target-eval must be 0 (off) or more"),
     (["--models", "alexnet", "--sweep", "x.toml"], "not allowed with"),
 ])
 def test_cli_usage_errors_are_one_line(args, needle, tmp_path):
@@ -363,6 +364,38 @@ def test_rundiff_names_what_changed(run, tmp_path):
     r = run_cli("deploy.rundiff", run_dir, tmp_path / "missing", timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("python -m deploy.rundiff: error:")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_accuracy_on_the_targets_own_kernels(run, tmp_path):
+    """quant.evaluate --on qemu:cortex-a72 scores the a72's U8S8 file under that emulated
+    core, beside the same file on this host (same images). Without VNNI, x86 saturates
+    U8S8's int16 pair sums and the a72 does not: the emulated outputs are much closer to
+    FP32. deploy plans that stage for every QEMU target (here QEMU points nowhere: it fails
+    in one line, like the benchmark)."""
+    _, run_dir = run
+    st = {s["id"]: s for s in _doc(run_dir)["stages"]}
+    planned = st[f"{TAG}/accuracy_on/qemu:cortex-a72"]
+    assert planned["status"] == FAILED and "ARMQ_QEMU" in planned["reason"], planned
+    f = run_dir / "artifacts" / int8_filename(TAG, "onnx", "u8s8")
+    r = run_cli("quant.evaluate", "--model", f, "--on", "qemu:cortex-a72", "--data",
+                SHIPPED_TESTSET, "--limit", "40", "--json", timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads(r.stdout)
+    assert d["on"] == "qemu:cortex-a72" and d["ref_on"] == "host"
+    assert d["n"] == d["host"]["n"] == 40
+    if recipe_for_target("local").reduce_range:       # x86 without VNNI: it saturates here
+        assert d["sqnr_db"] > d["host"]["sqnr_db"] + 6, d
+        assert d["agreement"] >= d["host"]["agreement"], d
+    else:
+        assert d["sqnr_db"] > d["host"]["sqnr_db"] - 1, d
+    for args, needle in ((["--on", "ssh:pi5"], "boards and phones are not supported here yet"),
+                         (["--on", "qemu:cortex-z9"], "expected qemu:<cpu> with cpu one of"),
+                         (["--on", "qemu:cortex-a72", "--host-graph"], "--host-graph")):
+        r = run_cli("quant.evaluate", "--model", f, "--data", SHIPPED_TESTSET, *args, timeout=120)
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("quant.evaluate", "--card", f.with_name(f"{TAG}.json"), "--data", SHIPPED_TESTSET,
+                "--on", "qemu:cortex-a72", timeout=120)
+    assert r.returncode == 2 and "--on runs one --model" in r.stderr
 
 
 def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):

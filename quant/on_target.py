@@ -1,0 +1,101 @@
+"""Model outputs computed on a benchmark target instead of this host.
+
+An INT8 file's accuracy depends on the kernels that run it, and those depend on the CPU:
+on x86 without VNNI, ONNX Runtime's U8S8 kernels add two u8 x s8 products into a
+saturating int16 (ARM's widening multiplies do not), and an S8S8 file keeps its convs in
+float on x86 while ARM runs them in int8. So a file made for an Arm core is scored with
+that core's kernels: android_bench runs it (runner.py, the same harness as the benchmarks)
+on the preprocessed images and brings the outputs back; the metrics are computed here.
+
+Targets: `local` (the harness on this host) and `qemu:<cpu>` (aarch64 emulation: the
+kernels ONNX Runtime, LiteRT and MNN pick for that core; emulation is slow, so use a
+sample of images). Boards and phones are not wired in yet: run `python -m android_bench
+--target ssh|adb --inputs x.npy --outputs-dir D` there.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .common import QuantError
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    kind: str                 # "local" | "qemu"
+    cpu: str | None = None    # qemu: the emulated core
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.cpu}" if self.cpu else self.kind
+
+
+def parse_on(text: str, where: str = "--on") -> EvalTarget:
+    """`local` or `qemu:<cpu>` (a core android_bench emulates)."""
+    from android_bench.qemu_cpus import CPUS
+
+    kind, _, cpu = text.strip().lower().partition(":")
+    if kind == "local" and not cpu:
+        return EvalTarget("local")
+    if kind == "qemu":
+        if cpu not in CPUS:
+            raise QuantError(f"{where} {text}: expected qemu:<cpu> with cpu one of "
+                             f"{', '.join(CPUS)}")
+        return EvalTarget("qemu", cpu)
+    if kind in ("ssh", "adb"):
+        raise QuantError(f"{where} {text}: boards and phones are not supported here yet; run "
+                         f"`python -m android_bench --target {kind} --inputs x.npy --outputs-dir "
+                         f"D` on the device and score the outputs")
+    raise QuantError(f"{where} {text}: not a target (local or qemu:<cpu>, e.g. qemu:cortex-a72)")
+
+
+def _dequantized(y: np.ndarray, result: dict) -> np.ndarray:
+    """Integer outputs (a full-integer TFLite model) -> the real values they stand for."""
+    outs = result.get("outputs") or [{}]
+    q = outs[0].get("quantization") if isinstance(outs[0], dict) else None
+    if y.dtype.kind in "iu" and q and q[0]:
+        return (y.astype(np.float32) - float(q[1])) * float(q[0])
+    return y.astype(np.float32, copy=False)
+
+
+def logits_on(target: EvalTarget, files: Sequence[Path], x: np.ndarray,
+              progress: Callable[[str], None] | None = None) -> list[np.ndarray]:
+    """The first output of each file for every image of `x` (N x C x H x W float, the
+    card's preprocessing), computed on `target`; one array (N x classes) per file."""
+    from android_bench.targets import make_target
+    from android_bench.targets.base import BenchConfig, BenchError, TargetOptions
+
+    with tempfile.TemporaryDirectory(prefix="armq-on-target-") as tmp:
+        inputs = Path(tmp) / "inputs.npy"
+        np.save(inputs, np.ascontiguousarray(x, dtype=np.float32))
+        # no instruction counting: only the outputs matter, and the plugin slows QEMU
+        bench = make_target(target.kind, TargetOptions(cpu=target.cpu, extra={"icount": False}))
+        # one timed run: the runner still runs every remaining sample once for its output
+        config = BenchConfig(threads=1, warmup=0, runs=1, inputs=str(inputs), save_outputs=True,
+                             out_dir=tmp)
+        try:
+            results = bench.run([str(f) for f in files], config, progress)
+        except BenchError as e:
+            raise QuantError(f"on {target.id}: {e}") from None
+        out = []
+        for f, r in zip(files, results):
+            y = np.load(r["outputs_npy"], allow_pickle=False)
+            if len(y) != len(x):
+                raise QuantError(f"on {target.id}: {f.name} gave {len(y)} outputs for "
+                                 f"{len(x)} images")
+            out.append(_dequantized(y.reshape(len(x), -1), r))
+        return out
+
+
+def command(model: Path, data: Path, limit: int, on: str,
+            python: str | None = None) -> list[str]:
+    """The command line that scores `model` on the target `on` (quant.evaluate --on); it
+    prints the JSON document on stdout."""
+    import sys
+
+    return [python or sys.executable, "-m", "quant.evaluate", "--model", str(model), "--on", on,
+            "--data", str(data), "--limit", str(limit), "--json"]
