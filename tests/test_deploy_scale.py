@@ -198,8 +198,8 @@ def _alive(pid: int) -> bool:
 
 SWEEP = ["--models", "shufflenet_v1:groups=3,shufflenet_v1:groups=3:width=0.5,"
          "shufflenet_v1:groups=1", "--dataset", "cifar10", "--targets", "local,qemu:cortex-a76",
-         "--skip-tflite", "--limit-eval", "100", "--runs", "2", "--warmup", "1",
-         "--num-calib", "8", "--no-report"]
+         "--skip-tflite", "--limit-eval", "100", "--target-eval", "20", "--runs", "2",
+         "--warmup", "1", "--num-calib", "8", "--no-report"]
 
 
 @pytest.mark.slow
@@ -258,8 +258,8 @@ def test_existing_cluster_with_a_device_resource(tmp_path):
         inv.write_text('[[device]]\nname = "a76-t"\nkind = "qemu"\ncpu = "cortex-a76"\n')
         out = tmp_path / "runs"
         r = run_cli("deploy", "--models", "shufflenet_v1:groups=3:width=0.5", "--dataset", "cifar10",
-                    "--targets", "qemu:cortex-a76", "--skip-tflite", "--limit-eval", "50", "--runs",
-                    "1", "--warmup", "1", "--num-calib", "8", "--no-report", "--executor", "ray",
+                    "--targets", "qemu:cortex-a76", "--skip-tflite", "--limit-eval", "50",
+                    "--target-eval", "20", "--runs", "1", "--warmup", "1", "--num-calib", "8", "--no-report", "--executor", "ray",
                     "--ray-address", f"127.0.0.1:{port}", "--devices", inv, "--out", out,
                     timeout=900, env={"RAY_AUTH_MODE": "token"})
     finally:
