@@ -93,7 +93,7 @@ def _raw_counts(doc: dict, run_dir: Path, target: str, tag: str) -> dict[str, li
         return {}   # a results.json names files inside its own run folder, nothing else
     raw = load_json(path, "benchmark file")
     out: dict[str, list[float]] = {}
-    for r in raw.get("results") or [] if isinstance(raw, dict) else []:
+    for r in (raw.get("results") or []) if isinstance(raw, dict) else []:
         ins = r.get("instructions") if isinstance(r, dict) else None
         name = (r.get("model") or {}).get("file") if isinstance(r, dict) else None
         if isinstance(ins, dict) and isinstance(name, str):
