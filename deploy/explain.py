@@ -194,6 +194,15 @@ def explain(doc: dict, tag: str) -> list[str]:
             if d > 1.0:
                 msg += " More than 1 pt lost: see the calibration notes."
             out.append(msg)
+    for tid, r in sorted((m.get("accuracy_on_target") or {}).items()):
+        h = r.get("host") if isinstance(r, dict) and isinstance(r.get("host"), dict) else {}
+        a, b = r.get("agreement") if isinstance(r, dict) else None, h.get("agreement")
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            gap = ("the same as" if abs(a - b) < 0.05 else
+                   f"{abs(a - b):.1f} pt {'above' if a > b else 'below'}")
+            out.append(f"{tid}'s ONNX INT8 file ({r.get('file')}) on that core's own kernels "
+                       f"agrees with FP32 on {a:.1f}% of {r.get('n')} images, {gap} the same "
+                       f"file on this host ({b:.1f}%).")
     # size
     arts = m.get("artifacts") or {}
     for fmt in ("onnx", "tflite"):

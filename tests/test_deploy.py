@@ -398,6 +398,27 @@ def test_accuracy_on_the_targets_own_kernels(run, tmp_path):
     assert r.returncode == 2 and "--on runs one --model" in r.stderr
 
 
+def test_report_shows_accuracy_on_the_targets_kernels(run, tmp_path):
+    """results.json `accuracy_on_target` (deploy's accuracy_on stage) -> the report's table
+    (on target / on this host, same images) and one sentence per target in the model's block."""
+    _, run_dir = run
+    d = _doc(run_dir)
+    d["models"][TAG]["accuracy_on_target"] = {"qemu:cortex-a72": {
+        "key": "onnx_int8_u8s8", "file": f"{TAG}.u8s8.int8.onnx", "n": 200, "top1": 88.5,
+        "top5": 100.0, "agreement": 99.5, "sqnr_db": 27.1, "seconds": 30.0,
+        "host": {"top1": 85.5, "top5": 100.0, "agreement": 93.5, "sqnr_db": 14.0, "n": 200}}}
+    (tmp_path / "results.json").write_text(json.dumps(d))
+    r = run_cli("deploy.report", tmp_path / "results.json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "report.md").read_text()
+    assert "## INT8 accuracy with the target's own kernels" in md
+    assert f"| qemu:cortex-a72 [EMULATED] | {TAG}.u8s8.int8.onnx | 200 | 88.50 / 85.50 | " \
+        "99.50 / 93.50 | 27.1 / 14.0 |" in md
+    assert "on that core's own kernels agrees with FP32 on 99.5% of 200 images, 6.0 pt above " \
+        "the same file on this host (93.5%)" in md
+    assert "id='on-target'" in (tmp_path / "report.html").read_text()
+
+
 def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):
     """SIGINT while export.onnx runs: exit 130, results.json says interrupted, the report
     of the partial run is written, and the stage's process group is gone."""
