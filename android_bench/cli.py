@@ -104,14 +104,31 @@ def _add_transport_args(ap: argparse.ArgumentParser) -> None:
             add(ap)
 
 
+def add_device_args(ap) -> set[str]:
+    """The flags that say how to reach a board or phone (android_bench's own, also taken by
+    `quant.evaluate --on ssh|adb` and appended by deploy from the device inventory);
+    returns their argparse dests."""
+    before = {a.dest for a in ap._actions}
+    ap.add_argument("--host", help="ssh: user@board")
+    ap.add_argument("--serial", help="adb: device serial")
+    ap.add_argument("--python", help="interpreter that runs runner.py (default: this one "
+                                     "locally, python3 on a board)")
+    ap.add_argument("--remote-dir", help="scratch folder on the target")
+    _add_transport_args(ap)
+    return {a.dest for a in ap._actions} - before
+
+
+def device_options(a: argparse.Namespace, dests: set[str], cpu: str | None = None,
+                   icount: bool = True) -> TargetOptions:
+    """TargetOptions from the flags add_device_args added (`dests`)."""
+    named = ("host", "serial", "python", "remote_dir")
+    extra = {k: getattr(a, k) for k in dests - set(named) if getattr(a, k, None) is not None}
+    extra["icount"] = icount
+    return TargetOptions(cpu=cpu, extra=extra, **{k: getattr(a, k, None) for k in named})
+
+
 def _target_options(a: argparse.Namespace) -> TargetOptions:
-    known = {"model", "probe", "target", "cpu", "host", "serial", "python", "remote_dir", "threads",
-             "warmup", "runs", "profile", "json", "inputs", "outputs_dir", "runtime", "seed",
-             "timeout", "no_icount", "quiet"}
-    extra = {k: v for k, v in vars(a).items() if k not in known and v is not None}
-    extra["icount"] = not a.no_icount
-    return TargetOptions(cpu=a.cpu, host=a.host, serial=a.serial, python=a.python,
-                         remote_dir=a.remote_dir, extra=extra)
+    return device_options(a, a.device_dests, cpu=a.cpu, icount=not a.no_icount)
 
 
 def command(files: Sequence[str], target: str, runs: int, warmup: int, out_json: Path,
@@ -134,11 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--target", choices=KINDS, default="local")
     ap.add_argument("--cpu", help="qemu: cortex-a53, cortex-a72, cortex-a76 (default), "
                                   "neoverse-n1 or max")
-    ap.add_argument("--host", help="ssh: user@board")
-    ap.add_argument("--serial", help="adb: device serial")
-    ap.add_argument("--python", help="interpreter that runs runner.py (default: this one "
-                                     "locally, python3 on a board)")
-    ap.add_argument("--remote-dir", help="scratch folder on the target")
+    ap.set_defaults(device_dests=add_device_args(ap))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, help="untimed runs (default 10; qemu 1)")
     ap.add_argument("--runs", type=int, help="timed runs (default 100; qemu 5)")
@@ -154,7 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="qemu: no instruction counting (no plugin build)")
     ap.add_argument("--json", help="write all results here (atomically)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
-    _add_transport_args(ap)
     return ap
 
 

@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-eval", type=int, help="evaluate accuracy on at most N test images, "
                    f"spread over the classes (default {DEFAULT_LIMIT_EVAL}; 10000 = the whole "
                    "CIFAR-10 test set)")
-    p.add_argument("--target-eval", type=int, metavar="N", help="score each QEMU target's ONNX "
-                   "INT8 file under that emulated core, on N test images (its own kernels, not "
-                   f"this host's; default {DEFAULT_TARGET_EVAL}; 0: off)")
+    p.add_argument("--target-eval", type=int, metavar="N", help="score the ONNX INT8 file each "
+                   "QEMU, board or phone target runs on that target, on N test images (its own "
+                   f"kernels, not this host's; default {DEFAULT_TARGET_EVAL}; 0: off)")
     p.add_argument("--runtimes", help=f"comma-separated runtimes to export, quantize, evaluate "
                    f"and benchmark: {', '.join(RUNTIMES)} (default {DEFAULT_RUNTIMES}; ort always)")
     p.add_argument("--skip-tflite", action="store_true", help="drop tflite from --runtimes "

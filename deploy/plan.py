@@ -281,7 +281,7 @@ class Plan:
                          stdout_file=acc_json, after=self._after_accuracy(p, acc_json)))
             if s.target_eval:
                 g3 += [self._accuracy_on_stage(p, tg, ev, ev_note)
-                       for tg in s.targets if tg.emulated]
+                       for tg in s.targets if tg.emulated or tg.remote]
             for tg in local:
                 g2.append(self._bench_stage(p, tg, exclusive=True))
                 prof_json = self.run_dir / "profile" / f"{t}.json"
@@ -374,18 +374,20 @@ class Plan:
 
     def _accuracy_on_stage(self, p: Planned, tg: TargetSpec, ev: Path | None,
                            ev_note: str | None) -> Stage:
-        """The ONNX INT8 file `tg` runs, scored under that emulated core on a sample of the
-        test set (quant.evaluate --on): its own kernels, beside the same file on this host."""
+        """The ONNX INT8 file `tg` runs, scored on `tg` (that emulated core, or the board or
+        phone: the Runner adds the device's flags) on a sample of the test set
+        (quant.evaluate --on): its own kernels, beside the same file on this host."""
         out_json = self.run_dir / "accuracy" / tg.slug / f"{p.tag}.json"
-        key = self.int8_onnx_key(tg)
 
         def prepare(stage: Stage) -> None:
+            key = self.int8_onnx_key(tg)     # a board's recipe is known once it was probed
             det = ((collect.read_json(self.card(p)) or {}).get("artifacts") or {}).get(key)
             f = self.card(p).parent / str(det.get("path", "")) if isinstance(det, dict) else None
             if f is None or not f.is_file():
                 raise SkipStage(f"no ONNX INT8 file for {tg.id} ({key})")
             out_json.parent.mkdir(parents=True, exist_ok=True)
-            stage.argv = evaluate_on_command(f, ev, self.s.target_eval, tg.id, python=self.py)
+            stage.argv = evaluate_on_command(f, ev, self.s.target_eval,
+                                             tg.kind if tg.remote else tg.id, python=self.py)
 
         def after(stage: Stage, out: dict) -> None:
             doc = collect.read_json(out_json)
@@ -393,11 +395,13 @@ class Plan:
                 keep = ("n", "top1", "top5", "agreement", "sqnr_db", "host", "seconds")
                 with self.results.lock:
                     self.results.model(p.tag).setdefault("accuracy_on_target", {})[tg.id] = {
-                        "key": key, "file": Path(str(doc.get("model", ""))).name,
+                        "key": self.int8_onnx_key(tg),
+                        "file": Path(str(doc.get("model", ""))).name,
                         **{k: doc.get(k) for k in keep}}
 
         return Stage(id=f"{p.tag}/accuracy_on/{tg.id}", kind="accuracy_on", model=p.tag,
-                     target=tg.id, needs=[f"{p.tag}/export_onnx"],
+                     target=tg.id,
+                     needs=[f"{p.tag}/export_onnx"] + ([f"probe/{tg.id}"] if tg.remote else []),
                      when=self._acc_when(p, ev, ev_note), prepare=prepare, after=after,
                      env={"ARMQ_THREADS": "1"} if self.s.jobs > 1 else {},
                      stdout_file=out_json, timeout_s=TIMEOUTS["accuracy_on"])

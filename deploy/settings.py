@@ -37,8 +37,8 @@ RANDOM_NUM_CALIB = 100      # random-init models: calibration only sets ranges
 # INT8 ONNX graph runs ~10 ms per image on x86 (reference int8 kernels), 10k images
 # of four files would cost ~2 minutes alone. --limit-eval 10000 for the full set.
 DEFAULT_LIMIT_EVAL = 2000
-# The ONNX INT8 file each QEMU target runs is scored again under that emulated core (its
-# own kernels: x86's int16 saturation or float convs do not apply there). Emulation runs
+# The ONNX INT8 file each QEMU, board or phone target runs is scored again there (its own
+# kernels: x86's int16 saturation or float convs do not apply there). Emulation runs
 # ~0.15 s per CIFAR-10 image (ShuffleNet V1 g=3, cortex-a72), so a sample of this size.
 DEFAULT_TARGET_EVAL = 200
 class Settings:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 RESULTS_FORMAT = "armq-deploy/1"
 # Stages that run on an inventory device (deploy/devices.py), holding it while they run.
-DEVICE_STAGES = ("bench", "probe")
+DEVICE_STAGES = ("bench", "probe", "accuracy_on")
 
 # Stage statuses. "pending" until started; "skipped" when a needed stage failed
 # or the stage does not apply (random weights -> no accuracy); "interrupted" on Ctrl-C.

@@ -124,9 +124,9 @@ def int8_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
 
 ON_TARGET_TITLE = "INT8 accuracy with the target's own kernels"
 ON_TARGET_NOTE = ("The accuracy columns above run every file with this host's kernels. Here "
-                  "the ONNX INT8 file each QEMU target runs is scored again under that emulated "
-                  "core (quant.evaluate --on: android_bench runs it on a sample of the test set; "
-                  "the FP32 reference runs on this host), beside the same file on this host, "
+                  "the ONNX INT8 file each QEMU, board or phone target runs is scored again on "
+                  "that target (quant.evaluate --on: android_bench runs it on a sample of the "
+                  "test set; the FP32 reference runs on this host), beside the same file on this host, "
                   "same images. They differ where the kernels do: x86 without VNNI saturates "
                   "U8S8's int16 pair sums, and keeps S8S8 convs in float.")
 

@@ -117,8 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="ONNX: let onnxruntime build its x86 graph instead of the ARM64 one")
     p.add_argument("--on", metavar="TARGET",
                    help="run --model on a benchmark target: qemu:<cpu> (aarch64 emulation, "
-                   "e.g. qemu:cortex-a72: that core's INT8 kernels; slow, use --limit) or local "
-                   "(the harness here); the float reference runs on this host")
+                   "e.g. qemu:cortex-a72: that core's INT8 kernels; slow, use --limit), ssh or "
+                   "adb (a board or phone: the device flags below, as android_bench takes them) "
+                   "or local (the harness here); the float reference runs on this host")
+    from android_bench.cli import add_device_args, device_options
+    device_dests = add_device_args(p)
     args = p.parse_args(argv)
     one_line_warnings(PROG)
     if args.limit is not None and args.limit < 1:
@@ -131,6 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise QuantError("--on runs one --model (give --model FILE instead of --card)")
         if args.host_graph:
             raise QuantError("--host-graph is about this host's ONNX Runtime graph, not --on's")
+    given = sorted(d for d in device_dests if getattr(args, d, None) not in (None, False)
+                   and p.get_default(d) != getattr(args, d))
+    if given and (on is None or on.kind not in ("ssh", "adb")):
+        raise QuantError(f"--{given[0].replace('_', '-')} says how to reach a board or phone: "
+                         "give it with --on ssh or --on adb")
     if args.card:
         if args.ref:
             raise QuantError("--ref applies to --model only (--card compares by ref_keys)")
@@ -165,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from .on_target import logits_on
         say = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-        (logits,) = logits_on(on, [model], images.x, say)
+        (logits,) = logits_on(on, [model], images.x, say, device_options(args, device_dests))
     seconds = time.perf_counter() - t0
     ref_logits = run_model(ref_path, images.x, ref_path.name) if ref_path else None
     n_classes = len(ref_model.card.class_names)

@@ -7,21 +7,24 @@ float on x86 while ARM runs them in int8. So a file made for an Arm core is scor
 that core's kernels: android_bench runs it (runner.py, the same harness as the benchmarks)
 on the preprocessed images and brings the outputs back; the metrics are computed here.
 
-Targets: `local` (the harness on this host) and `qemu:<cpu>` (aarch64 emulation: the
-kernels ONNX Runtime, LiteRT and MNN pick for that core; emulation is slow, so use a
-sample of images). Boards and phones are not wired in yet: run `python -m android_bench
---target ssh|adb --inputs x.npy --outputs-dir D` there.
+Targets: `local` (the harness on this host), `qemu:<cpu>` (aarch64 emulation: the kernels
+ONNX Runtime, LiteRT and MNN pick for that core; emulation is slow, so use a sample of
+images), and `ssh` / `adb` (a board or a phone, reached with android_bench's own flags:
+--host, --ssh-key, --serial, --python, ...; deploy adds them from the device inventory).
 """
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from .common import QuantError
+
+if TYPE_CHECKING:
+    from android_bench.targets.base import TargetOptions
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,10 @@ def parse_on(text: str, where: str = "--on") -> EvalTarget:
             raise QuantError(f"{where} {text}: expected qemu:<cpu> with cpu one of "
                              f"{', '.join(CPUS)}")
         return EvalTarget("qemu", cpu)
-    if kind in ("ssh", "adb"):
-        raise QuantError(f"{where} {text}: boards and phones are not supported here yet; run "
-                         f"`python -m android_bench --target {kind} --inputs x.npy --outputs-dir "
-                         f"D` on the device and score the outputs")
-    raise QuantError(f"{where} {text}: not a target (local or qemu:<cpu>, e.g. qemu:cortex-a72)")
+    if kind in ("ssh", "adb") and not cpu:
+        return EvalTarget(kind)
+    raise QuantError(f"{where} {text}: not a target (local, qemu:<cpu> e.g. qemu:cortex-a72, "
+                     f"ssh or adb with the device's flags: --host / --serial ...)")
 
 
 def _dequantized(y: np.ndarray, result: dict) -> np.ndarray:
@@ -63,9 +65,13 @@ def _dequantized(y: np.ndarray, result: dict) -> np.ndarray:
 
 
 def logits_on(target: EvalTarget, files: Sequence[Path], x: np.ndarray,
-              progress: Callable[[str], None] | None = None) -> list[np.ndarray]:
+              progress: Callable[[str], None] | None = None,
+              options: "TargetOptions | None" = None) -> list[np.ndarray]:
     """The first output of each file for every image of `x` (N x C x H x W float, the
-    card's preprocessing), computed on `target`; one array (N x classes) per file."""
+    card's preprocessing), computed on `target`; one array (N x classes) per file.
+    `options`: how to reach a board or phone (android_bench.cli.device_options)."""
+    from dataclasses import replace
+
     from android_bench.targets import make_target
     from android_bench.targets.base import BenchConfig, BenchError, TargetOptions
 
@@ -73,7 +79,12 @@ def logits_on(target: EvalTarget, files: Sequence[Path], x: np.ndarray,
         inputs = Path(tmp) / "inputs.npy"
         np.save(inputs, np.ascontiguousarray(x, dtype=np.float32))
         # no instruction counting: only the outputs matter, and the plugin slows QEMU
-        bench = make_target(target.kind, TargetOptions(cpu=target.cpu, extra={"icount": False}))
+        opts = options or TargetOptions()
+        opts = replace(opts, cpu=target.cpu, extra={**opts.extra, "icount": False})
+        try:
+            bench = make_target(target.kind, opts)
+        except BenchError as e:
+            raise QuantError(f"on {target.id}: {e}") from None
         # one timed run: the runner still runs every remaining sample once for its output
         config = BenchConfig(threads=1, warmup=0, runs=1, inputs=str(inputs), save_outputs=True,
                              out_dir=tmp)

@@ -388,7 +388,9 @@ def test_accuracy_on_the_targets_own_kernels(run, tmp_path):
         assert d["agreement"] >= d["host"]["agreement"], d
     else:
         assert d["sqnr_db"] > d["host"]["sqnr_db"] - 1, d
-    for args, needle in ((["--on", "ssh:pi5"], "boards and phones are not supported here yet"),
+    for args, needle in ((["--on", "ssh:pi5"], "not a target (local, qemu:<cpu>"),
+                         (["--host", "pi@board"], "--host says how to reach a board or phone"),
+                         (["--on", "ssh"], "--target ssh needs --host"),
                          (["--on", "qemu:cortex-z9"], "expected qemu:<cpu> with cpu one of"),
                          (["--on", "qemu:cortex-a72", "--host-graph"], "--host-graph")):
         r = run_cli("quant.evaluate", "--model", f, "--data", SHIPPED_TESTSET, *args, timeout=120)

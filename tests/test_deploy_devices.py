@@ -172,6 +172,15 @@ def test_sweep_benchmarks_on_the_board_and_the_phone(sweep):
         assert set(m["bench"][tid]) == want, m["bench"][tid].keys()     # its own recipe's file
         for b in m["bench"][tid].values():
             assert b["runs"] == 3 and b["median_ms"] > 0 and b["emulated"] is False
+        # its INT8 file also scored on the device (its kernels), beside the same file here;
+        # the board is this host, so the two agree exactly
+        acc = m["accuracy_on_target"][tid]
+        assert acc["key"] == int8_key("onnx", targets[tid]["recipe"]["name"])
+        assert acc["n"] == acc["host"]["n"] == 200
+        if tid == "ssh:board-1":
+            assert acc["agreement"] == acc["host"]["agreement"]
+        (st,) = [s for s in doc["stages"] if s["kind"] == "accuracy_on" and s["target"] == tid]
+        assert st["status"] == "ok" and st["outputs"]["device"] == tid.split(":")[1]
     # the devices were reached as the inventory says, and left clean
     calls = [eval(line) for line in (tmp / "calls").read_text().splitlines()]
     ssh = [c for c in calls if c[0] == "ssh" and "me@board.lan" in c]

@@ -359,4 +359,7 @@ class RemoteTarget(Target):
             check_not_input(dest)   # never over one of the run's inputs
             self.pull(f"{mdir}/outputs.npy", dest,
                       f"fetching the outputs of {model.name}", model.name)
-        return finish_result(raw, self.describe(), model)
+        result = finish_result(raw, self.describe(), model)
+        if config.save_outputs:
+            result["outputs_npy"] = str(dest)
+        return result
