@@ -13,7 +13,8 @@ target's INT8 recipe. Compared within a tolerance: QEMU guest instructions per i
 which move by a few hundred in 10^7 between repeated inferences of one process (allocation
 addresses change a few code paths); the tolerance is the larger of the two runs' own
 variation over their warm-up and timed inferences, or --tolerance-pct. Latency, wall time,
-nodes and dates are not compared.
+nodes and dates are not compared, nor whether a real CPU's why_int8 stage ran (it runs where
+the measured INT8 speed-up stays under the goal: a timing).
 
 Exit status: 0 the runs agree, 1 they differ (each difference one line), 2 a bad input.
 """
@@ -32,10 +33,18 @@ from .report import load_results
 PROG = "deploy.rundiff"
 
 
+def _timing_decided(stage: dict, emulated: dict[str, bool]) -> bool:
+    """A stage whose running at all follows from measured latency: why_int8 on a real CPU
+    runs only where best INT8 / best FP32 (milliseconds there) stays under the goal."""
+    return stage.get("kind") == "why_int8" and not emulated.get(str(stage.get("target")), False)
+
+
 def non_timing(doc: dict) -> dict[str, Any]:
     """Everything of a results.json that must not depend on where or when stages ran."""
+    emulated = {t.get("id"): bool(t.get("emulated")) for t in doc.get("targets") or []}
     out: dict[str, Any] = {
-        "stages": {s.get("id"): s.get("status") for s in doc.get("stages") or []},
+        "stages": {s.get("id"): s.get("status") for s in doc.get("stages") or []
+                   if not _timing_decided(s, emulated)},
         "targets": {t.get("id"): (t.get("recipe") or {}).get("name")
                     for t in doc.get("targets") or []},
     }

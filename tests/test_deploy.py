@@ -328,6 +328,17 @@ def test_rundiff_names_what_changed(run, tmp_path):
     r = run_cli("deploy.rundiff", run_dir, b, timeout=120)
     assert r.returncode == 1
     assert f"differs: models.{TAG}.accuracy.{K8}.top1:" in r.stdout and "1 different" in r.stdout
+    def flip(target):
+        def edit(d):
+            (st,) = [s for s in d["stages"] if s["kind"] == "why_int8" and s["target"] == target]
+            st["status"] = SKIPPED if st["status"] != SKIPPED else OK
+        return edit
+    # whether a real CPU's why_int8 ran follows from measured latency: not compared; on QEMU
+    # it follows from instruction counts: compared
+    assert run_cli("deploy.rundiff", run_dir, variant("why_local", flip("local")),
+                   timeout=120).returncode == 0
+    r = run_cli("deploy.rundiff", run_dir, variant("why_a72", flip("qemu:cortex-a72")), timeout=120)
+    assert r.returncode == 1 and f"stages.{TAG}/why_int8/qemu:cortex-a72:" in r.stdout
     b = variant("nomodel", lambda d: d["models"].pop(TAG))
     r = run_cli("deploy.rundiff", run_dir, b, timeout=120)
     assert r.returncode == 1 and f"differs: models.{TAG}: only in run A" in r.stdout
