@@ -5,8 +5,10 @@ into results.json (deploy.collect).
     group 1 (in order)      cost, weights -> export.onnx, export.tflite, export.mnn (--runtimes)
                             -> quant.ptq (ort, tflite, mnn)
     group 2 (alone)         android_bench on the local target, android_bench.profile
-    group 3 (side by side)  quant.evaluate --card (accuracy), android_bench on every QEMU
-                            target and every board / phone (ssh, adb: timed on the device)
+    group 3 (side by side)  quant.evaluate --card (accuracy), quant.evaluate --on (each
+                            QEMU / board / phone target's ONNX INT8 file scored there),
+                            android_bench on every QEMU target and every board / phone
+                            (ssh, adb: timed on the device)
     group 4                 android_bench.compare per target; where best INT8 / best FP32
                             stays under analysis.INT8_GOAL: android_bench.latency_model
                             --breakdown of the ONNX pair (which op classes hold INT8 back)
@@ -49,8 +51,8 @@ PROFILE_RUNS = 20
 _WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,39}$")    # a CPU flag or machine name
 TIMEOUTS = {"export_onnx": 1800, "export_tflite": 1800, "export_mnn": 900, "quant_ort": 3600,
             "quant_tflite": 3600, "quant_mnn": 3600,
-            "accuracy": 1800, "accuracy_on": 3600, "opprofile": 900, "bench_local": 1800, "bench_qemu": 5400,
-            "bench_remote": 3600, "probe": 300, "compare": 300, "why_int8": 300,
+            "accuracy": 1800, "accuracy_on": 3600, "opprofile": 900, "bench_local": 1800,
+            "bench_qemu": 5400, "bench_remote": 3600, "probe": 300, "compare": 300, "why_int8": 300,
             "export_executorch": 1800, "quant_executorch": 3600}
 
 
@@ -372,6 +374,16 @@ class Plan:
                         "results": doc.get("results") or {}}
         return after
 
+    def _card_artifacts(self, p: Planned) -> dict:
+        """The `artifacts` of the model's card in this run (written by the run's own stages)."""
+        return (collect.read_json(self.card(p)) or {}).get("artifacts") or {}
+
+    def _card_file(self, p: Planned, arts: dict, key: str) -> Path | None:
+        """The model file `arts[key]` names beside the card, when it exists."""
+        det = arts.get(key)
+        f = self.card(p).parent / str(det.get("path", "")) if isinstance(det, dict) else None
+        return f if f is not None and f.is_file() else None
+
     def _accuracy_on_stage(self, p: Planned, tg: TargetSpec, ev: Path | None,
                            ev_note: str | None) -> Stage:
         """The ONNX INT8 file `tg` runs, scored on `tg` (that emulated core, or the board or
@@ -381,9 +393,8 @@ class Plan:
 
         def prepare(stage: Stage) -> None:
             key = self.int8_onnx_key(tg)     # a board's recipe is known once it was probed
-            det = ((collect.read_json(self.card(p)) or {}).get("artifacts") or {}).get(key)
-            f = self.card(p).parent / str(det.get("path", "")) if isinstance(det, dict) else None
-            if f is None or not f.is_file():
+            f = self._card_file(p, self._card_artifacts(p), key)
+            if f is None:
                 raise SkipStage(f"no ONNX INT8 file for {tg.id} ({key})")
             out_json.parent.mkdir(parents=True, exist_ok=True)
             stage.argv = evaluate_on_command(f, ev, self.s.target_eval,
@@ -431,20 +442,17 @@ class Plan:
         out_json = self.run_dir / "bench" / tg.slug / f"{p.tag}.json"
 
         def prepare(stage: Stage) -> None:
-            card = collect.read_json(self.card(p)) or {}
-            arts = card.get("artifacts") or {}
+            arts = self._card_artifacts(p)
             files = []
             for key in ordered_keys(arts):
                 # ONNX INT8: only the file of this target's recipe runs here
                 if key_format(key) == "onnx" and key_is_int8(key) and key != self.int8_onnx_key(tg):
                     continue
-                det = arts.get(key)
                 if key.startswith("pte") and "executorch" not in self.s.runtimes:
                     continue    # a card from an earlier run: not asked for this time
-                if isinstance(det, dict):
-                    f = self.card(p).parent / str(det.get("path", ""))
-                    if f.is_file():
-                        files.append(str(f))
+                f = self._card_file(p, arts, key)
+                if f is not None:
+                    files.append(str(f))
             if not files:
                 raise SkipStage("no model file to run (every export failed)")
             stage.argv = bench_command(files, tg.kind, self.s.runs_for(tg), self.s.warmup_for(tg),

@@ -28,23 +28,23 @@ from typing import Any, Sequence
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, cli_entry, load_json
 
+from .analysis import is_emulated
 from .report import load_results
 
 PROG = "deploy.rundiff"
 
 
-def _timing_decided(stage: dict, emulated: dict[str, bool]) -> bool:
+def _timing_decided(doc: dict, stage: dict) -> bool:
     """A stage whose running at all follows from measured latency: why_int8 on a real CPU
     runs only where best INT8 / best FP32 (milliseconds there) stays under the goal."""
-    return stage.get("kind") == "why_int8" and not emulated.get(str(stage.get("target")), False)
+    return stage.get("kind") == "why_int8" and not is_emulated(doc, str(stage.get("target")))
 
 
 def non_timing(doc: dict) -> dict[str, Any]:
     """Everything of a results.json that must not depend on where or when stages ran."""
-    emulated = {t.get("id"): bool(t.get("emulated")) for t in doc.get("targets") or []}
     out: dict[str, Any] = {
         "stages": {s.get("id"): s.get("status") for s in doc.get("stages") or []
-                   if not _timing_decided(s, emulated)},
+                   if not _timing_decided(doc, s)},
         "targets": {t.get("id"): (t.get("recipe") or {}).get("name")
                     for t in doc.get("targets") or []},
     }

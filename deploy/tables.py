@@ -126,8 +126,8 @@ ON_TARGET_TITLE = "INT8 accuracy with the target's own kernels"
 ON_TARGET_NOTE = ("The accuracy columns above run every file with this host's kernels. Here "
                   "the ONNX INT8 file each QEMU, board or phone target runs is scored again on "
                   "that target (quant.evaluate --on: android_bench runs it on a sample of the "
-                  "test set; the FP32 reference runs on this host), beside the same file on this host, "
-                  "same images. They differ where the kernels do: x86 without VNNI saturates "
+                  "test set; the FP32 reference runs on this host), beside the same file on "
+                  "this host, same images. They differ where the kernels do: x86 without VNNI saturates "
                   "U8S8's int16 pair sums, and keeps S8S8 convs in float.")
 
 
@@ -144,7 +144,8 @@ def on_target_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
 
             def pair(k: str, d: int = 2) -> str:
                 return f"{fnum(r.get(k), d)} / {fnum(h.get(k), d)}"
-            body.append([A.short_name(tag, m), f"{tid} [{EMU}]" if tid.startswith("qemu") else tid,
+            body.append([A.short_name(tag, m),
+                         f"{tid} [{EMU}]" if A.is_emulated(doc, tid) else tid,
                          str(r.get("file") or "-"), str(r.get("n") or "-"), pair("top1"),
                          pair("agreement"), pair("sqnr_db", 1)])
     return (head, body) if body else None

@@ -14,6 +14,7 @@ images), and `ssh` / `adb` (a board or a phone, reached with android_bench's own
 """
 from __future__ import annotations
 
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,5 @@ def command(model: Path, data: Path, limit: int, on: str,
             python: str | None = None) -> list[str]:
     """The command line that scores `model` on the target `on` (quant.evaluate --on); it
     prints the JSON document on stdout."""
-    import sys
-
     return [python or sys.executable, "-m", "quant.evaluate", "--model", str(model), "--on", on,
             "--data", str(data), "--limit", str(limit), "--json"]
