@@ -28,23 +28,21 @@ one table and writes it into the card's `accuracy`.
 """
 from __future__ import annotations
 
-import shutil
+import argparse
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from export.card import RECIPE_TAGS, int8_filename, int8_key, load_card, save_card
+from export.card import RECIPE_TAGS, int8_key, load_card
 from export.litert_layout import add_flag, to_argv
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_paths, check_writable_dir, cli_entry, declare_inputs, shown
+from zoo.util import ArmqError, cli_entry
 
 from .common import (CONCRETE_BACKENDS, Backend, Method, ModelRef, QuantError,
-                     backend_for_path, one_line_warnings, resolve_models)
-from .config import QuantConfig, Recipe, RecipeError, recipe_for_target
+                     backend_for_path)
+from .config import QuantConfig, Recipe
 from .policy import Holdout, Policy
 
 PROG = "quant.ptq"
@@ -217,7 +215,8 @@ def _evaluate_all(ref: ModelRef, eval_images, produced: dict[Backend, Path],
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The flags of `python -m quant.ptq` (each one a field of quant.api.PtqOptions)."""
     p = make_parser(PROG, __doc__)
     p.add_argument("--calib", required=True, help="calibration images: folder, ImageFolder tree, .tar/.zip")
     p.add_argument("--model", help="artifacts/<name>.onnx|.tflite|.json or a model name in --out "
@@ -263,164 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-drop", type=float, default=0.5,
                    help="accuracy budget in points on the held-out images (default 0.5)")
     p.add_argument("--out", default="artifacts", help="folder of the models and cards (default artifacts/)")
-    args = p.parse_args(argv)
-    one_line_warnings(PROG)
-    for name in ("num_calib", "holdout", "fallback"):
-        v = getattr(args, name)
-        if v < (1 if name == "num_calib" else 0):
-            raise QuantError(f"--{name.replace('_', '-')} must be {'at least 1' if name == 'num_calib' else '>= 0'}")
-    if args.max_drop < 0:
-        raise QuantError("--max-drop must be >= 0")
-    if args.eval_limit is not None and args.eval_limit < 1:
-        raise QuantError("--eval-limit must be at least 1")
-    if args.target is not None and (args.activations is not None or args.reduce_range):
-        raise QuantError("--for picks the integer format: give --for or --activations/"
-                         "--reduce-range, not both")
-    if args.reduce_range and args.activations != "uint8":
-        raise QuantError("--reduce-range goes with --activations uint8 (int16 saturation is an "
-                         "x86 uint8 kernel's problem)")
-    recipe = None
-    if args.target is not None:
-        try:
-            recipe = recipe_for_target(args.target)
-        except RecipeError as e:
-            raise QuantError(str(e)) from None
-    args.activations = args.activations or "int8"
+    return p
 
-    from .calib import check_source, list_images, load_set, split_holdout
 
-    out_dir = Path(args.out)
-    given = Path(args.model) if args.model else None
-    refs = resolve_models(args.model, out_dir)
-    for r in refs:
-        # Output names come from the card, and the INT8 file is recorded in the card that
-        # lives beside it: both stay in --out, whatever the card says.
-        if r.card_path.resolve().parent != out_dir.resolve():
-            check_writable_dir(out_dir)     # an unusable --out is the first thing to fix
-            raise QuantError(f"--model {shown(args.model)}: its card {shown(r.card_path)} is not in "
-                             f"--out {shown(out_dir)}; the INT8 model is written beside its card, so "
-                             f"pass --out {shown(r.card_path.parent)}")
-    source = None
-    if args.source is not None:
-        from export.source import SourceError, source_for_card
-        if len(refs) != 1:
-            raise QuantError(f"--source {args.source}: give it with --model naming one card "
-                             "exported with --source")
-        try:
-            source = source_for_card(args.source, refs[0].card.source)
-        except SourceError as e:
-            raise QuantError(str(e)) from None
-    plans = [(r, _backends_for(r, args.backend, given, source is not None)) for r in refs]
-    if args.litert_rewrites is not None and not any(Backend.TFLITE in bs for _, bs in plans):
-        raise QuantError("--litert-rewrites is for the TFLite backend, which this run does not "
-                         "use (--backend tflite)")
-    calib_src = check_source(args.calib, "--calib")
-    eval_src = check_source(args.eval, "--eval") if args.eval else None
-    # The card is updated in place on purpose; the model named and the data sets are not.
-    declare_inputs(given, calib_src, eval_src, source.path if source is not None else None)
-    if eval_src is not None:
-        from .common import check_labels
-        folders = sorted({r.label for r in list_images(eval_src) if r.label is not None})
-        if not folders:
-            raise QuantError(f"--eval {eval_src} is not a labelled ImageFolder tree")
-        for r, _ in plans:
-            check_labels(folders, r.card, f"--eval {eval_src}")
-    from export.graph_io import check_card_graph
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .api import PtqOptions, quantize
 
-    for r, backends in plans:
-        check_writable_dir(r.card_path.parent)
-        for b in backends:  # the float file each backend starts from must be the card's
-            if r.artifact(b.float_key) is not None:
-                check_card_graph(r.card, r.artifact(b.float_key))
-    check_writable_dir(out_dir)
-
-    config = QuantConfig.from_args(args, recipe)
-    if any(Backend.MNN in bs for _, bs in plans):
-        from .mnn_ptq import check_config
-        check_config(config.for_mnn(args.method is not None))
-    interactive = sys.stderr.isatty()
-    # The TFLite backend starts from torch: rebuild (and check) those models before any work.
-    torch_models = {}
-    for r, backends in plans:
-        if Backend.TFLITE in backends:
-            from .tflite_ptq import build_torch_model
-            torch_models[r.name] = build_torch_model(r, source)
-    for ref, backends in plans:
-        t_model = time.perf_counter()
-        n_hold = args.holdout if config.needs_holdout else 0
-        data = load_set(calib_src, ref.card, limit=args.num_calib + n_hold, progress=interactive,
-                        what="--calib")
-        if n_hold:
-            if len(data) >= args.num_calib + n_hold:
-                idx_c, idx_h = split_holdout(len(data), n_hold / len(data), minimum=1)
-            else:
-                idx_c, idx_h = split_holdout(len(data), 0.2)
-            calib, hold_set = data.x[idx_c], data.subset(idx_h)
-            labels = hold_set.labels if hold_set.labelled else None
-            hold = Holdout(hold_set.x, labels) if len(hold_set) else None
-            if hold is None:
-                print(f"{PROG}: warning: only {len(data)} calibration images: nothing to hold out, "
-                      "so no method selection or accuracy check", file=sys.stderr)
-        else:
-            calib, hold = data.x, None
-        produced: dict[Backend, Path] = {}
-        key_of: dict[Backend, str] = {}
-        details_of: dict[Backend, dict] = {}
-        with tempfile.TemporaryDirectory(prefix="armq-ptq-") as td:
-            work = Path(td)
-            for b in backends:
-                wb = work / b.value
-                wb.mkdir()
-                t0 = time.perf_counter()
-                cfg_b = config.for_mnn(args.method is not None) if b is Backend.MNN else config
-                tmp_model, det = quantize_backend(ref, b, calib, hold, cfg_b, wb,
-                                                  torch_models.get(ref.name))
-                tag = config.recipe_tag if b is Backend.ORT else None
-                dest = out_dir / int8_filename(ref.name, b.float_key, tag)
-                key = int8_key(b.float_key, tag)
-                audit = _audit(tmp_model, b)
-                calib_info = {"method": det.pop("method"), "requested": cfg_b.method.value,
-                              "num_images": int(len(calib)), "source": str(calib_src),
-                              "skipped_files": data.skipped,
-                              "holdout_images": int(len(hold.x)) if hold else 0,
-                              "holdout_metric": hold.metric if hold else None,
-                              "per_channel": cfg_b.per_channel}
-                tried = det.pop("tried", None)
-                if tried:
-                    calib_info["tried"] = tried
-                rec = {"calibration": calib_info, "audit": audit,
-                       "recipe": recipe_record(b, config, recipe, args.target),
-                       "seconds": round(time.perf_counter() - t0, 1), **det}
-                # The INT8 file and the card that records its hash are one transaction:
-                # both are written in full before either is renamed into place, so a full
-                # disk or a kill leaves the old pair, never a file its card does not describe.
-                with atomic_paths(dest, ref.card_path) as (tmp_dest, tmp_card):
-                    shutil.copyfile(tmp_model, tmp_dest)
-                    card = load_card(ref.card_path)
-                    card.record_artifact(ref.card_path, key, tmp_dest, installed_as=dest, **rec)
-                    card.accuracy.pop(key, None)  # a new model: old numbers are stale
-                    save_card(card, tmp_card)
-                produced[b] = dest
-                key_of[b] = key
-                details_of[b] = rec
-                _print_audit(ref.name, b, dest, rec)
-        method_of = {b: d["calibration"]["method"] for b, d in details_of.items()}
-        rows = []
-        if eval_src is not None:
-            ev = load_set(eval_src, ref.card, limit=args.eval_limit, require_labels=True,
-                          progress=interactive, what="--eval")
-            rows = _evaluate_all(ref, ev, produced, key_of, method_of)
-        if rows:
-            card = load_card(ref.card_path)  # re-read: another stage may have added to it
-            for r in rows:
-                card.accuracy[r["key"]] = {k: r.get(k) for k in ("top1", "top5", "agreement",
-                                                                 "sqnr_db", "n", "method")
-                                           if r.get(k) is not None} | {"data": str(eval_src)}
-            save_card(card, ref.card_path)
-        if rows:
-            from .evaluate import format_table
-            print(format_table(rows))
-        print(f"{PROG}: {ref.name}: done in {time.perf_counter() - t_model:.0f} s; card {ref.card_path}")
+    quantize(args.model, args.calib, PtqOptions.from_args(args), args.out)
     return 0
 
 
