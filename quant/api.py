@@ -5,10 +5,11 @@ of a model file against its float reference), with dataclass options and typed r
 and make one call here; everything they print and every error they raise comes from here.
 Errors are `QuantError` (an `ArmqError`): one line naming the problem.
 
-    from quant.api import PtqOptions, quantize
+    from quant.api import EvalOptions, PtqOptions, evaluate, quantize
     (res,) = quantize("artifacts/shufflenet_v1_g3_cifar10.onnx", "calib.tar.gz",
-                      PtqOptions(num_calib=64, holdout=0))
+                      PtqOptions(num_calib=64))
     res.path()          # artifacts/shufflenet_v1_g3_cifar10.int8.onnx
+    evaluate(res.path(), "test.tar", EvalOptions(limit=200)).agreement
 """
 from __future__ import annotations
 
@@ -26,7 +27,11 @@ from zoo.util import atomic_paths, check_writable_dir, declare_inputs, shown
 
 from .common import Backend, Method, ModelRef, QuantError, resolve_models
 from .config import QuantConfig, Recipe, RecipeError, recipe_for_target
+from .evaluate import EvalOptions, EvalResult, evaluate
 from .policy import Holdout
+
+__all__ = ["Backend", "EvalOptions", "EvalResult", "Method", "PtqOptions", "QuantError",
+           "QuantResult", "QuantizedFile", "evaluate", "quantize"]
 
 PROG = "quant.ptq"
 
