@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.clikit import make_parser
-from export.card import card_path_for
-from zoo.util import atomic_output, check_writable_dir, cli_entry, declare_inputs
+from zoo.util import atomic_output, check_writable_dir, cli_entry
 
 from .targets import KINDS, make_target
-from .targets.base import BenchConfig, BenchError, PartialResults, TargetOptions
+from .targets.base import BenchError, TargetOptions
 
-RESULTS_FORMAT = "armq-bench-results/1"
 PROG = "python -m android_bench"
 
 
@@ -206,44 +204,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if a.probe:
         return probe(a)
-    if not a.model:
-        raise BenchError("--model is required (one or more .onnx / .tflite / .pte files), "
-                         "unless --probe")
-    # The models, their cards and the input samples are read, never replaced by --json.
-    declare_inputs(*a.model, *(card_path_for(m) for m in a.model), a.inputs, outputs=[a.json])
-    # Where results go must be writable now, not after an hour of benchmarks.
-    if a.json:
-        check_writable_dir(Path(a.json).parent)
-    if a.outputs_dir:
-        check_writable_dir(a.outputs_dir)
-    target = make_target(a.target, _target_options(a))
-    config = BenchConfig(threads=a.threads,
-                         warmup=a.warmup if a.warmup is not None else target.default_warmup,
-                         runs=a.runs if a.runs is not None else target.default_runs,
-                         profile=a.profile, inputs=a.inputs, save_outputs=bool(a.outputs_dir),
-                         out_dir=a.outputs_dir, runtime=a.runtime, seed=a.seed,
-                         timeout_s=a.timeout)
-    progress = None if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    error: PartialResults | None = None
-    try:
-        results, failures = target.run(a.model, config, progress), []
-    except PartialResults as e:
-        results, failures, error = e.results, e.failures, e
-    doc = {"format": RESULTS_FORMAT,
-           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": [PROG, *(sys.argv[1:] if argv is None else argv)],
-           "target": target.describe(), "config": config.to_dict(),
-           "results": results, "failures": failures}
-    if a.json and (results or not failures):
-        with atomic_output(a.json, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-    if results or failures:
-        print(format_table(results, failures))
-    if a.json and results:
-        print(f"results: {a.json}" + (" (finished models only)" if failures else ""))
-    if error is not None:
-        raise BenchError(str(error))
+    from .api import BenchOptions, benchmark
+
+    res = benchmark(a.model or [], BenchOptions(
+        a.target, _target_options(a), a.threads, a.warmup, a.runs, a.profile, a.inputs,
+        a.outputs_dir, a.runtime, a.seed, a.timeout, a.json, a.quiet),
+        command=[PROG, *(sys.argv[1:] if argv is None else argv)])
+    if res.results or res.failures:
+        print(format_table(res.results, res.failures))
+    if a.json and res.results:
+        print(f"results: {a.json}" + (" (finished models only)" if res.failures else ""))
+    if res.error is not None:
+        raise BenchError(res.error)
     return 0
 
 

@@ -79,11 +79,10 @@ def _onnx_shape(t) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
 
 
-def audit_onnx(path: str | os.PathLike) -> dict:
+def _load_onnx(p: Path):
+    """The ONNX model at `p`, shapes inferred where possible; AuditError if it is none."""
     import onnx
-    from onnx import TensorProto
 
-    p = Path(path)
     try:
         model = onnx.load(str(p))
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
@@ -102,6 +101,15 @@ def audit_onnx(path: str | os.PathLike) -> dict:
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - audit what we can without inferred types
         pass
+    return model
+
+
+def audit_onnx(path: str | os.PathLike) -> dict:
+    import onnx
+    from onnx import TensorProto
+
+    p = Path(path)
+    model = _load_onnx(p)
     g = model.graph
     floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
     etype: dict[str, int] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from zoo.cli import VARIANT_FLAGS
@@ -12,6 +13,34 @@ from zoo.config import DataConfig, default_data_config
 from .common import RANDOM_SEED, RANDOM_SOURCE, REPO, randomize_norms, warn
 from .weights import GRAPH_ONLY_PARAMS, LoadedCheckpoint, WeightsError, find_shipped, \
     load_pinned, matches
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model an export starts from and with which weights (the exporters' model and
+    weight flags, same names): a zoo variant (`model` + `params`, e.g. {"groups": 3}) or
+    the user's own model (`model_py`: FILE.py:FN, MODULE:FN, .pt2, TorchScript, .onnx,
+    torchvision:NAME; see export/source.py; or `module`, a torch module in this process,
+    whose size and normalisation come from input_size + mean/std or dataset)."""
+
+    model: str | None = None
+    params: dict = field(default_factory=dict)   # variant knobs (zoo.cli.VARIANT_FLAGS)
+    dataset: str | None = None
+    input_size: int | None = None
+    num_classes: int | None = None
+    weights: Path | None = None
+    random_weights: bool = False
+    model_py: str | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    images: Path | None = None   # parity images (also the class names of a foreign model)
+    module: Any = None           # a torch.nn.Module built in this process (export.api only)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ModelConfig":
+        return cls(args.model, _user_flags(args), args.dataset, args.input_size,
+                   args.num_classes, args.weights, args.random_weights, args.model_py,
+                   args.mean, args.std, args.images)
 
 
 @dataclass
@@ -57,7 +86,7 @@ def _effective_size(dataset: str, input_size: int | None) -> int | None:
         return None
 
 
-def prepare(args: argparse.Namespace, prog: str) -> Prepared:
+def prepare(cfg: ModelConfig, prog: str) -> Prepared:
     """Resolve the variant and its weights (given, shipped or random) and build the model."""
     import torch
 
@@ -66,22 +95,22 @@ def prepare(args: argparse.Namespace, prog: str) -> Prepared:
     from zoo.checkpoint import load_weights
 
     zoo._load_families()
-    flags = _user_flags(args)
-    ck = load_pinned(args.weights) if args.weights is not None else None
-    if args.model_py:
+    flags = {k: v for k, v in cfg.params.items() if v is not None}
+    ck = load_pinned(cfg.weights) if cfg.weights is not None else None
+    if cfg.model_py:
         from .foreign import prepare_source
-        return prepare_source(args, prog, flags, ck)
+        return prepare_source(cfg, prog, flags, ck)
     ckv = ck.variant if ck else None
-    name = args.model or (ckv or {}).get("model")
+    name = cfg.model or (ckv or {}).get("model")
     if not name:
-        raise WeightsError(f"checkpoint {args.weights} has no model variant: pass --model")
+        raise WeightsError(f"checkpoint {cfg.weights} has no model variant: pass --model")
     get_entry(name)  # unknown model -> one-line ZooError
     if ckv and ckv["model"] != name:
-        raise WeightsError(f"checkpoint {args.weights} holds {ckv['model']} weights, not {name}")
+        raise WeightsError(f"checkpoint {cfg.weights} holds {ckv['model']} weights, not {name}")
     params = dict(flags)
-    dataset, input_size, num_classes = args.dataset, args.input_size, args.num_classes
+    dataset, input_size, num_classes = cfg.dataset, cfg.input_size, cfg.num_classes
     shipped = False
-    if ck is None and not args.random_weights:
+    if ck is None and not cfg.random_weights:
         probe = resolve_variant(name, dataset or "imagenet", input_size, num_classes, **params)
         hit = find_shipped(name, probe.params, dataset, num_classes)
         if hit is not None:
@@ -115,10 +144,10 @@ def prepare(args: argparse.Namespace, prog: str) -> Prepared:
     else:
         randomize_norms(model)
         source = dict(RANDOM_SOURCE)
-        if not args.random_weights:
+        if not cfg.random_weights:
             notes.append(f"no shipped or given weights for {variant.tag}: exporting random-init "
                          "weights (accuracy is meaningless; pass --weights)")
-    print(weights_line(source, variant.tag, data, args.random_weights), flush=True)
+    print(weights_line(source, variant.tag, data, cfg.random_weights), flush=True)
     for n in notes:
         warn(prog, n)
     model.eval()

@@ -227,8 +227,16 @@ def write_card(prep: Prepared, cost: dict, out_dir: Path, key: str, model_path: 
 
 def finish(prep: Prepared, cost: dict, out_dir: Path, key: str, path: Path, details: dict,
            prog: str, transpose_op: str, what: str) -> int:
+    """`write_and_report`, as a CLI's exit status."""
+    write_and_report(prep, cost, out_dir, key, path, details, prog, transpose_op, what)
+    return 0
+
+
+def write_and_report(prep: Prepared, cost: dict, out_dir: Path, key: str, path: Path,
+                     details: dict, prog: str, transpose_op: str, what: str) -> Path:
     """Write the card and print the one-line summary every exporter ends with:
-    op counts (`transpose_op`, as the format spells it), `what` it made, parity."""
+    op counts (`transpose_op`, as the format spells it), `what` it made, parity.
+    Returns the card's path."""
     card = write_card(prep, cost, out_dir, key, path, prog, **details)
     par = details["parity"]
     checked = (f"parity on {par['n']} images ({par['data']}): max |diff| "
@@ -236,7 +244,7 @@ def finish(prep: Prepared, cost: dict, out_dir: Path, key: str, path: Path, deta
                if "max_abs_diff" in par else f"no parity check ({par.get('note')})")
     print(f"{path}: {details['audit']['num_ops']} ops ({details['audit']['transpose_count']} "
           f"{transpose_op}), {what}; {checked}; card {card}")
-    return 0
+    return card
 
 
 def share_mode(path: Path) -> None:

@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     et_venv.reexec_in_venv("export.executorch", None if argv is None else list(argv))
     quiet_imports()
     threads = common.set_threads(args.threads)
-    prep = build.prepare(args, PROG)
+    prep = build.prepare(build.ModelConfig.from_args(args), PROG)
     if prep.origin is not None:   # a user's own model: only what torch.export can take
         from .source import require_traceable
         require_traceable(prep.origin, "ExecuTorch (torch.export)", fmt="ExecuTorch")

@@ -16,9 +16,7 @@ directly: never MNN.tools or the mnnconvert command (see export/runtime.py).
 """
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,11 +25,10 @@ from typing import Sequence
 import numpy as np
 
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_path, atomic_paths, captured_native_output, \
-    check_writable_dir, cli_entry, shown
+from zoo.util import ArmqError, captured_native_output, cli_entry, shown
 
 from . import common
-from .card import ModelCard, card_path_for, load_card, save_card
+from .card import ModelCard, card_path_for, load_card
 
 PROG = "export.mnn"
 FORMAT = "mnn"
@@ -151,41 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="CPU threads of both runtimes "
                    "(default: $ARMQ_THREADS, else up to 4)")
     args = p.parse_args(argv)
-    common.check_parity_args(args)
-    if args.card is not None and args.out is not None and \
-            args.out.resolve() != args.card.resolve().parent:
-        raise ArmqError("--out applies to --onnx only (with --card the .mnn goes beside the card)")
-    from .runtime import mnn_tools, resolve_threads
+    from .api import ExportOptions, to_mnn
 
-    mnn_tools()  # fail early, in one line, without the runtime
-    threads = resolve_threads(args.threads)
-    onnx_path, card, card_path, out_dir = _resolve(args)
-    check_writable_dir(out_dir)
-    name = card.name if card is not None else onnx_path.stem
-    dest = out_dir / f"{name}.{FORMAT}"
-    x, data = parity_images(card, onnx_path, args.images, args.num_images)
-    with tempfile.TemporaryDirectory(prefix="armq-mnn-") as td:
-        tmp_model, details = export_mnn(onnx_path, Path(td) / dest.name, x, data, args.atol,
-                                        threads)
-        if card is None or card_path is None or card_path.parent.resolve() != out_dir.resolve():
-            with atomic_path(dest) as tmp:
-                shutil.copyfile(tmp_model, tmp)
-            common.share_mode(dest)
-            common.warn(PROG, f"no model card beside {onnx_path.name} in {out_dir}: {dest.name} "
-                        "is not recorded in any card")
-        else:
-            # The model and the card that records its hash change together (quant.ptq's rule).
-            with atomic_paths(dest, card_path) as (tmp_dest, tmp_card):
-                shutil.copyfile(tmp_model, tmp_dest)
-                card = load_card(card_path)   # re-read: another stage may have added to it
-                card.record_artifact(card_path, "mnn", tmp_dest, installed_as=dest, **details)
-                card.accuracy.pop("mnn", None)  # a new model: old numbers are stale
-                save_card(card, tmp_card)
-            common.share_mode(dest)
-    par = details["parity"]
-    print(f"{dest}: {sum(details['ops'].values())} MNN ops, FP32; parity vs ORT on {par['n']} "
-          f"images ({par['data']}): max |diff| {par['max_abs_diff']:.2e}, top-1 agreement "
-          f"{par['top1_agreement']:.3f}" + (f"; card {card_path}" if card_path else ""))
+    to_mnn(args.onnx, ExportOptions(num_images=args.num_images, atol=args.atol,
+                                    threads=args.threads), args.images, args.out, card=args.card)
     return 0
 
 

@@ -24,11 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
-from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
+from zoo.util import ArmqError, atomic_path, cli_entry
 
 from . import build, common
-from .parity import compare, parity_inputs, torch_reference
-from .source import SourceKind, require_traceable
+from .parity import compare, torch_reference
 
 PROG = "export.onnx"
 DEFAULT_OPSET = 17
@@ -166,6 +165,31 @@ def _simplify(model, prog: str):
     return simp, True
 
 
+def _details(prep: build.Prepared, exporter: str, opset: int, dynamic_batch: bool,
+             simplified: bool, n_raw: int, rewrites: list[str], parity: dict, rep: dict) -> dict:
+    """The card's record of an ONNX export."""
+    import onnxruntime
+
+    return {
+        "exporter": exporter,
+        "exporter_note": ("torch.onnx.export(dynamo=False): exact opset, GlobalAveragePool kept, "
+                          "no onnxscript needed" if exporter == "torchscript" else
+                          "torch.onnx.export(dynamo=True)"),
+        "opset": opset,
+        "dynamic_batch": dynamic_batch,
+        "simplified": simplified,
+        "nodes_before_simplify": n_raw,
+        "rewrites": rewrites,
+        "input": {"name": "input", "shape": ["N" if dynamic_batch else 1, 3, prep.input_size,
+                                              prep.input_size], "layout": "NCHW", "dtype": "float32"},
+        "output": {"name": "logits", "shape": ["N" if dynamic_batch else 1, prep.data.num_classes]},
+        "parity": {**parity, "runtime": f"onnxruntime {onnxruntime.__version__}"},
+        "ops": rep["ops"],
+        "audit": {k: v for k, v in rep.items() if k not in ("file", "ops")},
+        "versions": common.versions("torch", "onnx", "onnxsim", "onnxruntime"),
+    }
+
+
 def export_onnx(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path, *,
                 opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER,
                 dynamic_batch: bool = False, simplify: bool = True,
@@ -226,27 +250,9 @@ def export_onnx(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path, 
         with atomic_path(dest) as tmp:
             shutil.copyfile(final, tmp)
             common.share_mode(tmp)
-    import onnxruntime
-
-    details = {
-        "exporter": exporter,
-        "exporter_note": ("torch.onnx.export(dynamo=False): exact opset, GlobalAveragePool kept, "
-                          "no onnxscript needed" if exporter == "torchscript" else
-                          "torch.onnx.export(dynamo=True)"),
-        "opset": opset,
-        "dynamic_batch": dynamic_batch,
-        "simplified": simplified,
-        "nodes_before_simplify": n_raw,
-        "rewrites": rewrites,
-        "input": {"name": "input", "shape": ["N" if dynamic_batch else 1, 3, prep.input_size,
-                                              prep.input_size], "layout": "NCHW", "dtype": "float32"},
-        "output": {"name": "logits", "shape": ["N" if dynamic_batch else 1, prep.data.num_classes]},
-        "parity": {**parity, "runtime": f"onnxruntime {onnxruntime.__version__}"},
-        "ops": rep["ops"],
-        "audit": {k: v for k, v in rep.items() if k not in ("file", "ops")},
-        "versions": common.versions("torch", "onnx", "onnxsim", "onnxruntime"),
-        "seconds": round(time.time() - t0, 1),
-    }
+    details = _details(prep, exporter, opset, dynamic_batch, simplified, n_raw, rewrites,
+                       parity, rep)
+    details["seconds"] = round(time.time() - t0, 1)
     return dest, details
 
 
@@ -298,25 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     o.add_argument("--exporter", choices=EXPORTERS, default=DEFAULT_EXPORTER,
                    help=f"torch.onnx exporter (default {DEFAULT_EXPORTER}; see the module source)")
     args = common.parse(p, argv)
-    lo, hi = OPSET_RANGE[args.exporter]
-    if not lo <= args.opset <= hi:
-        raise ArmqError(f"--opset {args.opset}: the {args.exporter} exporter supports {lo}..{hi}")
-    out_dir = check_writable_dir(args.out)
-    threads = common.set_threads(args.threads)
-    prep = build.prepare(args, PROG)
-    x, data = parity_inputs(prep.data, args.images, args.num_images, PROG)
-    if prep.origin is not None and prep.origin.kind is SourceKind.ONNX:
-        path, details = import_onnx(prep, x, data, out_dir, threads)
-        return common.finish(prep, {}, out_dir, "onnx", path, details, PROG, "Transpose",
-                             f"copied from {prep.origin.spec}")
-    if prep.origin is not None and args.exporter == "dynamo":
-        require_traceable(prep.origin, "the dynamo ONNX exporter")
-    cost = common.cost_of(prep, PROG)
-    path, details = export_onnx(prep, x, data, out_dir, opset=args.opset, exporter=args.exporter,
-                                dynamic_batch=args.dynamic_batch, simplify=not args.no_simplify,
-                                atol=args.atol, threads=threads)
-    return common.finish(prep, cost, out_dir, "onnx", path, details, PROG, "Transpose",
-                         f"opset {args.opset} via {args.exporter}")
+    from .api import ExportOptions, to_onnx
+
+    to_onnx(build.ModelConfig.from_args(args), ExportOptions(
+        out=args.out, num_images=args.num_images, atol=args.atol, threads=args.threads,
+        opset=args.opset, exporter=args.exporter, dynamic_batch=args.dynamic_batch,
+        simplify=not args.no_simplify))
+    return 0
 
 
 if __name__ == "__main__":

@@ -29,13 +29,12 @@ from typing import Sequence
 
 import numpy as np
 
-from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
+from zoo.util import ArmqError, atomic_path, cli_entry
 
 from . import build
 from . import common
 from .litert_layout import add_flag
-from .source import require_traceable
-from .parity import compare, parity_inputs, torch_reference
+from .parity import compare, torch_reference
 
 PROG = "export.tflite"
 LAYOUTS = ("nhwc", "nchw")
@@ -151,24 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="input layout of the .tflite model (default nhwc)")
     add_flag(t)
     args = common.parse(p, argv)
-    out_dir = check_writable_dir(args.out)
-    from .runtime import tflite_module
+    from .api import ExportOptions, to_tflite
 
-    tflite_module()  # fail early, in one line, without the runtime
-    threads = common.set_threads(args.threads)
-    prep = build.prepare(args, PROG)
-    if prep.origin is not None:
-        require_traceable(prep.origin, "litert-torch (export.tflite)")
-    x, data = parity_inputs(prep.data, args.images, args.num_images, PROG)
-    cost = common.cost_of(prep, PROG)
-    path, details = export_tflite(prep, x, data, out_dir, layout=args.layout, atol=args.atol,
-                                  expected_dw=cost.get("dwconv"), threads=threads,
-                                  rewrites_choice=args.litert_rewrites)
-    if not details["depthwise_preserved"]:
-        common.warn(PROG, f"depthwise convolutions did not all stay DEPTHWISE_CONV_2D: "
-                    f"{details['audit']['depthwise']}")
-    return common.finish(prep, cost, out_dir, "tflite", path, details, PROG, "TRANSPOSE",
-                         f"{details['layout']} input {details['input']['shape']}")
+    to_tflite(build.ModelConfig.from_args(args), ExportOptions(
+        out=args.out, num_images=args.num_images, atol=args.atol, threads=args.threads,
+        layout=args.layout, litert_rewrites=args.litert_rewrites))
+    return 0
 
 
 if __name__ == "__main__":
