@@ -189,7 +189,7 @@ def test_shiftnet_depth56_round_trips_from_deploy_spec_to_the_export_variant():
     assert v.params["depth"] == 56 and args.depth == 56
     n = torch.get_num_threads()
     try:
-        prep = build.prepare(args, "export.onnx")
+        prep = build.prepare(build.ModelConfig.from_args(args), "export.onnx")
     finally:
         torch.set_num_threads(n)
     assert prep.variant == v and prep.variant.params["depth"] == 56
