@@ -95,19 +95,55 @@ def _conv_kind(weight_shape: Sequence[int], groups: int, cin: int) -> str:
     return "gconv" if math.prod(weight_shape[2:]) > 1 else "gpwconv"
 
 
+def _op_cost(pk, args: tuple, out, where: str) -> LayerCost | None:
+    """The cost of one aten op issued in module `where` (None: not costed)."""
+    import torch
+
+    aten = torch.ops.aten
+    if pk is aten.convolution:
+        x, w = args[0], args[1]
+        groups = int(args[8]) if len(args) > 8 else 1
+        params = w.numel() + (args[2].numel() if args[2] is not None else 0)
+        return LayerCost(where, _conv_kind(w.shape, groups, x.shape[1]), _shape(x), _shape(out),
+                         conv_macs(out.shape, w.shape), params,
+                         memory_access([x.shape], out.shape, w.numel()), groups)
+    if pk in (aten.addmm, aten.mm, aten.linear):
+        if pk is aten.addmm:
+            bias, x, wt = args[0], args[1], args[2]
+        elif pk is aten.mm:
+            bias, (x, wt) = None, args[:2]
+        else:
+            x, wt, bias = args[0], args[1], (args[2] if len(args) > 2 else None)
+        params = wt.numel() + (bias.numel() if bias is not None else 0)
+        return LayerCost(where, "linear", _shape(x), _shape(out),
+                         math.prod(x.shape[:-1]) * wt.numel(), params,
+                         memory_access([x.shape], out.shape, wt.numel()))
+    if pk in (aten.add, aten.sub, aten.mul, aten.div):
+        tensors = [a for a in args[:2] if isinstance(a, torch.Tensor) and a.dim() > 0]
+        if len(tensors) == 2:
+            return LayerCost(where, pk.__name__, _shape(tensors[0]), _shape(out), 0, 0,
+                             memory_access([t.shape for t in tensors], out.shape))
+        return None
+    if pk in (aten.avg_pool2d, aten.max_pool2d, aten.max_pool2d_with_indices,
+              aten._adaptive_avg_pool2d, aten.adaptive_avg_pool2d, aten.mean):
+        x = args[0]
+        o = out[0] if isinstance(out, tuple) else out
+        return LayerCost(where, "pool", _shape(x), _shape(o), 0, 0,
+                         memory_access([x.shape], o.shape))
+    if pk in (aten.cat, aten.constant_pad_nd, aten.index_select, aten.clone,
+              aten._unsafe_view, aten.roll, aten.gather):
+        ins = args[0] if pk is aten.cat else [args[0]]
+        return LayerCost(where, "concat" if pk is aten.cat else "copy", _shape(ins[0]),
+                         _shape(out), 0, 0, memory_access([t.shape for t in ins], out.shape))
+    return None
+
+
 def measure(model, input_size: int, name: str = "", variant: dict | None = None) -> CostReport:
     """Run `model` once (batch 1) and cost every aten op it issues."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from .layers import ChannelShuffle
-
-    aten = torch.ops.aten
-    ELTWISE = {aten.add, aten.sub, aten.mul, aten.div}
-    POOLS = {aten.avg_pool2d, aten.max_pool2d, aten.max_pool2d_with_indices,
-             aten._adaptive_avg_pool2d, aten.adaptive_avg_pool2d, aten.mean}
-    COPIES = {aten.cat, aten.constant_pad_nd, aten.index_select, aten.clone, aten._unsafe_view,
-              aten.roll, aten.gather}
 
     stack: list[str] = []
     layers: list[LayerCost] = []
@@ -119,41 +155,9 @@ def measure(model, input_size: int, name: str = "", variant: dict | None = None)
             where = stack[-1] if stack else ""
             if where in shuffle_modules:
                 return out  # charged once, as a whole, by the module hook
-            pk = func.overloadpacket
-            if pk is aten.convolution:
-                x, w = args[0], args[1]
-                groups = int(args[8]) if len(args) > 8 else 1
-                params = w.numel() + (args[2].numel() if args[2] is not None else 0)
-                layers.append(LayerCost(where, _conv_kind(w.shape, groups, x.shape[1]),
-                                        _shape(x), _shape(out), conv_macs(out.shape, w.shape),
-                                        params, memory_access([x.shape], out.shape, w.numel()),
-                                        groups))
-            elif pk in (aten.addmm, aten.mm, aten.linear):
-                if pk is aten.addmm:
-                    bias, x, wt = args[0], args[1], args[2]
-                elif pk is aten.mm:
-                    bias, (x, wt) = None, args[:2]
-                else:
-                    x, wt, bias = args[0], args[1], (args[2] if len(args) > 2 else None)
-                params = wt.numel() + (bias.numel() if bias is not None else 0)
-                layers.append(LayerCost(where, "linear", _shape(x), _shape(out),
-                                        math.prod(x.shape[:-1]) * wt.numel(), params,
-                                        memory_access([x.shape], out.shape, wt.numel())))
-            elif pk in ELTWISE:
-                tensors = [a for a in args[:2] if isinstance(a, torch.Tensor) and a.dim() > 0]
-                if len(tensors) == 2:
-                    layers.append(LayerCost(where, pk.__name__, _shape(tensors[0]), _shape(out), 0, 0,
-                                            memory_access([t.shape for t in tensors], out.shape)))
-            elif pk in POOLS:
-                x = args[0]
-                o = out[0] if isinstance(out, tuple) else out
-                layers.append(LayerCost(where, "pool", _shape(x), _shape(o), 0, 0,
-                                        memory_access([x.shape], o.shape)))
-            elif pk in COPIES:
-                ins = args[0] if pk is aten.cat else [args[0]]
-                layers.append(LayerCost(where, "concat" if pk is aten.cat else "copy",
-                                        _shape(ins[0]), _shape(out), 0, 0,
-                                        memory_access([t.shape for t in ins], out.shape)))
+            cost = _op_cost(func.overloadpacket, args, out, where)
+            if cost is not None:
+                layers.append(cost)
             return out
 
     def pre(mod_name):

@@ -21,19 +21,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .cli import add_model_args, variant_from_args
+from .cli import add_model_args
 from .data import DataError, LabelledImages, load_images
-from .clikit import make_parser, progress_disabled
+from .clikit import make_parser
 from .util import ArmqError, atomic_output, check_writable_dir, cli_entry, declare_inputs, shown
 
 CACHE = Path(os.environ.get("ARMQ_CACHE", Path.home() / ".cache" / "armq"))
@@ -194,7 +192,8 @@ def device_name(device: str) -> str:
     return f"cpu ({torch.get_num_threads()} threads, torch {torch.__version__})"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The flags of `python -m zoo.train`."""
     p = make_parser("zoo.train", __doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -228,7 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="start from these weights with a fresh schedule (a warm restart: fine-tune "
                         "a shipped checkpoint with another cosine cycle)")
     p.add_argument("--log", type=Path, help="JSON-lines log (default: <out>.log.jsonl)")
-    args = p.parse_args(argv)
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse inconsistent flags and unusable outputs before any work."""
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         raise ArmqError("--epochs, --batch-size and --lr must be positive")
     if args.cutout < 0:
@@ -246,143 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.time_budget and args.resume:
         raise ArmqError("--time-budget and --resume exclude each other: the resumed schedule "
                         "keeps its epoch count")
-    variant = variant_from_args(args)
 
-    import torch
-    from .checkpoint import load_weights, read_checkpoint, save_checkpoint
-    from ._registry import create_model
 
-    device = pick_device(args.device)
-    if args.bf16 and device != "cuda":
-        raise ArmqError("--bf16 needs --device cuda (bf16 autocast on CPU is slower here)")
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = create_model(variant)
-    cfg = model.default_cfg
-    train = cached_images(find_split(args.data, "train"), cfg.input_size, cfg.resize, cfg.class_names)
-    test = cached_images(find_split(args.data, "test"), cfg.input_size, cfg.resize, cfg.class_names)
-    if train.labels.min() < 0 or train.labels.max() >= cfg.num_classes:
-        raise DataError(f"{args.data}: class folders do not match the model's "
-                        f"{cfg.num_classes} classes")
-    if args.limit_train:
-        train = LabelledImages(train.images[:: max(1, len(train.images) // args.limit_train)],
-                               train.labels[:: max(1, len(train.labels) // args.limit_train)],
-                               train.class_names, ())
-    # The whole uint8 training set lives on the training device (150 MB for CIFAR-10).
-    x_train = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous().to(device)
-    y_train = torch.from_numpy(train.labels).to(device)
-    mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1)
-    fill = tuple(round(255 * m) for m in cfg.mean)
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    check_args(args)
+    from .train_loop import train
 
-    decay, no_decay = [], []
-    for name, prm in model.named_parameters():
-        (no_decay if prm.ndim <= 1 else decay).append(prm)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": args.wd},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=args.lr, momentum=0.9, nesterov=True)
-    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
-    total = steps_per_epoch * args.epochs
-    warmup = int(args.warmup_epochs * steps_per_epoch)
-    resume_path = args.out.with_name(args.out.name + ".resume.pt")
-    log_path = args.log or args.out.with_name(args.out.name + ".log.jsonl")
-    start_epoch, history = 0, []
-    epochs = args.epochs
-    if args.init:
-        load_weights(model, read_checkpoint(args.init)["state_dict"], f"--init {args.init}")
-        print(f"starting from the weights in {args.init}", file=sys.stderr)
-    if args.resume:
-        state = read_checkpoint(resume_path)
-        load_weights(model, state["state_dict"], f"resume file {resume_path}")
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, history = int(state["epoch"]), list(state.get("history", []))
-        torch.set_rng_state(state["rng"])
-        if device == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"])
-        print(f"resuming at epoch {start_epoch + 1}/{epochs}", file=sys.stderr)
-    fmt = pick_memory_format(args.memory_format, device, model)
-    model = model.to(device=device, memory_format=fmt)
-    if device == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels once
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.bf16)
-    crit = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-              if k in ("epochs", "batch_size", "lr", "wd", "label_smoothing", "warmup_epochs", "seed",
-                      "init", "cutout", "bf16", "time_budget")}
-    recipe["device"] = device_name(device)
-    recipe["memory_format"] = "channels_last" if fmt == torch.channels_last else "contiguous"
-    from tqdm import tqdm
-
-    top1 = float("nan")
-    warmup_epochs = max(1, math.ceil(args.warmup_epochs))
-    epoch = start_epoch
-    while epoch < epochs:
-        model.train()
-        t0 = time.time()
-        perm = torch.randperm(len(x_train), device=device)
-        seen = 0
-        # Sums stay on the device; the host reads them every SYNC_EVERY steps and at the end.
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                   leave=False, file=sys.stderr, mininterval=5,
-                   disable=progress_disabled())
-        for it in bar:
-            step = epoch * steps_per_epoch + it
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, warmup, args.lr)
-            idx = perm[it * args.batch_size:(it + 1) * args.batch_size]
-            xb = augment(x_train[idx], cutout=args.cutout, fill=fill).float().div_(255).sub_(mean).div_(std)
-            xb = xb.contiguous(memory_format=fmt)
-            yb = y_train[idx]
-            with autocast:
-                out = model(xb)
-                loss = crit(out.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += len(idx)
-            loss_sum += loss.detach() * len(idx)
-            correct += (out.argmax(1) == yb).sum()
-            if it % SYNC_EVERY == SYNC_EVERY - 1 or it == steps_per_epoch - 1:
-                mean_loss = float(loss_sum) / seen
-                if not math.isfinite(mean_loss):
-                    raise ArmqError(f"training diverged at epoch {epoch + 1} (loss {mean_loss}): "
-                                    "lower --lr")
-                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{int(correct) / seen:.3f}")
-        rec = {"epoch": epoch + 1, "loss": round(float(loss_sum) / seen, 4),
-               "train_top1": round(int(correct) / seen, 4), "seconds": round(time.time() - t0, 1)}
-        if epoch + 1 == warmup_epochs and args.time_budget and not args.resume:
-            # Decide the schedule's length now, while the lr is still warming up, so the cosine
-            # decay that follows runs to its end inside the budget.
-            # Paced on the last warm-up epoch: the first also holds cuDNN's kernel search.
-            elapsed = sum(h["seconds"] for h in history) + rec["seconds"]
-            epochs = planned_epochs(args.epochs, args.time_budget - elapsed, [rec["seconds"]],
-                                    epoch + 1, done_before=epoch + 1)
-            total = steps_per_epoch * epochs
-            rec["planned_epochs"] = epochs
-            print(f"time budget {args.time_budget:.0f} s: {epochs} epochs", file=sys.stderr)
-        rec["device"] = recipe["device"]
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == epochs:
-            top1 = evaluate(model, test.images, test.labels, mean, std)
-            rec["test_top1"] = round(top1, 4)
-        history.append(rec)
-        print(json.dumps(rec), flush=True)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        recipe["epochs"] = epochs
-        meta = {"data_config": cfg.to_dict(), "recipe": recipe, "history": history,
-                "metrics": {"test_top1": rec.get("test_top1")}, "epochs_done": epoch + 1}
-        save_checkpoint(args.out, model, variant, **meta)
-        with_state = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "epochs": epochs,
-                      "history": history, "rng": torch.get_rng_state()}
-        if device == "cuda":
-            with_state["cuda_rng"] = torch.cuda.get_rng_state()
-        save_checkpoint(resume_path, model, variant, **with_state)
-        epoch += 1
-    print(f"test top-1 {top1:.4f} ({len(test.images)} images) -> {args.out}")
+    top1, n = train(args)
+    print(f"test top-1 {top1:.4f} ({n} images) -> {args.out}")
     return 0
 
 

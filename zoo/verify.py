@@ -67,6 +67,35 @@ def provenance_table(files: Sequence[Path]) -> str:
     return "\n".join(rows)
 
 
+def verify(files: Sequence[Path], data: Path, tolerance: float, record: bool = False,
+           as_json: bool = False) -> int:
+    """Evaluate each checkpoint on `data` and check (or, `record`, write) its recorded
+    top-1; prints one row per file; returns how many do not match their record."""
+    from .checkpoint import read_checkpoint
+    from .evaluate import evaluate_checkpoint
+
+    bad = 0
+    for path in files:
+        recorded = (read_checkpoint(path).get("metrics") or {}).get("test_top1")
+        r = evaluate_checkpoint(path, data)
+        row = {"file": path.name, "n": r["n"], "top1": round(r["top1"], 4), "recorded": recorded}
+        if record:
+            record_top1(path, r["top1"], r["n"], f"zoo.verify on {data.name}")
+            row["status"] = "recorded"
+        elif not isinstance(recorded, (int, float)):
+            row["status"] = "no recorded top-1"
+            bad += 1
+        else:
+            ok = abs(r["top1"] - recorded) <= tolerance + 1e-9
+            row["status"] = "ok" if ok else "MISMATCH"
+            bad += not ok
+        print(json.dumps(row) if as_json else
+              f"{row['file']:<44} top-1 {100 * row['top1']:6.2f} %  recorded "
+              f"{'-' if recorded is None else f'{100 * recorded:6.2f} %'}  {row['status']}",
+              flush=True)
+    return bad
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = make_parser("zoo.verify", __doc__)
     from armq import assets_dir  # the one place that knows where the shipped assets are
@@ -86,32 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0 <= args.tolerance < 1:
         raise ArmqError(f"--tolerance must be in [0, 1), got {args.tolerance}")
-    from .checkpoint import read_checkpoint
-    from .evaluate import evaluate_checkpoint
-
     if args.table:
         print(provenance_table(shipped_files(args.weights_dir, args.only)))
         return 0
-
-    bad = 0
-    for path in shipped_files(args.weights_dir, args.only):
-        recorded = (read_checkpoint(path).get("metrics") or {}).get("test_top1")
-        r = evaluate_checkpoint(path, args.data)
-        row = {"file": path.name, "n": r["n"], "top1": round(r["top1"], 4), "recorded": recorded}
-        if args.record:
-            record_top1(path, r["top1"], r["n"], f"zoo.verify on {args.data.name}")
-            row["status"] = "recorded"
-        elif not isinstance(recorded, (int, float)):
-            row["status"] = "no recorded top-1"
-            bad += 1
-        else:
-            ok = abs(r["top1"] - recorded) <= args.tolerance + 1e-9
-            row["status"] = "ok" if ok else "MISMATCH"
-            bad += not ok
-        print(json.dumps(row) if args.json else
-              f"{row['file']:<44} top-1 {100 * row['top1']:6.2f} %  recorded "
-              f"{'-' if recorded is None else f'{100 * recorded:6.2f} %'}  {row['status']}",
-              flush=True)
+    bad = verify(shipped_files(args.weights_dir, args.only), args.data, args.tolerance,
+                 args.record, args.json)
     if bad:
         print(f"python -m zoo.verify: error: {bad} checkpoint(s) do not match their record",
               file=sys.stderr)
