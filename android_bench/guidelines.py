@@ -201,9 +201,9 @@ def _target_options(a):
                          remote_dir=a.remote_dir, extra=extra)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .targets import KINDS, make_target
-    from .targets.base import BenchConfig
+def build_parser():
+    """The flags of `python -m android_bench.guidelines`."""
+    from .targets import KINDS
 
     ap = make_parser("android_bench.guidelines",
                      description="ShuffleNet V2 guideline micro-benchmarks "
@@ -240,7 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         adb_args(ap)
     except ImportError:
         pass
-    a = ap.parse_args(argv)
+    return ap
+
+
+def measure(a) -> tuple[dict, list[Cell], str]:
+    """Run the guideline networks the parsed flags `a` ask for: (the JSON document, its
+    cells, where they ran)."""
+    from .targets import make_target
+    from .targets.base import BenchConfig
+
     try:
         scales = [int(s) for s in a.scales.split(",") if s.strip()]
     except ValueError:
@@ -267,6 +275,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "config": {"size": a.size, "width": a.width, "blocks": a.blocks,
                                       "scales": scales, **config.to_dict()},
                            "cells": [c.to_dict() for c in cells], "error": err}
+    return doc, cells, where
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    doc, cells, where = measure(a)
+    err, desc = doc["error"], doc["target"]
     if a.json == "-":
         print(json.dumps(doc, indent=2))
     else:
