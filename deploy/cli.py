@@ -31,7 +31,6 @@ import datetime as _dt
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -39,15 +38,13 @@ from zoo.clikit import make_parser
 from export.litert_layout import add_flag as add_litert_rewrites_flag
 from zoo.util import ArmqError, check_writable_dir, cli_entry, declare_inputs
 
-from .devices import DevicePool, check_targets, load_devices, resolve_targets
-from .executors import ArtifactMode, ExecutorKind, build as build_executor
-from .plan import Plan, target_record
+from .executors import ArtifactMode, ExecutorKind
 from .settings import (DEFAULT_DATASET, DEFAULT_LIMIT_EVAL, DEFAULT_MODELS, DEFAULT_NUM_CALIB,
                        DEFAULT_NUM_CALIB_TFLITE, DEFAULT_RUNS, DEFAULT_TARGETS, DEFAULT_WARMUP,
-                       DEFAULT_RUNTIMES, DEFAULT_TARGET_EVAL, RANDOM_NUM_CALIB, REPO, RUNTIMES,
-                       Settings, pick_baseline, resolve_all)
+                       DEFAULT_RUNTIMES, DEFAULT_TARGET_EVAL, RANDOM_NUM_CALIB, RUNTIMES,
+                       DeployConfig, Settings, pick_baseline, resolve_all)  # noqa: F401 (tests)
 from .spec import DATASETS, SpecError
-from .stages import FAILED, OK, RESULTS_FORMAT, SKIPPED, Results, Runner, now_iso
+from .stages import FAILED, OK, SKIPPED
 
 PROG = "deploy"
 
@@ -227,102 +224,12 @@ def check_publish(path: Path, sweep: Path | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    t_start = time.monotonic()
     a = build_parser().parse_args(argv)
-    settings = Settings(a)
-    if a.publish is not None:
-        check_publish(a.publish, a.sweep)
-    planned = resolve_all(settings)
-    baseline = pick_baseline(settings, planned)
-    pool, executor = _scale_out(a, settings)
-    try:
-        return _run(a, settings, planned, baseline, pool, executor, t_start, argv)
-    finally:
-        executor.close()
+    from .api import deploy
 
-
-def _scale_out(a: argparse.Namespace, settings: Settings):
-    """The device pool and the executor, checked before the run folder exists."""
-    kind = ExecutorKind(a.executor)
-    if a.ray_address and kind is not ExecutorKind.RAY:
-        raise SpecError("--ray-address needs --executor ray")
-    pool = None
-    devices = load_devices(a.devices) if a.devices is not None else None
-    # boards and phones by inventory name (`ssh` / `adb`: one target per such device)
-    settings.targets = resolve_targets(settings.targets, devices, f"--devices {a.devices}")
-    if devices is not None:
-        # local timing may stay on this machine; every other target needs a device
-        check_targets(devices, [t.id for t in settings.targets if t.kind != "local"],
-                      f"--devices {a.devices}")
-        used = {t.id for t in settings.targets}
-        pool = DevicePool([d for d in devices if d.target in used])
-    resources = [d.resource for d in pool.devices] if pool else []
-    return pool, build_executor(kind, settings.jobs, a.ray_address, ArtifactMode(a.ray_artifacts),
-                                resources)
-
-
-def _run(a, settings, planned, baseline, pool, executor, t_start, argv) -> int:
-    run_dir = new_run_dir(a.out)
-    executor.bind(run_dir)
-    doc = {"format": RESULTS_FORMAT,
-           "run": {"id": run_dir.name, "dir": str(run_dir), "started": now_iso(), "finished": None,
-                   "status": "running", "command": ["python -m deploy", *(sys.argv[1:] if argv is None
-                                                                          else argv)],
-                   "host": host_info(), "repo": str(REPO),
-                   "executor": executor.describe(),
-                   "devices": [d.name for d in pool.devices] if pool else None},
-           "config": settings.to_dict(), "baseline": baseline,
-           "targets": [target_record(t) for t in settings.targets],
-           "models": {p.tag: {"spec": p.spec.text, "name": p.spec.name, "dataset": p.dataset,
-                              "variant": p.variant.to_dict()} for p in planned},
-           "stages": [], "notes": []}
-    results = Results(run_dir / "results.json", doc)
-    plan = Plan(settings, planned, run_dir, results, baseline)
-    # boards and phones first: their probed CPU decides their INT8 recipe (plan.stages)
-    probes = plan.probe_stages()
-    runner = Runner(results, run_dir, probes, jobs=settings.jobs, cwd=REPO,
-                    executor=executor, devices=pool)
-    if probes:
-        print(f"{PROG}: probing {len(probes)} device(s) -> {run_dir}", file=sys.stderr, flush=True)
-        runner.run_all([(probes, True)])
-    groups = plan.stages()
-    doc["notes"] = plan.notes
-    all_stages = probes + [s for g, _ in groups for s in g]
-    print(f"{PROG}: {len(planned)} model(s) x {len(settings.targets)} target(s), "
-          f"{len(all_stages)} stages -> {run_dir}", file=sys.stderr, flush=True)
-    runner.extend([s for g, _ in groups for s in g])
-    runner.run_all(groups)
-    doc["run"]["finished"] = now_iso()
-    doc["run"]["wall_s"] = round(time.monotonic() - t_start, 1)
-    failed = any(s.status == FAILED for s in all_stages)
-    doc["run"]["status"] = "interrupted" if runner.interrupted else ("failed" if failed else "complete")
-    results.save()
-    report_path = None
-    if not a.no_report:
-        t0 = time.monotonic()
-        try:
-            from .report import render
-            report_path = render(run_dir / "results.json")
-            doc["report"] = {"html": "report.html", "md": "report.md",
-                             "seconds": round(time.monotonic() - t0, 1)}
-        except KeyboardInterrupt:
-            print(f"{PROG}: report not written (interrupted); results.json is complete",
-                  file=sys.stderr)
-        except Exception as e:  # noqa: BLE001 - the results must survive a renderer bug
-            doc["report"] = {"error": f"{type(e).__name__}: {e}"}
-            print(f"{PROG}: warning: report failed: {type(e).__name__}: {e} (results.json is "
-                  f"complete; rerun `python -m deploy.report {run_dir / 'results.json'}`)",
-                  file=sys.stderr)
-        doc["run"]["wall_s"] = round(time.monotonic() - t_start, 1)
-        results.save()
-    if a.publish is not None and not runner.interrupted:
-        from .zoo_results import publish
-
-        print(f"results table: {publish(doc, a.publish)}", file=sys.stderr)
-    print_summary(doc, time.monotonic() - t_start, report_path)
-    if runner.interrupted:
-        return 130
-    return 1 if failed else 0
+    res = deploy(DeployConfig.from_args(a),
+                 command=["python -m deploy", *(sys.argv[1:] if argv is None else argv)])
+    return res.exit_code
 
 
 def entry(argv: Sequence[str] | None = None) -> None:

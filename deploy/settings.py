@@ -6,6 +6,7 @@ Pure bookkeeping: no stage runs here (deploy/plan.py turns this into stages).
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from zoo.util import ArmqError
@@ -41,8 +42,44 @@ DEFAULT_LIMIT_EVAL = 2000
 # kernels: x86's int16 saturation or float convs do not apply there). Emulation runs
 # ~0.15 s per CIFAR-10 image (ShuffleNet V1 g=3, cortex-a72), so a sample of this size.
 DEFAULT_TARGET_EVAL = 200
+@dataclass(frozen=True)
+class DeployConfig:
+    """What `python -m deploy` was asked (its flags, same names; None: the sweep file's
+    value, else the default). `Settings` validates it and fills in the defaults."""
+
+    models: str | None = None            # comma-separated specs name[:k=v...]
+    sweep: Path | None = None            # TOML sweep file
+    dataset: str | None = None
+    targets: str | None = None           # local, qemu:<cpu>, ssh:<device>, adb:<device>
+    runs: int | None = None
+    warmup: int | None = None
+    limit_eval: int | None = None
+    target_eval: int | None = None
+    runtimes: str | None = None          # ort,tflite,mnn,executorch
+    skip_tflite: bool = False
+    baseline: str | None = None
+    num_calib: int | None = None
+    num_calib_tflite: int | None = None
+    litert_rewrites: frozenset | None = None
+    eval_data: str | None = None
+    calib_data: str | None = None
+    jobs: int | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_artifacts: str = "auto"
+    devices: Path | None = None
+    out: Path = Path("runs")
+    title: str | None = None
+    no_report: bool = False
+    publish: Path | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "DeployConfig":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
 class Settings:
-    def __init__(self, a: argparse.Namespace):
+    def __init__(self, a: DeployConfig):
         sweep = load_sweep(a.sweep) if a.sweep else {}
         self.sweep_file = str(a.sweep) if a.sweep else None
         self.models: list[ModelSpec] = sweep.get("models") or parse_model_list(a.models or DEFAULT_MODELS)
