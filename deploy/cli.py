@@ -230,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.monotonic()
     a = build_parser().parse_args(argv)
     settings = Settings(a)
+    declare_inputs(*settings.eval_data.values(), *settings.calib_data.values(), outputs=[a.out])
     if a.publish is not None:
         check_publish(a.publish, a.sweep)
     planned = resolve_all(settings)

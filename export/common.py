@@ -108,7 +108,8 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     # The weights, --model-py file and parity images are read; the exported files and
     # cards in --out (named by the model) must never replace one of them.
     model_py = str(args.model_py).split(":")[0] if getattr(args, "model_py", None) else None
-    declare_inputs(getattr(args, "weights", None), model_py, getattr(args, "images", None))
+    declare_inputs(getattr(args, "weights", None), model_py, getattr(args, "images", None),
+                   outputs=[getattr(args, "out", None)])
     return args
 
 

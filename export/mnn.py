@@ -28,7 +28,7 @@ import numpy as np
 
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_path, atomic_paths, captured_native_output, \
-    check_writable_dir, cli_entry, shown
+    check_writable_dir, cli_entry, declare_inputs, shown
 
 from . import common
 from .card import ModelCard, card_path_for, load_card, save_card
@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "(default: $ARMQ_THREADS, else up to 4)")
     args = p.parse_args(argv)
     common.check_parity_args(args)
+    declare_inputs(args.onnx, args.images, outputs=[args.out])
     if args.card is not None and args.out is not None and \
             args.out.resolve() != args.card.resolve().parent:
         raise ArmqError("--out applies to --onnx only (with --card the .mnn goes beside the card)")

@@ -317,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     calib_src = check_source(args.calib, "--calib")
     eval_src = check_source(args.eval, "--eval") if args.eval else None
     # The card is updated in place on purpose; the model named and the data sets are not.
-    declare_inputs(given, calib_src, eval_src, source.path if source is not None else None)
+    declare_inputs(given, calib_src, eval_src, source.path if source is not None else None,
+                   outputs=[out_dir])
     if eval_src is not None:
         from .common import check_labels
         folders = sorted({r.label for r in list_images(eval_src) if r.label is not None})

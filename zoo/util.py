@@ -8,9 +8,11 @@ import json
 import os
 import re
 import signal
+import stat
 import sys
 import tempfile
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -38,24 +40,58 @@ def _publish(tmp: str, path: Path) -> None:
 
 # ---- no output may overwrite an input ----------------------------------------------------------
 
+@dataclass(frozen=True)
+class InputFolder:
+    """A folder input as the run found it: the real paths of its folders and of the files
+    its symlinks name (links followed). An output there would change what the run reads.
+    Hard links need no entry: the atomic rename replaces the output's name, not its inode."""
+    path: Path
+    dirs: frozenset[str]
+    linked: frozenset[str]
+
+
+def scan_folder(root: Path) -> InputFolder:
+    """One walk (no recursion, each real folder once: link loops end) of an input folder."""
+    dirs: set[str] = set()
+    linked: set[str] = set()
+    stack = [root]
+    while stack:
+        real = os.path.realpath(stack.pop())
+        if real in dirs:
+            continue
+        dirs.add(real)
+        with contextlib.suppress(OSError), os.scandir(real) as it:
+            for e in it:
+                if e.is_dir():              # a link to a folder too: the loader reads it
+                    stack.append(Path(e.path))
+                elif e.is_symlink():        # a file (or dangling link) somewhere else
+                    linked.add(os.path.realpath(e.path))
+    return InputFolder(root, frozenset(dirs), frozenset(linked))
+
+
 # The files this CLI run reads and must never replace. Each CLI declares them once
 # (declare_inputs) after parsing; atomic_output/atomic_paths check every target against
 # them, so a writer cannot forget. Only while cli_entry runs a CLI: a main() called as a
 # library (tests, deploy in-process steps) must not leave inputs behind for later writes.
-_run_inputs: list[Path] | None = None
+_run_inputs: list[Path | InputFolder] | None = None
 
 
 def declare_inputs(*paths: str | os.PathLike | None,
                    outputs: Sequence[str | os.PathLike | None] = ()) -> None:
     """Register this run's read-only inputs (None and '-' are skipped) and check the output
-    files named on the command line against them now, before any work. A document the CLI
-    updates in place on purpose (quant.ptq's model card) is not an input in this sense."""
-    given = [Path(p) for p in paths if p is not None and str(p) not in ("", "-")]
+    files (or folders) named on the command line against them now, before any work. A folder
+    input covers everything in it and every file its links name. A document the CLI updates
+    in place on purpose (quant.ptq's model card) is not an input in this sense."""
+    given = [_as_input(Path(p)) for p in paths if p is not None and str(p) not in ("", "-")]
     if _run_inputs is not None:
         _run_inputs.extend(given)
     for out in outputs:
         if out is not None and str(out) not in ("", "-"):
             check_not_input(out, given)
+
+
+def _as_input(p: Path | InputFolder) -> Path | InputFolder:
+    return scan_folder(p) if isinstance(p, Path) and p.is_dir() else p
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -66,14 +102,26 @@ def same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def check_not_input(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> None:
+def check_not_input(path: str | os.PathLike,
+                    inputs: Sequence[str | os.PathLike | InputFolder] = ()) -> None:
     """Refuse (one line) to write `path` if it is one of `inputs` or of the run's declared
-    inputs -- the same path, a symlink to it or a hard link of it."""
+    inputs -- the same path, a symlink to it or a hard link of it -- or lies inside an input
+    folder, or is a file that a link in an input folder names."""
     out = Path(path)
-    for src in (*map(Path, inputs), *(_run_inputs or ())):
-        if same_file(out, src):
-            raise ArmqError(f"output {shown(out)} is the input {shown(src)}; "
-                            "name a different output file")
+    given = [i if isinstance(i, InputFolder) else _as_input(Path(i)) for i in inputs]
+    for src in (*given, *(_run_inputs or ())):
+        if not isinstance(src, InputFolder):
+            if same_file(out, src):
+                raise ArmqError(f"output {shown(out)} is the input {shown(src)}; "
+                                "name a different output file")
+            continue
+        real = Path(os.path.realpath(out))
+        if any(str(d) in src.dirs for d in (real, *real.parents)):
+            raise ArmqError(f"output {shown(out)} is inside the input folder {shown(src.path)}; "
+                            "write it outside that folder")
+        if str(real) in src.linked:
+            raise ArmqError(f"output {shown(out)} is a file that a link in the input folder "
+                            f"{shown(src.path)} names; name a different output file")
 
 
 @contextlib.contextmanager
