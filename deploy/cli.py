@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--devices", type=Path, metavar="FILE.toml", help="device inventory: "
                        "benchmarks of a target fan out over its devices, one at a time per device "
                        "(example: deploy/devices.toml)")
+    scale.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts of the "
+                       "inventory's ssh boards (default: armq's own, $XDG_STATE_HOME/armq/known_hosts)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default runs/)")
     p.add_argument("--title", help="report title")
     p.add_argument("--no-report", action="store_true", help="results.json only")
@@ -248,7 +250,9 @@ def _scale_out(a: argparse.Namespace, settings: Settings):
     if a.ray_address and kind is not ExecutorKind.RAY:
         raise SpecError("--ray-address needs --executor ray")
     pool = None
-    devices = load_devices(a.devices) if a.devices is not None else None
+    if a.known_hosts is not None and a.devices is None:
+        raise SpecError("--known-hosts is for the ssh boards of --devices")
+    devices = load_devices(a.devices, a.known_hosts) if a.devices is not None else None
     # boards and phones by inventory name (`ssh` / `adb`: one target per such device)
     settings.targets = resolve_targets(settings.targets, devices, f"--devices {a.devices}")
     if devices is not None:

@@ -90,3 +90,37 @@ def test_folder_check_unit(tmp_path):
     with pytest.raises(ArmqError, match="is inside the input folder"):
         declare_inputs(data, outputs=[data / "cat"])
     os.unlink(data / "loop")
+
+
+# ---- 2. a device file does not choose where ssh writes ----------------------------------------
+
+def _inventory(path: Path, extra: str = "") -> Path:
+    path.write_text(f'[[device]]\nname = "pi"\nkind = "ssh"\nhost = "pi.lan"\n{extra}')
+    return path
+
+
+def test_inventory_known_hosts_refused(tmp_path):
+    """ssh (accept-new) appended a host-key line to whatever file the inventory named."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a file ssh must not append to\n")
+    inv = _inventory(tmp_path / "lab.toml", f'known_hosts = "{victim}"\n')
+    refused(tmp_path, "deploy", "field 'known_hosts' is not taken from an inventory",
+            "--models", "mobilenet_v1", "--targets", "ssh", "--devices", inv,
+            "--out", tmp_path / "runs")
+
+
+def test_inventory_boards_use_armq_known_hosts(tmp_path, monkeypatch):
+    from android_bench.targets.ssh import SshTarget, armq_known_hosts, parse_destination
+    from deploy.devices import load_devices
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    inv = _inventory(tmp_path / "lab.toml")
+    (d,) = load_devices(inv)
+    own = tmp_path / "state" / "armq" / "known_hosts"
+    assert armq_known_hosts() == own and d.bench_args()[2:4] == ["--known-hosts", str(own)]
+    (d,) = load_devices(inv, tmp_path / "mine")           # deploy --known-hosts FILE
+    assert d.bench_args()[2:4] == ["--known-hosts", str(tmp_path / "mine")]
+    t = SshTarget(parse_destination("pi.lan", None), known_hosts=str(own))
+    assert own.parent.is_dir() and f"UserKnownHostsFile={own}" in t.ssh_argv("true")
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")     # the XDG rule: absolute only
+    assert armq_known_hosts() == Path.home() / ".local" / "state" / "armq" / "known_hosts"

@@ -73,6 +73,16 @@ from .remote import (INSTALL_HINT, PROBE_MARK, PROBE_SCRIPT, PROBE_TIMEOUT,  # n
                      parse_probe)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+def armq_known_hosts() -> Path:
+    """Where the boards of a device inventory have their host keys recorded: armq's own state
+    folder ($XDG_STATE_HOME/armq, else ~/.local/state/armq), never a file the inventory names
+    (a device file is data, and ssh accept-new appends to this file); `deploy --known-hosts`
+    chooses another."""
+    base = os.environ.get("XDG_STATE_HOME") or ""
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "armq" / "known_hosts"
 STRICT_MODES = ("accept-new", "yes", "no")
 
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
@@ -190,6 +200,8 @@ class SshTarget(RemoteTarget):
             raise BenchError(f"--ssh-strict must be one of {', '.join(STRICT_MODES)}")
         if key is not None and not Path(key).expanduser().is_file():
             raise BenchError(f"--ssh-key {key}: no such file")
+        if known_hosts is not None and Path(known_hosts) == armq_known_hosts():
+            armq_known_hosts().parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # first use
         if known_hosts is not None and not Path(known_hosts).expanduser().parent.is_dir():
             raise BenchError(f"--known-hosts {known_hosts}: its folder does not exist")
         if connect_timeout <= 0:
