@@ -3,9 +3,10 @@ the compact records results.json keeps. Torch-free; every key is optional, since
 the stages' formats evolve: a missing key gives a missing value, never a crash."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from zoo.util import ArmqError, load_json
 
 from export.card import PARITY_REFERENCE, artifact_key as artifact_key_of, key_format, \
     key_is_int8, key_recipe, ordered_keys
@@ -39,9 +40,10 @@ def _get(d: Any, *path, default=None):
 
 
 def read_json(path: Path) -> Any | None:
+    """A stage's output file, or None when it is missing or unusable (bounded like any JSON)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return load_json(path)
+    except ArmqError:
         return None
 
 

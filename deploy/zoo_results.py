@@ -13,12 +13,11 @@ takes it from android_bench.compare); nothing is recomputed here.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_output, atomic_path, cli_entry, declare_inputs
+from zoo.util import ArmqError, atomic_output, atomic_path, cli_entry, declare_inputs, load_json
 
 from android_bench.compare import ratio
 
@@ -399,12 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="Markdown file to write (plots beside it)")
     args = p.parse_args(argv)
     declare_inputs(args.results, outputs=[args.out])
-    try:
-        doc = json.loads(args.results.read_text())
-    except FileNotFoundError:
-        raise ArmqError(f"{args.results}: no such file") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ArmqError(f"{args.results}: not a readable results.json ({e})") from None
+    doc = load_json(args.results, "results file")   # bounded: size, depth, values, a FIFO
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
         raise ArmqError(f"{args.results}: not a deploy results.json (no 'models')")
     if args.out.resolve() == args.results.resolve():

@@ -14,7 +14,7 @@ import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 
 class ArmqError(Exception):
@@ -42,9 +42,8 @@ def _publish(tmp: str, path: Path) -> None:
 
 @dataclass(frozen=True)
 class InputFolder:
-    """A folder input as the run found it: the real paths of its folders and of the files
-    its symlinks name (links followed). An output there would change what the run reads.
-    Hard links need no entry: the atomic rename replaces the output's name, not its inode."""
+    """A folder input: the real paths of its folders and of the files its symlinks name (no
+    hard links: the atomic rename replaces an output's name, never its inode)."""
     path: Path
     dirs: frozenset[str]
     linked: frozenset[str]
@@ -52,9 +51,7 @@ class InputFolder:
 
 def scan_folder(root: Path) -> InputFolder:
     """One walk (no recursion, each real folder once: link loops end) of an input folder."""
-    dirs: set[str] = set()
-    linked: set[str] = set()
-    stack = [root]
+    dirs, linked, stack = set[str](), set[str](), [root]
     while stack:
         real = os.path.realpath(stack.pop())
         if real in dirs:
@@ -79,10 +76,9 @@ _run_inputs: list[Path | InputFolder] | None = None
 def declare_inputs(*paths: str | os.PathLike | None,
                    outputs: Sequence[str | os.PathLike | None] = ()) -> None:
     """Register this run's read-only inputs (None and '-' are skipped) and check the output
-    files (or folders) named on the command line against them now, before any work. A folder
-    input covers everything in it and every file its links name. A document the CLI updates
-    in place on purpose (quant.ptq's model card) is not an input in this sense."""
-    given = [_as_input(Path(p)) for p in paths if p is not None and str(p) not in ("", "-")]
+    files (or folders) named on the command line against them now, before any work. A document
+    the CLI updates in place on purpose (quant.ptq's model card) is not an input in this sense."""
+    given = [_as_input(p) for p in paths if p is not None and str(p) not in ("", "-")]
     if _run_inputs is not None:
         _run_inputs.extend(given)
     for out in outputs:
@@ -90,8 +86,8 @@ def declare_inputs(*paths: str | os.PathLike | None,
             check_not_input(out, given)
 
 
-def _as_input(p: Path | InputFolder) -> Path | InputFolder:
-    return scan_folder(p) if isinstance(p, Path) and p.is_dir() else p
+def _as_input(p: str | os.PathLike | InputFolder) -> Path | InputFolder:
+    return p if isinstance(p, InputFolder) else scan_folder(Path(p)) if os.path.isdir(p) else Path(p)
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -105,11 +101,10 @@ def same_file(a: Path, b: Path) -> bool:
 def check_not_input(path: str | os.PathLike,
                     inputs: Sequence[str | os.PathLike | InputFolder] = ()) -> None:
     """Refuse (one line) to write `path` if it is one of `inputs` or of the run's declared
-    inputs -- the same path, a symlink to it or a hard link of it -- or lies inside an input
-    folder, or is a file that a link in an input folder names."""
+    inputs (the same path, a symlink to it or a hard link of it), lies in an input folder or
+    is a file that a link in one names."""
     out = Path(path)
-    given = [i if isinstance(i, InputFolder) else _as_input(Path(i)) for i in inputs]
-    for src in (*given, *(_run_inputs or ())):
+    for src in (*map(_as_input, inputs), *(_run_inputs or ())):
         if not isinstance(src, InputFolder):
             if same_file(out, src):
                 raise ArmqError(f"output {shown(out)} is the input {shown(src)}; "
@@ -231,6 +226,7 @@ def env_limit(name: str, default: float, minimum: float = 0.0) -> float:
 
 MAX_JSON_MB = 64.0        # ARMQ_MAX_JSON_MB: results, cards and compare inputs are far smaller
 MAX_JSON_DEPTH = 64       # ARMQ_MAX_JSON_DEPTH: our documents nest < 10 deep
+MAX_JSON_ITEMS = 2_000_000  # ARMQ_MAX_JSON_ITEMS: 60 MB of `[],` were 3 GB of Python lists
 
 
 def _json_depth(doc: Any) -> int:
@@ -244,6 +240,18 @@ def _json_depth(doc: Any) -> int:
     return depth
 
 
+def open_regular(path: Path, what: str) -> BinaryIO:
+    """Open a user-named file, refusing anything but a regular file before a read: a FIFO or
+    a device would block or never end (O_NONBLOCK: even opening a FIFO returns at once)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
+        os.close(fd)
+        kind = "a folder, not a file" if stat.S_ISDIR(mode) else "not a regular file (a FIFO?)"
+        raise ArmqError(f"{what} {shown(path)} is {kind}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Read a user-supplied JSON file with bounded size and nesting depth.
 
@@ -253,7 +261,7 @@ def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     cap = int(env_limit("ARMQ_MAX_JSON_MB", MAX_JSON_MB, 0.001) * 2**20)
     max_depth = int(env_limit("ARMQ_MAX_JSON_DEPTH", MAX_JSON_DEPTH, 1))
     try:
-        with open(p, "rb") as f:
+        with open_regular(p, what) as f:
             size = os.fstat(f.fileno()).st_size
             if size > cap:
                 raise ArmqError(f"{what} {shown(p)} is too large ({size / 2**20:.1f} MB > "
@@ -261,12 +269,16 @@ def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
             data = f.read(cap + 1)      # bounded: a file growing meanwhile cannot blow past it
     except FileNotFoundError:
         raise ArmqError(f"{what} {shown(p)} not found") from None
-    except IsADirectoryError:
-        raise ArmqError(f"{what} {shown(p)} is a folder, not a file") from None
     except OSError as e:
         raise ArmqError(f"cannot read {what} {shown(p)} ({e.strerror or e})") from None
     if len(data) > cap:
         raise ArmqError(f"{what} {shown(p)} is too large (> {cap / 2**20:g} MB)")
+    # every value but the first follows a ',' or opens a container: an upper bound, cheap
+    items = data.count(b",") + data.count(b"[") + data.count(b"{")
+    max_items = int(env_limit("ARMQ_MAX_JSON_ITEMS", MAX_JSON_ITEMS, 1))
+    if items > max_items:
+        raise ArmqError(f"{what} {shown(p)} has too many values (~{items:,} > {max_items:,}; "
+                        f"raise ARMQ_MAX_JSON_ITEMS if it is genuine)")
     try:
         doc = json.loads(data.decode("utf-8"))
     except RecursionError:
