@@ -133,15 +133,24 @@ def new_run_dir(out: Path) -> Path:
             continue
     else:
         raise ArmqError(f"no free run folder name under {out} for {stamp}")
-    latest = out / "latest"
-    try:
-        if latest.is_symlink() or not latest.exists():
-            if latest.is_symlink():
-                latest.unlink()
-            latest.symlink_to(d.name)
-    except OSError:
-        pass
     return d
+
+
+def point_latest(run_dir: Path) -> None:
+    """<out>/latest -> this run, once it finished (complete, failed or interrupted: its
+    results.json is final). Not at the start: a killed deploy must not leave `latest` at a
+    run that never ended. Atomic (a new link renamed over the old one), and never over a
+    file or folder of the user's that happens to be called `latest`."""
+    latest = run_dir.parent / "latest"
+    if latest.exists() and not latest.is_symlink():
+        return
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run_dir.name)
+        os.replace(tmp, latest)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def host_info() -> dict:
@@ -315,6 +324,7 @@ def _run(a, settings, planned, baseline, pool, executor, t_start, argv) -> int:
                   file=sys.stderr)
         doc["run"]["wall_s"] = round(time.monotonic() - t_start, 1)
         results.save()
+    point_latest(run_dir)
     if a.publish is not None and not runner.interrupted:
         from .zoo_results import publish
 

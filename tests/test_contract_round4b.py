@@ -96,3 +96,196 @@ def test_norm_rule_accepts_real_normalisations():
     for mean, std in ((CIFAR10_MEAN, CIFAR10_STD), (IMAGENET_MEAN, IMAGENET_STD),
                       ((0.0,) * 3, (1 / 255,) * 3), ((0.5,) * 3, (0.5,) * 3), ((0,) * 3, (1,) * 3)):
         assert norm_problem("mean", list(mean)) is None and norm_problem("std", list(std)) is None
+
+
+# ---- 6. processes and state after a kill -------------------------------------------------------
+
+# A stage like every armq CLI (cli_entry: SIGTERM and Ctrl-C clean up): it makes a temp folder,
+# says its pid, sleeps, and removes the folder on the way out.
+STAGE = """
+import os, shutil, sys, tempfile, time
+from zoo.util import cli_entry
+def main(argv):
+    d = tempfile.mkdtemp(dir=argv[0])
+    try:
+        with open(argv[1] + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(argv[1] + ".tmp", argv[1])
+        time.sleep(120)
+    finally:
+        shutil.rmtree(d)
+cli_entry(main, "stage", sys.argv[1:])
+"""
+
+# deploy's Runner and local executor (with its watchdog) running that stage, under cli_entry
+# like deploy: SIGTERM stops the stage the way Ctrl-C does.
+DEPLOY = """
+import sys
+from pathlib import Path
+from deploy.executors.local import LocalExecutor
+from deploy.stages import Results, Runner, Stage
+from zoo.util import cli_entry
+def main(argv):
+    run, stage_py, scratch, pid_file = (Path(a) for a in argv)
+    run.mkdir()
+    res = Results(run / "results.json", {"format": "armq-deploy/1", "run": {"status": "running"},
+                                         "models": {}, "stages": []})
+    ex = LocalExecutor()
+    ex.bind(run)
+    s = Stage(id="sleep", kind="bench",
+              argv=[sys.executable, str(stage_py), str(scratch), str(pid_file)])
+    s2 = Stage(id="after", kind="compare", argv=[sys.executable, "-c", "pass"])
+    try:
+        Runner(res, run, [s, s2], executor=ex).run_all([([s, s2], False)])
+    finally:
+        ex.close()
+cli_entry(main, "deploy", sys.argv[1:])
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                     if ln.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+    return "zombie" not in state
+
+
+def _kill(pid: int) -> None:
+    """A test that fails must not leave its stage sleeping."""
+    import os
+    import signal
+
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for(cond, timeout: float) -> float:
+    """Seconds until cond() held; fails after timeout."""
+    import time
+
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, f"not within {timeout} s"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def _start_runner(tmp_path: Path, ignore_sigint: bool = False):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    (tmp_path / "sleeper.py").write_text(STAGE)
+    (tmp_path / "runner.py").write_text(DEPLOY)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    pid_file = tmp_path / "stage.pid"
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "run"),
+         str(tmp_path / "sleeper.py"), str(scratch), str(pid_file)], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint
+        else None)
+    try:
+        _wait_for(lambda: pid_file.exists() or proc.poll() is not None, 60)
+    except AssertionError:
+        proc.kill()
+        raise
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    return proc, int(pid_file.read_text()), scratch
+
+
+def test_sigkilled_runner_takes_its_stage_with_it(tmp_path):
+    """SIGKILL (or the OOM killer) of deploy left its stage running, its temp folder behind
+    and results.json saying "running"."""
+    import json
+    import signal
+
+    proc, stage_pid, scratch = _start_runner(tmp_path)
+    assert any(scratch.iterdir()) and _pid_alive(stage_pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    try:
+        _wait_for(lambda: not _pid_alive(stage_pid), 5)
+    finally:
+        _kill(stage_pid)
+    _wait_for(lambda: not any(scratch.iterdir()), 5)        # it cleaned up as on Ctrl-C
+    results = tmp_path / "run" / "results.json"
+    _wait_for(lambda: json.loads(results.read_text())["run"]["status"] == "killed", 5)
+    st = {s["id"]: s for s in json.loads(results.read_text())["stages"]}
+    assert st["sleep"]["status"] == "interrupted" and st["sleep"]["reason"] == "deploy was killed"
+    assert st["after"]["status"] == "skipped"
+
+
+def test_stage_of_a_deploy_started_with_sigint_ignored_stops_at_once(tmp_path):
+    """A background job (SIGINT ignored, inherited by the stages): deploy's SIGINT to its
+    stage was ignored, the stage died only at the SIGKILL 10 s later, its temp folder left."""
+    import json
+    import signal
+
+    proc, stage_pid, scratch = _start_runner(tmp_path, ignore_sigint=True)
+    proc.send_signal(signal.SIGTERM)                 # deploy stops its stage with SIGINT
+    try:
+        took = _wait_for(lambda: proc.poll() is not None, 9)
+    finally:
+        _kill(stage_pid)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr.read() if proc.stderr else ""
+    assert took < 5 and not _pid_alive(stage_pid)
+    assert not any(scratch.iterdir()), "the stage's temp folder was left"
+    d = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {s["id"]: s["status"] for s in d["stages"]} == {"sleep": "interrupted",
+                                                           "after": "skipped"}
+
+
+def test_sigkilled_deploy_leaves_latest_alone(tmp_path):
+    """`latest` pointed at a run from its start: a killed deploy left it at a run that never
+    finished. Now it moves when a run ends; the killed run's results.json says so."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from deploy.cli import point_latest
+
+    runs = tmp_path / "runs"
+    old = runs / "20000101-000000"
+    old.mkdir(parents=True)
+    point_latest(old)
+    proc = subprocess.Popen([sys.executable, "-m", "deploy", "--models", "shufflenet_v1:groups=3",
+                             "--targets", "local", "--skip-tflite", "--out", str(runs)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: any(runs.glob("2*/results.json")) or proc.poll() is not None, 120)
+    finally:
+        proc.kill()
+        proc.wait()
+    results = next(runs.glob("2*/results.json"))
+    assert (runs / "latest").resolve() == old.resolve()
+    _wait_for(lambda: json.loads(results.read_text())["run"]["status"] == "killed", 10)
+
+
+def test_point_latest_replaces_a_link_never_a_folder(tmp_path):
+    from deploy.cli import point_latest
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    point_latest(a)
+    point_latest(b)
+    assert (tmp_path / "latest").resolve() == b.resolve()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".latest")] == []
+    (tmp_path / "latest").unlink()
+    (tmp_path / "latest").mkdir()            # the user's own folder called latest
+    point_latest(a)
+    assert (tmp_path / "latest").is_dir() and not (tmp_path / "latest").is_symlink()
