@@ -37,7 +37,7 @@ from typing import Sequence
 
 from zoo.clikit import make_parser
 from export.litert_layout import add_flag as add_litert_rewrites_flag
-from zoo.util import ArmqError, check_writable_dir, cli_entry, declare_inputs
+from zoo.util import ArmqError, check_writable_dir, cli_entry, declare_inputs, shown
 
 from .devices import DevicePool, check_targets, load_devices, resolve_targets
 from .executors import ArtifactMode, ExecutorKind, build as build_executor
@@ -235,9 +235,21 @@ def check_publish(path: Path, sweep: Path | None) -> None:
     check_writable_dir(path.parent)
 
 
+def check_utf8_out(out: Path) -> None:
+    """The run folder's path goes into every stage's command line, log and JSON file, all
+    UTF-8: a name that is not (bytes from another locale) failed every stage, so refuse
+    it here, before any work."""
+    try:
+        str(out.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(f"--out {shown(str(out))}: the path is not valid UTF-8; name a folder "
+                        f"whose path is") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.monotonic()
     a = build_parser().parse_args(argv)
+    check_utf8_out(a.out)
     settings = Settings(a)
     if a.publish is not None:
         check_publish(a.publish, a.sweep)

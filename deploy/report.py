@@ -13,10 +13,11 @@ plots: deploy.plots; this module writes the Markdown and the HTML.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_output, cli_entry, load_json, shown
@@ -111,6 +112,20 @@ def check_shape(doc: dict, rp: Path) -> None:
                 raise bad(f"stages[{i}].{f}", v, " or ".join(t.__name__ for t in types))
 
 
+@contextlib.contextmanager
+def fields_of(rp: Path) -> Iterator[None]:
+    """Reading a results.json's fields (report, rundiff, zoo_results): check_shape vets the
+    sections; a field deeper down of the wrong type (a hand-edited file, an artifact entry
+    that is a string) still ends here, as one line naming the file, not an internal error."""
+    try:
+        yield
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ArmqError(f"{shown(rp)}: a field has an unexpected type or value ({type(e).__name__}"
+                        f"{': ' + first if first else ''}); is it a results.json written by "
+                        f"`python -m deploy`? (--debug shows where)") from e
+
+
 def load_results(rp: Path) -> dict:
     """A deploy run's results.json, read with bounded size and depth and shape-checked:
     every failure is one line naming the file."""
@@ -139,16 +154,9 @@ def render(results_path: str | Path) -> Path:
             with atomic_output(plot_dir / f"{name}.png", "wb") as f:
                 f.write(data)
             pngs.append((name, data, caption))
-    try:
+    with fields_of(rp):
         md = build_md(doc, pngs)
         htm = build_html(doc, pngs)
-    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
-        # check_shape vets the sections; a field deeper down of the wrong type (a
-        # hand-edited file) still ends here, as one line, not as an internal error.
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ArmqError(f"{shown(rp)}: a field has an unexpected type or value ({type(e).__name__}"
-                        f"{': ' + first if first else ''}); is it a results.json written by "
-                        f"`python -m deploy`? (--debug shows where)") from e
     with atomic_output(out_dir / "report.md", "w") as f:
         f.write(md)
     with atomic_output(out_dir / "report.html", "w") as f:

@@ -30,7 +30,7 @@ from zoo.clikit import make_parser
 from zoo.util import ArmqError, cli_entry, load_json
 
 from .analysis import is_emulated
-from .report import load_results
+from .report import fields_of, load_results
 
 PROG = "deploy.rundiff"
 
@@ -188,7 +188,11 @@ def compare(a: dict, a_dir: Path, b: dict, b_dir: Path,
 
 def _open(arg: Path) -> tuple[dict, Path]:
     rp = arg / "results.json" if arg.is_dir() else arg
-    return load_results(rp), rp.parent
+    doc = load_results(rp)
+    with fields_of(rp):     # every field compare() reads, of the right type
+        non_timing(doc)
+        instruction_counts(doc, rp.parent)
+    return doc, rp.parent
 
 
 def _describe(doc: dict) -> str:

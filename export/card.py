@@ -156,6 +156,25 @@ def _is_size(v: Any, field_name: str = "input_size") -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
+def variant_problem(v: dict) -> str | None:
+    """Why a zoo variant dict that came in a file (a checkpoint's `variant`) is unusable,
+    or None: one line naming the field, before any stage builds a model from it."""
+    def bad(k: str) -> str:
+        return f"'{k}' is {shown(repr(v[k])[:40])}"
+    if not isinstance(v.get("model"), str):
+        return bad("model") + ", not a model name"
+    if "dataset" in v and not isinstance(v["dataset"], str):
+        return bad("dataset") + ", not a data set name"
+    if v.get("input_size") is not None and not _is_size(v["input_size"]):
+        return bad("input_size") + f", not a whole number of pixels in {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}"
+    n = v.get("num_classes")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        return bad("num_classes") + ", not a whole number >= 1"
+    if not isinstance(v.get("params", {}), dict):
+        return bad("params") + ", not a table of variant knobs"
+    return None
+
+
 def plain_name(name: Any) -> bool:
     """A name usable as a file stem in one folder: no separators, no '..', no control
     characters, not absolute -- so a card cannot steer where a stage writes."""

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from test_contract_round3 import model_dir, refused, run_inproc
+from test_contract_round3 import MAIN_OF, model_dir, refused, run_inproc
+
+MAIN_OF.setdefault("deploy", "deploy.cli")     # `python -m deploy` runs deploy.cli.main
 
 NAN, INF = float("nan"), float("inf")
 
@@ -289,3 +291,278 @@ def test_point_latest_replaces_a_link_never_a_folder(tmp_path):
     (tmp_path / "latest").mkdir()            # the user's own folder called latest
     point_latest(a)
     assert (tmp_path / "latest").is_dir() and not (tmp_path / "latest").is_symlink()
+
+
+# ---- 7. messages -------------------------------------------------------------------------------
+
+def _entry(main) -> tuple[int, str]:
+    from test_contract_round2 import _run_entry
+
+    return _run_entry(main)
+
+
+def test_disk_full_names_the_users_file_not_a_temp(tmp_path):
+    """A copy into --out on a full disk named its source, a temp file on another disk
+    (shutil puts the source in filename, the destination in filename2)."""
+    import errno
+    import os
+
+    from zoo.util import atomic_output, atomic_path
+
+    out = tmp_path / "out" / "model.onnx"
+
+    def copy_into(argv):
+        with atomic_path(out) as tmp:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/elsewhere/armq-x/m.onnx",
+                          None, str(tmp))      # (errno, strerror, filename, winerror, filename2)
+
+    def write_into(argv):
+        with atomic_output(out) as f:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))   # f.write: no file name
+
+    for main in (copy_into, write_into):
+        rc, err = _entry(main)
+        assert rc == 2 and err.count("\n") == 1, err
+        assert f"disk full while writing {out} (" in err and "elsewhere" not in err, err
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_disk_full_in_the_temp_folder_says_so():
+    import errno
+    import os
+    import tempfile
+
+    def main(argv):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                      os.path.join(tempfile.gettempdir(), "armq-onnx-x", "m.onnx"))
+    rc, err = _entry(main)
+    assert rc == 2 and "point TMPDIR at a disk with room" in err, err
+
+
+def test_read_only_file_system_is_one_line():
+    """A run folder on a read-only mount: 'internal error: OSError: [Errno 30]'."""
+    import errno
+    import os
+
+    def main(argv):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/runs/x/plots")
+    rc, err = _entry(main)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "cannot write /runs/x/plots: read-only file system" in err and "internal" not in err
+
+
+def test_ptq_model_given_as_its_card(tmp_path):
+    """`quant.ptq --model <name>.json` (documented) quantized, then refused to write the
+    card it had been given: 'output ... is the input'."""
+    art = model_dir(tmp_path)
+    before = json.loads((art / "tiny.json").read_text())
+    r = run_inproc("quant.ptq", "--model", art / "tiny.json", "--calib", tmp_path / "data",
+                   "--out", art, "--num-calib", 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.loads((art / "tiny.json").read_text())
+    assert card["artifacts"]["onnx_int8"]["path"] == "tiny.int8.onnx"
+    assert (art / "tiny.int8.onnx").is_file() and card["artifacts"]["onnx"] == before["artifacts"]["onnx"]
+
+
+def _sweep(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "sweep.toml"
+    p.write_text(body)
+    return p
+
+
+DEEP = "x = " + "[" * 5000 + "]" * 5000 + "\n"
+
+
+@pytest.mark.parametrize("body,needle", [
+    ('models = ["shufflenet_v1"]\n' + DEEP, "not valid TOML (arrays or tables nested too deeply)"),
+    ('models = ["shufflenet_v1"]\nnum_calib = 0\n', "'num_calib' must be an integer >= 1"),
+    ('models = ["shufflenet_v1"]\njobs = 0\n', "'jobs' must be an integer >= 1"),
+    ('models = ["shufflenet_v1"]\nruns = {local = 0}\n', "'runs' must be an integer >= 1 or a table"),
+    ('[[model]]\nname = "shufflenet_v1"\nwidth = [1, 2]\n',
+     "[[model]] #1: 'width' must be a string or a number, not a list"),
+    ('[[model]]\nname = "shufflenet_v1"\nwidth = "0.5:groups=8"\n',
+     "[[model]] #1: 'width' must not contain ':'"),
+    ('[[model]]\nname = "shufflenet_v1:groups=8"\n', "[[model]] #1: 'name' must not contain ':'"),
+    ('[[model]]\nsource = "tiny.pt2:weights=other.pt"\n',
+     "[[model]] #1: 'source' must be one model source"),
+    ('[[model]]\nname = "shufflenet_v1"\nx = {a = 1}\n', "'x' must be a string or a number, not a table"),
+    ('models = ["shufflenet_v1"]\ndataset = ["a"]\n', "'dataset' must be a string, not a list"),
+    ('models = ["shufflenet_v1"]\ntitle = 5\n', "'title' must be a string, not a number"),
+    ('models = ["shufflenet_v1"]\nskip_tflite = "yes"\n', "'skip_tflite' must be true or false"),
+    ('models = ["shufflenet_v1"]\nruntimes = ["ort", "onnx"]\n', "'runtimes': unknown runtime 'onnx'"),
+    ('deploy = 5\nmodels = ["shufflenet_v1"]\n', "'deploy' must be a table"),
+], ids=["deep", "num-calib-0", "jobs-0", "runs-table-0", "value-list", "value-adds-key",
+        "name-adds-key", "source-adds-key", "value-table", "dataset-list", "title-number",
+        "skip-tflite-str", "runtimes-unknown", "deploy-not-table"])
+def test_sweep_values_named_one_line(body, needle, tmp_path):
+    """A deep TOML was an internal error, 0 was silently replaced by the default, a value
+    with ':' added a key, and errors showed Python reprs instead of naming the key."""
+    sweep = _sweep(tmp_path, body)
+    refused(tmp_path, "deploy", needle, "--sweep", sweep, *NO_RUN)
+
+
+# Checked after every other setting: a sweep that is wrongly accepted fails fast, not with a run.
+NO_RUN = ("--eval-data", "/nonexistent/eval", "--out", "/nonexistent/runs")
+
+
+def test_sweep_zero_flags_refused_not_replaced(tmp_path):
+    refused(tmp_path, "deploy", "--num-calib must be at least 1", "--num-calib", 0, *NO_RUN)
+
+
+def test_sweep_model_table_still_joins_plain_values():
+    """Guard: the [[model]] form of a plain spec still parses to the same spec."""
+    from deploy.spec import _model_table_text, parse_model_spec
+
+    text = _model_table_text({"name": "shufflenet_v1", "groups": 3, "width": 0.5}, "t")
+    assert text == "shufflenet_v1:groups=3:width=0.5"
+    assert parse_model_spec(text).params == {"groups": 3, "width": 0.5}
+
+
+def test_deep_device_inventory_one_line(tmp_path):
+    inv = tmp_path / "devices.toml"
+    inv.write_text(DEEP)
+    refused(tmp_path, "deploy", "not valid TOML (arrays or tables nested too deeply)",
+            "--devices", inv, "--out", tmp_path / "runs")
+
+
+def _results(tmp_path: Path, **model) -> Path:
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps({
+        "format": "armq-deploy/1", "run": {"id": "r", "status": "complete"}, "stages": [],
+        "models": {"m": model}}))
+    return d
+
+
+@pytest.mark.parametrize("model", [
+    {"artifacts": {"onnx": "m.onnx"}}, {"artifacts": ["m.onnx"]}, {"weights": "x"},
+    {"bench": {"local": {"onnx": 5}}}, {"accuracy": {"results": {"onnx": 5}}}],
+    ids=["artifact-str", "artifacts-list", "weights-str", "bench-entry-int", "accuracy-int"])
+def test_results_field_of_the_wrong_type_one_line(model, tmp_path):
+    """An artifact entry of the wrong type: 'internal error: AttributeError' in rundiff."""
+    run = _results(tmp_path, **model)
+    refused(tmp_path, "deploy.rundiff", "a field has an unexpected type", run, run)
+
+
+def test_zoo_results_field_of_the_wrong_type_one_line(tmp_path):
+    run = _results(tmp_path, weights="x")
+    refused(tmp_path, "deploy.zoo_results", "a field has an unexpected type",
+            run / "results.json", "--out", tmp_path / "z.md")
+
+
+@pytest.mark.parametrize("value", ["32px", 32.5, True],
+                         ids=["32px", "float", "bool"])
+def test_checkpoint_variant_input_size_one_line(value, tmp_path):
+    """A checkpoint whose variant says input_size = "32px": an internal TypeError."""
+    import torch
+
+    from conftest import SHIPPED_CKPT
+
+    ck = torch.load(SHIPPED_CKPT, map_location="cpu", weights_only=True)
+    ck["variant"] = dict(ck["variant"], input_size=value)
+    torch.save(ck, tmp_path / "ck.pt")
+    refused(tmp_path, "export.onnx", "variant 'input_size' is", "--weights", tmp_path / "ck.pt",
+            "--out", tmp_path / "out")
+
+
+@pytest.mark.parametrize("where", ["import", "call"])
+def test_factory_calling_sys_exit_is_an_error(where, tmp_path):
+    """A factory file calling sys.exit(0) at import gave exit 0 and no file."""
+    body = ("import sys\nsys.exit(0)\ndef build(**kw):\n    pass\n" if where == "import"
+            else "import sys\ndef build(**kw):\n    sys.exit(0)\n")
+    (tmp_path / "exits.py").write_text(body)
+    refused(tmp_path, "export.onnx", "SystemExit", "--source", f"{tmp_path / 'exits.py'}:build",
+            "--input-size", 32, "--mean", .5, .5, .5, "--std", .5, .5, .5, "--num-classes", 10,
+            "--out", tmp_path / "out")
+
+
+def test_non_utf8_out_refused_up_front(tmp_path):
+    """deploy --out with bytes of another locale failed every stage."""
+    import os
+
+    out = os.fsdecode(os.fsencode(str(tmp_path)) + b"/runs\xff")
+    refused(tmp_path, "deploy", "the path is not valid UTF-8", "--out", out)
+
+
+def test_ssh_control_socket_folder_fits_a_long_tmpdir(tmp_path, monkeypatch):
+    """An 80-character TMPDIR made the ControlPath socket path too long for every ssh step."""
+    import os
+    import tempfile
+
+    from android_bench.targets.ssh import MAX_CONTROL_PATH, control_dir
+
+    long_tmp = tmp_path / ("t" * max(1, 80 - len(str(tmp_path)) - 1))
+    long_tmp.mkdir()
+    assert len(str(long_tmp)) >= 80
+    monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
+    d = control_dir()
+    try:
+        assert d is not None and not d.startswith(str(long_tmp))
+        assert len(os.path.join(d, "cm").encode()) <= MAX_CONTROL_PATH
+    finally:
+        if d:
+            os.rmdir(d)
+    assert control_dir(bases=(str(long_tmp),)) is None     # then: no multiplexing
+    assert list(long_tmp.iterdir()) == []
+
+
+def test_ssh_connects_with_a_long_tmpdir(tmp_path, monkeypatch):
+    """The same through a real ssh connection to a private sshd."""
+    import tempfile
+
+    from test_bench_ssh import Sshd, _ensure_sshd, _target
+
+    _ensure_sshd()
+    server = Sshd(tmp_path / "sshd").start() if (tmp_path / "sshd").mkdir() is None else None
+    try:
+        long_tmp = tmp_path / ("t" * max(1, 80 - len(str(tmp_path)) - 1))
+        long_tmp.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
+        t = _target(server, tmp_path)
+        t.connect()
+        try:
+            assert t._master is not None and t._master.poll() is None
+            assert t.multiplex
+        finally:
+            t.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["bars", "quiet"])
+def test_quiet_silences_progress_bars(quiet, tmp_path):
+    """-q ("no progress bars") still drew quant.evaluate's and quant.ptq's bars on a terminal."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from conftest import REPO
+
+    art = model_dir(tmp_path)
+    main, sub = pty.openpty()               # stderr on a terminal: where tqdm draws
+    fcntl.ioctl(sub, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))   # 0 columns: no bar
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "quant.evaluate", "--model", str(art / "tiny.onnx"), "--data",
+             str(tmp_path / "data"), *(["-q"] if quiet else [])],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=sub, stdin=subprocess.DEVNULL)
+        os.close(sub)
+        chunks = []
+        while True:
+            try:
+                b = os.read(main, 4096)
+            except OSError:                 # EIO: the child closed its end
+                break
+            if not b:
+                break
+            chunks.append(b)
+        assert proc.wait(timeout=120) == 0, b"".join(chunks)[-2000:]
+    finally:
+        os.close(main)
+    err = b"".join(chunks).decode(errors="replace")
+    bar = "img/s" in err or "it/s" in err or "%|" in err
+    assert bar is not quiet, err[-2000:]
