@@ -45,7 +45,7 @@ th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f3f4f6;position:sticky;top:0}
 tr.fail td{background:#fde8e8}tr.missing td{color:#888}tr.emu td{background:#fff8e6}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;color:#fff}
-.complete{background:#2e7d32}.failed{background:#c62828}.interrupted{background:#ef6c00}
+.complete{background:#2e7d32}.failed,.killed{background:#c62828}.interrupted{background:#ef6c00}
 .running{background:#1565c0}.emu-banner{background:#fff3cd;border:1px solid #e0c36a;padding:8px 12px;
 border-radius:6px;margin:12px 0;font-size:13px}.fail-box{background:#fde8e8;border:1px solid #e57373;
 padding:8px 12px;border-radius:6px;margin:12px 0;font-size:13px}
@@ -218,6 +218,9 @@ def _sections(doc: dict):
                                f"{s['status']}: {s.get('reason')}" for s in fails]))
     if run.get("status") == "running":
         items.append(("fail", ["this run has not finished (partial results.json)"]))
+    elif run.get("status") == "killed":
+        items.append(("fail", ["deploy was killed (SIGKILL or out of memory): this run did not "
+                               "finish (partial results.json)"]))
     return items
 
 

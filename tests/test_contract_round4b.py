@@ -566,3 +566,23 @@ def test_quiet_silences_progress_bars(quiet, tmp_path):
     err = b"".join(chunks).decode(errors="replace")
     bar = "img/s" in err or "it/s" in err or "%|" in err
     assert bar is not quiet, err[-2000:]
+
+
+def test_report_of_a_killed_run_says_so(tmp_path):
+    """The watchdog's mark is what a reader sees: the report names the run as killed."""
+    from deploy.watchdog import mark_killed
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rp = run / "results.json"
+    rp.write_text(json.dumps({"format": "armq-deploy/1", "run": {"id": "r", "status": "running"},
+                              "models": {}, "stages": [
+                                  {"id": "a", "kind": "export_onnx", "status": "running"},
+                                  {"id": "b", "kind": "quant_ort", "status": "pending"}]}))
+    mark_killed(rp)
+    d = json.loads(rp.read_text())
+    assert d["run"]["status"] == "killed" and d["run"]["finished"]
+    assert [s["status"] for s in d["stages"]] == ["interrupted", "skipped"]
+    r = run_inproc("deploy.report", rp)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "deploy was killed" in (run / "report.md").read_text()
