@@ -37,7 +37,7 @@ from typing import Sequence
 
 from zoo.clikit import make_parser
 from export.litert_layout import add_flag as add_litert_rewrites_flag
-from zoo.util import ArmqError, check_writable_dir, cli_entry, declare_inputs
+from zoo.util import ArmqError, check_writable_dir, cli_entry, declare_inputs, shown
 
 from .devices import DevicePool, check_targets, load_devices, resolve_targets
 from .executors import ArtifactMode, ExecutorKind, build as build_executor
@@ -135,15 +135,24 @@ def new_run_dir(out: Path) -> Path:
             continue
     else:
         raise ArmqError(f"no free run folder name under {out} for {stamp}")
-    latest = out / "latest"
-    try:
-        if latest.is_symlink() or not latest.exists():
-            if latest.is_symlink():
-                latest.unlink()
-            latest.symlink_to(d.name)
-    except OSError:
-        pass
     return d
+
+
+def point_latest(run_dir: Path) -> None:
+    """<out>/latest -> this run, once it finished (complete, failed or interrupted: its
+    results.json is final). Not at the start: a killed deploy must not leave `latest` at a
+    run that never ended. Atomic (a new link renamed over the old one), and never over a
+    file or folder of the user's that happens to be called `latest`."""
+    latest = run_dir.parent / "latest"
+    if latest.exists() and not latest.is_symlink():
+        return
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run_dir.name)
+        os.replace(tmp, latest)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def host_info() -> dict:
@@ -228,9 +237,21 @@ def check_publish(path: Path, sweep: Path | None) -> None:
     check_writable_dir(path.parent)
 
 
+def check_utf8_out(out: Path) -> None:
+    """The run folder's path goes into every stage's command line, log and JSON file, all
+    UTF-8: a name that is not (bytes from another locale) failed every stage, so refuse
+    it here, before any work."""
+    try:
+        str(out.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(f"--out {shown(str(out))}: the path is not valid UTF-8; name a folder "
+                        f"whose path is") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.monotonic()
     a = build_parser().parse_args(argv)
+    check_utf8_out(a.out)
     settings = Settings(a)
     declare_inputs(*settings.eval_data.values(), *settings.calib_data.values(), outputs=[a.out])
     if a.publish is not None:
@@ -320,6 +341,7 @@ def _run(a, settings, planned, baseline, pool, executor, t_start, argv) -> int:
                   file=sys.stderr)
         doc["run"]["wall_s"] = round(time.monotonic() - t_start, 1)
         results.save()
+    point_latest(run_dir)
     if a.publish is not None and not runner.interrupted:
         from .zoo_results import publish
 

@@ -44,7 +44,7 @@ from typing import Callable
 from android_bench.targets.remote import SAFE_REMOTE_PATH as _REMOTE_DIR
 from android_bench.targets.ssh import STRICT_MODES, armq_known_hosts
 
-from .spec import DEVICE_NAME, QEMU_CPUS, REMOTE_KINDS, SpecError, TargetSpec
+from .spec import DEVICE_NAME, QEMU_CPUS, REMOTE_KINDS, SpecError, TargetSpec, read_toml
 
 _HOST = re.compile(r"^[A-Za-z0-9._@-]+$")     # user@board: no spaces, no shell syntax
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
@@ -119,15 +119,8 @@ class Device:
 def load_devices(path: Path, known_hosts: Path | None = None) -> list[Device]:
     """Parse and validate an inventory; every problem is one SpecError line naming the field.
     Its ssh boards record host keys in `known_hosts` (the command line's) or armq's own file."""
-    import tomllib
-
     where = f"--devices {path}"
-    if not Path(path).is_file():
-        raise SpecError(f"{where}: no such file")
-    try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SpecError(f"{where}: not valid TOML ({str(e).splitlines()[0]})") from None
+    doc = read_toml(Path(path), where)
     extra = sorted(set(doc) - {"device"})
     if extra:
         raise SpecError(f"{where}: unknown key '{extra[0]}' (devices are [[device]] tables)")

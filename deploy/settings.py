@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from zoo.util import ArmqError
 
@@ -56,17 +57,20 @@ class Settings:
         te = getattr(a, "target_eval", None)
         self.target_eval: int = te if te is not None else sweep.get("target_eval",
                                                                     DEFAULT_TARGET_EVAL)
+        rt = getattr(a, "runtimes", None)
         self.runtimes: tuple[str, ...] = parse_runtimes(
-            getattr(a, "runtimes", None) or sweep.get("runtimes") or DEFAULT_RUNTIMES)
+            rt or sweep.get("runtimes") or DEFAULT_RUNTIMES,
+            "--runtimes" if rt or not sweep.get("runtimes") else f"--sweep {a.sweep}: 'runtimes'")
         if a.skip_tflite or sweep.get("skip_tflite", False):     # = drop tflite
             self.runtimes = tuple(r for r in self.runtimes if r != "tflite")
         self.skip_tflite = "tflite" not in self.runtimes
         self.baseline = a.baseline or sweep.get("baseline")
-        given_calib = a.num_calib if a.num_calib is not None else sweep.get("num_calib")
-        self.num_calib = given_calib or DEFAULT_NUM_CALIB
-        self.num_calib_tflite = a.num_calib_tflite or sweep.get("num_calib_tflite") or \
-            given_calib or DEFAULT_NUM_CALIB_TFLITE
-        self.jobs = a.jobs if a.jobs is not None else sweep.get("jobs") or 2
+        # the first one given (a 0 is refused below, never replaced by a default)
+        given_calib = _first(a.num_calib, sweep.get("num_calib"))
+        self.num_calib = _first(given_calib, DEFAULT_NUM_CALIB)
+        self.num_calib_tflite = _first(a.num_calib_tflite, sweep.get("num_calib_tflite"),
+                                       given_calib, DEFAULT_NUM_CALIB_TFLITE)
+        self.jobs = _first(a.jobs, sweep.get("jobs"), 2)
         # export.litert_layout rewrites of the TFLite stages (None: their default)
         self.litert_rewrites = getattr(a, "litert_rewrites", None)
         self.title = a.title or sweep.get("title")
@@ -130,15 +134,20 @@ def _show_data(given: dict) -> str | None:
     return ",".join(f"{k}={v}" for k, v in given.items())
 
 
-def parse_runtimes(text: str | list | tuple) -> tuple[str, ...]:
+def _first(*values: Any) -> Any:
+    """The first value that was given (not None): a flag over the sweep over the default."""
+    return next((v for v in values if v is not None), None)
+
+
+def parse_runtimes(text: str | list | tuple, where: str = "--runtimes") -> tuple[str, ...]:
     """`ort,tflite,mnn` (or a sweep's list) -> the runtimes in RUNTIMES order; ort always."""
     if not isinstance(text, (str, list, tuple)):
-        raise SpecError("--runtimes: expected a comma-separated list such as ort,executorch")
+        raise SpecError(f"{where}: expected a comma-separated list such as ort,executorch")
     items = text.split(",") if isinstance(text, str) else list(text)
     names = [str(r).strip().lower() for r in items if str(r).strip()]
     bad = [r for r in names if r not in RUNTIMES]
     if bad:
-        raise SpecError(f"--runtimes: unknown runtime '{bad[0]}' (known: {', '.join(RUNTIMES)})")
+        raise SpecError(f"{where}: unknown runtime '{bad[0]}' (known: {', '.join(RUNTIMES)})")
     return tuple(r for r in RUNTIMES if r in names or r == "ort")
 
 

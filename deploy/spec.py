@@ -297,25 +297,20 @@ def load_sweep(path: str | Path) -> dict:
         source = "mycnn.py:build"
         weights = "mycnn.pt"
     """
-    import tomllib
-
     p = Path(path)
     shipped = Path(__file__).resolve().parent / p.name
     if not p.is_file() and p.parent.name in ("deploy", "") and p.suffix == ".toml" \
             and shipped.is_file():
         p = shipped  # `--sweep deploy/table8.toml` outside the checkout: the installed copy
-    if not p.is_file():
-        raise SpecError(f"--sweep {p}: no such file")
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SpecError(f"--sweep {p}: not valid TOML ({str(e).splitlines()[0]})") from None
-    body = dict(doc.get("deploy", {})) if isinstance(doc.get("deploy"), dict) else {}
+    where = f"--sweep {p}"
+    doc = read_toml(p, where)
+    if "deploy" in doc and not isinstance(doc["deploy"], dict):
+        raise SpecError(f"{where}: 'deploy' must be a table ([deploy])")
+    body = dict(doc.get("deploy", {}))
     body.update({k: v for k, v in doc.items() if k not in ("deploy", "model")})
     unknown = sorted(set(body) - SWEEP_KEYS)
     if unknown:
-        raise SpecError(f"--sweep {p}: unknown key '{unknown[0]}' (known: {', '.join(sorted(SWEEP_KEYS))})")
-    where = f"--sweep {p}"
+        raise SpecError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(SWEEP_KEYS))})")
     specs: list[ModelSpec] = []
     models = body.pop("models", [])
     if isinstance(models, str):
@@ -327,13 +322,7 @@ def load_sweep(path: str | Path) -> dict:
     if not isinstance(tables, list):
         raise SpecError(f"{where}: [[model]] entries must be tables")
     for i, t in enumerate(tables):
-        if not isinstance(t, dict) or ("name" not in t and "source" not in t):
-            raise SpecError(f"{where}: [[model]] #{i + 1} has no name")
-        if "source" in t:  # the user's own model: SOURCE[:key=value...]
-            text = ":".join([str(t["source"])] + [f"{k}={v}" for k, v in t.items() if k != "source"])
-        else:
-            text = ":".join([str(t["name"])] + [f"{k}={v}" for k, v in t.items() if k != "name"])
-        specs.append(parse_model_spec(text, where))
+        specs.append(parse_model_spec(_model_table_text(t, f"{where}: [[model]] #{i + 1}"), where))
     if not specs:
         raise SpecError(f"{where}: no models (give models = [...] or [[model]] tables)")
     if "targets" in body:
@@ -344,17 +333,89 @@ def load_sweep(path: str | Path) -> dict:
             body["targets"] = parse_target_list(tg, where)
         else:
             raise SpecError(f"{where}: 'targets' must be a list of strings")
-    for k in ("runs", "warmup", "limit_eval", "target_eval", "num_calib", "num_calib_tflite",
-              "jobs"):
+    _check_sweep_values(body, where)
+    body["models"] = specs
+    return body
+
+
+# The least value of each integer key of a sweep: 0 is not "the default" (it was silently
+# replaced by it); warmup and target_eval may be 0 (none, off).
+SWEEP_INT_MIN = {"runs": 1, "warmup": 0, "limit_eval": 1, "target_eval": 0, "num_calib": 1,
+                 "num_calib_tflite": 1, "jobs": 1}
+SWEEP_TEXT = ("dataset", "title", "baseline", "eval_data", "calib_data")
+MAX_TOML_BYTES = 1 << 20     # a sweep or device file is a page of text, not a data set
+
+
+def read_toml(p: Path, where: str) -> dict:
+    """A TOML file the user gave, bounded: its size, and nesting too deep for the parser
+    (a RecursionError) is one line, like every other syntax problem."""
+    import tomllib
+
+    if not p.is_file():
+        raise SpecError(f"{where}: no such file")
+    if p.stat().st_size > MAX_TOML_BYTES:
+        raise SpecError(f"{where}: {p.stat().st_size} bytes, more than the "
+                        f"{MAX_TOML_BYTES >> 20} MiB a TOML file here may have")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"{where}: not valid TOML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise SpecError(f"{where}: not valid TOML (arrays or tables nested too deeply)") from None
+
+
+def _a(v: Any) -> str:
+    """What a TOML value is, in words (never its Python repr)."""
+    kinds = {bool: "true/false", int: "a number", float: "a number", list: "a list",
+             dict: "a table", str: "a string"}
+    return next((w for t, w in kinds.items() if isinstance(v, t)), "a date or time")
+
+
+def _model_table_text(t: Any, where: str) -> str:
+    """A [[model]] table as the spec text `name[:key=value...]` (or `source[:...]`). Values
+    are plain strings or numbers without ':' (the separator: a value must not add a key)."""
+    if not isinstance(t, dict) or ("name" not in t and "source" not in t):
+        raise SpecError(f"{where} has no name")
+    head = "source" if "source" in t else "name"
+    parts = []
+    for k, v in t.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise SpecError(f"{where}: '{k}' must be a string or a number, not {_a(v)}")
+        text = str(v)
+        if k == "source":
+            src = split_source(text)
+            if src is None or src[1] or not text.strip():
+                raise SpecError(f"{where}: 'source' must be one model source (FILE.py:FN, "
+                                f"MODULE:FN, a .pt2/.pt/.onnx file or torchvision:NAME) with "
+                                f"no ':key=value' after it; give other keys as keys")
+        elif ":" in text or not _NAME.match(str(k)):
+            raise SpecError(f"{where}: '{k}' " + ("must not contain ':' (it separates the "
+                            "spec's keys)" if ":" in text else "is not a key name"))
+        if k != head:
+            parts.append(f"{k}={text}")
+    return ":".join([str(t[head]), *parts])
+
+
+def _check_sweep_values(body: dict, where: str) -> None:
+    """Types and ranges of a sweep's settings, each error naming its key."""
+    for k, least in SWEEP_INT_MIN.items():
         v = body.get(k)
         if k in ("runs", "warmup") and isinstance(v, dict):
             bad = [t for t in v if t not in TARGET_KINDS]
-            if bad or not all(isinstance(x, int) and not isinstance(x, bool) for x in v.values()):
-                raise SpecError(f"{where}: '{k}' must be an integer or a table of integers "
-                                f"keyed by target kind ({', '.join(TARGET_KINDS)})")
-        elif k in body and (not isinstance(v, int) or isinstance(v, bool)):
-            raise SpecError(f"{where}: '{k}' must be an integer")
+            if bad or not all(isinstance(x, int) and not isinstance(x, bool) and x >= least
+                              for x in v.values()):
+                raise SpecError(f"{where}: '{k}' must be an integer >= {least} or a table of "
+                                f"them keyed by target kind ({', '.join(TARGET_KINDS)})")
+        elif k in body and (not isinstance(v, int) or isinstance(v, bool) or v < least):
+            raise SpecError(f"{where}: '{k}' must be an integer >= {least}")
+    for k in SWEEP_TEXT:
+        if k in body and not isinstance(body[k], str):
+            raise SpecError(f"{where}: '{k}' must be a string, not {_a(body[k])}")
+    if "skip_tflite" in body and not isinstance(body["skip_tflite"], bool):
+        raise SpecError(f"{where}: 'skip_tflite' must be true or false")
+    rt = body.get("runtimes")
+    if rt is not None and not (isinstance(rt, str) or isinstance(rt, list)
+                               and all(isinstance(x, str) for x in rt)):
+        raise SpecError(f"{where}: 'runtimes' must be a string or a list of strings")
     if "dataset" in body and body["dataset"] not in DATASETS:
         raise SpecError(f"{where}: dataset '{body['dataset']}' is not one of {', '.join(DATASETS)}")
-    body["models"] = specs
-    return body

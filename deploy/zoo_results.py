@@ -403,7 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ArmqError(f"{args.results}: not a deploy results.json (no 'models')")
     if args.out.resolve() == args.results.resolve():
         raise ArmqError("--out would overwrite the results.json it reads")
-    print(publish(doc, args.out))
+    from .report import fields_of
+    with fields_of(args.results):
+        print(publish(doc, args.out))
     return 0
 
 

@@ -131,9 +131,48 @@ SIZE_BOUNDS = {"input_size": (MIN_INPUT_SIZE, MAX_INPUT_SIZE),
                "resize": (MIN_INPUT_SIZE, 2 * MAX_INPUT_SIZE)}
 
 
+# Normalisation works on the 0..1 pixel scale: (pixel / 255 - mean) / std. A 0..255-scale
+# mean (128) or std (64) passes every other check and silently feeds the model values near
+# -2 whatever the image: refused where a value enters (the --mean/--std flags, the card).
+# std down to 1/255 allows a model trained on raw 0..255 pixels (mean 0, std 1/255).
+NORM_BOUNDS = {"mean": (0.0, 1.0), "std": (0.001, 1.0)}
+
+
+def norm_problem(kind: str, values: Any) -> str | None:
+    """Why a mean or std (kind) is not a usable normalisation, or None: the one rule."""
+    lo, hi = NORM_BOUNDS[kind]
+    if not isinstance(values, (list, tuple)) or not values or not all(_is_number(x) for x in values):
+        return "must be a list of finite numbers"
+    if kind == "std" and any(x <= 0 for x in values):
+        return "values must be positive (it divides the pixels)"
+    if any(not lo <= x <= hi for x in values):
+        hint = "; for 0..255 values divide by 255" if any(x > hi for x in values) else ""
+        return f"values must be in {lo:g}..{hi:g} (the 0..1 pixel scale{hint})"
+    return None
+
+
 def _is_size(v: Any, field_name: str = "input_size") -> bool:
     lo, hi = SIZE_BOUNDS[field_name]
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def variant_problem(v: dict) -> str | None:
+    """Why a zoo variant dict that came in a file (a checkpoint's `variant`) is unusable,
+    or None: one line naming the field, before any stage builds a model from it."""
+    def bad(k: str) -> str:
+        return f"'{k}' is {shown(repr(v[k])[:40])}"
+    if not isinstance(v.get("model"), str):
+        return bad("model") + ", not a model name"
+    if "dataset" in v and not isinstance(v["dataset"], str):
+        return bad("dataset") + ", not a data set name"
+    if v.get("input_size") is not None and not _is_size(v["input_size"]):
+        return bad("input_size") + f", not a whole number of pixels in {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}"
+    n = v.get("num_classes")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        return bad("num_classes") + ", not a whole number >= 1"
+    if not isinstance(v.get("params", {}), dict):
+        return bad("params") + ", not a table of variant knobs"
+    return None
 
 
 def plain_name(name: Any) -> bool:
@@ -177,15 +216,14 @@ def validate_card(d: dict, where: str = "card") -> None:
     channels = _channels(inp) if isinstance(inp, dict) else None
     for k in ("mean", "std"):
         v = pre.get(k)
-        if not isinstance(v, list) or not v or not all(_is_number(x) for x in v):
-            raise bad(f"preprocessing.{k}", "must be a list of finite numbers", v)
+        if not isinstance(v, list) or (why := norm_problem(k, v)) is not None:
+            raise bad(f"preprocessing.{k}", why if isinstance(v, list) else
+                      "must be a list of finite numbers", v)
         if channels is not None and len(v) != channels:
             raise bad(f"preprocessing.{k}", f"must have {channels} values (one per input channel)", v)
     if len(pre["mean"]) != len(pre["std"]):
         raise bad("preprocessing.std", f"must have as many values as mean ({len(pre['mean'])})",
                   pre["std"])
-    if any(x <= 0 for x in pre["std"]):
-        raise bad("preprocessing.std", "values must be positive (it divides the pixels)", pre["std"])
     for k, (lo, hi) in SIZE_BOUNDS.items():
         if not _is_size(pre.get(k), k):
             raise bad(f"preprocessing.{k}", f"must be a whole number of pixels in {lo}..{hi}",

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from zoo.cli import add_model_args
 from zoo.clikit import make_parser as cli_parser
 from zoo.util import ArmqError, captured_native_output, declare_inputs
 
-from .card import ModelCard, load_card, save_card, CardError
+from .card import ModelCard, load_card, norm_problem, save_card, CardError
 
 if TYPE_CHECKING:  # build imports this module: the name is for annotations only
     from .build import Prepared
@@ -39,6 +40,22 @@ def warn(prog: str, msg: str) -> None:
     print(f"{prog}: warning: {msg}", file=sys.stderr)
 
 
+def norm_value(kind: str) -> Callable[[str], float]:
+    """argparse type of one --mean / --std value: the card's rule (export.card.norm_problem)
+    where the value enters, so no card is written that every later stage refuses."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        why = norm_problem(kind, [v]) if math.isfinite(v) else "must be a finite number"
+        if why is not None:
+            raise argparse.ArgumentTypeError(f"{text}: {why.replace('values must', 'must')}")
+        return v
+    parse.__name__ = kind   # argparse names the type in its own messages
+    return parse
+
+
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = cli_parser(prog, description=description)
     add_model_args(p, required=False)
@@ -54,10 +71,10 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    "runs that code; it may take data=DataConfig, num_classes= and the variant "
                    "flags), a torch.export .pt2, a TorchScript file, an .onnx file or "
                    "torchvision:NAME; needs --input-size and --mean/--std, or --dataset")
-    w.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
+    w.add_argument("--mean", type=norm_value("mean"), nargs=3, metavar=("R", "G", "B"),
                    help="--source models: input normalisation mean (0..1 pixel scale)")
-    w.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
-                   help="--source models: input normalisation std")
+    w.add_argument("--std", type=norm_value("std"), nargs=3, metavar=("R", "G", "B"),
+                   help="--source models: input normalisation std (0..1 pixel scale)")
     w.add_argument("--images", type=Path, help="folder or .tar of real images for the parity "
                    "check (default: the dataset's sample/test images when present)")
     w.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES,

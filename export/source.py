@@ -201,7 +201,7 @@ def load_builder(spec: str):
             mod = importlib.import_module(target)
     except ArmqError:
         raise
-    except Exception as e:  # noqa: BLE001 - user code: any failure is the user's to fix
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - user code, sys.exit() in it too
         raise SourceError(f"--source {spec}: importing failed: {type(e).__name__}: {e}") from None
     fn = getattr(mod, str(src.attr), None)
     if not callable(fn):
@@ -224,7 +224,7 @@ def _call_factory(src: ModelSource, data, flags: dict):
         kwargs[k] = v
     try:
         return fn(**kwargs)
-    except Exception as e:  # noqa: BLE001 - user code
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - user code, sys.exit() in it too
         raise SourceError(f"--source {src.spec}: {fn.__name__}() failed: "
                           f"{type(e).__name__}: {e}") from None
 

@@ -94,6 +94,11 @@ def load_pinned(path: str | os.PathLike) -> LoadedCheckpoint:
         raise WeightsError(f"checkpoint {p} holds no state dict")
     if "variant" in obj and not (isinstance(obj["variant"], dict) and "model" in obj["variant"]):
         raise WeightsError(f"checkpoint {p} has a malformed 'variant' entry")
+    from .card import variant_problem
+
+    why = variant_problem(obj["variant"]) if "variant" in obj else None
+    if why is not None:
+        raise WeightsError(f"checkpoint {p}: variant {why}")
     from zoo.checkpoint import from_transport
 
     return LoadedCheckpoint(p, hashlib.sha256(raw).hexdigest(), from_transport(obj))

@@ -316,8 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "use (--backend tflite)")
     calib_src = check_source(args.calib, "--calib")
     eval_src = check_source(args.eval, "--eval") if args.eval else None
-    # The card is updated in place on purpose; the model named and the data sets are not.
-    declare_inputs(given, calib_src, eval_src, source.path if source is not None else None,
+    # The card is updated in place on purpose (also when --model names it: the documented
+    # `--model <name>.json`); the model named and the data sets are not.
+    named_model = given if given is not None and given.suffix.lower() != ".json" else None
+    declare_inputs(named_model, calib_src, eval_src, source.path if source is not None else None,
                    outputs=[out_dir])
     if eval_src is not None:
         from .common import check_labels

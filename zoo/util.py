@@ -137,10 +137,10 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         with os.fdopen(fd, mode) as f:
             yield f
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise
+        raise _named_target(e, {tmp: path})
 
 
 @contextlib.contextmanager
@@ -176,11 +176,26 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
         yield list(tmps)
         for tmp, t in zip(tmps, targets):
             _publish(str(tmp), t)
-    except BaseException:
+    except BaseException as e:
         for tmp in tmps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        raise
+        raise _named_target(e, {str(tmp): t for tmp, t in zip(tmps, targets)})
+
+
+def _named_target(e: BaseException, tmps: dict[str, Path]) -> BaseException:
+    """A full disk while writing one of our temp files names the user's file, not the
+    temp name (nor, for a copy, the source: shutil puts the source in filename and the
+    destination in filename2). A file write without a name is ours when only one is open."""
+    if not isinstance(e, OSError) or e.errno not in _DISK_FULL:
+        return e
+    names = [n for n in (e.filename2, e.filename) if n is not None]
+    target = next((tmps[str(n)] for n in names if str(n) in tmps), None)
+    if target is None and not names and len(tmps) == 1:
+        target = next(iter(tmps.values()))
+    if target is None:
+        return e
+    return OSError(e.errno, e.strerror, str(target)).with_traceback(e.__traceback__)
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
@@ -344,9 +359,18 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 def _error_line(e: BaseException) -> tuple[str, bool]:
     """(message, is_user_error) for an exception that ends a CLI."""
     if isinstance(e, OSError) and e.errno in _DISK_FULL:
-        where = e.filename if e.filename is not None else None
+        # a copy (shutil) names its source in filename, the file being written in filename2
+        where = e.filename2 if e.filename2 is not None else e.filename
+        tmp = where is not None and Path(os.fsdecode(where)).resolve().is_relative_to(
+            Path(tempfile.gettempdir()).resolve())
         return ("disk full while writing" + (f" {where}" if where else "")
-                + f" ({e.strerror or 'no space left on device'}); free space and rerun", True)
+                + f" ({e.strerror or 'no space left on device'}); free space "
+                + ("in the temp folder (or point TMPDIR at a disk with room) " if tmp else "")
+                + "and rerun", True)
+    if isinstance(e, OSError) and e.errno == errno.EROFS:    # e.g. a run folder on a read-only mount
+        where = e.filename2 if e.filename2 is not None else e.filename
+        return (f"cannot write{f' {where}' if where else ''}: read-only file system; "
+                "give an output in a writable folder", True)
     user = isinstance(e, (ArmqError, FileNotFoundError, PermissionError, IsADirectoryError))
     if isinstance(e, ArmqError) and str(e).strip():
         # ours: one line by contract, so a newline in it comes from a user-controlled name

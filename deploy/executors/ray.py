@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -64,7 +65,7 @@ def run_on_worker(job: Job, run_dir: str, inputs: Files | None, dirs: list[str],
     if drop_omp:
         # Ray sets OMP_NUM_THREADS in its workers; the local runner's stages never had it
         os.environ.pop("OMP_NUM_THREADS", None)
-    local = LocalExecutor(die_with_parent=True)
+    local = LocalExecutor(death_signal=signal.SIGKILL)   # a killed worker: no stage left unseen
     if inputs is None:
         return local.run(job, lambda: False, lambda el: None), {}
     scratch = tempfile.mkdtemp(prefix="armq-stage-")
