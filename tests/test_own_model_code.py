@@ -278,7 +278,8 @@ def test_deploy_end_to_end_from_a_user_folder(tmp_path):
     res = json.loads((tmp_path / "runs" / "latest" / "results.json").read_text())
     status = {s["id"]: s["status"] for s in res["stages"]}
     assert status and all(v in ("ok", "skipped") for v in status.values()), status
-    assert any(k.startswith("export_onnx") and v == "ok" for k, v in status.items())
+    ok = {s["kind"] for s in res["stages"] if s["status"] == "ok"}
+    assert {"export_onnx", "quant_ort", "bench"} <= ok, status
     assert not (user / "IMPORTED").exists()
     art = next((tmp_path / "runs" / "latest").rglob("ghostnet_cifar10.json")).parent
     r = run_module("quant.ptq", "--calib", CALIB, "--model", "ghostnet_cifar10", "--backend",
@@ -286,3 +287,18 @@ def test_deploy_end_to_end_from_a_user_folder(tmp_path):
                    f"{src}/ghostnet.py:ghostnet")
     assert r.returncode == 0, r.stderr
     assert (art / "ghostnet_cifar10.int8.tflite").stat().st_size > 0
+
+
+def test_armq_cost_is_the_model_export_builds(capsys):
+    """`armq cost` with export's flags counts the model export.onnx builds: no --dataset
+    means the shipped weights' config (CIFAR-10, 32 px), as export.onnx does."""
+    from armq.cli import COMMANDS
+    from export import cost
+    from zoo import resolve_variant
+    from zoo.cost import cost_of
+
+    assert COMMANDS["cost"][0] == "export.cost"
+    assert cost.main(["--model", "shufflenet_v1", "--groups", "3", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = cost_of(resolve_variant("shufflenet_v1", "cifar10", None, None, groups=3))
+    assert (got["input_size"], got["macs"], got["params"]) == (32, want.macs, want.params)
