@@ -302,3 +302,30 @@ def test_armq_cost_is_the_model_export_builds(capsys):
     got = json.loads(capsys.readouterr().out)
     want = cost_of(resolve_variant("shufflenet_v1", "cifar10", None, None, groups=3))
     assert (got["input_size"], got["macs"], got["params"]) == (32, want.macs, want.params)
+
+
+def test_executorch_hint_from_a_wheel_is_a_command_to_run(tmp_path, monkeypatch):
+    """An installed armq (no Makefile beside its packages) names the venv and pip commands,
+    with the pinned requirements the wheel carries, and where armq looks for that venv."""
+    from export import et_venv
+
+    assert et_venv.install_hint() == et_venv.MAKE_HINT      # this checkout
+    assert et_venv.REQUIREMENTS.is_file() and "executorch==" in et_venv.REQUIREMENTS.read_text()
+    monkeypatch.setattr(et_venv, "REPO", tmp_path)          # as in site-packages
+    hint = et_venv.install_hint()
+    assert "make venv" not in hint and f"pip install -r {et_venv.REQUIREMENTS}" in hint
+    assert "$ARMQ_ET_PYTHON" in hint and " torch==" in hint
+    assert et_venv.child_env().get("PYTHONPATH") == __import__("os").environ.get("PYTHONPATH")
+
+
+def test_console_script_does_not_import_the_working_folder(tmp_path):
+    """A console script (the `armq` command) has its own folder, not the cwd, first on
+    sys.path: a user's export/ folder is not imported; `python -m` without -P would."""
+    _write(tmp_path, {"export/__init__.py": FAKE_EXPORT})
+    script = tmp_path / "bin" / "armq"
+    script.parent.mkdir()
+    script.write_text("import sys\nfrom armq.cli import entry\nsys.exit(entry())\n")
+    r = subprocess.run([sys.executable, str(script), "export-onnx", "--help"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "usage: python -m export.onnx" in r.stdout, r.stderr
+    assert not (tmp_path / "IMPORTED").exists()
