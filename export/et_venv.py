@@ -4,7 +4,8 @@ ExecuTorch 1.5.1 pulls ~340 MB of dependencies and upgrades typing_extensions pa
 what the main venv's packages accept, so it lives in its own venv (`make
 venv-executorch` -> `.venv-et`) that reuses the main venv's torch through a `.pth`
 line. An installed wheel has no Makefile: its users get the venv and pip commands
-instead (install_hint: the pins travel in the wheel as export/executorch-requirements.txt). The main pipeline reaches it by subprocess only: `python -m export.executorch`,
+instead (install_hint: the pins travel in the wheel as export/executorch-requirements.txt).
+The main pipeline reaches it by subprocess only: `python -m export.executorch`,
 `python -m quant.et_ptq` and the ExecuTorch runner re-run themselves with this Python.
 Torch-free: the main side imports it.
 """

@@ -47,8 +47,9 @@ GHOST = """
     class TinyGhost(nn.Module):
         def __init__(self, num_classes=1000, width=16):
             super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), GhostModule(width, 2 * width),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.body = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1),
+                                      GhostModule(width, 2 * width), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten())
             self.head = nn.Linear(2 * width, num_classes)
 
         def forward(self, x):
