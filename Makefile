@@ -26,11 +26,11 @@ venv: $(STAMP)
 ET_VENV := .venv-et
 ET_STAMP := $(ET_VENV)/.installed
 
-$(ET_STAMP): $(STAMP) scripts/executorch-requirements.txt
+$(ET_STAMP): $(STAMP) export/executorch-requirements.txt
 	@test -x $(ET_VENV)/bin/python || $(PY) -m venv $(ET_VENV)
 	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
 		> $$($(ET_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/armq-main-venv.pth
-	$(ET_VENV)/bin/python -m pip install -q -r scripts/executorch-requirements.txt \
+	$(ET_VENV)/bin/python -m pip install -q -r export/executorch-requirements.txt \
 		"torch==$$($(BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])')"
 	@touch $(ET_STAMP)
 

@@ -21,7 +21,7 @@ PROG = "armq"
 # subcommand -> (module whose main(argv) it runs, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("zoo.list", "every model and its variants"),
-    "cost": ("zoo.cost", "parameters and MACs of a variant"),
+    "cost": ("export.cost", "parameters and MACs of the model export builds from the same flags"),
     "train": ("zoo.train", "train a variant (writes an armq checkpoint)"),
     "float-eval": ("zoo.evaluate", "top-1 of a float checkpoint on labelled images"),
     "pretrained": ("zoo.pretrained", "published weights as an armq checkpoint"),

@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "backend only (default: --num-calib if given, else "
                    f"{DEFAULT_NUM_CALIB_TFLITE})")
     add_litert_rewrites_flag(p)
+    p.add_argument("--parity-atol", type=float, metavar="A", help="the exports' parity "
+                   "bound |exported - torch| (export's --atol; default 1e-4)")
+    p.add_argument("--parity-rtol", type=float, metavar="R", help="plus R x the largest "
+                   "|torch logit| (export's --rtol; e.g. 1e-5 for reparameterised nets whose "
+                   "logits reach the thousands)")
+    p.add_argument("--parity-min-agreement", type=float, metavar="FRACTION", help="least "
+                   "share of parity images with torch's top-1 class (export's --min-agreement)")
     p.add_argument("--eval-data", metavar="PATH|DATASET=PATH,...", help="labelled test set "
                    "for every model, or per dataset, e.g. imagenet=val/ (default "
                    "assets/data/<dataset>_test.tar.gz)")

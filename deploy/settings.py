@@ -74,6 +74,8 @@ class Settings:
         # export.litert_layout rewrites of the TFLite stages (None: their default)
         self.litert_rewrites = getattr(a, "litert_rewrites", None)
         self.title = a.title or sweep.get("title")
+        # the exports' parity criterion (export.parity.Tolerance), passed on as their flags
+        self.parity_args: tuple[str, ...] = parity_flags(a)
         # {dataset or None (all): path}: deploy.spec.parse_data_arg
         self.eval_data = parse_data_arg(a.eval_data or sweep.get("eval_data"), "--eval-data")
         self.calib_data = parse_data_arg(a.calib_data or sweep.get("calib_data"), "--calib-data")
@@ -117,13 +119,30 @@ class Settings:
                 "eval_data": _show_data(self.eval_data),
                 "calib_data": _show_data(self.calib_data),
                 "litert_rewrites": None if self.litert_rewrites is None
-                else sorted(r.value for r in self.litert_rewrites)}
+                else sorted(r.value for r in self.litert_rewrites),
+                "parity": list(self.parity_args)}
 
     def data_for(self, kind: str, dataset: str) -> Path | None:
         """The --eval-data ("test") / --calib-data ("calib") given for `dataset`, else None
         (then data_path's shipped default)."""
         given = self.eval_data if kind == "test" else self.calib_data
         return given.get(dataset, given.get(None))
+
+
+def parity_flags(a: argparse.Namespace) -> tuple[str, ...]:
+    """--parity-atol/-rtol/-min-agreement -> the export flags --atol/--rtol/--min-agreement."""
+    out: list[str] = []
+    for flag, export_flag, ok, rule in (
+            ("parity_atol", "--atol", lambda v: v > 0, "positive"),
+            ("parity_rtol", "--rtol", lambda v: v >= 0, "0 or more"),
+            ("parity_min_agreement", "--min-agreement", lambda v: 0 <= v <= 1, "from 0 to 1")):
+        v = getattr(a, flag, None)
+        if v is None:
+            continue
+        if not ok(v):
+            raise SpecError(f"--{flag.replace('_', '-')} must be {rule}")
+        out += [export_flag, repr(float(v))]
+    return tuple(out)
 
 
 def _show_data(given: dict) -> str | None:
@@ -154,10 +173,11 @@ def parse_runtimes(text: str | list | tuple, where: str = "--runtimes") -> tuple
 class Planned:
     """A model spec resolved against the zoo: its variant and file tag."""
 
-    def __init__(self, spec: ModelSpec, variant):
+    def __init__(self, spec: ModelSpec, variant, parity_args: tuple[str, ...] = ()):
         self.spec = spec
         self.variant = variant
         self.tag = variant.tag
+        self.parity_args = parity_args   # Settings.parity_args: every export gets them
 
     @property
     def dataset(self) -> str:
@@ -199,14 +219,14 @@ class Planned:
         from zoo.cli import variant_argv
 
         if not self.foreign:
-            return variant_argv(self.variant)
+            return [*variant_argv(self.variant), *self.parity_args]
         args = ["--source", str(self.source_arg), "--model", self.spec.name,
                 "--dataset", self.variant.dataset]
         if self.spec.input_size:
             args += ["--input-size", str(self.spec.input_size)]
         if self.spec.num_classes:
             args += ["--num-classes", str(self.spec.num_classes)]
-        return args
+        return [*args, *self.parity_args]
 
 
 def resolve_all(settings: Settings) -> list[Planned]:
@@ -226,7 +246,8 @@ def resolve_all(settings: Settings) -> list[Planned]:
                 raise SpecError(f"model spec '{s.text}': weights {s.weights} not found")
             # The stages run in other folders: they get absolute paths.
             out.append(Planned(replace(s, source=_absolute_source(s.source),
-                                       weights=str(Path(s.weights).resolve()) if s.weights else None), v))
+                                       weights=str(Path(s.weights).resolve()) if s.weights else None), v,
+                               settings.parity_args))
             continue
         try:
             v = zoo.resolve_variant(s.name, ds, s.input_size, s.num_classes, **s.params)
@@ -234,7 +255,7 @@ def resolve_all(settings: Settings) -> list[Planned]:
             raise SpecError(f"model spec '{s.text}': {e}") from None
         if s.weights and not Path(s.weights).is_file():
             raise SpecError(f"model spec '{s.text}': weights {s.weights} not found")
-        out.append(Planned(s, v))
+        out.append(Planned(s, v, settings.parity_args))
     tags = [p.tag for p in out]
     dup = next((t for t in tags if tags.count(t) > 1), None)
     if dup:

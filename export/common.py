@@ -81,6 +81,12 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help=f"images in the parity check (default {DEFAULT_NUM_IMAGES})")
     w.add_argument("--atol", type=float, default=DEFAULT_ATOL,
                    help=f"largest allowed |exported - torch| logit difference (default {DEFAULT_ATOL:g})")
+    w.add_argument("--rtol", type=float, default=0.0,
+                   help="also allow rtol x the largest |torch logit| (default 0: --atol alone); "
+                   "for nets whose logits reach the thousands (random or reparameterised weights)")
+    w.add_argument("--min-agreement", type=float, default=0.0, metavar="FRACTION",
+                   help="least share of parity images with the same top-1 class as torch "
+                   "(default 0: not checked; 1.0 with --rtol is the usual pair)")
     w.add_argument("--threads", type=int, default=0,
                    help="CPU threads of torch and the parity runtime (default: $ARMQ_THREADS, "
                    "else up to 4)")
@@ -110,11 +116,16 @@ def check_common_args(args: argparse.Namespace) -> None:
 
 
 def check_parity_args(args: argparse.Namespace) -> None:
-    """The parity-check flags every exporter shares (--num-images, --atol, --threads)."""
+    """The parity-check flags every exporter shares (--num-images, --atol, --rtol,
+    --min-agreement, --threads)."""
     if args.num_images < 1:
         raise ArmqError("--num-images must be at least 1")
     if not args.atol > 0:
         raise ArmqError("--atol must be positive")
+    if not getattr(args, "rtol", 0.0) >= 0:
+        raise ArmqError("--rtol must be 0 or more")
+    if not 0 <= getattr(args, "min_agreement", 0.0) <= 1:
+        raise ArmqError("--min-agreement must be a fraction from 0 to 1")
     if args.threads < 0:
         raise ArmqError("--threads must be >= 0")
 

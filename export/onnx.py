@@ -27,7 +27,7 @@ import numpy as np
 from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
 
 from . import build, common
-from .parity import compare, parity_inputs, torch_reference
+from .parity import Tolerance, compare, parity_inputs, torch_reference
 from .source import SourceKind, require_traceable
 
 PROG = "export.onnx"
@@ -169,7 +169,7 @@ def _simplify(model, prog: str):
 def export_onnx(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path, *,
                 opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER,
                 dynamic_batch: bool = False, simplify: bool = True,
-                atol: float = common.DEFAULT_ATOL, prog: str = PROG,
+                atol: float | Tolerance = common.DEFAULT_ATOL, prog: str = PROG,
                 threads: int | None = None) -> tuple[Path, dict]:
     """Export, check and write `<out_dir>/<name>.onnx`; returns (path, card details).
     threads: of the parity session (None: export.runtime's default)."""
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cost = common.cost_of(prep, PROG)
     path, details = export_onnx(prep, x, data, out_dir, opset=args.opset, exporter=args.exporter,
                                 dynamic_batch=args.dynamic_batch, simplify=not args.no_simplify,
-                                atol=args.atol, threads=threads)
+                                atol=Tolerance.of(args), threads=threads)
     return common.finish(prep, cost, out_dir, "onnx", path, details, PROG, "Transpose",
                          f"opset {args.opset} via {args.exporter}")
 

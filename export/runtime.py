@@ -341,8 +341,9 @@ def et_method(model: str | os.PathLike | bytes, threads: int | None = None) -> E
         with captured_native_output():
             from executorch.runtime import Runtime
     except ImportError as e:
-        raise RuntimeMissing(f"executorch is not installed for this Python ({e.name or e}): run "
-                             "`make venv-executorch` and use .venv-et/bin/python") from None
+        from .et_venv import DEFAULT_VENV, install_hint
+        raise RuntimeMissing(f"executorch is not installed for this Python ({e.name or e}): "
+                             f"{install_hint()}; then use {DEFAULT_VENV}/bin/python") from None
     with captured_native_output():      # cpuinfo / threadpool banners
         _et_threads(resolve_threads(threads))
     if not isinstance(model, (bytes, bytearray)):

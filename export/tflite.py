@@ -35,7 +35,7 @@ from . import build
 from . import common
 from .litert_layout import add_flag
 from .source import require_traceable
-from .parity import compare, parity_inputs, torch_reference
+from .parity import Tolerance, compare, parity_inputs, torch_reference
 
 PROG = "export.tflite"
 LAYOUTS = ("nhwc", "nchw")
@@ -95,7 +95,7 @@ def to_layout(x_nchw: np.ndarray, layout: str) -> np.ndarray:
 
 
 def export_tflite(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path, *,
-                  layout: str = "nhwc", atol: float = common.DEFAULT_ATOL,
+                  layout: str = "nhwc", atol: float | Tolerance = common.DEFAULT_ATOL,
                   expected_dw: int | None = None, threads: int | None = None,
                   rewrites_choice: frozenset | None = None) -> tuple[Path, dict]:
     """Convert, check and write `<out_dir>/<name>.tflite`; returns (path, card details).
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_traceable(prep.origin, "litert-torch (export.tflite)")
     x, data = parity_inputs(prep.data, args.images, args.num_images, PROG)
     cost = common.cost_of(prep, PROG)
-    path, details = export_tflite(prep, x, data, out_dir, layout=args.layout, atol=args.atol,
+    path, details = export_tflite(prep, x, data, out_dir, layout=args.layout, atol=Tolerance.of(args),
                                   expected_dw=cost.get("dwconv"), threads=threads,
                                   rewrites_choice=args.litert_rewrites)
     if not details["depthwise_preserved"]:

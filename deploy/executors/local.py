@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import signal
+import site
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from ..watchdog import Watchdog
 from .base import Beat, ExecResult, Interrupted, Job, StageFailed, Stop
 
 HEARTBEAT_S = 30.0
+ARMQ_ROOT = Path(__file__).resolve().parents[2]   # the folder holding deploy/, export/, ...
 
 
 class LocalExecutor:
@@ -53,6 +55,7 @@ class LocalExecutor:
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         env.update(job.env)
+        env = safe_path_env(env)
         t0 = time.monotonic()
         with open(job.log_path, "w") as log:
             log.write("$ " + " ".join(job.argv) + "\n")
@@ -102,6 +105,21 @@ class LocalExecutor:
                 next_beat += HEARTBEAT_S
                 beat(el)
         return rc, cpu[0]
+
+
+def safe_path_env(env: dict[str, str]) -> dict[str, str]:
+    """Every stage command (`python -m export.onnx`, `quant.ptq`, ...) with PYTHONSAFEPATH
+    (= `python -P`, inherited by their own children): the working folder is never on its
+    sys.path, so a user's folder holding its own `deploy/`, `export/` or `quant/` cannot
+    replace armq's. armq's own root goes on PYTHONPATH instead, for a checkout run without
+    installing; an installed armq (site-packages) is found as usual."""
+    out = dict(env)
+    out["PYTHONSAFEPATH"] = "1"
+    installed = {Path(p).resolve() for p in (*site.getsitepackages(), site.getusersitepackages())}
+    if ARMQ_ROOT not in installed:
+        parts = [str(ARMQ_ROOT), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+        out["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    return out
 
 
 PR_SET_PDEATHSIG = 1
