@@ -61,14 +61,36 @@ def test_calibration_reader():
 
 def test_kl_range_clips_outliers_and_keeps_relu_at_zero():
     rng = np.random.default_rng(0)
-    vals = np.concatenate([np.abs(rng.standard_normal(100000)), [40.0]])  # one huge outlier
+    body = np.abs(rng.standard_normal(100000))
+    vals = np.concatenate([body, [40.0]])  # one huge outlier
     hist, edges = np.histogram(vals, bins=2048, range=(0, vals.max()))
     lo, hi = kl_range(edges, hist.astype(np.float64))
-    assert lo == 0.0 and 2.0 < hi < 20.0
+    # The outlier is clipped (MinMax would keep 40) but the body is kept: at least its
+    # 99.99th percentile, and no more than a quarter beyond its own maximum.
+    assert lo == 0.0 and np.quantile(body, 0.9999) <= hi <= 1.25 * body.max()
     signed = rng.standard_normal(100000)
     hist, edges = np.histogram(signed, bins=2048)
     lo, hi = kl_range(edges, hist.astype(np.float64))
-    assert lo < 0 < hi and lo >= edges[0] and hi <= edges[-1]
+    # No outlier: 256 levels over a Gaussian's range lose little, so its tails stay in.
+    assert lo <= np.quantile(signed, 0.00005) < 0 < np.quantile(signed, 0.99995) <= hi
+    assert edges[0] <= lo and hi <= edges[-1]
+
+
+def test_kl_range_models_the_256_level_int8_quantizer():
+    # 256 equally spaced distinct values (uneven counts) and far outliers: an int8
+    # quantizer over exactly their range represents every value on its own level (no
+    # information lost), so that range is the answer -- a search modelling fewer levels
+    # (e.g. ORT's 128-level symmetric one) must merge values and picks another range.
+    counts = (np.arange(1, 257) * 7 % 97 + 1).astype(np.float64)
+    relu = np.zeros(2048)
+    relu[:256], relu[-1] = counts, 1.0
+    assert kl_range(np.linspace(0, 2048, 2049), relu) == (0.0, 256.0)
+    signed = np.zeros(2048)
+    signed[896:1152], signed[0], signed[-1] = counts, 1.0, 1.0
+    assert kl_range(np.linspace(-1024, 1024, 2049), signed) == (-128.0, 128.0)
+    # A histogram of at most 256 bins is already representable: never clipped.
+    few = np.concatenate([counts[:200], [0.0] * 55, [1.0]])
+    assert kl_range(np.linspace(0, 1, 257), few) == (0.0, 1.0)
 
 
 def test_onnx_scope_to_module():
