@@ -504,6 +504,17 @@ def _(ctx):
     return _ptq(ctx, ctx.tiny(), t)
 
 
+@case("ptq-calib-zip-dotdot-member", "quant.ptq", "unsafe member name '../")
+def _(ctx):
+    import zipfile
+
+    z = ctx.case / "calib.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("a.png", image_bytes())
+        zf.writestr(zipfile.ZipInfo("../../escaped.png"), image_bytes(seed=1))
+    return _ptq(ctx, ctx.tiny(), z)
+
+
 @case("ptq-truncated-onnx", "quant.ptq", ("onnxruntime cannot load", "tiny.onnx"))
 def _(ctx):
     m = ctx.tiny()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -102,15 +103,35 @@ class _nullctx:
         return False
 
 
-def test_tar_with_unsafe_member_is_refused(tmp_path):
-    bad = tmp_path / "bad.tar"
-    with tarfile.open(bad, "w") as t:
-        data = _png("L")
-        info = tarfile.TarInfo("../escape/x.png")
-        info.size = len(data)
-        t.addfile(info, io.BytesIO(data))
-    with pytest.raises(DataError, match="unsafe member"):
+def _archive(path, names: list[str]):
+    data = _png("L")
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as z:
+            for n in names:
+                z.writestr(zipfile.ZipInfo(n), data)
+    else:
+        with tarfile.open(path, "w") as t:
+            for n in names:
+                info = tarfile.TarInfo(n)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+@pytest.mark.parametrize("name", ["../escape/x.png", "cat/../../x.png", "/abs/cat/x.png"])
+def test_archive_with_unsafe_member_is_refused(tmp_path, kind, name):
+    # Both archive kinds: a member leaving the archive's tree is refused by name.
+    bad = _archive(tmp_path / f"bad.{kind}", ["cat/ok.png", name])
+    with pytest.raises(DataError, match=f"unsafe member name '{re.escape(name)}'"):
         list_images(bad)
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_archive_names_with_dots_are_not_unsafe(tmp_path, kind):
+    names = ["cat/a..b.png", "..dog/x.png", "cat/./y.png"]
+    recs = list_images(_archive(tmp_path / f"ok.{kind}", names))
+    assert sorted(r.label for r in recs) == ["..dog", "cat", "cat"]
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
