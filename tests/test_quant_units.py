@@ -93,6 +93,28 @@ def test_kl_range_models_the_256_level_int8_quantizer():
     assert kl_range(np.linspace(0, 1, 257), few) == (0.0, 1.0)
 
 
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torchao") is None,
+                    reason="torchao (the PT2E observers) is not installed")
+def test_percentile_range_clips_the_outer_tails_only():
+    from quant.common import PERCENTILE
+    from quant.pt2e import _observer_classes
+
+    percentile, _ = _observer_classes()
+    # 2,018,060 values: 15 sparse bins (2 values each) at either end, then the body.
+    # (100 - 99.999) / 2 % of them is 10.09 values a side: the first 5 tail bins (10
+    # values) go, the 6th stays -- twice the cut would drop 10 bins, half of it 2.
+    assert PERCENTILE == 99.999
+    hist = np.full(2048, 1000.0)
+    hist[:15], hist[-15:] = 2.0, 2.0
+    edges = np.linspace(-1.0, 1.0, 2049)
+    lo, hi = percentile._pick(None, edges, hist)
+    assert (lo, hi) == (edges[5], edges[-6])
+    # A ReLU output keeps 0 as its low end (no clipping there: asymmetric int8 has 0 exact).
+    lo, hi = percentile._pick(None, np.linspace(0.0, 2.0, 2049), hist)
+    assert lo == 0.0 and hi == pytest.approx(2.0 - 5 * 2 / 2048)
+    assert percentile._pick(None, edges, np.zeros(2048)) == (-1.0, 1.0)
+
+
 def test_onnx_scope_to_module():
     assert onnx_node_to_module("/features/features.3/pw1/pw1.0/Conv") == "features.3.pw1.0"
     assert onnx_node_to_module("/head/fc/Gemm") == "head.fc"
