@@ -88,6 +88,16 @@ def test_kl_range_models_the_256_level_int8_quantizer():
     signed = np.zeros(2048)
     signed[896:1152], signed[0], signed[-1] = counts, 1.0, 1.0
     assert kl_range(np.linspace(-1024, 1024, 2049), signed) == (-128.0, 128.0)
+    # Mass, not distance, makes an outlier: 10 % of the values far out on either side
+    # (folded into the end bin if clipped) keeps the range out there; 1 % is clipped.
+    edges = np.linspace(-1024, 1024, 2049)
+    for at in (24, 2023):                       # the bins [-1000, -999) and [999, 1000)
+        far = signed.copy()
+        far[at] = 0.1 * counts.sum()
+        lo, hi = kl_range(edges, far)
+        assert lo <= -1000.0 and hi >= 1000.0, (at, lo, hi)
+        far[at] = 0.01 * counts.sum()
+        assert kl_range(edges, far) == (-128.0, 128.0), at
     # A histogram of at most 256 bins is already representable: never clipped.
     few = np.concatenate([counts[:200], [0.0] * 55, [1.0]])
     assert kl_range(np.linspace(0, 1, 257), few) == (0.0, 1.0)
