@@ -261,7 +261,7 @@ def data_path(kind: str, dataset: str, given: Path | None) -> tuple[Path | None,
     """(path, note): the shipped calibration / test images of a dataset."""
     if given is not None:
         return given, None
-    from armq import assets_dir  # the checkout's assets/, or the copy in an installed wheel
+    from zoo.assets import assets_dir  # the checkout's assets/, or the copy in an installed wheel
 
     assets = assets_dir() / "data"
     p = assets / f"{dataset}_{kind}.tar.gz"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo._registry import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from zoo.config import DataConfig
 from zoo.util import ArmqError, atomic_output, load_json, shown
 
 CARD_FORMAT = "armq-card/1"
@@ -357,3 +358,22 @@ def save_card(card: ModelCard, path: str | Path) -> Path:
         json.dump(card.to_dict(), f, indent=2)
         f.write("\n")
     return Path(path)
+
+
+def data_config(card: ModelCard) -> DataConfig:
+    """The model's preprocessing, from its card only (never re-typed). Its home is the
+    card's module: export's MNN parity and every quant stage read the same values."""
+    pre = card.preprocessing
+    try:
+        return DataConfig(
+            dataset=str(pre.get("dataset", "custom")),
+            input_size=int(pre["input_size"]),
+            num_classes=int(pre.get("num_classes", len(card.class_names))),
+            mean=tuple(float(v) for v in pre["mean"]),
+            std=tuple(float(v) for v in pre["std"]),
+            resize=int(pre["resize"]),
+            interpolation=str(pre.get("interpolation", "bilinear")),
+            class_names=tuple(card.class_names),
+        )
+    except (TypeError, ValueError, KeyError) as e:
+        raise CardError(f"model card {card.name}: unusable preprocessing ({e})") from None

@@ -1,6 +1,6 @@
 """What an ONNX model file runs, node by node: op class, precision, MACs and bytes.
 
-The nodes are those of the graph onnxruntime builds (quant.onnx_ptq.runtime_graph:
+The nodes are those of the graph onnxruntime builds (export.runtime.runtime_graph:
 ARM64 rules for the QEMU targets, the host's rules locally), not the file's: fused
 QLinearConv, the Q/DQ and Transpose nodes the optimizer leaves, and the float
 islands of an INT8 model are what the CPU pays for. Shapes come from running that
@@ -253,7 +253,7 @@ def graph_work(model, arm: bool = False) -> list[NodeWork]:
 
 def onnx_work(path: str | Path, arm: bool) -> list[NodeWork]:
     """The runtime nodes of an ONNX file as ORT builds it (arm=True: an ARM64 CPU)."""
-    from quant.onnx_ptq import runtime_graph
+    from export.runtime import runtime_graph
 
     return graph_work(runtime_graph(Path(path), arm), arm)
 
