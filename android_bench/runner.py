@@ -112,32 +112,49 @@ def _getauxval(kind: int) -> int | None:
     return int(fn(kind))
 
 
-def cpu_info() -> dict:
-    """CPU model and the features that decide INT8 speed: from /proc/cpuinfo, and on
-    aarch64 Linux from AT_HWCAP/AT_HWCAP2 (what the kernel - or QEMU - really offers)."""
-    machine = platform.machine().lower()
-    text = _read_text("/proc/cpuinfo")
-    flags: set[str] = set()
-    model, parts, implementer = "", [], ""
-    for line in text.splitlines():
+# The one /proc/cpuinfo reader. Its home is this file because runner.py is the one
+# module every side has: it is copied alone to boards, phones and the QEMU sysroot, so it
+# cannot import a shared reader, while the host side (targets/remote.py, targets/local.py,
+# targets/tflite_benchmark.py for a phone's text, deploy's host record) can import it.
+def parse_cpuinfo(text: str) -> dict:
+    """A /proc/cpuinfo text: the first Features (ARM) / flags (x86) line, the CPU model
+    (model name, else Hardware, else a non-numeric processor line), the Hardware line,
+    the ARM part numbers and implementer, and the number of processor entries."""
+    flags: list[str] = []
+    model, hardware, parts, implementer, n = "", "", [], "", 0
+    for line in (text or "").splitlines():
         k, _, v = line.partition(":")
         k, v = k.strip().lower(), v.strip()
         if k in ("features", "flags") and not flags:
-            flags = set(v.split())
+            flags = v.split()
         elif k in ("model name", "hardware", "processor") and not model and not v.isdigit():
             model = v
+        if k == "hardware" and not hardware:
+            hardware = v
+        elif k == "processor" and v.isdigit():
+            n += 1
         elif k == "cpu part":
             parts.append(v)
         elif k == "cpu implementer" and not implementer:
             implementer = v
-    source = "/proc/cpuinfo" if flags else "none"
-    hw = hw2 = None
-    if machine in ("aarch64", "arm64") and sys.platform.startswith("linux"):
-        hw, hw2 = _getauxval(AT_HWCAP), _getauxval(AT_HWCAP2)
-        if hw:
-            flags |= {n for n, b in _HWCAP.items() if hw >> b & 1}
-            flags |= {n for n, b in _HWCAP2.items() if (hw2 or 0) >> b & 1}
-            source = "AT_HWCAP" + ("+/proc/cpuinfo" if source != "none" else "")
+    return {"flags": flags, "model": model, "hardware": hardware, "parts": parts,
+            "implementer": implementer, "n_processors": n}
+
+
+def cpu_features(machine: str, flags) -> dict:
+    """The features that decide INT8 speed, from a set of CPU flags (cpuinfo or HWCAP names)."""
+    flags = set(flags)
+    if machine in ("aarch64", "arm64", "armv7l", "armv8l"):
+        return {"asimd": "asimd" in flags or "neon" in flags,
+                "dotprod": "asimddp" in flags, "i8mm": "i8mm" in flags,
+                "sve": "sve" in flags, "sve2": "sve2" in flags, "fphp": "fphp" in flags,
+                "bf16": "bf16" in flags, "sme": "sme" in flags}
+    return {"avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+            "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
+            "amx_int8": "amx_int8" in flags}
+
+
+def _part_names(parts: list, implementer: str) -> list:
     names = []
     for p in dict.fromkeys(parts):
         try:
@@ -150,19 +167,28 @@ def cpu_info() -> dict:
             names.append("QEMU max")
         else:
             names.append(f"implementer {implementer} part {p}")
+    return names
+
+
+def cpu_info() -> dict:
+    """CPU model and the features that decide INT8 speed: from /proc/cpuinfo, and on
+    aarch64 Linux from AT_HWCAP/AT_HWCAP2 (what the kernel - or QEMU - really offers)."""
+    machine = platform.machine().lower()
+    info = parse_cpuinfo(_read_text("/proc/cpuinfo"))
+    flags, model = set(info["flags"]), info["model"]
+    source = "/proc/cpuinfo" if flags else "none"
+    hw = hw2 = None
+    if machine in ("aarch64", "arm64") and sys.platform.startswith("linux"):
+        hw, hw2 = _getauxval(AT_HWCAP), _getauxval(AT_HWCAP2)
+        if hw:
+            flags |= {n for n, b in _HWCAP.items() if hw >> b & 1}
+            flags |= {n for n, b in _HWCAP2.items() if (hw2 or 0) >> b & 1}
+            source = "AT_HWCAP" + ("+/proc/cpuinfo" if source != "none" else "")
+    names = _part_names(info["parts"], info["implementer"])
     if names:
         model = " + ".join(names) if not model else f"{model} ({' + '.join(names)})"
-    if machine in ("aarch64", "arm64", "armv7l", "armv8l"):
-        features = {"asimd": "asimd" in flags or "neon" in flags,
-                    "dotprod": "asimddp" in flags, "i8mm": "i8mm" in flags,
-                    "sve": "sve" in flags, "sve2": "sve2" in flags, "fphp": "fphp" in flags,
-                    "bf16": "bf16" in flags, "sme": "sme" in flags}
-    else:
-        features = {"avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
-                    "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
-                    "amx_int8": "amx_int8" in flags}
     return {"machine": machine, "model": model or platform.processor() or "unknown",
-            "features": features, "feature_source": source,
+            "features": cpu_features(machine, flags), "feature_source": source,
             "hwcap": None if hw is None else hex(hw), "hwcap2": None if hw2 is None else hex(hw2),
             "n_cpus": os.cpu_count()}
 
