@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from export.formats import Runtime
 from zoo.util import ArmqError
 
 from .spec import (ModelSpec, SpecError, TargetSpec, load_sweep, parse_data_arg, parse_model_list,
@@ -20,7 +21,7 @@ DEFAULT_TARGETS = "local,qemu:cortex-a72,qemu:cortex-a76"
 # Every runtime a run can use (--runtimes), and the default set. ort is always in a run:
 # the ONNX export is what the other formats derive from or are checked against.
 # --skip-tflite stays: it drops tflite from the set.
-RUNTIMES = ("ort", "tflite", "mnn", "executorch")
+RUNTIMES = tuple(r.value for r in Runtime)    # export.formats: the one list of runtimes
 DEFAULT_RUNTIMES = "ort,tflite"
 # Per-target defaults when --runs/--warmup are not given: local timing is cheap and
 # noisy (many runs); QEMU instruction counts are deterministic (few runs suffice).

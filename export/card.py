@@ -32,6 +32,8 @@ from zoo._registry import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from zoo.config import DataConfig
 from zoo.util import ArmqError, atomic_output, load_json, shown
 
+from .formats import Format
+
 CARD_FORMAT = "armq-card/1"
 # The model files a card can name, in the order every stage lists them: FP32 ONNX (the
 # export the others derive from), its INT8 QDQ model, FP32 TFLite, full-integer TFLite,
@@ -40,8 +42,8 @@ CARD_FORMAT = "armq-card/1"
 # The one home of these keys: quant, android_bench.profile and deploy import them.
 ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8", "mnn", "mnn_int8", "pte",
                  "pte_int8")
-# The runtime that runs each format, as reports and summaries name it.
-RUNTIME_NAMES = {"onnx": "ONNX Runtime", "tflite": "TFLite", "mnn": "MNN", "pte": "ExecuTorch"}
+# The runtime that runs each format, as reports and summaries name it (export.formats).
+RUNTIME_NAMES = {f.value: f.runtime.label for f in Format}
 # What a format's FP32 parity check compares with (export.onnx/tflite: torch; export.mnn:
 # ONNX Runtime on the ONNX model it was converted from).
 PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT", "pte": "torch"}
@@ -53,8 +55,8 @@ PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT", "pte": "to
 # `x.u8s8.int8.onnx` -> `onnx_int8_u8s8`, so two recipes of one model live side by side.
 DEFAULT_RECIPE_TAG = "s8s8"
 RECIPE_TAGS = ("s8s8", "u8s8", "u8s8r")   # quant.config.RecipeName's values (a test checks)
-# File extension of each model format (a new backend adds its format here).
-FORMAT_EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "mnn": ".mnn", "pte": ".pte"}
+# File extension of each model format (a new backend adds its format to export.formats).
+FORMAT_EXTENSIONS = {f.value: f.extension for f in Format}
 MODEL_FORMATS = tuple(FORMAT_EXTENSIONS)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from export.formats import Runtime
 from export.card import (CardError, ModelCard, artifact_key, card_path_for, data_config,  # noqa: F401
                          load_card)
 from zoo.util import ArmqError, same_file, shown
@@ -30,7 +31,8 @@ class Backend(str, Enum):
 
     @property
     def float_key(self) -> str:
-        return {Backend.ORT: "onnx", Backend.TFLITE: "tflite", Backend.MNN: "mnn"}[self]
+        """The FP32 artifact key of its format (export.formats: runtime -> format)."""
+        return Runtime(self.value).format.value
 
     @property
     def int8_key(self) -> str:

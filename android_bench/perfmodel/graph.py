@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.formats import Precision   # the one precision enum (export.formats)
 from zoo.cost import conv_macs
 
 
@@ -36,11 +37,6 @@ class OpClass(str, Enum):
     QDQ = "qdq"                  # QuantizeLinear / DequantizeLinear left in the graph
     POOL = "pool"
     FREE = "free"                # reshape/flatten: metadata only, per-op overhead
-
-
-class Precision(str, Enum):
-    FP32 = "fp32"
-    INT8 = "int8"
 
 
 COMPUTE = (OpClass.DENSE, OpClass.POINTWISE, OpClass.DEPTHWISE, OpClass.DEPTHWISE_IM2COL,
