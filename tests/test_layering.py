@@ -60,3 +60,17 @@ def test_no_package_imports_upward():
     bad = upward_edges()
     assert not bad, "imports pointing up the package order " + " < ".join(ORDER) + ":\n" + \
         "\n".join(bad)
+
+
+MAX_MODULE_LINES = 450
+# copied alone to boards, phones and the QEMU sysroot: one self-contained file by design
+LONG_BY_DESIGN = {"android_bench/runner.py"}
+
+
+def test_no_module_over_450_lines():
+    long = [f"{f.relative_to(REPO)}: {n} lines" for pkg in ORDER
+            for f in sorted((REPO / pkg).rglob("*.py"))
+            if (n := len(f.read_text().splitlines())) > MAX_MODULE_LINES
+            and str(f.relative_to(REPO)) not in LONG_BY_DESIGN]
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern):\n" + \
+        "\n".join(long)
