@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from export.card import CardError, ModelCard, artifact_key, card_path_for, load_card
+from export.card import data_config  # noqa: F401 - its home is the card's module; quant's name
 from export.formats import Runtime
-from export.card import (CardError, ModelCard, artifact_key, card_path_for, data_config,  # noqa: F401
-                         load_card)
 from zoo.util import ArmqError, same_file, shown
 
 
