@@ -2,8 +2,8 @@
 
 The stages live in the top-level packages zoo, export, quant, android_bench and deploy
 (each CLI runs as `python -m <module>`); this package holds the `armq` command that
-dispatches to them (armq/cli.py) and the one place that says where the shipped assets
-are (`assets_dir()`).
+dispatches to them (armq/cli.py), and re-exports where the shipped assets are
+(`assets_dir()`, at home in zoo/assets.py).
 """
 from __future__ import annotations
 
@@ -24,11 +24,8 @@ def version() -> str:
 
 
 def assets_dir() -> Path:
-    """The shipped assets: `weights/` (checkpoints) and `data/` (small real data sets).
+    """The shipped assets (`weights/`, `data/`); its home is `zoo.assets.assets_dir`, so
+    the lower packages can ask without importing armq."""
+    from zoo.assets import assets_dir as _assets_dir
 
-    In a checkout this is the repository's `assets/` (armq/assets is a symlink to it:
-    every shipped checkpoint). An installed wheel carries a copy of the small ones only
-    (pyproject.toml, [tool.setuptools.package-data]): the default ShuffleNet V1 g=3
-    CIFAR-10 checkpoint and the CIFAR-10 calibration and test archives.
-    """
-    return Path(__file__).resolve().parent / "assets"
+    return _assets_dir()

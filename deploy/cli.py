@@ -163,15 +163,9 @@ def point_latest(run_dir: Path) -> None:
 
 
 def host_info() -> dict:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"node": platform.node(), "machine": platform.machine(), "cpu": cpu,
+    from android_bench.targets.local import host_cpu_model   # one /proc/cpuinfo reader
+
+    return {"node": platform.node(), "machine": platform.machine(), "cpu": host_cpu_model(),
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "nice": os.nice(0) if hasattr(os, "nice") else None}

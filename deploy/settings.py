@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from export.formats import Runtime
 from zoo.util import ArmqError
 
 from .spec import (ModelSpec, SpecError, TargetSpec, load_sweep, parse_data_arg, parse_model_list,
@@ -21,7 +22,7 @@ DEFAULT_TARGETS = "local,qemu:cortex-a72,qemu:cortex-a76"
 # Every runtime a run can use (--runtimes), and the default set. ort is always in a run:
 # the ONNX export is what the other formats derive from or are checked against.
 # --skip-tflite stays: it drops tflite from the set.
-RUNTIMES = ("ort", "tflite", "mnn", "executorch")
+RUNTIMES = tuple(r.value for r in Runtime)    # export.formats: the one list of runtimes
 DEFAULT_RUNTIMES = "ort,tflite"
 # Per-target defaults when --runs/--warmup are not given: local timing is cheap and
 # noisy (many runs); QEMU instruction counts are deterministic (few runs suffice).
@@ -291,7 +292,7 @@ def data_path(kind: str, dataset: str, given: Path | None) -> tuple[Path | None,
     """(path, note): the shipped calibration / test images of a dataset."""
     if given is not None:
         return given, None
-    from armq import assets_dir  # the checkout's assets/, or the copy in an installed wheel
+    from zoo.assets import assets_dir  # the checkout's assets/, or the copy in an installed wheel
 
     assets = assets_dir() / "data"
     p = assets / f"{dataset}_{kind}.tar.gz"

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from android_bench.qemu_cpus import CPUS as QEMU_CPU_MODELS
+from android_bench.targets import spec as _targets
+from android_bench.targets.spec import KINDS as TARGET_KINDS  # noqa: F401
+from android_bench.targets.spec import DEVICE_NAME, QEMU_CPUS, REMOTE_KINDS  # noqa: F401
 from zoo._registry import KNOBS
 from zoo.util import ArmqError
 
@@ -48,13 +50,9 @@ _TORCH_FILES = (".pt2", ".pt", ".pth", ".ts", ".jit", ".torchscript", ".onnx")
 KEY_ALIASES = {"r": "input_size", "input-size": "input_size", "num-classes": "num_classes",
                **{a: k for k, p in KNOBS.items() for a in p.spec_keys if a != k}}
 DATASETS = ("cifar10", "imagenet")
-QEMU_CPUS = tuple(QEMU_CPU_MODELS)   # android_bench.qemu_cpus: what the qemu target emulates
-# Targets reached through a device of the inventory (deploy/devices.py): android_bench's
-# ssh and adb targets. Their benchmarks run on the device, not on this machine.
-REMOTE_KINDS = ("ssh", "adb")
-TARGET_KINDS = ("local", "qemu", *REMOTE_KINDS)
-# A device name: also a Ray resource name and a results.json key, never a path.
-DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Target kinds, QEMU cores and device names: android_bench/targets/spec.py, the one home of
+# the target syntax. ssh/adb targets are reached through a device of the inventory
+# (deploy/devices.py); their benchmarks run on the device, not on this machine.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -196,79 +194,31 @@ def parse_model_list(text: str, where: str = "--models") -> list[ModelSpec]:
 
 
 @dataclass(frozen=True)
-class TargetSpec:
-    kind: str                 # TARGET_KINDS: "local" | "qemu" | "ssh" | "adb"
-    cpu: str | None = None    # qemu: the emulated core
-    device: str | None = None  # ssh/adb: the inventory device (None: every one of the kind)
-    # ssh/adb: "<machine>:<flag>+<flag>..." read from the device by its probe stage (the
-    # form quant.config.recipe_for_target takes); not part of the target's identity
-    probed: str | None = field(default=None, compare=False)
-
-    @property
-    def id(self) -> str:
-        where = self.cpu or self.device
-        return self.kind if where is None else f"{self.kind}:{where}"
-
-    @property
-    def emulated(self) -> bool:
-        return self.kind == "qemu"
-
-    @property
-    def remote(self) -> bool:
-        """A board or phone: benchmarked through android_bench's ssh/adb target."""
-        return self.kind in REMOTE_KINDS
-
-    @property
-    def slug(self) -> str:
-        return self.id.replace(":", "-")
-
-    @property
-    def recipe_target(self) -> str:
-        """What quant.config.recipe_for_target (and quant.ptq --for) takes for this target:
-        its id, or for a board / phone the machine and CPU flags its probe read."""
-        if not self.remote:
-            return self.id
-        if self.probed is None:
-            raise SpecError(f"target {self.id}: no INT8 recipe before its device is probed")
-        return self.probed
+class TargetSpec(_targets.TargetSpec):
+    """android_bench's target (its one syntax: parse/format/id there) with the INT8 recipe
+    deploy quantizes for it (quant sits between the two packages)."""
 
     def recipe(self) -> "Recipe":
         """The ONNX INT8 recipe for this target (quant.config, the one home of the rule)."""
         from quant.config import recipe_for_target
-        return recipe_for_target(self.recipe_target)
+        try:
+            return recipe_for_target(self.recipe_target)
+        except _targets.TargetSpecError as e:
+            raise SpecError(str(e)) from None
 
 
 def parse_target(text: str, where: str = "--targets") -> TargetSpec:
-    kind, _, rest = text.strip().partition(":")
-    kind = kind.lower()
-    if kind == "local" and not rest:
-        return TargetSpec("local")
-    if kind == "qemu":
-        cpu = rest.lower() or "cortex-a76"
-        if cpu not in QEMU_CPUS:
-            raise SpecError(f"{where}: '{text}': unknown qemu cpu '{cpu}' "
-                            f"(one of {', '.join(QEMU_CPUS)})")
-        return TargetSpec("qemu", cpu)
-    if kind in REMOTE_KINDS:
-        if rest and not DEVICE_NAME.match(rest):
-            raise SpecError(f"{where}: '{text}': '{rest}' is not a device name (the name of a "
-                            f"[[device]] in --devices)")
-        return TargetSpec(kind, device=rest or None)
-    raise SpecError(f"{where}: '{text}' is not a target (local, qemu:<cpu>, ssh:<device> or "
-                    f"adb:<device>, e.g. qemu:cortex-a72)")
+    try:
+        return TargetSpec.parse(text, where)
+    except _targets.TargetSpecError as e:
+        raise SpecError(str(e)) from None
 
 
 def parse_target_list(text: str, where: str = "--targets") -> list[TargetSpec]:
-    items = [t for t in (s.strip() for s in text.split(",")) if t]
-    if not items:
-        raise SpecError(f"{where}: no target given")
-    out: list[TargetSpec] = []
-    for t in items:
-        ts = parse_target(t, where)
-        if ts in out:
-            raise SpecError(f"{where}: '{ts.id}' given twice")
-        out.append(ts)
-    return out
+    try:
+        return _targets.parse_target_list(text, where, cls=TargetSpec)
+    except _targets.TargetSpecError as e:
+        raise SpecError(str(e)) from None
 
 
 # ---- sweep files --------------------------------------------------------------------------

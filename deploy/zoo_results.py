@@ -20,12 +20,13 @@ from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_output, atomic_path, cli_entry, declare_inputs, load_json
 
 from android_bench.compare import ratio
+from export.formats import Format
 
 from . import analysis as A
 from .tables import fcount, fx
 
 FMTS = ("onnx", "tflite")
-FMT_NAME = {"onnx": "ORT", "tflite": "TFLite"}
+FMT_NAME = {f: Format(f).runtime.short for f in FMTS}   # export.formats: "ORT", "TFLite"
 
 
 def pct(v: Any, d: int = 2) -> str:

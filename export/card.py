@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from zoo._registry import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from zoo.config import DataConfig
 from zoo.util import ArmqError, atomic_output, load_json, shown
+
+from .formats import Format
 
 CARD_FORMAT = "armq-card/1"
 # The model files a card can name, in the order every stage lists them: FP32 ONNX (the
@@ -39,8 +42,8 @@ CARD_FORMAT = "armq-card/1"
 # The one home of these keys: quant, android_bench.profile and deploy import them.
 ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8", "mnn", "mnn_int8", "pte",
                  "pte_int8")
-# The runtime that runs each format, as reports and summaries name it.
-RUNTIME_NAMES = {"onnx": "ONNX Runtime", "tflite": "TFLite", "mnn": "MNN", "pte": "ExecuTorch"}
+# The runtime that runs each format, as reports and summaries name it (export.formats).
+RUNTIME_NAMES = {f.value: f.runtime.label for f in Format}
 # What a format's FP32 parity check compares with (export.onnx/tflite: torch; export.mnn:
 # ONNX Runtime on the ONNX model it was converted from).
 PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT", "pte": "torch"}
@@ -52,8 +55,8 @@ PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT", "pte": "to
 # `x.u8s8.int8.onnx` -> `onnx_int8_u8s8`, so two recipes of one model live side by side.
 DEFAULT_RECIPE_TAG = "s8s8"
 RECIPE_TAGS = ("s8s8", "u8s8", "u8s8r")   # quant.config.RecipeName's values (a test checks)
-# File extension of each model format (a new backend adds its format here).
-FORMAT_EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "mnn": ".mnn", "pte": ".pte"}
+# File extension of each model format (a new backend adds its format to export.formats).
+FORMAT_EXTENSIONS = {f.value: f.extension for f in Format}
 MODEL_FORMATS = tuple(FORMAT_EXTENSIONS)
 
 
@@ -395,3 +398,22 @@ def save_card(card: ModelCard, path: str | Path) -> Path:
         json.dump(card.to_dict(), f, indent=2)
         f.write("\n")
     return Path(path)
+
+
+def data_config(card: ModelCard) -> DataConfig:
+    """The model's preprocessing, from its card only (never re-typed). Its home is the
+    card's module: export's MNN parity and every quant stage read the same values."""
+    pre = card.preprocessing
+    try:
+        return DataConfig(
+            dataset=str(pre.get("dataset", "custom")),
+            input_size=int(pre["input_size"]),
+            num_classes=int(pre.get("num_classes", len(card.class_names))),
+            mean=tuple(float(v) for v in pre["mean"]),
+            std=tuple(float(v) for v in pre["std"]),
+            resize=int(pre["resize"]),
+            interpolation=str(pre.get("interpolation", "bilinear")),
+            class_names=tuple(card.class_names),
+        )
+    except (TypeError, ValueError, KeyError) as e:
+        raise CardError(f"model card {card.name}: unusable preprocessing ({e})") from None

@@ -19,7 +19,7 @@ def default_images(dataset: str) -> Path | None:
     """The real images a parity check uses when none are named: the shipped sample,
     else the shared data set of the model's dataset."""
     shared = Path(os.environ.get("ARMQ_SHARED_DATA", REPO.parent / "shared" / "data"))
-    from armq import assets_dir  # the checkout's assets/, or the copy in an installed wheel
+    from zoo.assets import assets_dir  # the checkout's assets/, or the copy in an installed wheel
 
     assets = assets_dir() / "data"
     cands = [assets / f"{dataset}_test.tar.gz", assets / f"{dataset}_test.tar", assets / dataset]

@@ -46,7 +46,7 @@ def weights_dir() -> Path:
     env = os.environ.get("ARMQ_WEIGHTS_DIR")
     if env:
         return Path(env)
-    from armq import assets_dir  # the checkout's assets/, or the copy in an installed wheel
+    from zoo.assets import assets_dir  # the checkout's assets/, or the copy in an installed wheel
 
     return assets_dir() / "weights"
 
