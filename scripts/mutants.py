@@ -36,6 +36,7 @@ TIMEOUT_S = 300          # per mutant; a mutant that hangs the tests counts as k
 
 CARD = ("tests/test_cli_contract.py::test_card_validator_refuses",
         "tests/test_cli_contract.py::test_card_validator_accepts")
+NORM = ("tests/test_contract_round4b.py::test_card_norm_scale_refused",)
 DATA = ("tests/test_zoo_data_train.py::test_archive_with_unsafe_member_is_refused",
         "tests/test_zoo_data_train.py::test_archive_names_with_dots_are_not_unsafe")
 CAPS = ("tests/test_contract_round2.py::test_bounded_read_does_not_trust_the_header",
@@ -85,8 +86,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("card-channels-check-gone", "export/card.py",
            "if channels is not None and len(v) != channels:", "if False:",
            CARD, "2 mean/std values for a 3-channel input"),
-    Mutant("card-std-zero", "export/card.py", "if any(x <= 0 for x in pre[\"std\"]):",
-           "if any(x < 0 for x in pre[\"std\"]):", CARD, "std 0 divides by zero later"),
+    Mutant("card-norm-scale", "export/card.py", "if any(not lo <= x <= hi for x in values):",
+           "if False:", CARD + NORM, "mean 128 / std 64 (0..255 scale) accepted"),
     Mutant("card-mean-std-length", "export/card.py",
            'if len(pre["mean"]) != len(pre["std"]):', "if False:", CARD,
            "mean and std of different lengths"),
