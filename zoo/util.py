@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
+# the CLI wrapper's signal handling and fd capture live in zoo/signals.py (re-exported)
+from .signals import (Terminated, captured_native_output, install_term_handlers,  # noqa: F401
+                      received, restore_handlers)
+
 
 class ArmqError(Exception):
     """A problem the user can fix; printed as one line, never as a traceback."""
@@ -308,51 +312,6 @@ def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
 
 # ---- the CLI wrapper ---------------------------------------------------------------------------
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM/SIGHUP (CI cancel, `timeout`, `docker stop`, a closed terminal), raised where
-    the main thread is, like Ctrl-C: every CLI already stops its children, keeps what finished
-    and removes its temp dirs on KeyboardInterrupt (finally blocks, context managers)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-_TERM_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
-                      if s is not None)
-_received: list[int] = []
-
-
-def _on_term(signum: int, frame: object) -> None:
-    # Raise once: a second signal during cleanup must not abort the cleanup itself.
-    first = not _received
-    _received.append(signum)
-    if first:
-        raise Terminated(signum)
-
-
-def _install_term_handlers() -> dict[int, Any]:
-    """Install _on_term; returns the previous handlers (restored when cli_entry ends, so a
-    CLI run in-process, e.g. by a test, leaves its host process as it was)."""
-    previous: dict[int, Any] = {}
-    for s in _TERM_SIGNALS:
-        try:
-            old = signal.getsignal(s)
-            if old is signal.SIG_IGN:
-                continue    # e.g. nohup: the user asked for this signal to be ignored
-            signal.signal(s, _on_term)
-            previous[s] = old
-        except (ValueError, OSError):   # not the main thread / platform without it
-            pass
-    return previous
-
-
-def _restore_handlers(previous: dict[int, Any]) -> None:
-    for s, old in previous.items():
-        with contextlib.suppress(ValueError, OSError, TypeError):
-            signal.signal(s, old if old is not None else signal.SIG_DFL)
-
-
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
@@ -395,14 +354,14 @@ def cli_entry(main: Callable[[Sequence[str] | None], int | None], prog: str,
     if "--debug" in args:
         args.remove("--debug")
     global _run_inputs
-    _received.clear()
+    received.clear()
     outer, _run_inputs = _run_inputs, []
-    previous = _install_term_handlers()
+    previous = install_term_handlers()
     try:
         _run_main(main, prog, args, debug)
     finally:
         _run_inputs = outer
-        _restore_handlers(previous)
+        restore_handlers(previous)
 
 
 def _exit_on_broken_pipe() -> None:
@@ -429,7 +388,7 @@ def _run_main(main: Callable[[Sequence[str] | None], int | None], prog: str, arg
             _exit_on_broken_pipe()
         raise
     except KeyboardInterrupt as e:
-        signum = e.signum if isinstance(e, Terminated) else (_received[0] if _received else 0)
+        signum = e.signum if isinstance(e, Terminated) else (received[0] if received else 0)
         if signum:
             print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
             sys.exit(128 + signum)
@@ -442,31 +401,7 @@ def _run_main(main: Callable[[Sequence[str] | None], int | None], prog: str, arg
         # An error is one line by contract: names inside it are escaped, never raw.
         print(f"{prog}: error: {shown(msg)}", file=sys.stderr)
         sys.exit(2 if user else 1)
-    if _received:
+    if received:
         # main caught the interrupt itself (deploy keeps what finished): still say which signal
-        sys.exit(128 + _received[0])
+        sys.exit(128 + received[0])
     sys.exit(rc or 0)
-
-
-@contextlib.contextmanager
-def captured_native_output() -> Iterator[list[str]]:
-    """Send fd 1/2 (C++ logging of converters) to a temp file; yields a list that
-    receives the captured lines afterwards, for error messages."""
-    lines: list[str] = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        try:
-            os.dup2(tmp.fileno(), 1)
-            os.dup2(tmp.fileno(), 2)
-            yield lines
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-            tmp.seek(0)
-            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
