@@ -26,11 +26,11 @@ venv: $(STAMP)
 ET_VENV := .venv-et
 ET_STAMP := $(ET_VENV)/.installed
 
-$(ET_STAMP): $(STAMP) scripts/executorch-requirements.txt
+$(ET_STAMP): $(STAMP) export/executorch-requirements.txt
 	@test -x $(ET_VENV)/bin/python || $(PY) -m venv $(ET_VENV)
 	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
 		> $$($(ET_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/armq-main-venv.pth
-	$(ET_VENV)/bin/python -m pip install -q -r scripts/executorch-requirements.txt \
+	$(ET_VENV)/bin/python -m pip install -q -r export/executorch-requirements.txt \
 		"torch==$$($(BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])')"
 	@touch $(ET_STAMP)
 
@@ -46,6 +46,13 @@ demo: $(STAMP) sysdeps
 # TFLite, the heaviest ImageNet exports, QEMU end-to-end runs, INT8 determinism).
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# The ExecuTorch backend in CI (.ci/run runs this after `make test`): its venv, then every
+# ExecuTorch test but the shipped-ShuffleNet INT8 one (175 s idle, 12+ min loaded; in
+# test-all). ARMQ_REQUIRE_ET=1: a missing venv fails those tests instead of skipping them.
+# Timings in README ("ExecuTorch ... in CI").
+test-executorch: $(ET_STAMP) sysdeps
+	ARMQ_REQUIRE_ET=1 $(BIN)/python -m pytest -q -k "not shipped_shufflenet" tests/test_executorch.py
 
 # Everything (~35-45 min on 2 cores).
 test-all: $(STAMP) sysdeps

@@ -14,7 +14,7 @@ import datetime as _dt
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -33,8 +33,8 @@ RESULTS_FORMAT = "armq-bench-results/1"
 class BenchOptions:
     """What to measure and where (`python -m android_bench`'s flags, same names)."""
 
-    target: str = "local"                    # local, qemu, ssh, adb
-    device: TargetOptions | None = None      # cpu (qemu), host (ssh), serial (adb), ...
+    target: str = "local"                    # local, qemu:<cpu>, ssh, adb (targets/spec.py)
+    device: TargetOptions | None = None      # host (ssh), serial (adb), ...; cpu: --cpu
     threads: int = 1
     warmup: int | None = None                # None: the target's default (10; qemu 1)
     runs: int | None = None                  # None: the target's default (100; qemu 5)
@@ -92,7 +92,11 @@ def benchmark(models: Sequence[str | os.PathLike], options: BenchOptions = Bench
         check_writable_dir(Path(a.json).parent)
     if a.outputs_dir:
         check_writable_dir(a.outputs_dir)
-    target = make_target(a.target, a.device or TargetOptions(extra={"icount": True}))
+    from .cli import target_spec
+
+    device = a.device or TargetOptions(extra={"icount": True})
+    spec = target_spec(a.target, device.cpu)
+    target = make_target(spec.kind, replace(device, cpu=spec.cpu))
     config = BenchConfig(threads=a.threads,
                          warmup=a.warmup if a.warmup is not None else target.default_warmup,
                          runs=a.runs if a.runs is not None else target.default_runs,

@@ -1,7 +1,8 @@
 """python -m android_bench: benchmark models on a target, print a table, write JSON.
 
     python -m android_bench --model artifacts/x.onnx [artifacts/x.int8.onnx ...]
-        [--target local|qemu|ssh|adb] [--cpu cortex-a53|cortex-a72|cortex-a76|neoverse-n1|max]
+        [--target local|qemu[:<cpu>]|ssh|adb] (cpu: cortex-a53|cortex-a72|cortex-a76|neoverse-n1|max;
+        the older `--target qemu --cpu <cpu>` still works)
         [--host user@board] [--threads 1] [--warmup N] [--runs N] [--profile]
         [--inputs x.npy] [--outputs-dir DIR] [--json out.json] [--timeout S]
     python -m android_bench --probe --target ssh|adb [--host/--serial ...] [--json cpu.json]
@@ -26,8 +27,9 @@ from typing import Sequence
 from zoo.clikit import make_parser
 from zoo.util import atomic_output, check_writable_dir, cli_entry
 
-from .targets import KINDS, make_target
+from .targets import make_target
 from .targets.base import BenchError, TargetOptions
+from .targets.spec import TargetSpec
 
 PROG = "python -m android_bench"
 
@@ -125,16 +127,32 @@ def device_options(a: argparse.Namespace, dests: set[str], cpu: str | None = Non
     return TargetOptions(cpu=cpu, extra=extra, **{k: getattr(a, k, None) for k in named})
 
 
-def _target_options(a: argparse.Namespace) -> TargetOptions:
-    return device_options(a, a.device_dests, cpu=a.cpu, icount=not a.no_icount)
+def target_spec(target: str, cpu: str | None) -> TargetSpec:
+    """--target in the one target syntax (targets/spec.py: `qemu:cortex-a72`), or the older
+    `--target qemu --cpu cortex-a72`; both at once must agree."""
+    spec = TargetSpec.parse(target, "--target", devices=False)
+    if cpu is None:
+        return spec
+    if spec.kind != "qemu":
+        raise BenchError(f"--cpu picks the emulated core of a qemu target, not of --target "
+                         f"{spec.id}")
+    given = TargetSpec.parse(f"qemu:{cpu}", "--cpu", devices=False)
+    if ":" in target and given != spec:
+        raise BenchError(f"--target {target} and --cpu {cpu} name two cores; give one "
+                         f"(--target {given.id})")
+    return given
+
+
+def _target_options(a: argparse.Namespace, spec: TargetSpec) -> TargetOptions:
+    return device_options(a, a.device_dests, cpu=spec.cpu, icount=not a.no_icount)
 
 
 def command(files: Sequence[str], target: str, runs: int, warmup: int, out_json: Path,
             cpu: str | None = None, python: str = sys.executable) -> list[str]:
     """The command line that benchmarks `files` on one target and writes `out_json`."""
-    argv = [python, "-m", "android_bench", "--model", *map(str, files), "--target", target,
+    spec = target_spec(target, cpu)
+    return [python, "-m", "android_bench", "--model", *map(str, files), "--target", spec.id,
             "--runs", str(runs), "--warmup", str(warmup), "--json", str(out_json)]
-    return argv + (["--cpu", cpu] if cpu else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,9 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ssh/adb: only ask the device for its CPU (architecture and "
                          "/proc/cpuinfo flags: what its INT8 recipe depends on); JSON on "
                          "stdout and in --json")
-    ap.add_argument("--target", choices=KINDS, default="local")
-    ap.add_argument("--cpu", help="qemu: cortex-a53, cortex-a72, cortex-a76 (default), "
-                                  "neoverse-n1 or max")
+    ap.add_argument("--target", default="local",
+                    help="local, qemu:<cpu> (cortex-a53, cortex-a72, cortex-a76 (qemu alone), "
+                         "neoverse-n1 or max), ssh or adb (default: %(default)s)")
+    ap.add_argument("--cpu", help="qemu: the core, as in --target qemu:<cpu> (older form)")
     ap.set_defaults(device_dests=add_device_args(ap))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, help="untimed runs (default 10; qemu 1)")
@@ -180,12 +199,13 @@ def probe(a: argparse.Namespace) -> int:
     """--probe: connect, probe, close; nothing is copied to the device."""
     if a.model:
         raise BenchError("--probe takes no --model (it only asks the device for its CPU)")
-    if a.target not in ("ssh", "adb"):
+    spec = target_spec(a.target, a.cpu)
+    if not spec.remote:
         raise BenchError(f"--probe asks a board or a phone (--target ssh or adb), not "
-                         f"--target {a.target}")
+                         f"--target {spec.id}")
     if a.json:
         check_writable_dir(Path(a.json).parent)
-    target = make_target(a.target, _target_options(a))
+    target = make_target(spec.kind, _target_options(a, spec))
     if not a.quiet:
         target.progress = lambda msg: print(msg, file=sys.stderr, flush=True)
     cpu = target.cpu()
@@ -207,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .api import BenchOptions, benchmark
 
     res = benchmark(a.model or [], BenchOptions(
-        a.target, _target_options(a), a.threads, a.warmup, a.runs, a.profile, a.inputs,
+        a.target, device_options(a, a.device_dests, cpu=a.cpu, icount=not a.no_icount), a.threads, a.warmup, a.runs, a.profile, a.inputs,
         a.outputs_dir, a.runtime, a.seed, a.timeout, a.json, a.quiet),
         command=[PROG, *(sys.argv[1:] if argv is None else argv)])
     if res.results or res.failures:

@@ -43,6 +43,7 @@ target runs a CPU runtime at batch 1.
 from __future__ import annotations
 
 from zoo.clikit import make_parser
+import argparse
 import json
 import sys
 import tempfile
@@ -190,30 +191,18 @@ def run_guidelines(cases: Sequence[Case], target, config, work_dir: Path,
     return cells_from_results(cases, results, failures), err
 
 
-def _target_options(a):
-    from .targets.base import TargetOptions
-    extra = {k: getattr(a, k) for k in ("ssh_key", "ssh_port", "ssh_strict", "known_hosts",
-                                        "connect_timeout", "benchmark_binary", "adb_python",
-                                        "adb")
-             if getattr(a, k, None) is not None}
-    extra["icount"] = not a.no_icount
-    return TargetOptions(cpu=a.cpu, host=a.host, serial=a.serial, python=a.python,
-                         remote_dir=a.remote_dir, extra=extra)
-
-
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The flags of `python -m android_bench.guidelines`."""
-    from .targets import KINDS
+    from .cli import add_device_args
 
     ap = make_parser("android_bench.guidelines",
                      description="ShuffleNet V2 guideline micro-benchmarks "
                                  "(Ma et al., ECCV 2018, Sec. 2, Tables 1-4)")
-    ap.add_argument("--target", choices=KINDS, default="local")
-    ap.add_argument("--cpu", help="qemu: emulated CPU model (e.g. cortex-a76)")
-    ap.add_argument("--host", help="ssh: user@board[:port]")
-    ap.add_argument("--serial", help="adb: device serial")
-    ap.add_argument("--python", help="interpreter on the target (default python3)")
-    ap.add_argument("--remote-dir", help="scratch folder on the target")
+    ap.add_argument("--target", default="local",
+                    help="local, qemu:<cpu>, ssh or adb (android_bench's target syntax)")
+    ap.add_argument("--cpu", help="qemu: the core, as in --target qemu:<cpu> (older form)")
+    # --host, --serial, ...: android_bench's own device flags
+    ap.set_defaults(device_dests=add_device_args(ap))
     ap.add_argument("--only", default="G1,G2,G3,G4", help="guidelines to run (default all)")
     ap.add_argument("--scales", default="1",
                     help="column scales, comma-separated (paper: 1,2,4; default 1)")
@@ -230,32 +219,24 @@ def build_parser():
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
                     help="write the results as JSON (to FILE, or stdout without one)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
-    try:
-        from .targets.ssh import add_arguments as ssh_args
-        ssh_args(ap)
-    except ImportError:
-        pass
-    try:
-        from .targets.adb import add_arguments as adb_args
-        adb_args(ap)
-    except ImportError:
-        pass
     return ap
 
 
-def measure(a) -> tuple[dict, list[Cell], str]:
+def measure(a: argparse.Namespace) -> tuple[dict, list[Cell], str]:
     """Run the guideline networks the parsed flags `a` ask for: (the JSON document, its
     cells, where they ran)."""
+    from .cli import device_options, target_spec
     from .targets import make_target
     from .targets.base import BenchConfig
 
+    spec = target_spec(a.target, a.cpu)
     try:
         scales = [int(s) for s in a.scales.split(",") if s.strip()]
     except ValueError:
         raise GuidelineError(f"--scales {a.scales!r}: comma-separated integers") from None
     only = [g.strip().upper() for g in a.only.split(",") if g.strip()]
     cases = make_cases(only, scales, a.width, a.size, a.blocks)
-    target = make_target(a.target, _target_options(a))
+    target = make_target(spec.kind, device_options(a, a.device_dests, cpu=spec.cpu, icount=not a.no_icount))
     emulated = bool(getattr(target, "emulated", False))
     warmup = a.warmup if a.warmup is not None else (target.default_warmup if emulated else 5)
     runs = a.runs if a.runs is not None else (target.default_runs if emulated else 30)

@@ -29,18 +29,22 @@ constants of each target and splits their costs by op class (perfmodel/breakdown
 each class's share of the INT8 cost and its FP32 -> INT8 speed-up. A target without
 a table in --tables is one line in the output, not an error (deploy's "What holds
 INT8 back" section runs it).
+
+Measuring and fitting a table needs INT8 twins of the micro-models, made by quant's PTQ;
+android_bench sits below quant, so this CLI reads tables only and `python -m
+quant.latency_model` (same flags) is the one that measures, fits and caches them.
 """
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from zoo.clikit import make_parser
 
 from .perfmodel import report
+from .targets.spec import TargetSpec, parse_target_list
 from zoo.util import ArmqError, atomic_output, check_writable_dir, cli_entry, load_json
 
 PROG = "android_bench.latency_model"
@@ -52,32 +56,11 @@ LOCAL_RUNS, LOCAL_WARMUP = 50, 10
 QEMU_RUNS, QEMU_WARMUP = 3, 1
 
 
-@dataclass(frozen=True)
-class TargetInfo:
-    id: str
-    kind: str
-    cpu: str | None
-
-    @property
-    def emulated(self) -> bool:
-        return self.kind == "qemu"
-
-    @property
-    def unit(self) -> str:
-        return "instructions" if self.emulated else "ms"
-
-    @property
-    def slug(self) -> str:
-        return self.id.replace(":", "-")
+def parse_targets(text: str) -> list[TargetSpec]:
+    return parse_target_list(text, "--targets", devices=False)
 
 
-def parse_targets(text: str) -> list[TargetInfo]:
-    from deploy.spec import parse_target_list  # the one home of target specs
-
-    return [TargetInfo(t.id, t.kind, t.cpu) for t in parse_target_list(text)]
-
-
-def bench(target: TargetInfo, files: Sequence[Path], quiet: bool = False) -> dict[str, float]:
+def bench(target: TargetSpec, files: Sequence[Path], quiet: bool = False) -> dict[str, float]:
     """{file name: median ms (local) or instructions per inference (QEMU)}."""
     from .compare import instructions_per_inference
     from .targets import make_target
@@ -100,7 +83,7 @@ def bench(target: TargetInfo, files: Sequence[Path], quiet: bool = False) -> dic
     return out
 
 
-def from_results(docs: Sequence[dict], target: TargetInfo, files: Sequence[Path]
+def from_results(docs: Sequence[dict], target: TargetSpec, files: Sequence[Path]
                  ) -> dict[str, float]:
     """The files' measured costs on `target` from deploy results.json files, or from
     earlier --json outputs of this CLI (re-explains without measuring again); where
@@ -115,7 +98,7 @@ def from_results(docs: Sequence[dict], target: TargetInfo, files: Sequence[Path]
     return {f.name: found[f.name] for f in files}
 
 
-def _measurements(doc: dict, target: TargetInfo) -> dict[str, float]:
+def _measurements(doc: dict, target: TargetSpec) -> dict[str, float]:
     found: dict[str, float] = {}
     for t in doc.get("targets") or [] if doc.get("format") == report.JSON_FORMAT else []:
         if isinstance(t, dict) and t.get("target") == target.id:
@@ -133,7 +116,7 @@ def _measurements(doc: dict, target: TargetInfo) -> dict[str, float]:
     return found
 
 
-def load_table(path: Path, target: TargetInfo) -> dict | None:
+def load_table(path: Path, target: TargetSpec) -> dict | None:
     from .perfmodel.microbench import TABLE_FORMAT, refit
 
     if not path.is_file():
@@ -141,26 +124,40 @@ def load_table(path: Path, target: TargetInfo) -> dict | None:
     doc = load_json(path, "micro-benchmark table")
     if not isinstance(doc, dict) or doc.get("format") != TABLE_FORMAT or not doc.get("rows"):
         raise ArmqError(f"{path} is not a micro-benchmark table ({TABLE_FORMAT}); "
-                        f"pass --remeasure to rebuild it")
+                        f"rebuild it with python -m {FIT_PROG} --remeasure")
     if doc.get("target") != target.id:
         raise ArmqError(f"{path} holds micro-benchmarks of {doc.get('target')}, not {target.id}; "
-                        f"pass --remeasure to rebuild it")
+                        f"rebuild it with python -m {FIT_PROG} --remeasure")
     try:
         return refit(doc)  # the fit is recomputed from the stored rows, never trusted
     except (KeyError, TypeError, ValueError) as e:
-        raise ArmqError(f"{path}: malformed micro-benchmark row ({e}); pass --remeasure") from None
+        raise ArmqError(f"{path}: malformed micro-benchmark row ({e}); rebuild it with "
+                        f"python -m {FIT_PROG} --remeasure") from None
 
 
-def table_for(target: TargetInfo, tables: Path, remeasure: bool, quiet: bool) -> dict:
+# Makes the INT8 twin of a float micro-model: (src, dst, work folder). quant's PTQ, so
+# passed in by `python -m quant.latency_model` (android_bench may not import quant).
+Quantize = Callable[[Path, Path, Path], None]
+FIT_PROG = "quant.latency_model"
+
+
+def table_for(target: TargetSpec, tables: Path, remeasure: bool, quiet: bool,
+              quantize: Quantize | None = None) -> dict:
     from .perfmodel.microbench import measure_table, missing_rows
 
     path = tables / f"{target.slug}.json"
     doc = None if remeasure else load_table(path, target)
     if doc is None or missing_rows(doc):
+        if quantize is None:
+            why = "--remeasure" if remeasure else \
+                f"{'an incomplete' if doc else 'no'} micro-benchmark table in {tables}"
+            raise ArmqError(f"{target.id}: {why}: python -m {FIT_PROG} --targets {target.id} "
+                            f"(same flags) measures and fits it; this CLI only reads tables (the "
+                            f"INT8 micro-models come from quant's PTQ)")
         if not quiet:
             print(f"{PROG}: micro-benchmarks on {target.id} ...", file=sys.stderr, flush=True)
         doc = measure_table(target.id, target.unit, target.emulated,
-                            lambda files: bench(target, files, quiet), previous=doc)
+                            lambda files: bench(target, files, quiet), quantize, previous=doc)
         with atomic_output(path, "w") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
@@ -175,8 +172,8 @@ def check_model(path: Path) -> None:
                         f"the graph onnxruntime builds); pass the .onnx / .int8.onnx files")
 
 
-def build_parser():
-    p = make_parser(PROG, __doc__)
+def build_parser(prog: str = PROG):
+    p = make_parser(prog, __doc__)
     p.add_argument("--targets", default="local,qemu:cortex-a76,qemu:cortex-a72",
                    help="comma-separated: local, qemu:<cpu> (default: %(default)s)")
     p.add_argument("--model", nargs="+", action="extend", type=Path, default=[],
@@ -203,7 +200,7 @@ def command(fp32: Path | str, int8: Path | str, target: str, out_json: Path | st
             str(fp32), str(int8), "--json", str(out_json)]
 
 
-def breakdown_main(a, targets: Sequence[TargetInfo]) -> int:
+def breakdown_main(a, targets: Sequence[TargetSpec]) -> int:
     from .perfmodel.breakdown import BREAKDOWN_FORMAT, breakdown
     from .perfmodel.graph import is_int8_model, onnx_work
     from .perfmodel.microbench import constants_of
@@ -242,12 +239,14 @@ def breakdown_main(a, targets: Sequence[TargetInfo]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, quantize: Quantize | None = None,
+         prog: str = PROG) -> int:
+    """The CLI; `quantize` (given by quant.latency_model) lets it fit missing tables."""
     from .perfmodel.graph import onnx_work
     from .perfmodel.microbench import constants_of
     from .perfmodel.roofline import explain
 
-    a = build_parser().parse_args(argv)
+    a = build_parser(prog).parse_args(argv)
     targets = parse_targets(a.targets)
     if a.breakdown:
         return breakdown_main(a, targets)
@@ -271,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else {}
     per_target = []
     for t in targets:
-        table = table_for(t, a.tables, a.remeasure, quiet)
+        table = table_for(t, a.tables, a.remeasure, quiet, quantize)
         c = constants_of(table)
         measured = given[t.id] if results is not None else \
             (bench(t, a.model, quiet) if a.model else {})

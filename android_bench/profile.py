@@ -1,11 +1,13 @@
 """Where an ONNX model's time goes, per node, grouped into the categories the report plots.
 
     python -m android_bench.profile --model artifacts/x.onnx [artifacts/x.int8.onnx ...]
-        [--runs 20] [--warmup 3] [--threads 1] [--json out.json]
+        [--runs 20] [--warmup 3] [--threads N] [--json out.json]
 
 onnxruntime's profiler (kernel time of every node, median over --runs) on this
-host, with the session options android_bench's runner uses (1 thread,
-sequential, all graph optimizations), so it explains the runner's local latency.
+host, in the session every stage opens (export.runtime.ort_session: sequential, all
+graph optimizations, its thread rule: --threads, else ARMQ_THREADS, else min(4, CPUs)).
+deploy's opprofile stage passes --threads 1, the thread count of its local benchmark,
+so the profile explains the runner's local latency.
 Every node is classified with the help of the model file itself, since the
 optimized graph renames and fuses nodes (FusedConv, QLinearConv, `*_nchwc`):
 
@@ -57,10 +59,11 @@ _SUFFIXES = re.compile(r"(_nchwc|_quant|_token_\d+|_output_\d+)+$")
 
 
 def command(models: Sequence[Path | str], runs: int, json_path: Path,
-            python: str = sys.executable) -> list[str]:
-    """The command line that profiles `models` and writes {file: profile} to json_path."""
+            python: str = sys.executable, threads: int = 1) -> list[str]:
+    """The command line that profiles `models` and writes {file: profile} to json_path
+    (threads: 1, as android_bench benchmarks by default)."""
     return [python, "-m", "android_bench.profile", "--model", *map(str, models),
-            "--runs", str(runs), "--json", str(json_path)]
+            "--runs", str(runs), "--threads", str(threads), "--json", str(json_path)]
 
 
 def categorize(op_type: str, depthwise: bool = False) -> str:
@@ -130,23 +133,21 @@ class GraphIndex:
                    if len(d) > 8 and "/" in d and base.rsplit("/", 1)[0] == d.rsplit("/", 1)[0])
 
 
-def profile_onnx(path: Path, runs: int = 20, warmup: int = 3, threads: int = 1) -> dict:
+def profile_onnx(path: Path, runs: int = 20, warmup: int = 3, threads: int | None = None) -> dict:
+    """threads: export.runtime's rule (None: ARMQ_THREADS, else min(4, CPUs))."""
     import numpy as np
     import onnxruntime as ort
 
+    from export.runtime import ort_session, session_threads
+
     index = GraphIndex(path)
     tmp = tempfile.mkdtemp(prefix="armq-opprof-")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    so.enable_profiling = True
-    so.profile_file_prefix = os.path.join(tmp, "p")
     try:
-        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - ORT's own exception types
-        raise ArmqError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
+        sess = ort_session(path, threads, profile=os.path.join(tmp, "p"))
+    except ArmqError:
+        os.rmdir(tmp)
+        raise
+    threads = session_threads(sess)
     inp = sess.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -214,11 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", nargs="+", required=True, type=Path, help=".onnx files")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, help="intra-op threads (default: ARMQ_THREADS, else "
+                   "min(4, CPUs); deploy passes 1, its local benchmark's count)")
     p.add_argument("--json", type=Path, help="write {file: profile} here (atomically)")
     a = p.parse_args(argv)
     declare_inputs(*a.model, outputs=[a.json])
-    if a.runs < 1 or a.warmup < 0 or a.threads < 1:
+    if a.runs < 1 or a.warmup < 0 or (a.threads is not None and a.threads < 1):
         raise ArmqError("--runs and --threads must be >= 1, --warmup >= 0")
     out: dict[str, dict] = {}
     errors = []

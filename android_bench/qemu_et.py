@@ -23,7 +23,7 @@ from .qemu_host import QemuSetupError, run_tool, say
 from .qemu_icount import file_sha
 from .qemu_sysroot import GUEST_DIR, SUITE, PrivateApt, _build_site
 
-WHEELS_ET = ["executorch==1.5.1"]       # the local venv's pin (scripts/executorch-requirements.txt)
+WHEELS_ET = ["executorch==1.5.1"]       # the local venv's pin (export/executorch-requirements.txt)
 PLATFORMS_ET = ["manylinux_2_28_aarch64"]
 RUNNER_SRC = Path(__file__).resolve().parent / "et_runner" / "armq_et.cpp"
 # Linked with --no-as-needed: the kernel and backend libraries register themselves

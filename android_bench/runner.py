@@ -112,32 +112,49 @@ def _getauxval(kind: int) -> int | None:
     return int(fn(kind))
 
 
-def cpu_info() -> dict:
-    """CPU model and the features that decide INT8 speed: from /proc/cpuinfo, and on
-    aarch64 Linux from AT_HWCAP/AT_HWCAP2 (what the kernel - or QEMU - really offers)."""
-    machine = platform.machine().lower()
-    text = _read_text("/proc/cpuinfo")
-    flags: set[str] = set()
-    model, parts, implementer = "", [], ""
-    for line in text.splitlines():
+# The one /proc/cpuinfo reader. Its home is this file because runner.py is the one
+# module every side has: it is copied alone to boards, phones and the QEMU sysroot, so it
+# cannot import a shared reader, while the host side (targets/remote.py, targets/local.py,
+# targets/tflite_benchmark.py for a phone's text, deploy's host record) can import it.
+def parse_cpuinfo(text: str) -> dict:
+    """A /proc/cpuinfo text: the first Features (ARM) / flags (x86) line, the CPU model
+    (model name, else Hardware, else a non-numeric processor line), the Hardware line,
+    the ARM part numbers and implementer, and the number of processor entries."""
+    flags: list[str] = []
+    model, hardware, parts, implementer, n = "", "", [], "", 0
+    for line in (text or "").splitlines():
         k, _, v = line.partition(":")
         k, v = k.strip().lower(), v.strip()
         if k in ("features", "flags") and not flags:
-            flags = set(v.split())
+            flags = v.split()
         elif k in ("model name", "hardware", "processor") and not model and not v.isdigit():
             model = v
+        if k == "hardware" and not hardware:
+            hardware = v
+        elif k == "processor" and v.isdigit():
+            n += 1
         elif k == "cpu part":
             parts.append(v)
         elif k == "cpu implementer" and not implementer:
             implementer = v
-    source = "/proc/cpuinfo" if flags else "none"
-    hw = hw2 = None
-    if machine in ("aarch64", "arm64") and sys.platform.startswith("linux"):
-        hw, hw2 = _getauxval(AT_HWCAP), _getauxval(AT_HWCAP2)
-        if hw:
-            flags |= {n for n, b in _HWCAP.items() if hw >> b & 1}
-            flags |= {n for n, b in _HWCAP2.items() if (hw2 or 0) >> b & 1}
-            source = "AT_HWCAP" + ("+/proc/cpuinfo" if source != "none" else "")
+    return {"flags": flags, "model": model, "hardware": hardware, "parts": parts,
+            "implementer": implementer, "n_processors": n}
+
+
+def cpu_features(machine: str, flags) -> dict:
+    """The features that decide INT8 speed, from a set of CPU flags (cpuinfo or HWCAP names)."""
+    flags = set(flags)
+    if machine in ("aarch64", "arm64", "armv7l", "armv8l"):
+        return {"asimd": "asimd" in flags or "neon" in flags,
+                "dotprod": "asimddp" in flags, "i8mm": "i8mm" in flags,
+                "sve": "sve" in flags, "sve2": "sve2" in flags, "fphp": "fphp" in flags,
+                "bf16": "bf16" in flags, "sme": "sme" in flags}
+    return {"avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+            "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
+            "amx_int8": "amx_int8" in flags}
+
+
+def _part_names(parts: list, implementer: str) -> list:
     names = []
     for p in dict.fromkeys(parts):
         try:
@@ -150,19 +167,28 @@ def cpu_info() -> dict:
             names.append("QEMU max")
         else:
             names.append(f"implementer {implementer} part {p}")
+    return names
+
+
+def cpu_info() -> dict:
+    """CPU model and the features that decide INT8 speed: from /proc/cpuinfo, and on
+    aarch64 Linux from AT_HWCAP/AT_HWCAP2 (what the kernel - or QEMU - really offers)."""
+    machine = platform.machine().lower()
+    info = parse_cpuinfo(_read_text("/proc/cpuinfo"))
+    flags, model = set(info["flags"]), info["model"]
+    source = "/proc/cpuinfo" if flags else "none"
+    hw = hw2 = None
+    if machine in ("aarch64", "arm64") and sys.platform.startswith("linux"):
+        hw, hw2 = _getauxval(AT_HWCAP), _getauxval(AT_HWCAP2)
+        if hw:
+            flags |= {n for n, b in _HWCAP.items() if hw >> b & 1}
+            flags |= {n for n, b in _HWCAP2.items() if (hw2 or 0) >> b & 1}
+            source = "AT_HWCAP" + ("+/proc/cpuinfo" if source != "none" else "")
+    names = _part_names(info["parts"], info["implementer"])
     if names:
         model = " + ".join(names) if not model else f"{model} ({' + '.join(names)})"
-    if machine in ("aarch64", "arm64", "armv7l", "armv8l"):
-        features = {"asimd": "asimd" in flags or "neon" in flags,
-                    "dotprod": "asimddp" in flags, "i8mm": "i8mm" in flags,
-                    "sve": "sve" in flags, "sve2": "sve2" in flags, "fphp": "fphp" in flags,
-                    "bf16": "bf16" in flags, "sme": "sme" in flags}
-    else:
-        features = {"avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
-                    "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
-                    "amx_int8": "amx_int8" in flags}
     return {"machine": machine, "model": model or platform.processor() or "unknown",
-            "features": features, "feature_source": source,
+            "features": cpu_features(machine, flags), "feature_source": source,
             "hwcap": None if hw is None else hex(hw), "hwcap2": None if hw2 is None else hex(hw2),
             "n_cpus": os.cpu_count()}
 
@@ -825,17 +851,67 @@ def parse_args(argv):
     return a
 
 
+def read_card(path: str | None) -> dict | None:
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read model card {path}: {e}") from None
+
+
+def make_samples(a: argparse.Namespace, spec: dict, shape: list) -> tuple[list, dict]:
+    """The inputs fed in turn (--inputs, else one seeded random sample) and their record."""
+    if a.inputs:
+        samples = load_inputs(a.inputs, spec, shape)
+        return samples, {"kind": "file", "path": os.path.basename(a.inputs), "n": len(samples)}
+    return [random_input(shape, spec["dtype"], a.seed)], {
+        "kind": "random", "seed": a.seed, "n": 1,
+        "distribution": "standard normal" if np.dtype(spec["dtype"]).kind == "f"
+        else "uniform integers"}
+
+
+def result_doc(a: argparse.Namespace, be: "Backend", card: dict | None, sysinfo: dict,
+               spec: dict, shape: list, input_source: dict, outputs_first: list, times: list,
+               timing: dict, profile: dict | None, n_markers: int) -> dict:
+    """The one JSON result of a run (FORMAT)."""
+    out0 = outputs_first[0]
+    is_int8 = be.is_quantized()
+    doc = {
+        "format": FORMAT, "runner_version": RUNNER_VERSION,
+        "model": {"file": os.path.basename(a.model), "format": os.path.splitext(a.model)[1][1:],
+                  "sha256": sha256_file(a.model), "size_bytes": os.path.getsize(a.model),
+                  "int8": is_int8,
+                  "card_name": (card or {}).get("name"), "cost": (card or {}).get("cost")},
+        "runtime": {"name": be.name, "version": be.version, "threads": a.threads, **be.details()},
+        "input": {"name": spec["name"], "shape": shape, "dtype": spec["dtype"],
+                  "quantization": spec.get("quantization"), "source": input_source},
+        "outputs": [{"name": o["name"], "shape": list(o["shape"]), "dtype": str(o["dtype"]),
+                     **({"quantization": o["quantization"]} if o.get("quantization")
+                        and o["quantization"][0] else {})}
+                    for o in be.outputs],
+        "output_check": {"argmax": [int(np.argmax(o[0] if o.ndim > 1 else o)) for o in outputs_first],
+                         "first_values": [float(v) for v in out0.reshape(-1)[:5]]},
+        "timing_ms": timing,
+        "samples_ms": [round(v, 6) for v in times],
+        "system": sysinfo,
+        "config": {"threads": a.threads, "warmup": a.warmup, "runs": a.runs,
+                   "profile": a.profile, "markers": a.markers, "seed": a.seed},
+        "markers": ({"regions": n_markers, "first": 0, "warmup": [1, a.warmup],
+                     "timed": [1 + a.warmup, a.runs], "extra_after_timed": n_markers - 1 - a.warmup - a.runs}
+                    if a.markers else None),
+        "profile": profile,
+        "warnings": int8_warnings(sysinfo["cpu"], is_int8),
+    }
+    return doc
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     if not os.path.isfile(a.model):
         raise UserError(f"model file {a.model} not found")
-    card = None
-    if a.card:
-        try:
-            with open(a.card) as f:
-                card = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"cannot read model card {a.card}: {e}") from None
+    card = read_card(a.card)
     sysinfo = system_info()
 
     t0 = time.perf_counter()
@@ -845,14 +921,7 @@ def main(argv=None) -> int:
     if len(be.inputs) != 1:
         raise UserError(f"model has {len(be.inputs)} inputs; the runner feeds exactly one")
     shape = concrete_shape(spec["shape"], card)
-    if a.inputs:
-        samples = load_inputs(a.inputs, spec, shape)
-        input_source = {"kind": "file", "path": os.path.basename(a.inputs), "n": len(samples)}
-    else:
-        samples = [random_input(shape, spec["dtype"], a.seed)]
-        input_source = {"kind": "random", "seed": a.seed, "n": 1,
-                        "distribution": "standard normal" if np.dtype(spec["dtype"]).kind == "f"
-                        else "uniform integers"}
+    samples, input_source = make_samples(a, spec, shape)
 
     markers = Markers(a.model, a.markers)
     outputs_first: list[np.ndarray | None] = [None] * len(samples)
@@ -887,34 +956,8 @@ def main(argv=None) -> int:
               "warmup_runs": a.warmup, **summarize(times)}
     profile = be.profile(samples[0], min(a.runs, 20)) if a.profile else None
 
-    out0 = outputs_first[0]
-    is_int8 = be.is_quantized()
-    doc = {
-        "format": FORMAT, "runner_version": RUNNER_VERSION,
-        "model": {"file": os.path.basename(a.model), "format": os.path.splitext(a.model)[1][1:],
-                  "sha256": sha256_file(a.model), "size_bytes": os.path.getsize(a.model),
-                  "int8": is_int8,
-                  "card_name": (card or {}).get("name"), "cost": (card or {}).get("cost")},
-        "runtime": {"name": be.name, "version": be.version, "threads": a.threads, **be.details()},
-        "input": {"name": spec["name"], "shape": shape, "dtype": spec["dtype"],
-                  "quantization": spec.get("quantization"), "source": input_source},
-        "outputs": [{"name": o["name"], "shape": list(o["shape"]), "dtype": str(o["dtype"]),
-                     **({"quantization": o["quantization"]} if o.get("quantization")
-                        and o["quantization"][0] else {})}
-                    for o in be.outputs],
-        "output_check": {"argmax": [int(np.argmax(o[0] if o.ndim > 1 else o)) for o in outputs_first],
-                         "first_values": [float(v) for v in out0.reshape(-1)[:5]]},
-        "timing_ms": timing,
-        "samples_ms": [round(v, 6) for v in times],
-        "system": sysinfo,
-        "config": {"threads": a.threads, "warmup": a.warmup, "runs": a.runs,
-                   "profile": a.profile, "markers": a.markers, "seed": a.seed},
-        "markers": ({"regions": markers.count, "first": 0, "warmup": [1, a.warmup],
-                     "timed": [1 + a.warmup, a.runs], "extra_after_timed": markers.count - 1 - a.warmup - a.runs}
-                    if a.markers else None),
-        "profile": profile,
-        "warnings": int8_warnings(sysinfo["cpu"], is_int8),
-    }
+    doc = result_doc(a, be, card, sysinfo, spec, shape, input_source, outputs_first, times,
+                     timing, profile, markers.count if a.markers else 0)
     if a.outputs_npy:
         save_npy(np.stack(outputs_first), a.outputs_npy)
         doc["outputs_npy"] = os.path.basename(a.outputs_npy)

@@ -2,18 +2,17 @@
 
 The stages live in the top-level packages zoo, export, quant, android_bench and deploy
 (each CLI runs as `python -m <module>`); this package holds the `armq` command that
-dispatches to them (armq/cli.py), the one place that says where the shipped assets
-are (`assets_dir()`), and the Python API (docs/api.md): `armq.export`, `armq.quantize`,
-`armq.evaluate`, `armq.benchmark`, `armq.deploy` with their option and result types,
-each re-exported from its stage's `api` module.
+dispatches to them (armq/cli.py), re-exports where the shipped assets are
+(`assets_dir()`, at home in zoo/assets.py), and the Python API (docs/api.md):
+`armq.export`, `armq.quantize`, `armq.evaluate`, `armq.benchmark`, `armq.deploy` with
+their option and result types, each re-exported from its stage's `api` module.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-# The API's names -> the stage module that holds them. Loaded on first use (PEP 562):
-# zoo and export import this package for assets_dir(), so importing the stages here
-# eagerly would import them from inside themselves.
+# The API's names -> the stage module that holds them. Loaded on first use (PEP 562), so
+# `import armq` (the armq command, `armq --version`) does not import torch and every stage.
 _API = {
     "ArmqError": "zoo.util",
     "ModelConfig": "export.api", "ExportOptions": "export.api", "ExportResult": "export.api",
@@ -57,11 +56,8 @@ def version() -> str:
 
 
 def assets_dir() -> Path:
-    """The shipped assets: `weights/` (checkpoints) and `data/` (small real data sets).
+    """The shipped assets (`weights/`, `data/`); its home is `zoo.assets.assets_dir`, so
+    the lower packages can ask without importing armq."""
+    from zoo.assets import assets_dir as _assets_dir
 
-    In a checkout this is the repository's `assets/` (armq/assets is a symlink to it:
-    every shipped checkpoint). An installed wheel carries a copy of the small ones only
-    (pyproject.toml, [tool.setuptools.package-data]): the default ShuffleNet V1 g=3
-    CIFAR-10 checkpoint and the CIFAR-10 calibration and test archives.
-    """
-    return Path(__file__).resolve().parent / "assets"
+    return _assets_dir()

@@ -21,7 +21,7 @@ PROG = "armq"
 # subcommand -> (module whose main(argv) it runs, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("zoo.list", "every model and its variants"),
-    "cost": ("zoo.cost", "parameters and MACs of a variant"),
+    "cost": ("export.cost", "parameters and MACs of the model export builds from the same flags"),
     "train": ("zoo.train", "train a variant (writes an armq checkpoint)"),
     "float-eval": ("zoo.evaluate", "top-1 of a float checkpoint on labelled images"),
     "pretrained": ("zoo.pretrained", "published weights as an armq checkpoint"),
@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("android_bench.compare", "speed-ups from bench JSON files"),
     "profile": ("android_bench.profile", "per-op time of a model on a target"),
     "guidelines": ("android_bench.guidelines", "ShuffleNet V2's guideline micro-benchmarks"),
-    "latency-model": ("android_bench.latency_model", "predicted vs measured cost, gap by cause"),
+    "latency-model": ("quant.latency_model", "predicted vs measured cost, gap by cause"),
     "qemu-setup": ("android_bench.qemu_setup", "prepare the QEMU aarch64 target"),
     "deploy": ("deploy", "the whole pipeline and its report"),
     "report": ("deploy.report", "rewrite a run's report from its results.json"),

@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from android_bench.compare import Entry, make_pair, ratio
-from export.card import MODEL_FORMATS, RUNTIME_NAMES, artifact_key, key_format, \
+from export.card import MODEL_FORMATS, artifact_key, key_format, \
     key_is_int8, key_recipe, ordered_keys
+from export.formats import runtime_label
 
 from . import paper
-from .collect import FORMAT_NAMES, fmt_prec
+from .collect import fmt_prec
 
 DEFINITIONS = ("speed-up = the measured figure: baseline / model median latency on real CPUs; on "
                "QEMU targets (EMULATED) baseline / model guest instructions per inference - "
@@ -35,13 +36,11 @@ SLOW_INT8 = 1.1          # "INT8 not faster" below this speed-up
 # ShuffleNet's Sec. 4.5 rule, ~2.6x actual per 4x theoretical (deploy/paper.py).
 INT8_GOAL = paper.ACTUAL_PER_4X
 FORMATS = MODEL_FORMATS
-# Runtime of each format for sentences (export.card's names); a format not listed shows its
-# collect name.
-RUNTIME = RUNTIME_NAMES
 
 
 def runtime_name(fmt: str) -> str:
-    return RUNTIME.get(fmt) or FORMAT_NAMES.get(fmt, fmt.upper())
+    """'ONNX Runtime' for `onnx` (export.formats, the one home of the labels)."""
+    return runtime_label(fmt)
 
 
 def runtime_of(key: str) -> str:

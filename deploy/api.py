@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli import PROG, check_publish, host_info, new_run_dir, print_summary
+from zoo.util import declare_inputs
+
+from .cli import (PROG, check_publish, check_utf8_out, host_info, new_run_dir, point_latest,
+                  print_summary)
 from .devices import DevicePool, check_targets, load_devices, resolve_targets
 from .executors import ArtifactMode, ExecutorKind, build as build_executor
 from .plan import Plan, target_record
@@ -46,7 +49,10 @@ def deploy(config: DeployConfig = DeployConfig(),
            command: Sequence[str] | None = None) -> DeployResult:
     """Run the pipeline `config` asks for (`command`: recorded in results.json)."""
     t_start = time.monotonic()
+    check_utf8_out(config.out)
     settings = Settings(config)
+    declare_inputs(*settings.eval_data.values(), *settings.calib_data.values(),
+                   outputs=[config.out])
     if config.publish is not None:
         check_publish(config.publish, config.sweep)
     planned = resolve_all(settings)
@@ -65,7 +71,9 @@ def _scale_out(a: DeployConfig, settings: Settings) -> tuple[DevicePool | None, 
     if a.ray_address and kind is not ExecutorKind.RAY:
         raise SpecError("--ray-address needs --executor ray")
     pool = None
-    devices = load_devices(a.devices) if a.devices is not None else None
+    if a.known_hosts is not None and a.devices is None:
+        raise SpecError("--known-hosts is for the ssh boards of --devices")
+    devices = load_devices(a.devices, a.known_hosts) if a.devices is not None else None
     # boards and phones by inventory name (`ssh` / `adb`: one target per such device)
     settings.targets = resolve_targets(settings.targets, devices, f"--devices {a.devices}")
     if devices is not None:
@@ -117,6 +125,7 @@ def _run(a: DeployConfig, settings: Settings, planned: list, baseline: str | Non
     doc["run"]["status"] = "interrupted" if runner.interrupted else ("failed" if failed else "complete")
     results.save()
     report_path = None if a.no_report else _report(doc, run_dir, results, t_start)
+    point_latest(run_dir)
     if a.publish is not None and not runner.interrupted:
         from .zoo_results import publish
 

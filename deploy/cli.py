@@ -36,7 +36,7 @@ from typing import Sequence
 
 from zoo.clikit import make_parser
 from export.litert_layout import add_flag as add_litert_rewrites_flag
-from zoo.util import ArmqError, check_writable_dir, cli_entry, declare_inputs
+from zoo.util import ArmqError, check_writable_dir, cli_entry, declare_inputs, shown
 
 from .executors import ArtifactMode, ExecutorKind
 from .settings import (DEFAULT_DATASET, DEFAULT_LIMIT_EVAL, DEFAULT_MODELS, DEFAULT_NUM_CALIB,
@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "backend only (default: --num-calib if given, else "
                    f"{DEFAULT_NUM_CALIB_TFLITE})")
     add_litert_rewrites_flag(p)
+    p.add_argument("--parity-atol", type=float, metavar="A", help="the exports' parity "
+                   "bound |exported - torch| (export's --atol; default 1e-4)")
+    p.add_argument("--parity-rtol", type=float, metavar="R", help="plus R x the largest "
+                   "|torch logit| (export's --rtol; e.g. 1e-5 for reparameterised nets whose "
+                   "logits reach the thousands)")
+    p.add_argument("--parity-min-agreement", type=float, metavar="FRACTION", help="least "
+                   "share of parity images with torch's top-1 class (export's --min-agreement)")
     p.add_argument("--eval-data", metavar="PATH|DATASET=PATH,...", help="labelled test set "
                    "for every model, or per dataset, e.g. imagenet=val/ (default "
                    "assets/data/<dataset>_test.tar.gz)")
@@ -104,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--devices", type=Path, metavar="FILE.toml", help="device inventory: "
                        "benchmarks of a target fan out over its devices, one at a time per device "
                        "(example: deploy/devices.toml)")
+    scale.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts of the "
+                       "inventory's ssh boards (default: armq's own, $XDG_STATE_HOME/armq/known_hosts)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default runs/)")
     p.add_argument("--title", help="report title")
     p.add_argument("--no-report", action="store_true", help="results.json only")
@@ -130,27 +139,30 @@ def new_run_dir(out: Path) -> Path:
             continue
     else:
         raise ArmqError(f"no free run folder name under {out} for {stamp}")
-    latest = out / "latest"
-    try:
-        if latest.is_symlink() or not latest.exists():
-            if latest.is_symlink():
-                latest.unlink()
-            latest.symlink_to(d.name)
-    except OSError:
-        pass
     return d
 
 
-def host_info() -> dict:
-    cpu = "?"
+def point_latest(run_dir: Path) -> None:
+    """<out>/latest -> this run, once it finished (complete, failed or interrupted: its
+    results.json is final). Not at the start: a killed deploy must not leave `latest` at a
+    run that never ended. Atomic (a new link renamed over the old one), and never over a
+    file or folder of the user's that happens to be called `latest`."""
+    latest = run_dir.parent / "latest"
+    if latest.exists() and not latest.is_symlink():
+        return
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
     try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run_dir.name)
+        os.replace(tmp, latest)
     except OSError:
-        pass
-    return {"node": platform.node(), "machine": platform.machine(), "cpu": cpu,
+        tmp.unlink(missing_ok=True)
+
+
+def host_info() -> dict:
+    from android_bench.targets.local import host_cpu_model   # one /proc/cpuinfo reader
+
+    return {"node": platform.node(), "machine": platform.machine(), "cpu": host_cpu_model(),
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "nice": os.nice(0) if hasattr(os, "nice") else None}
@@ -221,6 +233,17 @@ def check_publish(path: Path, sweep: Path | None) -> None:
         raise ArmqError(f"--publish {path}: expected a .md file")
     declare_inputs(sweep, outputs=[path])
     check_writable_dir(path.parent)
+
+
+def check_utf8_out(out: Path) -> None:
+    """The run folder's path goes into every stage's command line, log and JSON file, all
+    UTF-8: a name that is not (bytes from another locale) failed every stage, so refuse
+    it here, before any work."""
+    try:
+        str(out.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(f"--out {shown(str(out))}: the path is not valid UTF-8; name a folder "
+                        f"whose path is") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

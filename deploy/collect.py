@@ -3,31 +3,26 @@ the compact records results.json keeps. Torch-free; every key is optional, since
 the stages' formats evolve: a missing key gives a missing value, never a crash."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from zoo.util import ArmqError, load_json
+
 from export.card import PARITY_REFERENCE, artifact_key as artifact_key_of, key_format, \
     key_is_int8, key_recipe, ordered_keys
-
-# Display names of the formats; a format not listed (a new backend) shows its key upper-cased.
-FORMAT_NAMES = {"onnx": "ONNX", "tflite": "TFLite", "mnn": "MNN", "pte": "ExecuTorch"}
-
+from export.formats import Precision, format_label
 
 def format_name(key: str) -> str:
-    fmt = key_format(key)
-    return FORMAT_NAMES.get(fmt, fmt.upper())
-
-
-FORMAT_NAMES = {"onnx": "ONNX", "tflite": "TFLite", "pte": "ExecuTorch"}
+    """The format label of an artifact key (export.formats; a newer format upper-cased)."""
+    return format_label(key_format(key))
 
 
 def fmt_prec(key: str) -> tuple[str, str]:
     """("ONNX", "INT8 U8S8") for onnx_int8_u8s8: derived from the key, for any format."""
     if not key_is_int8(key):
-        return format_name(key), "FP32"
+        return format_name(key), Precision.FP32.label
     tag = key_recipe(key)
-    return format_name(key), "INT8" + (f" {tag.upper()}" if tag else "")
+    return format_name(key), Precision.INT8.label + (f" {tag.upper()}" if tag else "")
 
 
 def _get(d: Any, *path, default=None):
@@ -39,9 +34,10 @@ def _get(d: Any, *path, default=None):
 
 
 def read_json(path: Path) -> Any | None:
+    """A stage's output file, or None when it is missing or unusable (bounded like any JSON)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return load_json(path)
+    except ArmqError:
         return None
 
 

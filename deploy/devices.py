@@ -9,8 +9,10 @@
     name = "pi5-1"
     kind = "ssh"
     host = "pi5-1.lan"      # or user@host; optional user, port, key (a private key file,
-    user = "pi"             # relative to this file), known_hosts, strict (ssh's
-                            # StrictHostKeyChecking), python (default python3 on the board)
+    user = "pi"             # relative to this file), strict (ssh's StrictHostKeyChecking),
+                            # python (default python3 on the board); host keys go to armq's
+                            # own known_hosts (`deploy --known-hosts FILE`: another), never
+                            # to a file the inventory names
 
     [[device]]              # a phone: android_bench --target adb
     name = "pixel-7"
@@ -33,16 +35,16 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Callable
 
 # a folder on the device and ssh's host-key modes: android_bench's own rules
 from android_bench.targets.remote import SAFE_REMOTE_PATH as _REMOTE_DIR
-from android_bench.targets.ssh import STRICT_MODES
+from android_bench.targets.ssh import STRICT_MODES, armq_known_hosts
 
-from .spec import DEVICE_NAME, QEMU_CPUS, REMOTE_KINDS, SpecError, TargetSpec
+from .spec import DEVICE_NAME, QEMU_CPUS, REMOTE_KINDS, SpecError, TargetSpec, read_toml
 
 _HOST = re.compile(r"^[A-Za-z0-9._@-]+$")     # user@board: no spaces, no shell syntax
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
@@ -61,8 +63,7 @@ class DeviceKind(str, Enum):
 # Which fields each kind takes (name and kind: all of them), and their types.
 _FIELDS: dict[DeviceKind, tuple[str, ...]] = {
     DeviceKind.LOCAL: (), DeviceKind.QEMU: ("cpu",),
-    DeviceKind.SSH: ("host", "user", "port", "key", "known_hosts", "strict", "python",
-                     "remote_dir"),
+    DeviceKind.SSH: ("host", "user", "port", "key", "strict", "python", "remote_dir"),
     DeviceKind.ADB: ("serial", "python", "benchmark_binary", "remote_dir")}
 _INT_FIELDS = ("port",)
 
@@ -80,7 +81,7 @@ class Device:
     python: str | None = None
     benchmark_binary: str | None = None
     remote_dir: str | None = None       # scratch folder on the device (android_bench's default)
-    known_hosts: str | None = None      # ssh: a known_hosts file instead of ~/.ssh/known_hosts
+    known_hosts: str | None = None      # ssh: the command line's file, else armq's own (never the inventory's)
     strict: str | None = None           # ssh: StrictHostKeyChecking (android_bench's modes)
 
     @property
@@ -115,17 +116,11 @@ class Device:
         return args
 
 
-def load_devices(path: Path) -> list[Device]:
-    """Parse and validate an inventory; every problem is one SpecError line naming the field."""
-    import tomllib
-
+def load_devices(path: Path, known_hosts: Path | None = None) -> list[Device]:
+    """Parse and validate an inventory; every problem is one SpecError line naming the field.
+    Its ssh boards record host keys in `known_hosts` (the command line's) or armq's own file."""
     where = f"--devices {path}"
-    if not Path(path).is_file():
-        raise SpecError(f"{where}: no such file")
-    try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SpecError(f"{where}: not valid TOML ({str(e).splitlines()[0]})") from None
+    doc = read_toml(Path(path), where)
     extra = sorted(set(doc) - {"device"})
     if extra:
         raise SpecError(f"{where}: unknown key '{extra[0]}' (devices are [[device]] tables)")
@@ -134,7 +129,10 @@ def load_devices(path: Path) -> list[Device]:
         raise SpecError(f"{where}: no [[device]] tables (each needs name and kind)")
     devices: list[Device] = []
     for i, row in enumerate(rows, 1):
-        devices.append(_device(row, f"{where}: device {i}", Path(path).resolve().parent))
+        d = _device(row, f"{where}: device {i}", Path(path).resolve().parent)
+        if d.kind is DeviceKind.SSH:
+            d = replace(d, known_hosts=str(known_hosts or armq_known_hosts()))
+        devices.append(d)
     seen: set[str] = set()
     for d in devices:
         if d.name in seen:
@@ -154,6 +152,9 @@ def _device(row: dict, where: str, base: Path) -> Device:
     except ValueError:
         raise SpecError(f"{where}: field 'kind' must be one of "
                         f"{', '.join(k.value for k in DeviceKind)} (got {row.get('kind')!r})") from None
+    if "known_hosts" in row:    # ssh appends host keys to it: not a device file's choice
+        raise SpecError(f"{where}: field 'known_hosts' is not taken from an inventory (a device "
+                        f"file must not choose where ssh writes); pass deploy --known-hosts FILE")
     allowed = {"name", "kind", *_FIELDS[kind]}
     extra = sorted(set(row) - allowed)
     if extra:
@@ -197,14 +198,12 @@ def _device(row: dict, where: str, base: Path) -> Device:
         raise SpecError(f"{where}: an adb phone needs field 'python' (runner.py with a Python "
                         f"on the phone: .onnx and .tflite) or 'benchmark_binary' (TFLite's "
                         f"benchmark_model: .tflite only)")
-    for k, v in (("benchmark_binary", binary), ("key", row.get("key")),
-                 ("known_hosts", row.get("known_hosts"))):
+    for k, v in (("benchmark_binary", binary), ("key", row.get("key"))):
         if v is not None and (not v.strip() or v.startswith("-")):
             raise SpecError(f"{where}: field '{k}' must be a file name (got {v!r})")
     return Device(name=name, kind=kind, cpu=cpu, host=host, serial=serial, user=user, port=port,
                   key=_beside(row.get("key"), base, on_device_ok=False), python=python,
                   benchmark_binary=_beside(binary, base, on_device_ok=True), remote_dir=remote_dir,
-                  known_hosts=_beside(row.get("known_hosts"), base, on_device_ok=False),
                   strict=strict)
 
 

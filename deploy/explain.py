@@ -160,7 +160,7 @@ def explain(doc: dict, tag: str) -> list[str]:
                     for t in ("qemu:cortex-a72", "qemu:cortex-a76"))
         r = ratio((a72 or {}).get("instructions"), (a76 or {}).get("instructions"))
         if r and abs(r - 1) > 0.05:
-            out.append(f"{'ONNX Runtime' if fmt == 'onnx' else 'TFLite'} INT8 needs {r:.2f}x "
+            out.append(f"{runtime_name(fmt)} INT8 needs {r:.2f}x "
                        f"{'more' if r > 1 else 'fewer'} instructions on cortex-a72 than on cortex-a76"
                        f"{' (the a76 has the dot-product extension)' if r > 1 else ''}.")
     # profile: shuffle / transposes, depthwise vs MACs

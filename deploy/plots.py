@@ -7,6 +7,7 @@ import io
 from export.card import key_format, key_is_int8, ordered_keys
 
 from . import analysis as A
+from .collect import fmt_prec
 from .tables import EMU, fms
 
 CAT_COLORS = {"conv": "#4C72B0", "depthwise": "#55A868", "shuffle/transpose": "#C44E52",
@@ -132,7 +133,7 @@ def plot_int8_speedup(doc: dict) -> bytes | None:
     ax.axhline(1.0, color="#B00020", linewidth=0.8)
     ax.text(len(groups) - 0.5, 1.0, " no gain", va="bottom", ha="right", fontsize=7, color="#B00020")
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{lbl}\n{'ONNX Runtime' if f == 'onnx' else 'TFLite'}" for lbl, f in groups],
+    ax.set_xticklabels([f"{lbl}\n{A.runtime_name(f)}" for lbl, f in groups],
                        fontsize=8)
     ax.set_ylabel("FP32 / INT8 (higher = INT8 faster)")
     ax.set_ylim(0, max(4.6, max(s["speedup"] for s in sp) * 1.15))
@@ -224,8 +225,8 @@ def plot_accuracy(doc: dict) -> bytes | None:
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(items) + 1.5), 3.0))
     colors = {"onnx": "#4C72B0", "onnx_int8": "#DD8452", "tflite": "#8CA9D3", "tflite_int8": "#F0B27A",
               "mnn": "#55A868", "mnn_int8": "#C44E52"}
-    labels = [f"{n}\n{k.replace('_int8', ' INT8').replace('onnx', 'ONNX').replace('tflite', 'TFLite').replace('mnn', 'MNN')}"
-              + ("" if "int8" in k else " FP32") for n, k, _ in items]
+    # "ONNX INT8 U8S8", "ExecuTorch INT8", "MNN FP32": export.formats' labels via the key
+    labels = [f"{n}\n{' '.join(fmt_prec(k))}" for n, k, _ in items]
     bars = ax.bar(range(len(items)), [v for *_, v in items], color=[colors.get(k, "#999") for _, k, _ in items])
     for b, (_, _, v) in zip(bars, items):
         ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)

@@ -13,10 +13,11 @@ plots: deploy.plots; this module writes the Markdown and the HTML.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_output, cli_entry, load_json, shown
@@ -44,7 +45,7 @@ th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f3f4f6;position:sticky;top:0}
 tr.fail td{background:#fde8e8}tr.missing td{color:#888}tr.emu td{background:#fff8e6}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;color:#fff}
-.complete{background:#2e7d32}.failed{background:#c62828}.interrupted{background:#ef6c00}
+.complete{background:#2e7d32}.failed,.killed{background:#c62828}.interrupted{background:#ef6c00}
 .running{background:#1565c0}.emu-banner{background:#fff3cd;border:1px solid #e0c36a;padding:8px 12px;
 border-radius:6px;margin:12px 0;font-size:13px}.fail-box{background:#fde8e8;border:1px solid #e57373;
 padding:8px 12px;border-radius:6px;margin:12px 0;font-size:13px}
@@ -111,6 +112,20 @@ def check_shape(doc: dict, rp: Path) -> None:
                 raise bad(f"stages[{i}].{f}", v, " or ".join(t.__name__ for t in types))
 
 
+@contextlib.contextmanager
+def fields_of(rp: Path) -> Iterator[None]:
+    """Reading a results.json's fields (report, rundiff, zoo_results): check_shape vets the
+    sections; a field deeper down of the wrong type (a hand-edited file, an artifact entry
+    that is a string) still ends here, as one line naming the file, not an internal error."""
+    try:
+        yield
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ArmqError(f"{shown(rp)}: a field has an unexpected type or value ({type(e).__name__}"
+                        f"{': ' + first if first else ''}); is it a results.json written by "
+                        f"`python -m deploy`? (--debug shows where)") from e
+
+
 def load_results(rp: Path) -> dict:
     """A deploy run's results.json, read with bounded size and depth and shape-checked:
     every failure is one line naming the file."""
@@ -139,16 +154,9 @@ def render(results_path: str | Path) -> Path:
             with atomic_output(plot_dir / f"{name}.png", "wb") as f:
                 f.write(data)
             pngs.append((name, data, caption))
-    try:
+    with fields_of(rp):
         md = build_md(doc, pngs)
         htm = build_html(doc, pngs)
-    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
-        # check_shape vets the sections; a field deeper down of the wrong type (a
-        # hand-edited file) still ends here, as one line, not as an internal error.
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ArmqError(f"{shown(rp)}: a field has an unexpected type or value ({type(e).__name__}"
-                        f"{': ' + first if first else ''}); is it a results.json written by "
-                        f"`python -m deploy`? (--debug shows where)") from e
     with atomic_output(out_dir / "report.md", "w") as f:
         f.write(md)
     with atomic_output(out_dir / "report.html", "w") as f:
@@ -210,6 +218,9 @@ def _sections(doc: dict):
                                f"{s['status']}: {s.get('reason')}" for s in fails]))
     if run.get("status") == "running":
         items.append(("fail", ["this run has not finished (partial results.json)"]))
+    elif run.get("status") == "killed":
+        items.append(("fail", ["deploy was killed (SIGKILL or out of memory): this run did not "
+                               "finish (partial results.json)"]))
     return items
 
 

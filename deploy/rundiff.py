@@ -20,6 +20,7 @@ Exit status: 0 the runs agree, 1 they differ (each difference one line), 2 a bad
 """
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from zoo.clikit import make_parser
 from zoo.util import ArmqError, cli_entry, load_json
 
 from .analysis import is_emulated
-from .report import load_results
+from .report import fields_of, load_results
 
 PROG = "deploy.rundiff"
 
@@ -79,9 +80,24 @@ def _diff(a: Any, b: Any, path: str, out: list[str]) -> int:
             else:
                 n += _diff(a[k], b[k], sub, out)
         return n
-    if a != b:
+    if not _same(a, b):
         out.append(f"{path}: {a!r} vs {b!r}")
     return 1
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, where NaN (a value not measured) equals NaN on the same field and differs from
+    every number: `nan != nan` would report identical runs as different, and every ordered
+    comparison with NaN is False (a tolerance test would let NaN agree with anything)."""
+    if _is_nan(a) or _is_nan(b):
+        return _is_nan(a) and _is_nan(b)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,10 @@ def compare(a: dict, a_dir: Path, b: dict, b_dir: Path,
             diffs.append(f"{k} instructions: only in run {'A' if k in ca else 'B'}")
             continue
         x, y = ca[k], cb[k]
+        if not (math.isfinite(x.per_inference) and math.isfinite(y.per_inference)):
+            if not _same(x.per_inference, y.per_inference):
+                diffs.append(f"{k} instructions: {x.per_inference:.0f} vs {y.per_inference:.0f}")
+            continue
         rel = 100.0 * abs(x.per_inference - y.per_inference) / max(x.per_inference, 1.0)
         tol = tolerance_pct if tolerance_pct is not None else max(x.variation_pct, y.variation_pct)
         if rel > worst:
@@ -168,7 +188,11 @@ def compare(a: dict, a_dir: Path, b: dict, b_dir: Path,
 
 def _open(arg: Path) -> tuple[dict, Path]:
     rp = arg / "results.json" if arg.is_dir() else arg
-    return load_results(rp), rp.parent
+    doc = load_results(rp)
+    with fields_of(rp):     # every field compare() reads, of the right type
+        non_timing(doc)
+        instruction_counts(doc, rp.parent)
+    return doc, rp.parent
 
 
 def _describe(doc: dict) -> str:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
+from export.formats import Runtime
 from zoo.util import ArmqError
 
 from .spec import (ModelSpec, SpecError, TargetSpec, load_sweep, parse_data_arg, parse_model_list,
@@ -21,7 +23,7 @@ DEFAULT_TARGETS = "local,qemu:cortex-a72,qemu:cortex-a76"
 # Every runtime a run can use (--runtimes), and the default set. ort is always in a run:
 # the ONNX export is what the other formats derive from or are checked against.
 # --skip-tflite stays: it drops tflite from the set.
-RUNTIMES = ("ort", "tflite", "mnn", "executorch")
+RUNTIMES = tuple(r.value for r in Runtime)    # export.formats: the one list of runtimes
 DEFAULT_RUNTIMES = "ort,tflite"
 # Per-target defaults when --runs/--warmup are not given: local timing is cheap and
 # noisy (many runs); QEMU instruction counts are deterministic (few runs suffice).
@@ -68,6 +70,10 @@ class DeployConfig:
     ray_address: str | None = None
     ray_artifacts: str = "auto"
     devices: Path | None = None
+    known_hosts: Path | None = None      # known_hosts of the inventory's ssh boards
+    parity_atol: float | None = None     # the exports' parity criterion (export --atol ...)
+    parity_rtol: float | None = None
+    parity_min_agreement: float | None = None
     out: Path = Path("runs")
     title: str | None = None
     no_report: bool = False
@@ -93,20 +99,25 @@ class Settings:
         te = getattr(a, "target_eval", None)
         self.target_eval: int = te if te is not None else sweep.get("target_eval",
                                                                     DEFAULT_TARGET_EVAL)
+        rt = getattr(a, "runtimes", None)
         self.runtimes: tuple[str, ...] = parse_runtimes(
-            getattr(a, "runtimes", None) or sweep.get("runtimes") or DEFAULT_RUNTIMES)
+            rt or sweep.get("runtimes") or DEFAULT_RUNTIMES,
+            "--runtimes" if rt or not sweep.get("runtimes") else f"--sweep {a.sweep}: 'runtimes'")
         if a.skip_tflite or sweep.get("skip_tflite", False):     # = drop tflite
             self.runtimes = tuple(r for r in self.runtimes if r != "tflite")
         self.skip_tflite = "tflite" not in self.runtimes
         self.baseline = a.baseline or sweep.get("baseline")
-        given_calib = a.num_calib if a.num_calib is not None else sweep.get("num_calib")
-        self.num_calib = given_calib or DEFAULT_NUM_CALIB
-        self.num_calib_tflite = a.num_calib_tflite or sweep.get("num_calib_tflite") or \
-            given_calib or DEFAULT_NUM_CALIB_TFLITE
-        self.jobs = a.jobs if a.jobs is not None else sweep.get("jobs") or 2
+        # the first one given (a 0 is refused below, never replaced by a default)
+        given_calib = _first(a.num_calib, sweep.get("num_calib"))
+        self.num_calib = _first(given_calib, DEFAULT_NUM_CALIB)
+        self.num_calib_tflite = _first(a.num_calib_tflite, sweep.get("num_calib_tflite"),
+                                       given_calib, DEFAULT_NUM_CALIB_TFLITE)
+        self.jobs = _first(a.jobs, sweep.get("jobs"), 2)
         # export.litert_layout rewrites of the TFLite stages (None: their default)
         self.litert_rewrites = getattr(a, "litert_rewrites", None)
         self.title = a.title or sweep.get("title")
+        # the exports' parity criterion (export.parity.Tolerance), passed on as their flags
+        self.parity_args: tuple[str, ...] = parity_flags(a)
         # {dataset or None (all): path}: deploy.spec.parse_data_arg
         self.eval_data = parse_data_arg(a.eval_data or sweep.get("eval_data"), "--eval-data")
         self.calib_data = parse_data_arg(a.calib_data or sweep.get("calib_data"), "--calib-data")
@@ -150,13 +161,30 @@ class Settings:
                 "eval_data": _show_data(self.eval_data),
                 "calib_data": _show_data(self.calib_data),
                 "litert_rewrites": None if self.litert_rewrites is None
-                else sorted(r.value for r in self.litert_rewrites)}
+                else sorted(r.value for r in self.litert_rewrites),
+                "parity": list(self.parity_args)}
 
     def data_for(self, kind: str, dataset: str) -> Path | None:
         """The --eval-data ("test") / --calib-data ("calib") given for `dataset`, else None
         (then data_path's shipped default)."""
         given = self.eval_data if kind == "test" else self.calib_data
         return given.get(dataset, given.get(None))
+
+
+def parity_flags(a: argparse.Namespace) -> tuple[str, ...]:
+    """--parity-atol/-rtol/-min-agreement -> the export flags --atol/--rtol/--min-agreement."""
+    out: list[str] = []
+    for flag, export_flag, ok, rule in (
+            ("parity_atol", "--atol", lambda v: v > 0, "positive"),
+            ("parity_rtol", "--rtol", lambda v: v >= 0, "0 or more"),
+            ("parity_min_agreement", "--min-agreement", lambda v: 0 <= v <= 1, "from 0 to 1")):
+        v = getattr(a, flag, None)
+        if v is None:
+            continue
+        if not ok(v):
+            raise SpecError(f"--{flag.replace('_', '-')} must be {rule}")
+        out += [export_flag, repr(float(v))]
+    return tuple(out)
 
 
 def _show_data(given: dict) -> str | None:
@@ -167,25 +195,31 @@ def _show_data(given: dict) -> str | None:
     return ",".join(f"{k}={v}" for k, v in given.items())
 
 
-def parse_runtimes(text: str | list | tuple) -> tuple[str, ...]:
+def _first(*values: Any) -> Any:
+    """The first value that was given (not None): a flag over the sweep over the default."""
+    return next((v for v in values if v is not None), None)
+
+
+def parse_runtimes(text: str | list | tuple, where: str = "--runtimes") -> tuple[str, ...]:
     """`ort,tflite,mnn` (or a sweep's list) -> the runtimes in RUNTIMES order; ort always."""
     if not isinstance(text, (str, list, tuple)):
-        raise SpecError("--runtimes: expected a comma-separated list such as ort,executorch")
+        raise SpecError(f"{where}: expected a comma-separated list such as ort,executorch")
     items = text.split(",") if isinstance(text, str) else list(text)
     names = [str(r).strip().lower() for r in items if str(r).strip()]
     bad = [r for r in names if r not in RUNTIMES]
     if bad:
-        raise SpecError(f"--runtimes: unknown runtime '{bad[0]}' (known: {', '.join(RUNTIMES)})")
+        raise SpecError(f"{where}: unknown runtime '{bad[0]}' (known: {', '.join(RUNTIMES)})")
     return tuple(r for r in RUNTIMES if r in names or r == "ort")
 
 
 class Planned:
     """A model spec resolved against the zoo: its variant and file tag."""
 
-    def __init__(self, spec: ModelSpec, variant):
+    def __init__(self, spec: ModelSpec, variant, parity_args: tuple[str, ...] = ()):
         self.spec = spec
         self.variant = variant
         self.tag = variant.tag
+        self.parity_args = parity_args   # Settings.parity_args: every export gets them
 
     @property
     def dataset(self) -> str:
@@ -227,14 +261,14 @@ class Planned:
         from zoo.cli import variant_argv
 
         if not self.foreign:
-            return variant_argv(self.variant)
+            return [*variant_argv(self.variant), *self.parity_args]
         args = ["--source", str(self.source_arg), "--model", self.spec.name,
                 "--dataset", self.variant.dataset]
         if self.spec.input_size:
             args += ["--input-size", str(self.spec.input_size)]
         if self.spec.num_classes:
             args += ["--num-classes", str(self.spec.num_classes)]
-        return args
+        return [*args, *self.parity_args]
 
 
 def resolve_all(settings: Settings) -> list[Planned]:
@@ -254,7 +288,8 @@ def resolve_all(settings: Settings) -> list[Planned]:
                 raise SpecError(f"model spec '{s.text}': weights {s.weights} not found")
             # The stages run in other folders: they get absolute paths.
             out.append(Planned(replace(s, source=_absolute_source(s.source),
-                                       weights=str(Path(s.weights).resolve()) if s.weights else None), v))
+                                       weights=str(Path(s.weights).resolve()) if s.weights else None), v,
+                               settings.parity_args))
             continue
         try:
             v = zoo.resolve_variant(s.name, ds, s.input_size, s.num_classes, **s.params)
@@ -262,7 +297,7 @@ def resolve_all(settings: Settings) -> list[Planned]:
             raise SpecError(f"model spec '{s.text}': {e}") from None
         if s.weights and not Path(s.weights).is_file():
             raise SpecError(f"model spec '{s.text}': weights {s.weights} not found")
-        out.append(Planned(s, v))
+        out.append(Planned(s, v, settings.parity_args))
     tags = [p.tag for p in out]
     dup = next((t for t in tags if tags.count(t) > 1), None)
     if dup:
@@ -298,7 +333,7 @@ def data_path(kind: str, dataset: str, given: Path | None) -> tuple[Path | None,
     """(path, note): the shipped calibration / test images of a dataset."""
     if given is not None:
         return given, None
-    from armq import assets_dir  # the checkout's assets/, or the copy in an installed wheel
+    from zoo.assets import assets_dir  # the checkout's assets/, or the copy in an installed wheel
 
     assets = assets_dir() / "data"
     p = assets / f"{dataset}_{kind}.tar.gz"

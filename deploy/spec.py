@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from android_bench.qemu_cpus import CPUS as QEMU_CPU_MODELS
+from android_bench.targets import spec as _targets
+from android_bench.targets.spec import KINDS as TARGET_KINDS  # noqa: F401
+from android_bench.targets.spec import DEVICE_NAME, QEMU_CPUS, REMOTE_KINDS  # noqa: F401
 from zoo._registry import KNOBS
 from zoo.util import ArmqError
 
@@ -48,13 +50,9 @@ _TORCH_FILES = (".pt2", ".pt", ".pth", ".ts", ".jit", ".torchscript", ".onnx")
 KEY_ALIASES = {"r": "input_size", "input-size": "input_size", "num-classes": "num_classes",
                **{a: k for k, p in KNOBS.items() for a in p.spec_keys if a != k}}
 DATASETS = ("cifar10", "imagenet")
-QEMU_CPUS = tuple(QEMU_CPU_MODELS)   # android_bench.qemu_cpus: what the qemu target emulates
-# Targets reached through a device of the inventory (deploy/devices.py): android_bench's
-# ssh and adb targets. Their benchmarks run on the device, not on this machine.
-REMOTE_KINDS = ("ssh", "adb")
-TARGET_KINDS = ("local", "qemu", *REMOTE_KINDS)
-# A device name: also a Ray resource name and a results.json key, never a path.
-DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Target kinds, QEMU cores and device names: android_bench/targets/spec.py, the one home of
+# the target syntax. ssh/adb targets are reached through a device of the inventory
+# (deploy/devices.py); their benchmarks run on the device, not on this machine.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -196,79 +194,31 @@ def parse_model_list(text: str, where: str = "--models") -> list[ModelSpec]:
 
 
 @dataclass(frozen=True)
-class TargetSpec:
-    kind: str                 # TARGET_KINDS: "local" | "qemu" | "ssh" | "adb"
-    cpu: str | None = None    # qemu: the emulated core
-    device: str | None = None  # ssh/adb: the inventory device (None: every one of the kind)
-    # ssh/adb: "<machine>:<flag>+<flag>..." read from the device by its probe stage (the
-    # form quant.config.recipe_for_target takes); not part of the target's identity
-    probed: str | None = field(default=None, compare=False)
-
-    @property
-    def id(self) -> str:
-        where = self.cpu or self.device
-        return self.kind if where is None else f"{self.kind}:{where}"
-
-    @property
-    def emulated(self) -> bool:
-        return self.kind == "qemu"
-
-    @property
-    def remote(self) -> bool:
-        """A board or phone: benchmarked through android_bench's ssh/adb target."""
-        return self.kind in REMOTE_KINDS
-
-    @property
-    def slug(self) -> str:
-        return self.id.replace(":", "-")
-
-    @property
-    def recipe_target(self) -> str:
-        """What quant.config.recipe_for_target (and quant.ptq --for) takes for this target:
-        its id, or for a board / phone the machine and CPU flags its probe read."""
-        if not self.remote:
-            return self.id
-        if self.probed is None:
-            raise SpecError(f"target {self.id}: no INT8 recipe before its device is probed")
-        return self.probed
+class TargetSpec(_targets.TargetSpec):
+    """android_bench's target (its one syntax: parse/format/id there) with the INT8 recipe
+    deploy quantizes for it (quant sits between the two packages)."""
 
     def recipe(self) -> "Recipe":
         """The ONNX INT8 recipe for this target (quant.config, the one home of the rule)."""
         from quant.config import recipe_for_target
-        return recipe_for_target(self.recipe_target)
+        try:
+            return recipe_for_target(self.recipe_target)
+        except _targets.TargetSpecError as e:
+            raise SpecError(str(e)) from None
 
 
 def parse_target(text: str, where: str = "--targets") -> TargetSpec:
-    kind, _, rest = text.strip().partition(":")
-    kind = kind.lower()
-    if kind == "local" and not rest:
-        return TargetSpec("local")
-    if kind == "qemu":
-        cpu = rest.lower() or "cortex-a76"
-        if cpu not in QEMU_CPUS:
-            raise SpecError(f"{where}: '{text}': unknown qemu cpu '{cpu}' "
-                            f"(one of {', '.join(QEMU_CPUS)})")
-        return TargetSpec("qemu", cpu)
-    if kind in REMOTE_KINDS:
-        if rest and not DEVICE_NAME.match(rest):
-            raise SpecError(f"{where}: '{text}': '{rest}' is not a device name (the name of a "
-                            f"[[device]] in --devices)")
-        return TargetSpec(kind, device=rest or None)
-    raise SpecError(f"{where}: '{text}' is not a target (local, qemu:<cpu>, ssh:<device> or "
-                    f"adb:<device>, e.g. qemu:cortex-a72)")
+    try:
+        return TargetSpec.parse(text, where)
+    except _targets.TargetSpecError as e:
+        raise SpecError(str(e)) from None
 
 
 def parse_target_list(text: str, where: str = "--targets") -> list[TargetSpec]:
-    items = [t for t in (s.strip() for s in text.split(",")) if t]
-    if not items:
-        raise SpecError(f"{where}: no target given")
-    out: list[TargetSpec] = []
-    for t in items:
-        ts = parse_target(t, where)
-        if ts in out:
-            raise SpecError(f"{where}: '{ts.id}' given twice")
-        out.append(ts)
-    return out
+    try:
+        return _targets.parse_target_list(text, where, cls=TargetSpec)
+    except _targets.TargetSpecError as e:
+        raise SpecError(str(e)) from None
 
 
 # ---- sweep files --------------------------------------------------------------------------
@@ -297,25 +247,20 @@ def load_sweep(path: str | Path) -> dict:
         source = "mycnn.py:build"
         weights = "mycnn.pt"
     """
-    import tomllib
-
     p = Path(path)
     shipped = Path(__file__).resolve().parent / p.name
     if not p.is_file() and p.parent.name in ("deploy", "") and p.suffix == ".toml" \
             and shipped.is_file():
         p = shipped  # `--sweep deploy/table8.toml` outside the checkout: the installed copy
-    if not p.is_file():
-        raise SpecError(f"--sweep {p}: no such file")
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SpecError(f"--sweep {p}: not valid TOML ({str(e).splitlines()[0]})") from None
-    body = dict(doc.get("deploy", {})) if isinstance(doc.get("deploy"), dict) else {}
+    where = f"--sweep {p}"
+    doc = read_toml(p, where)
+    if "deploy" in doc and not isinstance(doc["deploy"], dict):
+        raise SpecError(f"{where}: 'deploy' must be a table ([deploy])")
+    body = dict(doc.get("deploy", {}))
     body.update({k: v for k, v in doc.items() if k not in ("deploy", "model")})
     unknown = sorted(set(body) - SWEEP_KEYS)
     if unknown:
-        raise SpecError(f"--sweep {p}: unknown key '{unknown[0]}' (known: {', '.join(sorted(SWEEP_KEYS))})")
-    where = f"--sweep {p}"
+        raise SpecError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(SWEEP_KEYS))})")
     specs: list[ModelSpec] = []
     models = body.pop("models", [])
     if isinstance(models, str):
@@ -327,13 +272,7 @@ def load_sweep(path: str | Path) -> dict:
     if not isinstance(tables, list):
         raise SpecError(f"{where}: [[model]] entries must be tables")
     for i, t in enumerate(tables):
-        if not isinstance(t, dict) or ("name" not in t and "source" not in t):
-            raise SpecError(f"{where}: [[model]] #{i + 1} has no name")
-        if "source" in t:  # the user's own model: SOURCE[:key=value...]
-            text = ":".join([str(t["source"])] + [f"{k}={v}" for k, v in t.items() if k != "source"])
-        else:
-            text = ":".join([str(t["name"])] + [f"{k}={v}" for k, v in t.items() if k != "name"])
-        specs.append(parse_model_spec(text, where))
+        specs.append(parse_model_spec(_model_table_text(t, f"{where}: [[model]] #{i + 1}"), where))
     if not specs:
         raise SpecError(f"{where}: no models (give models = [...] or [[model]] tables)")
     if "targets" in body:
@@ -344,17 +283,89 @@ def load_sweep(path: str | Path) -> dict:
             body["targets"] = parse_target_list(tg, where)
         else:
             raise SpecError(f"{where}: 'targets' must be a list of strings")
-    for k in ("runs", "warmup", "limit_eval", "target_eval", "num_calib", "num_calib_tflite",
-              "jobs"):
+    _check_sweep_values(body, where)
+    body["models"] = specs
+    return body
+
+
+# The least value of each integer key of a sweep: 0 is not "the default" (it was silently
+# replaced by it); warmup and target_eval may be 0 (none, off).
+SWEEP_INT_MIN = {"runs": 1, "warmup": 0, "limit_eval": 1, "target_eval": 0, "num_calib": 1,
+                 "num_calib_tflite": 1, "jobs": 1}
+SWEEP_TEXT = ("dataset", "title", "baseline", "eval_data", "calib_data")
+MAX_TOML_BYTES = 1 << 20     # a sweep or device file is a page of text, not a data set
+
+
+def read_toml(p: Path, where: str) -> dict:
+    """A TOML file the user gave, bounded: its size, and nesting too deep for the parser
+    (a RecursionError) is one line, like every other syntax problem."""
+    import tomllib
+
+    if not p.is_file():
+        raise SpecError(f"{where}: no such file")
+    if p.stat().st_size > MAX_TOML_BYTES:
+        raise SpecError(f"{where}: {p.stat().st_size} bytes, more than the "
+                        f"{MAX_TOML_BYTES >> 20} MiB a TOML file here may have")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"{where}: not valid TOML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise SpecError(f"{where}: not valid TOML (arrays or tables nested too deeply)") from None
+
+
+def _a(v: Any) -> str:
+    """What a TOML value is, in words (never its Python repr)."""
+    kinds = {bool: "true/false", int: "a number", float: "a number", list: "a list",
+             dict: "a table", str: "a string"}
+    return next((w for t, w in kinds.items() if isinstance(v, t)), "a date or time")
+
+
+def _model_table_text(t: Any, where: str) -> str:
+    """A [[model]] table as the spec text `name[:key=value...]` (or `source[:...]`). Values
+    are plain strings or numbers without ':' (the separator: a value must not add a key)."""
+    if not isinstance(t, dict) or ("name" not in t and "source" not in t):
+        raise SpecError(f"{where} has no name")
+    head = "source" if "source" in t else "name"
+    parts = []
+    for k, v in t.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise SpecError(f"{where}: '{k}' must be a string or a number, not {_a(v)}")
+        text = str(v)
+        if k == "source":
+            src = split_source(text)
+            if src is None or src[1] or not text.strip():
+                raise SpecError(f"{where}: 'source' must be one model source (FILE.py:FN, "
+                                f"MODULE:FN, a .pt2/.pt/.onnx file or torchvision:NAME) with "
+                                f"no ':key=value' after it; give other keys as keys")
+        elif ":" in text or not _NAME.match(str(k)):
+            raise SpecError(f"{where}: '{k}' " + ("must not contain ':' (it separates the "
+                            "spec's keys)" if ":" in text else "is not a key name"))
+        if k != head:
+            parts.append(f"{k}={text}")
+    return ":".join([str(t[head]), *parts])
+
+
+def _check_sweep_values(body: dict, where: str) -> None:
+    """Types and ranges of a sweep's settings, each error naming its key."""
+    for k, least in SWEEP_INT_MIN.items():
         v = body.get(k)
         if k in ("runs", "warmup") and isinstance(v, dict):
             bad = [t for t in v if t not in TARGET_KINDS]
-            if bad or not all(isinstance(x, int) and not isinstance(x, bool) for x in v.values()):
-                raise SpecError(f"{where}: '{k}' must be an integer or a table of integers "
-                                f"keyed by target kind ({', '.join(TARGET_KINDS)})")
-        elif k in body and (not isinstance(v, int) or isinstance(v, bool)):
-            raise SpecError(f"{where}: '{k}' must be an integer")
+            if bad or not all(isinstance(x, int) and not isinstance(x, bool) and x >= least
+                              for x in v.values()):
+                raise SpecError(f"{where}: '{k}' must be an integer >= {least} or a table of "
+                                f"them keyed by target kind ({', '.join(TARGET_KINDS)})")
+        elif k in body and (not isinstance(v, int) or isinstance(v, bool) or v < least):
+            raise SpecError(f"{where}: '{k}' must be an integer >= {least}")
+    for k in SWEEP_TEXT:
+        if k in body and not isinstance(body[k], str):
+            raise SpecError(f"{where}: '{k}' must be a string, not {_a(body[k])}")
+    if "skip_tflite" in body and not isinstance(body["skip_tflite"], bool):
+        raise SpecError(f"{where}: 'skip_tflite' must be true or false")
+    rt = body.get("runtimes")
+    if rt is not None and not (isinstance(rt, str) or isinstance(rt, list)
+                               and all(isinstance(x, str) for x in rt)):
+        raise SpecError(f"{where}: 'runtimes' must be a string or a list of strings")
     if "dataset" in body and body["dataset"] not in DATASETS:
         raise SpecError(f"{where}: dataset '{body['dataset']}' is not one of {', '.join(DATASETS)}")
-    body["models"] = specs
-    return body

@@ -13,20 +13,20 @@ takes it from android_bench.compare); nothing is recomputed here.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_output, atomic_path, cli_entry, declare_inputs
+from zoo.util import ArmqError, atomic_output, atomic_path, cli_entry, declare_inputs, load_json
 
 from android_bench.compare import ratio
+from export.formats import Format
 
 from . import analysis as A
 from .tables import fcount, fx
 
 FMTS = ("onnx", "tflite")
-FMT_NAME = {"onnx": "ORT", "tflite": "TFLite"}
+FMT_NAME = {f: Format(f).runtime.short for f in FMTS}   # export.formats: "ORT", "TFLite"
 
 
 def pct(v: Any, d: int = 2) -> str:
@@ -399,17 +399,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="Markdown file to write (plots beside it)")
     args = p.parse_args(argv)
     declare_inputs(args.results, outputs=[args.out])
-    try:
-        doc = json.loads(args.results.read_text())
-    except FileNotFoundError:
-        raise ArmqError(f"{args.results}: no such file") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ArmqError(f"{args.results}: not a readable results.json ({e})") from None
+    doc = load_json(args.results, "results file")   # bounded: size, depth, values, a FIFO
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
         raise ArmqError(f"{args.results}: not a deploy results.json (no 'models')")
     if args.out.resolve() == args.results.resolve():
         raise ArmqError("--out would overwrite the results.json it reads")
-    print(publish(doc, args.out))
+    from .report import fields_of
+    with fields_of(args.results):
+        print(publish(doc, args.out))
     return 0
 
 

@@ -28,7 +28,7 @@ from zoo.util import ArmqError, atomic_path, atomic_paths, check_writable_dir, d
 from . import build, common
 from .build import ModelConfig, Prepared
 from .card import load_card, save_card
-from .parity import parity_inputs
+from .parity import Tolerance, parity_inputs
 from .source import SourceKind, require_traceable
 
 __all__ = ["ExportOptions", "ExportResult", "ModelConfig", "export", "to_mnn", "to_onnx",
@@ -43,7 +43,9 @@ class ExportOptions:
 
     out: Path = Path("artifacts")
     num_images: int = common.DEFAULT_NUM_IMAGES   # images in the parity check
-    atol: float = common.DEFAULT_ATOL             # largest allowed |exported - reference|
+    atol: float = common.DEFAULT_ATOL             # parity: |exported - reference| within
+    rtol: float = 0.0                             # atol + rtol x max |reference logit|,
+    min_agreement: float = 0.0                    # and at least this top-1 agreement
     threads: int = 0                              # 0: $ARMQ_THREADS, else up to 4
     # ONNX
     opset: int = 17
@@ -91,6 +93,7 @@ def model_config(model: Any, **kw: Any) -> ModelConfig:
 def _check(cfg: ModelConfig, opts: ExportOptions) -> None:
     """The exporters' shared flag rules (export.common), also for a library call."""
     ns = types.SimpleNamespace(**vars(cfg), num_images=opts.num_images, atol=opts.atol,
+                               rtol=opts.rtol, min_agreement=opts.min_agreement,
                                threads=opts.threads)
     if cfg.module is not None:
         common.check_parity_args(ns)
@@ -167,7 +170,8 @@ def to_onnx(model: Any, options: ExportOptions = ExportOptions(),
     cost = common.cost_of(prep, PROG)
     path, details = export_onnx(prep, x, data, out_dir, opset=options.opset,
                                 exporter=options.exporter, dynamic_batch=options.dynamic_batch,
-                                simplify=options.simplify, atol=options.atol, threads=threads)
+                                simplify=options.simplify, atol=Tolerance.of(options),
+                                threads=threads)
     return _finish(prep, cost, out_dir, "onnx", path, details, PROG, "Transpose",
                    f"opset {options.opset} via {options.exporter}")
 
@@ -187,7 +191,7 @@ def to_tflite(model: Any, options: ExportOptions = ExportOptions(),
     x, data = parity_inputs(prep.data, images, options.num_images, PROG)
     cost = common.cost_of(prep, PROG)
     path, details = export_tflite(prep, x, data, out_dir, layout=options.layout,
-                                  atol=options.atol, expected_dw=cost.get("dwconv"),
+                                  atol=Tolerance.of(options), expected_dw=cost.get("dwconv"),
                                   threads=threads, rewrites_choice=options.litert_rewrites)
     if not details["depthwise_preserved"]:
         common.warn(PROG, f"depthwise convolutions did not all stay DEPTHWISE_CONV_2D: "
@@ -220,6 +224,7 @@ def to_mnn(model: Any = None, options: ExportOptions = ExportOptions(),
     elif card is None and model is not None and Path(model).suffix.lower() == ".json":
         card = Path(model)
     onnx_arg = None if card is not None else Path(model)
+    declare_inputs(onnx_arg, images, outputs=[out])
     if card is not None and out is not None and out.resolve() != Path(card).resolve().parent:
         raise ArmqError("--out applies to --onnx only (with --card the .mnn goes beside the card)")
     mnn_tools()  # fail early, in one line, without the runtime

@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from zoo._registry import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from zoo.config import DataConfig
 from zoo.util import ArmqError, atomic_output, load_json, shown
+
+from .formats import Format
 
 CARD_FORMAT = "armq-card/1"
 # The model files a card can name, in the order every stage lists them: FP32 ONNX (the
@@ -39,8 +42,8 @@ CARD_FORMAT = "armq-card/1"
 # The one home of these keys: quant, android_bench.profile and deploy import them.
 ARTIFACT_KEYS = ("onnx", "onnx_int8", "tflite", "tflite_int8", "mnn", "mnn_int8", "pte",
                  "pte_int8")
-# The runtime that runs each format, as reports and summaries name it.
-RUNTIME_NAMES = {"onnx": "ONNX Runtime", "tflite": "TFLite", "mnn": "MNN", "pte": "ExecuTorch"}
+# The runtime that runs each format, as reports and summaries name it (export.formats).
+RUNTIME_NAMES = {f.value: f.runtime.label for f in Format}
 # What a format's FP32 parity check compares with (export.onnx/tflite: torch; export.mnn:
 # ONNX Runtime on the ONNX model it was converted from).
 PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT", "pte": "torch"}
@@ -52,8 +55,8 @@ PARITY_REFERENCE = {"onnx": "torch", "tflite": "torch", "mnn": "ORT", "pte": "to
 # `x.u8s8.int8.onnx` -> `onnx_int8_u8s8`, so two recipes of one model live side by side.
 DEFAULT_RECIPE_TAG = "s8s8"
 RECIPE_TAGS = ("s8s8", "u8s8", "u8s8r")   # quant.config.RecipeName's values (a test checks)
-# File extension of each model format (a new backend adds its format here).
-FORMAT_EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "mnn": ".mnn", "pte": ".pte"}
+# File extension of each model format (a new backend adds its format to export.formats).
+FORMAT_EXTENSIONS = {f.value: f.extension for f in Format}
 MODEL_FORMATS = tuple(FORMAT_EXTENSIONS)
 
 
@@ -131,9 +134,48 @@ SIZE_BOUNDS = {"input_size": (MIN_INPUT_SIZE, MAX_INPUT_SIZE),
                "resize": (MIN_INPUT_SIZE, 2 * MAX_INPUT_SIZE)}
 
 
+# Normalisation works on the 0..1 pixel scale: (pixel / 255 - mean) / std. A 0..255-scale
+# mean (128) or std (64) passes every other check and silently feeds the model values near
+# -2 whatever the image: refused where a value enters (the --mean/--std flags, the card).
+# std down to 1/255 allows a model trained on raw 0..255 pixels (mean 0, std 1/255).
+NORM_BOUNDS = {"mean": (0.0, 1.0), "std": (0.001, 1.0)}
+
+
+def norm_problem(kind: str, values: Any) -> str | None:
+    """Why a mean or std (kind) is not a usable normalisation, or None: the one rule."""
+    lo, hi = NORM_BOUNDS[kind]
+    if not isinstance(values, (list, tuple)) or not values or not all(_is_number(x) for x in values):
+        return "must be a list of finite numbers"
+    if kind == "std" and any(x <= 0 for x in values):
+        return "values must be positive (it divides the pixels)"
+    if any(not lo <= x <= hi for x in values):
+        hint = "; for 0..255 values divide by 255" if any(x > hi for x in values) else ""
+        return f"values must be in {lo:g}..{hi:g} (the 0..1 pixel scale{hint})"
+    return None
+
+
 def _is_size(v: Any, field_name: str = "input_size") -> bool:
     lo, hi = SIZE_BOUNDS[field_name]
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def variant_problem(v: dict) -> str | None:
+    """Why a zoo variant dict that came in a file (a checkpoint's `variant`) is unusable,
+    or None: one line naming the field, before any stage builds a model from it."""
+    def bad(k: str) -> str:
+        return f"'{k}' is {shown(repr(v[k])[:40])}"
+    if not isinstance(v.get("model"), str):
+        return bad("model") + ", not a model name"
+    if "dataset" in v and not isinstance(v["dataset"], str):
+        return bad("dataset") + ", not a data set name"
+    if v.get("input_size") is not None and not _is_size(v["input_size"]):
+        return bad("input_size") + f", not a whole number of pixels in {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}"
+    n = v.get("num_classes")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        return bad("num_classes") + ", not a whole number >= 1"
+    if not isinstance(v.get("params", {}), dict):
+        return bad("params") + ", not a table of variant knobs"
+    return None
 
 
 def plain_name(name: Any) -> bool:
@@ -177,15 +219,14 @@ def validate_card(d: dict, where: str = "card") -> None:
     channels = _channels(inp) if isinstance(inp, dict) else None
     for k in ("mean", "std"):
         v = pre.get(k)
-        if not isinstance(v, list) or not v or not all(_is_number(x) for x in v):
-            raise bad(f"preprocessing.{k}", "must be a list of finite numbers", v)
+        if not isinstance(v, list) or (why := norm_problem(k, v)) is not None:
+            raise bad(f"preprocessing.{k}", why if isinstance(v, list) else
+                      "must be a list of finite numbers", v)
         if channels is not None and len(v) != channels:
             raise bad(f"preprocessing.{k}", f"must have {channels} values (one per input channel)", v)
     if len(pre["mean"]) != len(pre["std"]):
         raise bad("preprocessing.std", f"must have as many values as mean ({len(pre['mean'])})",
                   pre["std"])
-    if any(x <= 0 for x in pre["std"]):
-        raise bad("preprocessing.std", "values must be positive (it divides the pixels)", pre["std"])
     for k, (lo, hi) in SIZE_BOUNDS.items():
         if not _is_size(pre.get(k), k):
             raise bad(f"preprocessing.{k}", f"must be a whole number of pixels in {lo}..{hi}",
@@ -357,3 +398,22 @@ def save_card(card: ModelCard, path: str | Path) -> Path:
         json.dump(card.to_dict(), f, indent=2)
         f.write("\n")
     return Path(path)
+
+
+def data_config(card: ModelCard) -> DataConfig:
+    """The model's preprocessing, from its card only (never re-typed). Its home is the
+    card's module: export's MNN parity and every quant stage read the same values."""
+    pre = card.preprocessing
+    try:
+        return DataConfig(
+            dataset=str(pre.get("dataset", "custom")),
+            input_size=int(pre["input_size"]),
+            num_classes=int(pre.get("num_classes", len(card.class_names))),
+            mean=tuple(float(v) for v in pre["mean"]),
+            std=tuple(float(v) for v in pre["std"]),
+            resize=int(pre["resize"]),
+            interpolation=str(pre.get("interpolation", "bilinear")),
+            class_names=tuple(card.class_names),
+        )
+    except (TypeError, ValueError, KeyError) as e:
+        raise CardError(f"model card {card.name}: unusable preprocessing ({e})") from None

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from zoo.cli import add_model_args
 from zoo.clikit import make_parser as cli_parser
 from zoo.util import ArmqError, captured_native_output, declare_inputs
 
-from .card import ModelCard, load_card, save_card, CardError
+from .card import ModelCard, load_card, norm_problem, save_card, CardError
 
 if TYPE_CHECKING:  # build imports this module: the name is for annotations only
     from .build import Prepared
@@ -39,6 +40,22 @@ def warn(prog: str, msg: str) -> None:
     print(f"{prog}: warning: {msg}", file=sys.stderr)
 
 
+def norm_value(kind: str) -> Callable[[str], float]:
+    """argparse type of one --mean / --std value: the card's rule (export.card.norm_problem)
+    where the value enters, so no card is written that every later stage refuses."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        why = norm_problem(kind, [v]) if math.isfinite(v) else "must be a finite number"
+        if why is not None:
+            raise argparse.ArgumentTypeError(f"{text}: {why.replace('values must', 'must')}")
+        return v
+    parse.__name__ = kind   # argparse names the type in its own messages
+    return parse
+
+
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = cli_parser(prog, description=description)
     add_model_args(p, required=False)
@@ -54,16 +71,22 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    "runs that code; it may take data=DataConfig, num_classes= and the variant "
                    "flags), a torch.export .pt2, a TorchScript file, an .onnx file or "
                    "torchvision:NAME; needs --input-size and --mean/--std, or --dataset")
-    w.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
+    w.add_argument("--mean", type=norm_value("mean"), nargs=3, metavar=("R", "G", "B"),
                    help="--source models: input normalisation mean (0..1 pixel scale)")
-    w.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
-                   help="--source models: input normalisation std")
+    w.add_argument("--std", type=norm_value("std"), nargs=3, metavar=("R", "G", "B"),
+                   help="--source models: input normalisation std (0..1 pixel scale)")
     w.add_argument("--images", type=Path, help="folder or .tar of real images for the parity "
                    "check (default: the dataset's sample/test images when present)")
     w.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES,
                    help=f"images in the parity check (default {DEFAULT_NUM_IMAGES})")
     w.add_argument("--atol", type=float, default=DEFAULT_ATOL,
                    help=f"largest allowed |exported - torch| logit difference (default {DEFAULT_ATOL:g})")
+    w.add_argument("--rtol", type=float, default=0.0,
+                   help="also allow rtol x the largest |torch logit| (default 0: --atol alone); "
+                   "for nets whose logits reach the thousands (random or reparameterised weights)")
+    w.add_argument("--min-agreement", type=float, default=0.0, metavar="FRACTION",
+                   help="least share of parity images with the same top-1 class as torch "
+                   "(default 0: not checked; 1.0 with --rtol is the usual pair)")
     w.add_argument("--threads", type=int, default=0,
                    help="CPU threads of torch and the parity runtime (default: $ARMQ_THREADS, "
                    "else up to 4)")
@@ -93,11 +116,16 @@ def check_common_args(args: argparse.Namespace) -> None:
 
 
 def check_parity_args(args: argparse.Namespace) -> None:
-    """The parity-check flags every exporter shares (--num-images, --atol, --threads)."""
+    """The parity-check flags every exporter shares (--num-images, --atol, --rtol,
+    --min-agreement, --threads)."""
     if args.num_images < 1:
         raise ArmqError("--num-images must be at least 1")
     if not args.atol > 0:
         raise ArmqError("--atol must be positive")
+    if not getattr(args, "rtol", 0.0) >= 0:
+        raise ArmqError("--rtol must be 0 or more")
+    if not 0 <= getattr(args, "min_agreement", 0.0) <= 1:
+        raise ArmqError("--min-agreement must be a fraction from 0 to 1")
     if args.threads < 0:
         raise ArmqError("--threads must be >= 0")
 
@@ -108,7 +136,8 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     # The weights, --model-py file and parity images are read; the exported files and
     # cards in --out (named by the model) must never replace one of them.
     model_py = str(args.model_py).split(":")[0] if getattr(args, "model_py", None) else None
-    declare_inputs(getattr(args, "weights", None), model_py, getattr(args, "images", None))
+    declare_inputs(getattr(args, "weights", None), model_py, getattr(args, "images", None),
+                   outputs=[getattr(args, "out", None)])
     return args
 
 

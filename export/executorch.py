@@ -19,13 +19,16 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from zoo.util import ArmqError, atomic_path, check_writable_dir, cli_entry
 
 from . import et_venv
+
+if TYPE_CHECKING:  # for annotations; main imports parity after its ET-venv re-run
+    from .parity import Tolerance
 
 PROG = "export.executorch"
 # ops that are plumbing around delegate calls, not computation left out of XNNPACK
@@ -97,7 +100,7 @@ def export_program(model, example_nchw: np.ndarray):
         return torch.export.export(model, (sample,))
 
 
-def export_pte(prep, x: np.ndarray, data: dict, out_dir: Path, *, atol: float,
+def export_pte(prep, x: np.ndarray, data: dict, out_dir: Path, *, atol: float | Tolerance,
                threads: int | None = None) -> tuple[Path, dict]:
     """Export, lower, check and write `<out_dir>/<name>.pte`; returns (path, card details)."""
     from .common import share_mode
@@ -143,7 +146,7 @@ def pte_details(audit: dict, parity: dict | None, precision: str, seconds: float
 
 def main(argv: Sequence[str] | None = None) -> int:
     from . import build, common
-    from .parity import parity_inputs
+    from .parity import Tolerance, parity_inputs
 
     p = common.make_parser("python -m export.executorch", __doc__.split("\n\n")[0])
     args = common.parse(p, argv)
@@ -157,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_traceable(prep.origin, "ExecuTorch (torch.export)", fmt="ExecuTorch")
     x, data = parity_inputs(prep.data, args.images, args.num_images, PROG)
     cost = common.cost_of(prep, PROG)
-    path, details = export_pte(prep, x, data, out_dir, atol=args.atol, threads=threads)
+    path, details = export_pte(prep, x, data, out_dir, atol=Tolerance.of(args),
+                                threads=threads)
     if details["audit"]["num_undelegated"]:
         common.warn(PROG, f"ops left outside XNNPACK (portable kernels, graph split): "
                     f"{details['audit']['undelegated_ops']}")

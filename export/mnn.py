@@ -28,7 +28,7 @@ from zoo.clikit import make_parser
 from zoo.util import ArmqError, captured_native_output, cli_entry, shown
 
 from . import common
-from .card import ModelCard, card_path_for, load_card
+from .card import ModelCard, card_path_for, data_config, load_card
 
 PROG = "export.mnn"
 FORMAT = "mnn"
@@ -83,8 +83,6 @@ def parity_images(card: ModelCard | None, onnx_path: Path, images: Path | None,
         rng = np.random.default_rng(common.RANDOM_SEED)
         x = rng.standard_normal((n, *onnx_input_shape(onnx_path)[1:])).astype(np.float32)
         return x, {"data": "random", "n": n}
-    from quant.common import data_config
-
     return parity_inputs(data_config(card), images, n, PROG)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from zoo.util import ArmqError, atomic_path, cli_entry
 
 from . import build, common
-from .parity import compare, torch_reference
+from .parity import Tolerance, compare, torch_reference
 
 PROG = "export.onnx"
 DEFAULT_OPSET = 17
@@ -193,7 +193,7 @@ def _details(prep: build.Prepared, exporter: str, opset: int, dynamic_batch: boo
 def export_onnx(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path, *,
                 opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER,
                 dynamic_batch: bool = False, simplify: bool = True,
-                atol: float = common.DEFAULT_ATOL, prog: str = PROG,
+                atol: float | Tolerance = common.DEFAULT_ATOL, prog: str = PROG,
                 threads: int | None = None) -> tuple[Path, dict]:
     """Export, check and write `<out_dir>/<name>.onnx`; returns (path, card details).
     threads: of the parity session (None: export.runtime's default)."""
@@ -307,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .api import ExportOptions, to_onnx
 
     to_onnx(build.ModelConfig.from_args(args), ExportOptions(
-        out=args.out, num_images=args.num_images, atol=args.atol, threads=args.threads,
+        out=args.out, num_images=args.num_images, atol=args.atol, rtol=args.rtol,
+        min_agreement=args.min_agreement, threads=args.threads,
         opset=args.opset, exporter=args.exporter, dynamic_batch=args.dynamic_batch,
         simplify=not args.no_simplify))
     return 0

@@ -126,6 +126,21 @@ def ort_session(model: str | os.PathLike | bytes, threads: int | None = None, *,
         raise ArmqError(f"onnxruntime cannot load {_where(model)}: {_first_line(e)}") from None
 
 
+def runtime_graph(path: str | os.PathLike, arm: bool = True):
+    """The graph onnxruntime builds for `path` (ARM64 rules unless arm=False), as an
+    onnx ModelProto: what the INT8 audit (quant.onnx_ptq.runtime_audit) and the latency
+    model's op classes (android_bench/perfmodel/graph.py) read. Here, beside the session
+    it comes from, so both reach it without importing upward."""
+    import tempfile
+
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="armq-ortopt-") as td:
+        opt = Path(td) / "optimized.onnx"
+        ort_session(path, 1, arm_int8=arm, optimized_path=opt)
+        return onnx.load(str(opt))
+
+
 def session_threads(sess) -> int:
     """The intra-op thread count a session from ort_session was built with."""
     return int(sess.get_session_options().intra_op_num_threads)
@@ -341,8 +356,9 @@ def et_method(model: str | os.PathLike | bytes, threads: int | None = None) -> E
         with captured_native_output():
             from executorch.runtime import Runtime
     except ImportError as e:
-        raise RuntimeMissing(f"executorch is not installed for this Python ({e.name or e}): run "
-                             "`make venv-executorch` and use .venv-et/bin/python") from None
+        from .et_venv import DEFAULT_VENV, install_hint
+        raise RuntimeMissing(f"executorch is not installed for this Python ({e.name or e}): "
+                             f"{install_hint()}; then use {DEFAULT_VENV}/bin/python") from None
     with captured_native_output():      # cpuinfo / threadpool banners
         _et_threads(resolve_threads(threads))
     if not isinstance(model, (bytes, bytearray)):

@@ -7,17 +7,15 @@
     torchvision:NAME                   a torchvision classifier (needs an importable torchvision)
 
 `parse_source` classifies a spec (by content for torch files: a .pt is either), `record`
-is what the card keeps (kind, spec, sha256 of the file), `confirm_record` checks the
+is what the card keeps (kind, spec, sha256 of the file and of every local file a factory
+imported: export/user_code.py), `confirm_record` checks the
 `--source` a later stage is given against it (a card never picks code to run), and `load_torch_model` builds the torch module every stage rebuilds.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.util
 import inspect
 import os
-import sys
 import zipfile
 from dataclasses import dataclass
 from enum import Enum
@@ -27,6 +25,7 @@ from typing import Any
 from zoo.util import ArmqError
 
 from .card import sha256_of
+from .user_code import changed_local_file, factory_scope, import_file, import_plan, local_files
 
 # What to tell a user whose model format a converter cannot take.
 SAVE_INSTEAD = ("save torch.export.save(torch.export.export(model, (x,)), 'model.pt2') and pass "
@@ -135,6 +134,9 @@ def record(src: ModelSource) -> dict:
     if src.path is not None:
         rec["path"] = str(src.path.resolve())
         rec["sha256"] = src.sha256()
+    if src.kind is SourceKind.FACTORY and src.path is not None:
+        # the sibling files it imported (export/user_code.py); call after building the model
+        rec["local_files"] = local_files(import_plan(src.path))
     return rec
 
 
@@ -177,6 +179,10 @@ def confirm_record(rec: Any, given: ModelSource | None, where: str) -> ModelSour
         raise SourceError(f"{where}: {given.path} is not the file the card's model was exported "
                           f"from (sha256 {str(got)[:12]} != card {str(want)[:12]}); changed since "
                           "export? re-export the model")
+    if given.kind is SourceKind.FACTORY:
+        why = changed_local_file(import_plan(given.path), rec.get("local_files"))
+        if why is not None:
+            raise SourceError(f"{where}: --source {given.spec}: {why}; re-export the model")
     return given
 
 
@@ -190,18 +196,14 @@ def load_builder(spec: str):
     target = spec.rpartition(":")[0]
     try:
         if src.path is not None:
-            mod_name = "armq_user_model_" + hashlib.sha1(str(src.path.resolve()).encode()).hexdigest()[:10]
-            mspec = importlib.util.spec_from_file_location(mod_name, src.path)
-            if mspec is None or mspec.loader is None:
-                raise SourceError(f"--source {spec}: cannot import {src.path}")
-            mod = importlib.util.module_from_spec(mspec)
-            sys.modules[mod_name] = mod
-            mspec.loader.exec_module(mod)
+            plan = import_plan(src.path)
+            with factory_scope(plan):
+                mod = import_file(plan, spec)
         else:
             mod = importlib.import_module(target)
-    except ArmqError:
-        raise
-    except Exception as e:  # noqa: BLE001 - user code: any failure is the user's to fix
+    except ArmqError as e:
+        raise SourceError(str(e)) from None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - user code, sys.exit() in it too
         raise SourceError(f"--source {spec}: importing failed: {type(e).__name__}: {e}") from None
     fn = getattr(mod, str(src.attr), None)
     if not callable(fn):
@@ -209,22 +211,38 @@ def load_builder(spec: str):
     return fn
 
 
-def _call_factory(src: ModelSource, data, flags: dict):
-    fn = load_builder(src.spec)
-    sig = inspect.signature(fn)
+def factory_kwargs(fn, src: ModelSource, data, flags: dict) -> dict[str, Any]:
+    """What a factory is called with: `data=` (the DataConfig) when it names `data`;
+    `num_classes=` when it names it or takes **kwargs (the timm/torchvision convention:
+    `ghostnet(**kwargs)` hands them on to the model class, which knows num_classes but not
+    armq's data); the variant flags, each only where the factory takes it."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        raise SourceError(f"--source {src.spec}: cannot read the signature of "
+                          f"{getattr(fn, '__name__', fn)}") from None
     takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     kwargs: dict[str, Any] = {}
-    if "data" in sig.parameters or takes_any:
+    if "data" in sig.parameters:
         kwargs["data"] = data
-    if "num_classes" in sig.parameters:
+    if ("num_classes" in sig.parameters or takes_any) and data is not None and data.num_classes:
         kwargs["num_classes"] = data.num_classes
     for k, v in flags.items():
         if k not in sig.parameters and not takes_any:
             raise SourceError(f"--source {src.spec}: {fn.__name__}() does not take --{k}")
         kwargs[k] = v
+    return kwargs
+
+
+def _call_factory(src: ModelSource, data, flags: dict):
+    fn = load_builder(src.spec)
+    kwargs = factory_kwargs(fn, src, data, flags)
     try:
-        return fn(**kwargs)
-    except Exception as e:  # noqa: BLE001 - user code
+        if src.path is None:
+            return fn(**kwargs)
+        with factory_scope(import_plan(src.path)):   # lazy sibling imports inside fn
+            return fn(**kwargs)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - user code, sys.exit() in it too
         raise SourceError(f"--source {src.spec}: {fn.__name__}() failed: "
                           f"{type(e).__name__}: {e}") from None
 

@@ -34,7 +34,7 @@ from zoo.util import ArmqError, atomic_path, cli_entry
 from . import build
 from . import common
 from .litert_layout import add_flag
-from .parity import compare, torch_reference
+from .parity import Tolerance, compare, torch_reference
 
 PROG = "export.tflite"
 LAYOUTS = ("nhwc", "nchw")
@@ -94,7 +94,7 @@ def to_layout(x_nchw: np.ndarray, layout: str) -> np.ndarray:
 
 
 def export_tflite(prep: build.Prepared, x: np.ndarray, data: dict, out_dir: Path, *,
-                  layout: str = "nhwc", atol: float = common.DEFAULT_ATOL,
+                  layout: str = "nhwc", atol: float | Tolerance = common.DEFAULT_ATOL,
                   expected_dw: int | None = None, threads: int | None = None,
                   rewrites_choice: frozenset | None = None) -> tuple[Path, dict]:
     """Convert, check and write `<out_dir>/<name>.tflite`; returns (path, card details).
@@ -153,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .api import ExportOptions, to_tflite
 
     to_tflite(build.ModelConfig.from_args(args), ExportOptions(
-        out=args.out, num_images=args.num_images, atol=args.atol, threads=args.threads,
+        out=args.out, num_images=args.num_images, atol=args.atol, rtol=args.rtol,
+        min_agreement=args.min_agreement, threads=args.threads,
         layout=args.layout, litert_rewrites=args.litert_rewrites))
     return 0
 

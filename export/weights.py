@@ -46,7 +46,7 @@ def weights_dir() -> Path:
     env = os.environ.get("ARMQ_WEIGHTS_DIR")
     if env:
         return Path(env)
-    from armq import assets_dir  # the checkout's assets/, or the copy in an installed wheel
+    from zoo.assets import assets_dir  # the checkout's assets/, or the copy in an installed wheel
 
     return assets_dir() / "weights"
 
@@ -94,6 +94,11 @@ def load_pinned(path: str | os.PathLike) -> LoadedCheckpoint:
         raise WeightsError(f"checkpoint {p} holds no state dict")
     if "variant" in obj and not (isinstance(obj["variant"], dict) and "model" in obj["variant"]):
         raise WeightsError(f"checkpoint {p} has a malformed 'variant' entry")
+    from .card import variant_problem
+
+    why = variant_problem(obj["variant"]) if "variant" in obj else None
+    if why is not None:
+        raise WeightsError(f"checkpoint {p}: variant {why}")
     from zoo.checkpoint import from_transport
 
     return LoadedCheckpoint(p, hashlib.sha256(raw).hexdigest(), from_transport(obj))

@@ -158,8 +158,11 @@ def _plan(model: str | None, out_dir: Path, calib: str, opts: PtqOptions) -> _Pl
                          "use (--backend tflite)")
     calib_src = check_source(calib, "--calib")
     eval_src = check_source(opts.eval, "--eval") if opts.eval else None
-    # The card is updated in place on purpose; the model named and the data sets are not.
-    declare_inputs(given, calib_src, eval_src, source.path if source is not None else None)
+    # The card is updated in place on purpose (also when --model names it: the documented
+    # `--model <name>.json`); the model named and the data sets are not.
+    named_model = given if given is not None and given.suffix.lower() != ".json" else None
+    declare_inputs(named_model, calib_src, eval_src, source.path if source is not None else None,
+                   outputs=[out_dir])
     if eval_src is not None:
         from .common import check_labels
         folders = sorted({r.label for r in list_images(eval_src) if r.label is not None})

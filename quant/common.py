@@ -12,7 +12,8 @@ from enum import Enum
 from pathlib import Path
 
 from export.card import CardError, ModelCard, artifact_key, card_path_for, load_card
-from zoo.config import DataConfig
+from export.card import data_config  # noqa: F401 - its home is the card's module; quant's name
+from export.formats import Runtime
 from zoo.util import ArmqError, same_file, shown
 
 
@@ -30,7 +31,8 @@ class Backend(str, Enum):
 
     @property
     def float_key(self) -> str:
-        return {Backend.ORT: "onnx", Backend.TFLITE: "tflite", Backend.MNN: "mnn"}[self]
+        """The FP32 artifact key of its format (export.formats: runtime -> format)."""
+        return Runtime(self.value).format.value
 
     @property
     def int8_key(self) -> str:
@@ -71,24 +73,6 @@ def backend_for_path(path: Path) -> Backend | None:
 
 def is_int8_file(path: Path) -> bool:
     return ".int8." in path.name
-
-
-def data_config(card: ModelCard) -> DataConfig:
-    """The model's preprocessing, from its card only (never re-typed)."""
-    pre = card.preprocessing
-    try:
-        return DataConfig(
-            dataset=str(pre.get("dataset", "custom")),
-            input_size=int(pre["input_size"]),
-            num_classes=int(pre.get("num_classes", len(card.class_names))),
-            mean=tuple(float(v) for v in pre["mean"]),
-            std=tuple(float(v) for v in pre["std"]),
-            resize=int(pre["resize"]),
-            interpolation=str(pre.get("interpolation", "bilinear")),
-            class_names=tuple(card.class_names),
-        )
-    except (TypeError, ValueError, KeyError) as e:
-        raise QuantError(f"model card {card.name}: unusable preprocessing ({e})") from None
 
 
 @dataclass

@@ -126,18 +126,31 @@ def recipe_for(machine: str, features: Sequence[str]) -> Recipe:
     raise RecipeError(f"no INT8 recipe for machine '{machine}' (x86_64 or aarch64)")
 
 
+def recipe_for_cpu(cpu: dict) -> Recipe:
+    """A probed CPU (android_bench.runner.cpu_info: `machine`, `features` name -> present)
+    -> its recipe. Only the features marked present count: every x86 probe lists the VNNI
+    keys, present or not."""
+    flags = [k for k, v in cpu["features"].items() if v]
+    flags = ["asimddp" if f == "dotprod" else f for f in flags]
+    return recipe_for(cpu["machine"], flags)
+
+
 def recipe_for_target(target: str) -> Recipe:
     """`local` (this host's probed CPU), `qemu:<cpu>` / `<cpu>` (a known Arm core), or
-    `<machine>:<flag>+<flag>` (a board's probed features, e.g. aarch64:asimd+asimddp)."""
+    `<machine>:<flag>+<flag>` (a board's probed features, e.g. aarch64:asimd+asimddp).
+    The target forms are android_bench/targets/spec.py's; the bare core and the probed
+    machine:flags forms are what --for adds."""
+    from android_bench.targets.spec import TargetSpec, TargetSpecError
+
     t = target.strip().lower()
-    if t == "local":
+    try:
+        spec: TargetSpec | None = TargetSpec.parse(t, "--for", devices=False)
+    except TargetSpecError:
+        spec = None     # a bare core, a core QEMU does not emulate, or machine:flags
+    if spec is not None and spec.kind == "local":
         from android_bench.runner import cpu_info
-        cpu = cpu_info()
-        feats = cpu["features"]
-        flags = [k for k, v in feats.items() if v]
-        flags = ["asimddp" if f == "dotprod" else f for f in flags]
-        return recipe_for(cpu["machine"], flags)
-    core = t.removeprefix("qemu:")
+        return recipe_for_cpu(cpu_info())
+    core = spec.cpu if spec is not None and spec.emulated else t.removeprefix("qemu:")
     if core in DOTPROD_CORES:
         return recipe_for("aarch64", ["asimd"] + (["asimddp"] if DOTPROD_CORES[core] else []))
     machine, _, flags = t.partition(":")

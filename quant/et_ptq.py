@@ -25,7 +25,7 @@ import numpy as np
 
 from export import et_venv
 from zoo.clikit import make_parser
-from zoo.util import ArmqError, atomic_paths, cli_entry
+from zoo.util import ArmqError, atomic_paths, cli_entry, declare_inputs
 
 PROG = "quant.et_ptq"
 DEFAULT_NUM_CALIB = 200
@@ -137,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.num_calib < 1:
         raise ArmqError("--num-calib must be at least 1")
+    declare_inputs(args.calib)     # the INT8 file goes beside the card, never among the images
     if not args.card.is_file():
         raise ArmqError(f"--card {args.card} does not exist (export the model first)")
     et_venv.reexec_in_venv(PROG, None if argv is None else list(argv))

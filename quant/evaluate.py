@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from export.card import artifact_key
-from zoo.clikit import make_parser
+from zoo.clikit import make_parser, progress_disabled
 from zoo.util import cli_entry
 
 from .common import (Backend, ModelRef, QuantError, backend_for_path, is_int8_file,
@@ -56,7 +56,7 @@ def run_model(path: Path, x: np.ndarray, desc: str | None = None, arm: bool = Tr
     step = max(runner.batch or 0, 64 if runner.batch is None else runner.batch * 32)
     outs = []
     with tqdm(total=len(x), desc=desc or path.name, unit="img", leave=False,
-              disable=not sys.stderr.isatty() and desc is None) as bar:
+              disable=progress_disabled() or (not sys.stderr.isatty() and desc is None)) as bar:
         for i in range(0, len(x), step):
             outs.append(runner(x[i:i + step]))
             bar.update(len(outs[-1]))

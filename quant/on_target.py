@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+
+from android_bench.targets.spec import TargetSpec, TargetSpecError
 
 from .common import QuantError
 
@@ -28,32 +29,13 @@ if TYPE_CHECKING:
     from android_bench.targets.base import TargetOptions
 
 
-@dataclass(frozen=True)
-class EvalTarget:
-    kind: str                 # "local" | "qemu"
-    cpu: str | None = None    # qemu: the emulated core
-
-    @property
-    def id(self) -> str:
-        return f"{self.kind}:{self.cpu}" if self.cpu else self.kind
-
-
-def parse_on(text: str, where: str = "--on") -> EvalTarget:
-    """`local` or `qemu:<cpu>` (a core android_bench emulates)."""
-    from android_bench.qemu_cpus import CPUS
-
-    kind, _, cpu = text.strip().lower().partition(":")
-    if kind == "local" and not cpu:
-        return EvalTarget("local")
-    if kind == "qemu":
-        if cpu not in CPUS:
-            raise QuantError(f"{where} {text}: expected qemu:<cpu> with cpu one of "
-                             f"{', '.join(CPUS)}")
-        return EvalTarget("qemu", cpu)
-    if kind in ("ssh", "adb") and not cpu:
-        return EvalTarget(kind)
-    raise QuantError(f"{where} {text}: not a target (local, qemu:<cpu> e.g. qemu:cortex-a72, "
-                     f"ssh or adb with the device's flags: --host / --serial ...)")
+def parse_on(text: str, where: str = "--on") -> TargetSpec:
+    """`local`, `qemu:<cpu>` (a core android_bench emulates), `ssh` or `adb`: the target
+    syntax of android_bench/targets/spec.py (no inventory device names here)."""
+    try:
+        return TargetSpec.parse(text, where, devices=False)
+    except TargetSpecError as e:
+        raise QuantError(str(e)) from None
 
 
 def _dequantized(y: np.ndarray, result: dict) -> np.ndarray:
@@ -65,7 +47,7 @@ def _dequantized(y: np.ndarray, result: dict) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
-def logits_on(target: EvalTarget, files: Sequence[Path], x: np.ndarray,
+def logits_on(target: TargetSpec, files: Sequence[Path], x: np.ndarray,
               progress: Callable[[str], None] | None = None,
               options: "TargetOptions | None" = None) -> list[np.ndarray]:
     """The first output of each file for every image of `x` (N x C x H x W float, the

@@ -244,25 +244,14 @@ def quantize(pre: Path, ranges, method: Method, out: Path, config: QuantConfig =
     rewire_shape_queries(out)
 
 
-
 # ---- what really runs ------------------------------------------------------------------
-
-
-def runtime_graph(path: Path, arm: bool = True):
-    """The graph onnxruntime builds for `path` (ARM64 rules unless arm=False)."""
-    import onnx
-
-    from .runners import ort_session
-
-    with tempfile.TemporaryDirectory(prefix="armq-ortopt-") as td:
-        opt = Path(td) / "optimized.onnx"
-        ort_session(path, arm=arm, threads=1, optimized_path=opt)
-        return onnx.load(str(opt))
 
 
 def runtime_audit(path: Path, arm: bool = True) -> dict:
     """Count what the CPU EP executes: int8 kernels vs float compute left over."""
     from onnx import helper, numpy_helper
+
+    from export.runtime import runtime_graph
 
     m = runtime_graph(path, arm)
     g = m.graph

@@ -37,9 +37,11 @@ Candidate = TypeVar("Candidate")  # a backend's quantized (simulated) model
 
 
 def progress_bar(total: int, desc: str):
-    """A tqdm bar on an interactive stderr, silent otherwise (logs, tests)."""
+    """A tqdm bar on an interactive stderr, silent otherwise (logs, tests, -q)."""
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="img", leave=False, disable=None)
+
+    from zoo.clikit import progress_disabled   # -q: none
+    return tqdm(total=total, desc=desc, unit="img", leave=False, disable=progress_disabled())
 
 
 @dataclass

@@ -23,6 +23,7 @@ add that feeds another add stayed in float.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -130,23 +131,29 @@ def quantization_config(method: Method, config: QuantConfig):
 # ---- the quantizer -----------------------------------------------------------------------------
 
 
-def make_quantizer(method: Method, config: QuantConfig = QuantConfig(),
-                   float_modules: Iterable[str] = ()):
-    """The PT2E quantizer for `method` and `config`, `float_modules` left unannotated
-    (float). Annotations.LITERT: litert-torch's PT2EQuantizer as shipped (for comparison)."""
-    quiet_env()
+@dataclass(frozen=True)
+class OpSets:
+    """The aten ops each annotation rule of ArmqPT2EQuantizer applies to."""
+
+    relu: frozenset        # relu, relu_ (fused into a conv or an add)
+    relu6: frozenset       # relu6 where this torch has it
+    clamp: frozenset       # hardtanh: relu6 when its range is 0..6
+    conv: frozenset
+    shared: frozenset      # share their input's quantization (int8 kernels need equal params)
+    own_range: frozenset   # get their own output observer (TFLite has int8 kernels)
+    add: object            # aten.add.Tensor: annotated with its fused activation
+
+
+def op_sets() -> OpSets:
     import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
-    from torchao.quantization.pt2e.quantizer import (QuantizationAnnotation,
-                                                     SharedQuantizationSpec)
 
     aten = torch.ops.aten
     relu6 = {aten.relu6.default} if hasattr(aten, "relu6") else set()
-    relu_ops = {aten.relu.default, aten.relu_.default}
-    clamp_ops = {aten.hardtanh.default, aten.hardtanh_.default}
+    relu = {aten.relu.default, aten.relu_.default}
+    clamp = {aten.hardtanh.default, aten.hardtanh_.default}
     shared = {aten.transpose.int, aten.transpose_copy.int, aten.index_select.default,
               aten.avg_pool2d.default, aten.constant_pad_nd.default, aten.pad.default,
-              *relu_ops, *clamp_ops, aten.clone.default, aten.contiguous.default,
+              *relu, *clamp, aten.clone.default, aten.contiguous.default,
               aten.reshape.default, aten.view.default, aten.flatten.using_ints,
               aten.permute.default, aten.squeeze.dim, aten.unsqueeze.default,
               aten.max_pool2d.default, aten.adaptive_avg_pool2d.default, aten.mean.dim,
@@ -155,136 +162,183 @@ def make_quantizer(method: Method, config: QuantConfig = QuantConfig(),
     own_range = {aten.hardswish.default, aten.hardswish_.default, aten.hardsigmoid.default,
                  aten.hardsigmoid_.default, aten.sigmoid.default, aten.silu.default,
                  aten.silu_.default, *relu6}
+    conv = {aten.conv1d.default, aten.conv2d.default, aten.convolution.default}
+    return OpSets(frozenset(relu), frozenset(relu6), frozenset(clamp), frozenset(conv),
+                  frozenset(shared), frozenset(own_range), aten.add.Tensor)
+
+
+# ---- reading a node's annotation ---------------------------------------------------------------
+
+def annotation(n):
+    return n.meta.get("quantization_annotation") if hasattr(n, "meta") else None
+
+
+def is_annotated(n) -> bool:
+    a = annotation(n)
+    return a is not None and a._annotated
+
+
+def annotated_output(n) -> bool:
+    a = annotation(n)
+    return a is not None and a.output_qspec is not None
+
+
+def in_skipped(n, skip: set[str]) -> bool:
+    """n belongs to one of the modules kept in float; the fqn may carry a wrapper prefix
+    ('module.' of the channel-last wrapper)."""
+    stack = n.meta.get("nn_module_stack") or {}
+    for fqn, _ in stack.values():
+        f = "." + fqn + "."
+        if any(("." + s + ".") in f for s in skip):
+            return True
+    return False
+
+
+def shares_with_float(n) -> bool:
+    """n shares the quantization of a node (or an edge) that has none."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    a = annotation(n)
+    if a is None:
+        return False
+    for spec in (a.output_qspec, *a.input_qspec_map.values()):
+        if not isinstance(spec, SharedQuantizationSpec):
+            continue
+        src = spec.edge_or_node
+        if isinstance(src, tuple):  # edge (producer, consumer): the consumer's input spec
+            ca = annotation(src[1])
+            if ca is None or src[0] not in ca.input_qspec_map:
+                return True
+        elif not annotated_output(src):
+            return True
+    return False
+
+
+def float_tensor(a) -> bool:
+    import torch
+
+    v = a.meta.get("val") if hasattr(a, "meta") else None
+    return isinstance(v, torch.Tensor) and v.is_floating_point()
+
+
+def fusable_act(n, ops: OpSets) -> bool:
+    """relu or relu6 (hardtanh 0..6): activations TFLite fuses into a conv or an add."""
+    if n.op != "call_function" or is_annotated(n):
+        return False
+    if n.target in ops.relu | ops.relu6:
+        return True
+    if n.target in ops.clamp:
+        lo = n.args[1] if len(n.args) > 1 else n.kwargs.get("min_val", -1.0)
+        hi = n.args[2] if len(n.args) > 2 else n.kwargs.get("max_val", 1.0)
+        return (float(lo), float(hi)) == (0.0, 6.0)
+    return False
+
+
+# ---- the annotation passes ---------------------------------------------------------------------
+
+def leave_in_float(model, skip: set[str]) -> None:
+    """Remove the annotations of the skipped modules, then of whatever shared their
+    quantization (a flatten after a pool kept in float): PT2E's prepare fails on a
+    shared spec whose source has no quantization (KeyError in _find_root_edge_or_node)."""
+    for n in model.graph.nodes:
+        if n.op == "call_function" and in_skipped(n, skip):
+            n.meta.pop("quantization_annotation", None)
+    orphans = True
+    while orphans:
+        orphans = [n for n in model.graph.nodes if shares_with_float(n)]
+        for n in orphans:
+            n.meta.pop("quantization_annotation", None)
+
+
+def _conv_qmap(n, qconfig) -> dict:
+    """Input, weight and bias specs of a conv whose fused activation litert does not know
+    (conv + relu is litert's own "conv_relu" pattern); the weights marked annotated."""
+    from litert_torch.quantize.pt2e_quantizer_utils import (get_bias_qspec, get_input_act_qspec,
+                                                           get_weight_qspec)
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    qmap = {n.args[0]: get_input_act_qspec(qconfig), n.args[1]: get_weight_qspec(qconfig)}
+    bias = n.args[2] if len(n.args) > 2 else None
+    if hasattr(bias, "meta"):
+        qmap[bias] = get_bias_qspec(qconfig)
+    for w in qmap:
+        if w is not n.args[0] and "quantization_annotation" not in w.meta:
+            w.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+    return qmap
+
+
+def annotate_fused(model, qconfig, ops: OpSets) -> None:
+    """conv + relu6 and add (+ relu/relu6): observer after the activation only."""
+    from litert_torch.quantize.pt2e_quantizer_utils import (get_input_act_qspec,
+                                                           get_output_act_qspec)
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    for n in model.graph.nodes:
+        if n.op != "call_function" or is_annotated(n):
+            continue
+        users = list(n.users)
+        act = users[0] if len(users) == 1 and fusable_act(users[0], ops) else None
+        if n.target in ops.conv and act is not None and act.target not in ops.relu | ops.relu6:
+            qmap = _conv_qmap(n, qconfig)
+        elif (n.target is ops.add and len(n.args) == 2
+              and n.kwargs.get("alpha", 1) == 1 and all(float_tensor(a) for a in n.args)):
+            qmap = {a: get_input_act_qspec(qconfig) for a in n.args}
+        else:
+            continue
+        out_spec = get_output_act_qspec(qconfig)
+        n.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map=qmap, output_qspec=None if act is not None else out_spec,
+            _annotated=True)
+        if act is not None:
+            act.meta["quantization_annotation"] = QuantizationAnnotation(
+                output_qspec=out_spec, _annotated=True)
+
+
+def annotate_rest(model, qconfig, ops: OpSets) -> None:
+    """After litert's own patterns: shape and pooling ops share their input's quantization,
+    hardswish / sigmoid / ... get their own output observer."""
+    from torchao.quantization.pt2e.quantizer import (QuantizationAnnotation,
+                                                     SharedQuantizationSpec)
+
+    for n in model.graph.nodes:
+        if n.op != "call_function" or not n.args or not hasattr(n.args[0], "meta"):
+            continue
+        if is_annotated(n):
+            continue
+        prev = n.args[0]
+        if n.target in ops.shared and annotated_output(prev):
+            spec = SharedQuantizationSpec(prev)
+            n.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={prev: spec}, output_qspec=spec, _annotated=True)
+        elif n.target in ops.own_range and annotated_output(prev):
+            n.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={prev: qconfig.input_activation},
+                output_qspec=qconfig.output_activation, _annotated=True)
+
+
+# ---- the quantizer -----------------------------------------------------------------------------
+
+def make_quantizer(method: Method, config: QuantConfig = QuantConfig(),
+                   float_modules: Iterable[str] = ()):
+    """The PT2E quantizer for `method` and `config`, `float_modules` left unannotated
+    (float). Annotations.LITERT: litert-torch's PT2EQuantizer as shipped (for comparison)."""
+    quiet_env()
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
     qconfig = quantization_config(method, config)
-    skip = set(float_modules)
-
-    def annotation(n):
-        return n.meta.get("quantization_annotation") if hasattr(n, "meta") else None
-
-    def is_annotated(n) -> bool:
-        a = annotation(n)
-        return a is not None and a._annotated
-
-    def annotated_output(n) -> bool:
-        a = annotation(n)
-        return a is not None and a.output_qspec is not None
-
-    def in_skipped(n) -> bool:
-        # fqn may carry a wrapper prefix ('module.' of the channel-last wrapper)
-        stack = n.meta.get("nn_module_stack") or {}
-        for fqn, _ in stack.values():
-            f = "." + fqn + "."
-            if any(("." + s + ".") in f for s in skip):
-                return True
-        return False
-
-    def shares_with_float(n) -> bool:
-        """n shares the quantization of a node (or an edge) that has none."""
-        a = annotation(n)
-        if a is None:
-            return False
-        for spec in (a.output_qspec, *a.input_qspec_map.values()):
-            if not isinstance(spec, SharedQuantizationSpec):
-                continue
-            src = spec.edge_or_node
-            if isinstance(src, tuple):  # edge (producer, consumer): the consumer's input spec
-                ca = annotation(src[1])
-                if ca is None or src[0] not in ca.input_qspec_map:
-                    return True
-            elif not annotated_output(src):
-                return True
-        return False
-
-    def leave_in_float(model) -> None:
-        """Remove the annotations of the skipped modules, then of whatever shared their
-        quantization (a flatten after a pool kept in float): PT2E's prepare fails on a
-        shared spec whose source has no quantization (KeyError in _find_root_edge_or_node)."""
-        for n in model.graph.nodes:
-            if n.op == "call_function" and in_skipped(n):
-                n.meta.pop("quantization_annotation", None)
-        orphans = True
-        while orphans:
-            orphans = [n for n in model.graph.nodes if shares_with_float(n)]
-            for n in orphans:
-                n.meta.pop("quantization_annotation", None)
-
     if config.pt2e_annotations is Annotations.LITERT:
         return PT2EQuantizer().set_global(qconfig)
-
-    conv_ops = {aten.conv1d.default, aten.conv2d.default, aten.convolution.default}
-    fused_relu_ops = relu_ops | relu6
-
-    def fusable_act(n) -> bool:
-        """relu or relu6 (hardtanh 0..6): activations TFLite fuses into a conv or an add."""
-        if n.op != "call_function" or is_annotated(n):
-            return False
-        if n.target in fused_relu_ops:
-            return True
-        if n.target in clamp_ops:
-            lo = n.args[1] if len(n.args) > 1 else n.kwargs.get("min_val", -1.0)
-            hi = n.args[2] if len(n.args) > 2 else n.kwargs.get("max_val", 1.0)
-            return (float(lo), float(hi)) == (0.0, 6.0)
-        return False
-
-    def float_tensor(a) -> bool:
-        v = a.meta.get("val") if hasattr(a, "meta") else None
-        return isinstance(v, torch.Tensor) and v.is_floating_point()
-
-    def annotate_fused(model) -> None:
-        """conv + relu6 and add (+ relu/relu6): observer after the activation only."""
-        from litert_torch.quantize.pt2e_quantizer_utils import (
-            get_bias_qspec, get_input_act_qspec, get_output_act_qspec, get_weight_qspec)
-
-        for n in model.graph.nodes:
-            if n.op != "call_function" or is_annotated(n):
-                continue
-            users = list(n.users)
-            act = users[0] if len(users) == 1 and fusable_act(users[0]) else None
-            if n.target in conv_ops and act is not None and act.target not in fused_relu_ops:
-                # conv + relu is litert's own "conv_relu" pattern
-                qmap = {n.args[0]: get_input_act_qspec(qconfig), n.args[1]: get_weight_qspec(qconfig)}
-                bias = n.args[2] if len(n.args) > 2 else None
-                if hasattr(bias, "meta"):
-                    qmap[bias] = get_bias_qspec(qconfig)
-                for w in qmap:
-                    if w is not n.args[0] and "quantization_annotation" not in w.meta:
-                        w.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
-            elif (n.target is aten.add.Tensor and len(n.args) == 2
-                  and n.kwargs.get("alpha", 1) == 1 and all(float_tensor(a) for a in n.args)):
-                qmap = {a: get_input_act_qspec(qconfig) for a in n.args}
-            else:
-                continue
-            out_spec = get_output_act_qspec(qconfig)
-            n.meta["quantization_annotation"] = QuantizationAnnotation(
-                input_qspec_map=qmap, output_qspec=None if act is not None else out_spec,
-                _annotated=True)
-            if act is not None:
-                act.meta["quantization_annotation"] = QuantizationAnnotation(
-                    output_qspec=out_spec, _annotated=True)
+    skip, ops = set(float_modules), op_sets()
 
     class ArmqPT2EQuantizer(PT2EQuantizer):
         """litert-torch's quantizer plus the ops the zoo needs (see module docstring)."""
 
         def annotate(self, model):
-            annotate_fused(model)
+            annotate_fused(model, qconfig, ops)
             model = super().annotate(model)
-            for n in model.graph.nodes:
-                if n.op != "call_function" or not n.args or not hasattr(n.args[0], "meta"):
-                    continue
-                if is_annotated(n):
-                    continue
-                prev = n.args[0]
-                if n.target in shared and annotated_output(prev):
-                    spec = SharedQuantizationSpec(prev)
-                    n.meta["quantization_annotation"] = QuantizationAnnotation(
-                        input_qspec_map={prev: spec}, output_qspec=spec, _annotated=True)
-                elif n.target in own_range and annotated_output(prev):
-                    n.meta["quantization_annotation"] = QuantizationAnnotation(
-                        input_qspec_map={prev: qconfig.input_activation},
-                        output_qspec=qconfig.output_activation, _annotated=True)
+            annotate_rest(model, qconfig, ops)
             if skip:
-                leave_in_float(model)
+                leave_in_float(model, skip)
             return model
 
     return ArmqPT2EQuantizer().set_global(qconfig)
-

@@ -3,7 +3,7 @@
     python scripts/count_bad_inputs.py [test files...]
 
 Collects (`pytest --collect-only -q`, nothing runs) the test ids of the contract test
-files -- by default tests/test_cli_contract.py and tests/test_contract_round{2,3}.py -- and
+files -- by default tests/test_cli_contract.py and tests/test_contract_round{2,3,4,4b}.py -- and
 prints one line per file and the total: every collected id is one bad input tried
 (a parametrized case counts once per parameter set). Exit 1 if collection fails.
 """
@@ -16,7 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = ("tests/test_cli_contract.py", "tests/test_contract_round2.py",
-           "tests/test_contract_round3.py")
+           "tests/test_contract_round3.py", "tests/test_contract_round4.py",
+           "tests/test_contract_round4b.py")
 
 
 def collect(files: list[str]) -> list[str]:

@@ -26,6 +26,13 @@ def run_cli(module: str, *args: str, timeout: float = 600, cwd: Path | None = No
                           env={**os.environ, **(env or {})})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _armq_state_home(tmp_path_factory) -> None:
+    """armq's state folder (the inventory boards' known_hosts) in a temp folder, never the
+    user's: set in the environment so CLI subprocesses inherit it."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+
+
 @pytest.fixture(scope="session")
 def cifar_test_tar() -> Path:
     if not CIFAR_TEST_TAR.exists():

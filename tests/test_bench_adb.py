@@ -394,3 +394,24 @@ def test_probe_reads_the_phone_cpu(fake_env, tmp_path, monkeypatch):
     assert cpu["machine"] == "aarch64" and cpu["source"] == "/proc/cpuinfo (adb)"
     assert "asimddp" in cpu["flags"] and "asimd" in cpu["flags"]
     assert "'push'" not in (tmp_path / "adb.log").read_text() and list(dev.iterdir()) == []
+
+
+def test_one_cpuinfo_reader_for_runner_phone_board_and_probe():
+    """runner.parse_cpuinfo is the one /proc/cpuinfo reader: the phone's record, a board's
+    probe (the device sends the text, the host reads it) and the runner agree on a text."""
+    import json
+
+    from android_bench.runner import parse_cpuinfo
+    from android_bench.targets.remote import PROBE_MARK, cpuinfo_flags, parse_probe
+
+    info = parse_cpuinfo(CPUINFO_A76)
+    assert "asimddp" in info["flags"] and info["parts"] == ["0xd0b"]
+    assert (info["implementer"], info["n_processors"]) == ("0x41", 2)
+    phone = cpu_from_cpuinfo(CPUINFO_A76, "arm64-v8a", "Tensor")
+    assert phone["features"]["dotprod"] and phone["n_cpus"] == 2 and phone["model"] == "Tensor"
+    probe = parse_probe("noise\n" + PROBE_MARK + json.dumps({"machine": "aarch64",
+                                                             "cpuinfo": CPUINFO_A76}))
+    assert probe["cpu_flags"] == cpuinfo_flags(CPUINFO_A76) == info["flags"]
+    assert "cpuinfo" not in probe
+    x86 = "processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu sse2 avx2 avx512_vnni\n"
+    assert parse_cpuinfo(x86)["model"] == "Some Xeon" and "avx512_vnni" in cpuinfo_flags(x86)

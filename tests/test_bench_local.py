@@ -282,3 +282,16 @@ def test_cli_runtime_missing_and_hang(models, tmp_path):
     p = run_cli("--model", models["fp32"], "--python", hang, "--timeout", 2, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "no result after 2 s" in p.stderr.strip().splitlines()[-1]
+
+
+def test_op_profile_opens_the_one_ort_session(models, monkeypatch):
+    """android_bench.profile opens its session through export.runtime.ort_session (its
+    profiler path and thread rule), so ARMQ_THREADS counts and an explicit count wins."""
+    from android_bench.profile import command, profile_onnx
+
+    monkeypatch.setenv("ARMQ_THREADS", "2")
+    p = profile_onnx(Path(models["fp32"]), runs=2, warmup=0)
+    assert p["available"] and p["threads"] == 2 and p["nodes"]
+    assert profile_onnx(Path(models["fp32"]), runs=2, warmup=0, threads=1)["threads"] == 1
+    argv = command(["m.onnx"], 5, Path("o.json"), python="py")
+    assert argv[argv.index("--threads") + 1] == "1"    # deploy: the local benchmark's count

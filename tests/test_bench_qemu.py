@@ -174,5 +174,12 @@ def test_unknown_cpu_is_one_line_error(models):
     p = subprocess.run([sys.executable, "-m", "android_bench", "--target", "qemu", "--cpu",
                         "cortex-m4", "--model", str(models["fp32"])],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert p.returncode == 2 and "unknown --cpu 'cortex-m4'" in p.stderr
+    assert p.returncode == 2 and "unknown qemu cpu 'cortex-m4'" in p.stderr
     assert "Traceback" not in p.stderr
+    # the one target syntax (deploy's, quant.evaluate --on's) says the same
+    p = subprocess.run([sys.executable, "-m", "android_bench", "--target", "qemu:cortex-m4",
+                        "--model", str(models["fp32"])],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "python -m android_bench: error: --target: 'qemu:cortex-m4': unknown qemu cpu "
+        "'cortex-m4' (one of cortex-a53, cortex-a72, cortex-a76, neoverse-n1, max)"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from android_bench.targets.base import (BenchConfig, PartialResults, RuntimeMissing,
+from android_bench.targets.base import (BenchConfig, BenchError, PartialResults, RuntimeMissing,
                                         TargetOptions, TargetUnavailable)
 from android_bench.targets.ssh import (SshDestination, SshTarget, classify_ssh_failure,
                                        make_target, missing_runtime, parse_destination,
@@ -49,13 +49,23 @@ def test_parse_destination(spec, port, want):
     assert parse_destination(spec, port) == want
 
 
-@pytest.mark.parametrize("spec", ["", "-oProxyCommand=touch_x", "pi@-oProxyCommand=x",
-                                  "pi@board:abc", "pi@board:70000", "p;i@board", "pi@bo ard",
-                                  "pi@$(reboot)", "pi@[::1"])
-def test_parse_destination_rejects(spec):
-    with pytest.raises(Exception) as e:
+@pytest.mark.parametrize("spec,why", [
+    ("", "--target ssh needs --host user@board[:port]"),
+    ("-oProxyCommand=touch_x", "'-oProxyCommand=touch_x' is not a host name or address"),
+    ("pi@-oProxyCommand=x", "'-oProxyCommand=x' is not a host name or address"),
+    ("pi@board:abc", "port 'abc' is not a number"),
+    ("pi@board:70000", "port 70000 out of range"),
+    ("p;i@board", "bad user name 'p;i'"),
+    ("pi@bo ard", "'bo ard' is not a host name or address"),
+    ("pi@$(reboot)", "'$(reboot)' is not a host name or address"),
+    ("pi@[::1", "write IPv6 addresses as [addr] or [addr]:port"),
+])
+def test_parse_destination_rejects(spec, why):
+    with pytest.raises(BenchError) as e:
         parse_destination(spec)
-    assert "--host" in str(e.value) or "--target ssh" in str(e.value)
+    # One line that names the flag and the reason (a user error, not a crash).
+    msg = str(e.value)
+    assert "\n" not in msg and why in msg and (spec == "" or msg.startswith(f"--host {spec!r}: "))
 
 
 def test_command_lines_are_lists_with_options_first(tmp_path):

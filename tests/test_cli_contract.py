@@ -504,6 +504,17 @@ def _(ctx):
     return _ptq(ctx, ctx.tiny(), t)
 
 
+@case("ptq-calib-zip-dotdot-member", "quant.ptq", "unsafe member name '../")
+def _(ctx):
+    import zipfile
+
+    z = ctx.case / "calib.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("a.png", image_bytes())
+        zf.writestr(zipfile.ZipInfo("../../escaped.png"), image_bytes(seed=1))
+    return _ptq(ctx, ctx.tiny(), z)
+
+
 @case("ptq-truncated-onnx", "quant.ptq", ("onnxruntime cannot load", "tiny.onnx"))
 def _(ctx):
     m = ctx.tiny()
@@ -563,6 +574,18 @@ def _(ctx):
     m = ctx.tiny()
     truncate(tiny_tflite(ctx.scratch / "t.tflite"), m.with_suffix(".tflite"))
     return _qeval(m.with_suffix(".tflite"), image_folder(ctx.case / "d", CIFAR[:2]))
+
+
+@case("qeval-card-bad-input-shape", "quant.evaluate", "'input.shape' must be a list of positive")
+def _(ctx):
+    # A card whose input shape no model can have: refused before any image is read
+    # (without the check the stages fell back on the graph's shape and exited 0).
+    m = ctx.tiny()
+    card = m.with_suffix(".json")
+    d = json.loads(card.read_text())
+    d["input"]["shape"] = [1, 3, -8, "x"]
+    card.write_text(json.dumps(d))
+    return _args("--card", card, "--data", image_folder(ctx.case / "d", CIFAR[:2]))
 
 
 @case("qeval-tar-absolute-member", "quant.evaluate", "unsafe member name '/")
@@ -777,6 +800,131 @@ def test_quantization_is_deterministic(tmp_path):
                         f"({hashlib.sha256(a).hexdigest()[:12]} vs {hashlib.sha256(b).hexdigest()[:12]})")
 
 
+# ---- the card validator: what it must refuse, what it must accept ------------------------------
+
+def _patched_card(**patch) -> dict:
+    """The hand-made card as a dict, `a__b=value` setting d[a][b] (value None: delete it)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as td:
+        d = json.loads(tiny_card(Path(td)).read_text())
+    for dotted, value in patch.items():
+        *path, last = dotted.split("__")
+        where = d
+        for k in path:
+            where = where[k]
+        if value is None:
+            where.pop(last)
+        else:
+            where[last] = value
+    return d
+
+
+CARD_REJECTS = {  # id: (patch, the field the one-line error must name)
+    "shape-neg-and-str": ({"input__shape": [1, 3, -8, "x"]}, "'input.shape'"),
+    "shape-zero": ({"input__shape": [1, 3, 0, 8]}, "'input.shape'"),
+    "shape-float": ({"input__shape": [1, 3, 8.5, 8]}, "'input.shape'"),
+    "shape-bool": ({"input__shape": [1, 3, True, 8]}, "'input.shape'"),
+    "shape-empty-name": ({"input__shape": ["", 3, 8, 8]}, "'input.shape'"),
+    "shape-text": ({"input__shape": "1x3x8x8"}, "'input.shape'"),
+    "out-shape-neg": ({"output__shape": [1, -10]}, "'output.shape'"),
+    "name-dotdot": ({"name": "../tiny"}, "'name'"),
+    "name-slash": ({"name": "a/b"}, "'name'"),
+    "name-control": ({"name": "ti\nny"}, "'name'"),
+    "mean-std-2-of-3": ({"preprocessing__mean": [0.5, 0.5], "preprocessing__std": [0.2, 0.2]},
+                        "'preprocessing.mean' must have 3 values"),
+    "std-vs-mean": ({"input__shape": None, "preprocessing__std": [0.2, 0.2]},
+                    "'preprocessing.std' must have as many values as mean"),
+    "std-zero": ({"preprocessing__std": [0.2, 0.0, 0.2]}, "'preprocessing.std'"),
+    "std-negative": ({"preprocessing__std": [0.2, -0.2, 0.2]}, "'preprocessing.std'"),
+    "std-missing": ({"preprocessing__std": None}, "preprocessing needs mean, std"),
+    "size-zero": ({"preprocessing__input_size": 0}, "'preprocessing.input_size'"),
+    "size-bool": ({"preprocessing__input_size": True}, "'preprocessing.input_size'"),
+    "resize-huge": ({"preprocessing__resize": 10 ** 6}, "'preprocessing.resize'"),
+    "variant-size": ({"variant__input_size": -8}, "'variant.input_size'"),
+    "classes-empty": ({"class_names": []}, "'class_names'"),
+    "classes-9-vs-10": ({"class_names": CIFAR[:9]}, "'class_names' has 9 names"),
+    "classes-objects": ({"class_names": [{"a": 1}] * 10}, "'class_names'"),
+    "num-classes": ({"preprocessing__num_classes": 9}, "'preprocessing.num_classes'"),
+    "path-absolute": ({"artifacts": {"onnx": {"path": "/etc/passwd"}}}, "'artifacts.onnx.path'"),
+    "path-dotdot": ({"artifacts": {"onnx": {"path": "../tiny.onnx"}}}, "'artifacts.onnx.path'"),
+    "path-inner-dotdot": ({"artifacts": {"onnx": {"path": "a/../../t.onnx"}}}, "'artifacts.onnx.path'"),
+    "path-backslash": ({"artifacts": {"onnx": {"path": "..\\t.onnx"}}}, "'artifacts.onnx.path'"),
+    "path-empty": ({"artifacts": {"onnx": {"path": ""}}}, "'artifacts.onnx.path'"),
+    "format": ({"format": "armq-card/0"}, "is not an armq model card"),
+}
+
+CARD_ACCEPTS = {  # id: patch of a card every stage must take
+    "as-exported": {},
+    "dynamic-batch": {"input__shape": ["N", 3, 8, 8], "output__shape": ["N", 10]},
+    "nhwc": {"input__shape": [1, 8, 8, 3], "input__layout": "NHWC"},
+    "no-output-shape": {"output__shape": None},
+    "int-class-names": {"class_names": list(range(10))},
+    "subfolder-path": {"artifacts": {"onnx": {"path": "models/tiny.onnx"}}},
+    "no-artifacts": {"artifacts": {}},
+    "large-input": {"input__shape": [1, 3, 224, 224], "preprocessing__input_size": 224,
+                    "preprocessing__resize": 256, "variant__input_size": 224},
+}
+
+
+@pytest.mark.parametrize("patch,field_name", CARD_REJECTS.values(), ids=CARD_REJECTS.keys())
+def test_card_validator_refuses(patch, field_name):
+    from export.card import CardError, ModelCard
+
+    with pytest.raises(CardError) as e:
+        ModelCard.from_dict(_patched_card(**patch), "m.json")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("m.json") and field_name in msg
+
+
+@pytest.mark.parametrize("patch", CARD_ACCEPTS.values(), ids=CARD_ACCEPTS.keys())
+def test_card_validator_accepts(patch):
+    from export.card import ModelCard
+
+    d = _patched_card(**patch)
+    card = ModelCard.from_dict(d, "m.json")
+    assert card.input == d["input"] and card.preprocessing == d["preprocessing"]
+    _assert_card_invariants(card.to_dict())
+
+
+def _assert_card_invariants(d: dict) -> None:
+    """What every stage may assume of a card the validator accepted (the fuzz's oracle)."""
+    import math
+
+    def dims(v):
+        return isinstance(v, list) and all(
+            (type(x) is int and x > 0) or (isinstance(x, str) and x) for x in v)
+
+    def finite(v):
+        return isinstance(v, list) and v and all(
+            type(x) in (int, float) and math.isfinite(x) for x in v)
+
+    name = d["name"]
+    assert isinstance(name, str) and name and "/" not in name and "\\" not in name \
+        and ".." not in name and name.isprintable(), name
+    pre = d["preprocessing"]
+    assert finite(pre["mean"]) and finite(pre["std"]) and len(pre["mean"]) == len(pre["std"])
+    assert all(x > 0 for x in pre["std"])
+    for k in ("input_size", "resize"):
+        assert type(pre[k]) is int and pre[k] > 0, (k, pre[k])
+    names = d["class_names"]
+    assert isinstance(names, list) and names
+    if "shape" in d["input"]:
+        shape = d["input"]["shape"]
+        assert dims(shape), shape
+        if len(shape) == 4:
+            c = shape[3] if d["input"].get("layout") == "NHWC" else shape[1]
+            assert not isinstance(c, int) or c == len(pre["mean"])
+    if "shape" in d["output"]:
+        shape = d["output"]["shape"]
+        assert dims(shape), shape
+        assert not shape or not isinstance(shape[-1], int) or shape[-1] == len(names)
+    for art in d["artifacts"].values():
+        path = art.get("path")
+        assert path is None or (isinstance(path, str) and path and not path.startswith("/")
+                                and ".." not in Path(path).parts and "\\" not in path), path
+
+
 # ---- fuzz: image decoder and model-card parser -------------------------------------------------
 
 try:
@@ -919,9 +1067,13 @@ else:
             p.write_text(text)
             try:
                 card = load_card(p)
-            except CardError:
+            except CardError as e:
+                assert "\n" not in str(e)
                 return
+            # Accepted: then it holds everything a stage relies on (a validator accepting
+            # everything fails here; test_card_validator_refuses/accepts pin both sides).
             assert isinstance(card, ModelCard)
+            _assert_card_invariants(card.to_dict())
 
 
 def test_ptq_preprocess_leaves_nothing_in_the_current_folder(tmp_path, monkeypatch, capfd):

@@ -148,3 +148,22 @@ def test_speedup_is_instructions_when_emulated_and_theories_apart(tmp_path):
     assert b.mac_ratio == pytest.approx(18.0) and b.bit_width == 4.0
     assert b.theoretical == pytest.approx(72.0) and b.speedup == pytest.approx(32.5)
     assert "MAC ratio" in format_table([b]) and "bit width" in format_table([b])
+
+
+def test_baseline_pairs_match_precision():
+    """With the baseline in both precisions, each model meets the baseline of its own
+    precision (a same-width MAC ratio); an INT8 model without an INT8 baseline meets the
+    FP32 one, and then the bit-width factor enters its theory."""
+    es = [entry_of(result("alexnet", 130.0, macs=720e6)),
+          entry_of(result("alexnet", 50.0, macs=720e6, int8=True)),
+          entry_of(result("shufflenet", 10.0, macs=40e6)),
+          entry_of(result("shufflenet", 4.0, macs=40e6, int8=True))]
+    vs = {p.model.label: p for p in make_pairs(es, baseline="alexnet") if p.kind == "vs baseline"}
+    assert set(vs) == {"shufflenet fp32", "shufflenet int8"}
+    assert vs["shufflenet int8"].base.label == "alexnet int8"
+    assert vs["shufflenet int8"].theoretical == pytest.approx(18.0)
+    assert vs["shufflenet int8"].measured == pytest.approx(12.5)
+    assert vs["shufflenet fp32"].base.label == "alexnet fp32"
+    (only_fp32,) = [p for p in make_pairs(es[:1] + es[3:], baseline="alexnet")
+                    if p.kind == "vs baseline"]
+    assert only_fp32.base.label == "alexnet fp32" and only_fp32.theoretical == pytest.approx(72.0)

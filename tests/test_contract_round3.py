@@ -31,7 +31,7 @@ from test_contract_round2 import assert_one_line_error, labelled_folder, tiny_ca
 from zoo.util import ArmqError, atomic_output, check_not_input, cli_entry, declare_inputs
 
 # The CLIs whose `main` is not in the module `python -m` names.
-MAIN_OF = {"android_bench": "android_bench.cli"}
+MAIN_OF = {"android_bench": "android_bench.cli", "deploy": "deploy.cli"}
 
 
 def run_inproc(module: str, *args: object, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -200,8 +200,14 @@ def test_results_schema(run):
     assert set(m["artifacts"]) == {"onnx"} | {int8_key("onnx", r) for r in recipes}
     assert all(a["size_bytes"] > 0 for a in m["artifacts"].values())
     acc = m["accuracy"]["results"]
-    assert acc["onnx"]["n"] == 200 and 10 <= acc["onnx"]["top1"] <= 100
-    assert acc[K8]["ref"] == "onnx" and acc[K8]["agreement"] > 50
+    # Measured on these 200 shipped images (this fixture's deploy command, x86 U8S8): FP32
+    # top-1 88.0 % (176/200; the checkpoint's full test set: 88.3 %), INT8 88.5 %, agreement
+    # 99.5 % (199/200), SQNR 27.1 dB. Margins: 4 images either way for FP32 (runtime or BLAS
+    # changes flip near-ties), 6 flipped decisions for INT8 (calibration across ORT versions,
+    # another host's recipe) -- a broken preprocessing or quantizer lands far outside.
+    assert acc["onnx"]["n"] == 200 and 86.0 <= acc["onnx"]["top1"] <= 90.0
+    assert acc[K8]["ref"] == "onnx" and acc[K8]["n"] == 200 and acc[K8]["agreement"] >= 97.0
+    assert abs(acc[K8]["top1"] - acc["onnx"]["top1"]) <= 3.0 and acc[K8]["sqnr_db"] >= 20.0
     b = m["bench"]["local"]
     assert b["onnx"]["median_ms"] > 0 and b[K8]["median_ms"] > 0 and set(b) == {"onnx", K8}
     assert b["onnx"]["emulated"] is False and len(b["onnx"]["ci95_ms"]) == 2
@@ -402,7 +408,7 @@ def test_accuracy_on_the_targets_own_kernels(run, tmp_path):
     for args, needle in ((["--on", "ssh:pi5"], "not a target (local, qemu:<cpu>"),
                          (["--host", "pi@board"], "--host says how to reach a board or phone"),
                          (["--on", "ssh"], "--target ssh needs --host"),
-                         (["--on", "qemu:cortex-z9"], "expected qemu:<cpu> with cpu one of"),
+                         (["--on", "qemu:cortex-z9"], "unknown qemu cpu 'cortex-z9'"),
                          (["--on", "qemu:cortex-a72", "--host-graph"], "--host-graph")):
         r = run_cli("quant.evaluate", "--model", f, "--data", SHIPPED_TESTSET, *args, timeout=120)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -476,7 +482,10 @@ def test_quant_evaluate_card_mode(run, tmp_path):
                    key=lambda k: (k != "onnx_int8", k))
     assert list(res) == ["onnx", *int8s] and K8 in int8s
     assert res["onnx"]["ref"] is None and res[K8]["ref"] == "onnx"
-    assert 0 <= res[K8]["agreement"] <= 100 and res["onnx"]["top1"] is not None
+    # The first 20 of the 200 images test_results_schema bounds (measured: FP32 18/20,
+    # INT8 agreement 20/20): at most 2 more misses, and 1 flipped decision.
+    assert res["onnx"]["n"] == 20 and 80.0 <= res["onnx"]["top1"] <= 100.0
+    assert res[K8]["agreement"] >= 95.0
     r = run_cli("quant.evaluate", "--card", card, "--data", SHIPPED_TESTSET, "--limit", "10",
                 timeout=600)
     assert r.returncode == 0 and "top1 %" in r.stdout and f"({K8})" in r.stdout, r.stderr
@@ -633,9 +642,11 @@ def test_stage_command_lines_come_from_their_packages(tmp_path):
     assert argv[:3] == ["py", "-m", "quant.ptq"] and argv[argv.index("--backend") + 1] == "tflite"
     argv = bench_command(["a.onnx", "b.tflite"], "qemu", 3, 1, tmp_path / "o.json", "cortex-a76")
     a = build_parser().parse_args(argv[3:])
-    assert a.model == ["a.onnx", "b.tflite"] and a.cpu == "cortex-a76" and a.runs == 3
-    plan_src = (REPO / "deploy" / "plan.py").read_text()
-    assert '"-m"' not in plan_src   # no hand-written `python -m` line left in the plan
+    assert a.model == ["a.onnx", "b.tflite"] and a.runs == 3
+    assert (a.target, a.cpu) == ("qemu:cortex-a76", None)     # the one target syntax
+    for mod in ("plan.py", "target_stages.py"):
+        plan_src = (REPO / "deploy" / mod).read_text()
+        assert '"-m"' not in plan_src   # no hand-written `python -m` line left in the plan
 
 
 def test_data_per_dataset(tmp_path):

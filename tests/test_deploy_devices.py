@@ -20,6 +20,7 @@ from _fake_remote import install_fake_adb, install_fake_ssh
 from conftest import run_cli
 from test_cli_contract import tiny_onnx
 
+from android_bench.targets.ssh import armq_known_hosts
 from deploy.devices import Device, DeviceKind, load_devices, resolve_targets
 from deploy.spec import SpecError, parse_target_list
 
@@ -74,15 +75,16 @@ def test_board_and_phone_fields_become_android_bench_flags(tmp_path):
     devs = {d.name: d for d in load_devices(_inventory(tmp_path))}
     assert devs["board-1"].target == "ssh:board-1" and devs["phone-1"].target == "adb:phone-1"
     assert devs["board-1"].bench_args() == [
-        "--host", "me@board.lan", "--ssh-port", "2222", "--python", sys.executable,
+        "--host", "me@board.lan", "--ssh-port", "2222", "--known-hosts", str(armq_known_hosts()),
+        "--python", sys.executable,
         "--remote-dir", str(tmp_path / "board_tmp")]
     assert devs["phone-1"].bench_args() == [
         "--serial", "ZX1", "--adb-python", sys.executable, "--remote-dir", str(tmp_path / "phone_tmp")]
-    # key and known_hosts files are named relative to the inventory
+    # a key file is named relative to the inventory; known_hosts comes from the command line
     f = tmp_path / "keyed.toml"
     f.write_text('[[device]]\nname = "b"\nkind = "ssh"\nhost = "b.lan"\nkey = "keys/id"\n'
-                 'known_hosts = "keys/known"\nstrict = "yes"\n')
-    (d,) = load_devices(f)
+                 'strict = "yes"\n')
+    (d,) = load_devices(f, tmp_path / "keys" / "known")
     assert d.bench_args()[2:] == ["--ssh-key", str(tmp_path / "keys" / "id"), "--known-hosts",
                                   str(tmp_path / "keys" / "known"), "--ssh-strict", "yes"]
 
@@ -206,7 +208,8 @@ def test_unreachable_device_fails_its_stage_in_one_line(sweep):
 @pytest.mark.slow
 def test_sweep_on_a_real_openssh_board(tmp_path):
     """The same through Debian's real sshd on 127.0.0.1 (tests/test_bench_ssh.py's): the
-    inventory's user, port, key, known_hosts and strict = "yes" reach ssh and scp."""
+    inventory's user, port, key and strict = "yes", and deploy's --known-hosts, reach ssh and
+    scp."""
     from test_bench_ssh import Sshd, _ensure_sshd, _user
 
     _ensure_sshd()
@@ -217,13 +220,14 @@ def test_sweep_on_a_real_openssh_board(tmp_path):
     inv = tmp_path / "lab.toml"
     inv.write_text(f'[[device]]\nname = "loopback"\nkind = "ssh"\nhost = "127.0.0.1"\n'
                    f'user = "{_user()}"\nport = {srv.port}\nkey = "sshd/client_key"\n'
-                   f'known_hosts = "sshd/known_hosts"\nstrict = "yes"\n'
+                   f'strict = "yes"\n'
                    f'python = "{sys.executable}"\nremote_dir = "{board}"\n')
     try:
         r = run_cli("deploy", "--models", f"{tiny_onnx(tmp_path / 'm.onnx', size=32)}:name=m:"
                     "dataset=cifar10", "--targets", "ssh:loopback", "--runtimes", "ort",
                     "--limit-eval", "20", "--runs", "5", "--warmup", "1", "--num-calib", "8",
-                    "--no-report", "--devices", inv, "--out", tmp_path / "runs", timeout=600)
+                    "--no-report", "--devices", inv, "--known-hosts", srv.known_hosts,
+                    "--out", tmp_path / "runs", timeout=600)
     finally:
         srv.stop()
     assert r.returncode == 0, r.stderr[-3000:]

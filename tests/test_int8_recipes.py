@@ -17,7 +17,7 @@ from deploy.spec import parse_target_list
 from export.card import (RECIPE_TAGS, artifact_key, card_path_for, int8_filename, int8_key,
                          key_format, key_is_int8, key_recipe, load_card, ordered_keys)
 from quant.config import (DOTPROD_CORES, ActivationType, RecipeError, RecipeName, recipe_for,
-                          recipe_for_target)
+                          recipe_for_cpu, recipe_for_target)
 
 S8S8, U8S8, U8S8R = RecipeName.S8S8, RecipeName.U8S8, RecipeName.U8S8_REDUCED
 
@@ -55,6 +55,44 @@ def test_every_emulated_cpu_and_this_host_have_a_recipe():
         vnni = {"avx512_vnni", "avx_vnni"} & set(open("/proc/cpuinfo").read().split())
         assert host.name is (U8S8 if vnni else U8S8R)
     assert "(avx512_vnni" in recipe_for("x86_64", ["avx512_vnni"]).reason
+
+
+# A probe (android_bench.runner.cpu_info) lists every feature it asks about, present or not.
+X86_KEYS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+ARM_KEYS = ("asimd", "dotprod", "i8mm", "sve", "sve2", "fphp", "bf16", "sme")
+
+
+def _probe(machine: str, *present: str) -> dict:
+    keys = X86_KEYS if machine == "x86_64" else ARM_KEYS
+    return {"machine": machine, "features": {k: k in present for k in keys}}
+
+
+@pytest.mark.parametrize("cpu,want", [
+    (_probe("x86_64", "avx2"), U8S8R),                       # a Haswell..Skylake client
+    (_probe("x86_64", "avx2", "avx512f"), U8S8R),            # Skylake-SP: AVX-512, no VNNI
+    (_probe("x86_64", "avx2", "avx512f", "avx512_vnni"), U8S8),
+    (_probe("x86_64", "avx2", "avx_vnni"), U8S8),
+    (_probe("x86_64"), U8S8R),
+    (_probe("aarch64", "asimd"), U8S8),                      # Cortex-A72 (Raspberry Pi 4)
+    (_probe("aarch64", "asimd", "fphp"), U8S8),
+    (_probe("aarch64", "asimd", "dotprod"), S8S8),           # Cortex-A76 (Raspberry Pi 5)
+    (_probe("aarch64", "asimd", "dotprod", "i8mm", "sve"), S8S8),
+], ids=["avx2", "avx512-no-vnni", "avx512-vnni", "avx-vnni", "bare-x86", "a72", "a72-fphp",
+        "a76", "neoverse-v1"])
+def test_recipe_from_a_probe_counts_only_present_features(cpu, want):
+    """`--targets local` picks from this host's probe: a feature probed absent must not
+    count (every x86 probe has the VNNI keys; a host with VNNI would hide it)."""
+    assert recipe_for_cpu(cpu).name is want
+
+
+def test_local_recipe_is_the_probes(monkeypatch):
+    import android_bench.runner as runner
+
+    assert recipe_for_target("local") == recipe_for_cpu(runner.cpu_info())
+    for cpu, want in ((_probe("x86_64", "avx2"), U8S8R), (_probe("aarch64", "asimd"), U8S8),
+                      (_probe("aarch64", "asimd", "dotprod"), S8S8)):
+        monkeypatch.setattr(runner, "cpu_info", lambda cpu=cpu: cpu)
+        assert recipe_for_target("local").name is want
 
 
 @pytest.mark.parametrize("bad", ["android", "qemu:cortex-z9", "riscv64:v", "ssh:board", ""])

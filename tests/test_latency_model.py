@@ -168,9 +168,10 @@ def test_fp32_depthwise_off_the_direct_kernel_is_its_own_class():
 @pytest.fixture(scope="module")
 def micro_files(tmp_path_factory):
     from android_bench.perfmodel.microbench import Micro, write_models
+    from quant.latency_model import quantize_micro
 
     out = tmp_path_factory.mktemp("micro")
-    return write_models(out, (Micro(OpClass.DEPTHWISE, 32, 16, 3),))
+    return write_models(out, quantize_micro, (Micro(OpClass.DEPTHWISE, 32, 16, 3),))
 
 
 def test_micro_models_read_back_as_their_op_class(micro_files):
@@ -193,9 +194,10 @@ def test_micro_models_read_back_as_their_op_class(micro_files):
 
 
 def test_one_op_class_measured_locally(micro_files):
-    from android_bench.latency_model import TargetInfo, bench
+    from android_bench.latency_model import bench
+    from android_bench.targets.spec import TargetSpec
 
-    measured = bench(TargetInfo("local", "local", None), [f for _, _, f in micro_files], quiet=True)
+    measured = bench(TargetSpec.parse("local"), [f for _, _, f in micro_files], quiet=True)
     assert set(measured) == {f.name for _, _, f in micro_files}
     assert all(v > 0 for v in measured.values())
 
@@ -230,7 +232,21 @@ def test_cli_rejects_a_table_of_another_target(tmp_path, micro_files):
         {"format": "armq-latency-microbench/1", "target": "qemu:cortex-a76", "unit": "ms",
          "rows": [{"x": 1}]}))
     one_line_error(run_cli(PROG, "--targets", "local", "--tables", tmp_path),
-                   "qemu:cortex-a76, not local", "--remeasure")
+                   "qemu:cortex-a76, not local", "quant.latency_model --remeasure")
+
+
+def test_only_quants_cli_measures_tables(tmp_path):
+    """android_bench sits below quant: its CLI reads tables and names the one that fits
+    them; quant.latency_model is the same CLI with the fitting (its own prog name)."""
+    one_line_error(run_cli(PROG, "--targets", "local", "--tables", tmp_path),
+                   "local: no micro-benchmark table in", "python -m quant.latency_model")
+    one_line_error(run_cli(PROG, "--targets", "local", "--tables", tmp_path, "--remeasure"),
+                   "local: --remeasure", "python -m quant.latency_model")
+    assert not list(tmp_path.iterdir())
+    r = run_cli("quant.latency_model", "--targets", "qemu:pentium")
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [
+        "python -m quant.latency_model: error: --targets: 'qemu:pentium': unknown qemu cpu "
+        "'pentium' (one of cortex-a53, cortex-a72, cortex-a76, neoverse-n1, max)"], r.stderr
 
 
 def test_cli_rejects_results_without_the_model(tmp_path, micro_files):
@@ -281,9 +297,10 @@ def test_breakdown_cli_on_a_real_pair_with_the_shipped_constants(tmp_path, micro
 
 @pytest.mark.slow
 def test_qemu_instruction_counts_of_a_micro_model_repeat(micro_files):
-    from android_bench.latency_model import TargetInfo, bench
+    from android_bench.latency_model import bench
+    from android_bench.targets.spec import TargetSpec
 
-    t = TargetInfo("qemu:cortex-a76", "qemu", "cortex-a76")
+    t = TargetSpec.parse("qemu:cortex-a76")
     files = [f for _, _, f in micro_files]
     first, again = bench(t, files, quiet=True), bench(t, files, quiet=True)
     assert first == again and all(v > 0 for v in first.values())

@@ -212,3 +212,37 @@ def test_mnn_under_qemu_a76_counts_instructions(mnn_run, tmp_path):
     instr = {x["model"]["file"]: x["instructions"]["per_inference"] for x in res}
     assert all(x["runtime"]["name"] == "mnn" for x in res)
     assert instr[f"{NAME}.int8.mnn"] < instr[f"{NAME}.mnn"]
+
+
+def test_tiny_mnn_model_under_qemu_matches_the_host(tmp_path):
+    """Default-suite share of the MNN-under-QEMU path (the ShuffleNet run above is slow): a
+    hand-made ONNX model converted by export.mnn, run by the aarch64 MNN wheel in the QEMU
+    sysroot (cortex-a72) and by the host's MNN on the same inputs -- the same logits, the
+    result labelled emulated with reproducible guest instruction counts."""
+    from test_cli_contract import tiny_model
+
+    onnx_path = tiny_model(tmp_path / "art")
+    r = subprocess.run([sys.executable, "-m", "export.mnn", "--card", str(onnx_path.with_suffix(".json"))],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = onnx_path.with_suffix(".mnn")
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    outs = {}
+    for target in ("local", "qemu"):
+        r = subprocess.run([sys.executable, "-m", "android_bench", "--model", str(model), "--target",
+                            target, "--cpu", "cortex-a72", "--runs", "2", "--warmup", "1",
+                            "--inputs", str(x), "--outputs-dir", str(tmp_path / target),
+                            "--json", str(tmp_path / f"{target}.json")],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        (res,) = json.loads((tmp_path / f"{target}.json").read_text())["results"]
+        assert res["runtime"]["name"] == "mnn"
+        (f,) = (tmp_path / target).glob("tiny.mnn.*.outputs.npy")
+        outs[target] = (res, np.load(f))
+    q, host = outs["qemu"][0], outs["local"][0]
+    assert q["target"]["emulated"] is True and host["target"]["emulated"] is False
+    assert outs["qemu"][1].shape == (2, 1, 10)
+    np.testing.assert_allclose(outs["qemu"][1], outs["local"][1], atol=1e-5)
+    ins = q["instructions"]
+    assert ins["per_inference"] > 1000 and ins["spread_pct"] < 5.0

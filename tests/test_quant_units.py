@@ -61,14 +61,68 @@ def test_calibration_reader():
 
 def test_kl_range_clips_outliers_and_keeps_relu_at_zero():
     rng = np.random.default_rng(0)
-    vals = np.concatenate([np.abs(rng.standard_normal(100000)), [40.0]])  # one huge outlier
+    body = np.abs(rng.standard_normal(100000))
+    vals = np.concatenate([body, [40.0]])  # one huge outlier
     hist, edges = np.histogram(vals, bins=2048, range=(0, vals.max()))
     lo, hi = kl_range(edges, hist.astype(np.float64))
-    assert lo == 0.0 and 2.0 < hi < 20.0
+    # The outlier is clipped (MinMax would keep 40) but the body is kept: at least its
+    # 99.99th percentile, and no more than a quarter beyond its own maximum.
+    assert lo == 0.0 and np.quantile(body, 0.9999) <= hi <= 1.25 * body.max()
     signed = rng.standard_normal(100000)
     hist, edges = np.histogram(signed, bins=2048)
     lo, hi = kl_range(edges, hist.astype(np.float64))
-    assert lo < 0 < hi and lo >= edges[0] and hi <= edges[-1]
+    # No outlier: 256 levels over a Gaussian's range lose little, so its tails stay in.
+    assert lo <= np.quantile(signed, 0.00005) < 0 < np.quantile(signed, 0.99995) <= hi
+    assert edges[0] <= lo and hi <= edges[-1]
+
+
+def test_kl_range_models_the_256_level_int8_quantizer():
+    # 256 equally spaced distinct values (uneven counts) and far outliers: an int8
+    # quantizer over exactly their range represents every value on its own level (no
+    # information lost), so that range is the answer -- a search modelling fewer levels
+    # (e.g. ORT's 128-level symmetric one) must merge values and picks another range.
+    counts = (np.arange(1, 257) * 7 % 97 + 1).astype(np.float64)
+    relu = np.zeros(2048)
+    relu[:256], relu[-1] = counts, 1.0
+    assert kl_range(np.linspace(0, 2048, 2049), relu) == (0.0, 256.0)
+    signed = np.zeros(2048)
+    signed[896:1152], signed[0], signed[-1] = counts, 1.0, 1.0
+    assert kl_range(np.linspace(-1024, 1024, 2049), signed) == (-128.0, 128.0)
+    # Mass, not distance, makes an outlier: 10 % of the values far out on either side
+    # (folded into the end bin if clipped) keeps the range out there; 1 % is clipped.
+    edges = np.linspace(-1024, 1024, 2049)
+    for at in (24, 2023):                       # the bins [-1000, -999) and [999, 1000)
+        far = signed.copy()
+        far[at] = 0.1 * counts.sum()
+        lo, hi = kl_range(edges, far)
+        assert lo <= -1000.0 and hi >= 1000.0, (at, lo, hi)
+        far[at] = 0.01 * counts.sum()
+        assert kl_range(edges, far) == (-128.0, 128.0), at
+    # A histogram of at most 256 bins is already representable: never clipped.
+    few = np.concatenate([counts[:200], [0.0] * 55, [1.0]])
+    assert kl_range(np.linspace(0, 1, 257), few) == (0.0, 1.0)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torchao") is None,
+                    reason="torchao (the PT2E observers) is not installed")
+def test_percentile_range_clips_the_outer_tails_only():
+    from quant.common import PERCENTILE
+    from quant.pt2e import _observer_classes
+
+    percentile, _ = _observer_classes()
+    # 2,018,060 values: 15 sparse bins (2 values each) at either end, then the body.
+    # (100 - 99.999) / 2 % of them is 10.09 values a side: the first 5 tail bins (10
+    # values) go, the 6th stays -- twice the cut would drop 10 bins, half of it 2.
+    assert PERCENTILE == 99.999
+    hist = np.full(2048, 1000.0)
+    hist[:15], hist[-15:] = 2.0, 2.0
+    edges = np.linspace(-1.0, 1.0, 2049)
+    lo, hi = percentile._pick(None, edges, hist)
+    assert (lo, hi) == (edges[5], edges[-6])
+    # A ReLU output keeps 0 as its low end (no clipping there: asymmetric int8 has 0 exact).
+    lo, hi = percentile._pick(None, np.linspace(0.0, 2.0, 2049), hist)
+    assert lo == 0.0 and hi == pytest.approx(2.0 - 5 * 2 / 2048)
+    assert percentile._pick(None, edges, np.zeros(2048)) == (-1.0, 1.0)
 
 
 def test_onnx_scope_to_module():

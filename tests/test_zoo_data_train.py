@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -102,15 +103,35 @@ class _nullctx:
         return False
 
 
-def test_tar_with_unsafe_member_is_refused(tmp_path):
-    bad = tmp_path / "bad.tar"
-    with tarfile.open(bad, "w") as t:
-        data = _png("L")
-        info = tarfile.TarInfo("../escape/x.png")
-        info.size = len(data)
-        t.addfile(info, io.BytesIO(data))
-    with pytest.raises(DataError, match="unsafe member"):
+def _archive(path, names: list[str]):
+    data = _png("L")
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as z:
+            for n in names:
+                z.writestr(zipfile.ZipInfo(n), data)
+    else:
+        with tarfile.open(path, "w") as t:
+            for n in names:
+                info = tarfile.TarInfo(n)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+@pytest.mark.parametrize("name", ["../escape/x.png", "cat/../../x.png", "/abs/cat/x.png"])
+def test_archive_with_unsafe_member_is_refused(tmp_path, kind, name):
+    # Both archive kinds: a member leaving the archive's tree is refused by name.
+    bad = _archive(tmp_path / f"bad.{kind}", ["cat/ok.png", name])
+    with pytest.raises(DataError, match=f"unsafe member name '{re.escape(name)}'"):
         list_images(bad)
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_archive_names_with_dots_are_not_unsafe(tmp_path, kind):
+    names = ["cat/a..b.png", "..dog/x.png", "cat/./y.png"]
+    recs = list_images(_archive(tmp_path / f"ok.{kind}", names))
+    assert sorted(r.label for r in recs) == ["..dog", "cat", "cat"]
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
@@ -176,12 +197,19 @@ def test_train_cli_one_epoch_then_resume(small_cifar, tmp_path):
     r = run_cli("zoo.train", *args, "--epochs", "2", "--resume", env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming at epoch 2/2" in r.stderr
-    assert torch.load(out, weights_only=True)["epochs_done"] == 2
-    # The checkpoint evaluates through the CLI with the same preprocessing.
+    resumed = torch.load(out, weights_only=True)
+    assert resumed["epochs_done"] == 2
+    # The resumed run kept epoch 1's record and trained only epoch 2 (one new log line).
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["history"][0] == ck["history"][0]
+    assert len(out.with_name("ck.pt.log.jsonl").read_text().splitlines()) == 2
+    # The checkpoint evaluates through the CLI with the same preprocessing: the same 100
+    # images, so the same top-1 as the one training recorded for its last epoch (both are
+    # k/100; training rounds to 4 digits).
     r = run_cli("zoo.evaluate", "--weights", out, "--data", small_cifar / "test", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert res["n"] == 100 and abs(res["top1"] - ck["history"][-1].get("test_top1", res["top1"])) < 1.0
+    assert res["n"] == 100 and abs(res["top1"] - resumed["history"][-1]["test_top1"]) < 1e-4
     # A warm restart starts from those weights (its first loss is far below a fresh start's),
     # and refuses weights of another architecture.
     fresh = json.loads(out.with_name("ck.pt.log.jsonl").read_text().splitlines()[0])["loss"]

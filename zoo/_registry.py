@@ -206,17 +206,22 @@ def resolve_variant(name: str, dataset: str = "imagenet", input_size: int | None
         accepted = ", ".join(p.cli_flag for p in entry.params.values()) or "none"
         raise ZooError(f"{name} does not take {knob(unknown[0]).cli_flag} (it takes: {accepted})")
     resolved = {k: p.check(name, k, given.get(k, p.default)) for k, p in entry.params.items()}
-    # Upper bounds too: every CLI resolves here, and 60000 px or 10^9 classes only end in
-    # an allocation the machine cannot make, minutes later, as an "internal error".
+    check_size_and_classes(input_size, num_classes)
+    return Variant(name, ds, input_size, num_classes, resolved)
+
+
+def check_size_and_classes(input_size: int | None, num_classes: int | None) -> None:
+    """Upper bounds too: 60000 px or 10^9 classes only end in an allocation the machine
+    cannot make, minutes later. Checked where the flags are parsed (zoo.cli, so a --source
+    model is bounded too) and again by resolve_variant (deploy specs, checkpoints)."""
     if input_size is not None and input_size < MIN_INPUT_SIZE:
-        raise ZooError(f"--input-size {input_size} is too small")
+        raise ZooError(f"--input-size {input_size} is too small (at least {MIN_INPUT_SIZE})")
     if input_size is not None and input_size > MAX_INPUT_SIZE:
         raise ZooError(f"--input-size {input_size} is too large (at most {MAX_INPUT_SIZE})")
     if num_classes is not None and num_classes < 1:
         raise ZooError(f"--num-classes {num_classes} must be positive")
     if num_classes is not None and num_classes > MAX_NUM_CLASSES:
         raise ZooError(f"--num-classes {num_classes} is too large (at most {MAX_NUM_CLASSES})")
-    return Variant(name, ds, input_size, num_classes, resolved)
 
 
 def create_model(name: str | Variant, dataset: str = "imagenet", input_size: int | None = None,

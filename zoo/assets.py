@@ -1,4 +1,5 @@
-"""Rebuild the small shipped data sets under assets/data from ../shared/data.
+"""Where the shipped assets are (`assets_dir`), and rebuilding the small data sets
+under assets/data from ../shared/data:
 
     python -m zoo.assets [--shared ../shared/data] [--out assets/data]
 
@@ -15,6 +16,20 @@ from typing import Sequence
 
 from .clikit import make_parser
 from .util import ArmqError, atomic_output, cli_entry
+
+
+def assets_dir() -> Path:
+    """The shipped assets: `weights/` (checkpoints) and `data/` (small real data sets).
+
+    In a checkout this is the repository's `assets/` (armq/assets is a symlink to it:
+    every shipped checkpoint). An installed wheel carries a copy of the small ones only
+    (pyproject.toml, [tool.setuptools.package-data]): the default ShuffleNet V1 g=3
+    CIFAR-10 checkpoint and the CIFAR-10 calibration and test archives. The home is here,
+    in the lowest package, so zoo, export and deploy can ask without importing upward
+    (armq re-exports it as `armq.assets_dir`); zoo and armq are sibling packages both in a
+    checkout and in site-packages.
+    """
+    return Path(__file__).resolve().parents[1] / "armq" / "assets"
 
 
 def repack(src: Path, dst: Path, per_class: int | None = None) -> int:

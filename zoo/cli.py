@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._registry import KNOBS, Variant, knob
+from ._registry import KNOBS, Variant, ZooError, check_size_and_classes, knob
 from .config import Dataset
 
 # argparse dests of the variant flags (= Variant.params keys).
@@ -23,8 +23,26 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--dataset", default=Dataset.IMAGENET.value,
                    choices=[d.value for d in Dataset], help="config: imagenet (224px, 1000 "
                    "classes) or cifar10 (32px, 10 classes, CIFAR stem)")
-    g.add_argument("--input-size", type=int, help="input resolution (default: dataset's)")
-    g.add_argument("--num-classes", type=int, help="classifier size (default: dataset's)")
+    g.add_argument("--input-size", type=_bounded("input_size"),
+                   help="input resolution (default: dataset's)")
+    g.add_argument("--num-classes", type=_bounded("num_classes"),
+                   help="classifier size (default: dataset's)")
+
+
+def _bounded(what: str):
+    """An argparse type: a whole number within check_size_and_classes' bounds, checked where
+    the value enters (a --source model never reaches resolve_variant)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        try:
+            check_size_and_classes(**{"input_size": None, "num_classes": None, what: v})
+        except ZooError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return v
+    return parse
 
 
 def variant_from_args(args: argparse.Namespace):

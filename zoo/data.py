@@ -15,7 +15,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -23,12 +23,18 @@ from PIL import Image
 from .config import DataConfig
 from .util import ArmqError, env_limit, shown
 
+T = TypeVar("T")
+
+
 # Caps on untrusted data (env vars so a genuine huge dataset can raise them): a member
 # (or file) is refused by its declared size BEFORE it is read, and read with a bounded
 # read so a lying header cannot blow past it; an image is refused by its header's
-# pixel count before PIL decodes it.
+# pixel count before PIL decodes it, and again by the resize's output size (a 10^7 x 1 px
+# line scaled to a 32 px short side is 10 Gpx); an archive or folder by its file count,
+# while it is listed (a 7 MB .tar.gz holds a million empty members).
 MAX_MEMBER_MB = 64.0      # ARMQ_MAX_MEMBER_MB
 MAX_PIXELS = 50_000_000   # ARMQ_MAX_PIXELS
+MAX_FILES = 200_000       # ARMQ_MAX_FILES: ImageNet's validation set has 50,000
 
 
 def max_member_bytes() -> int:
@@ -37,6 +43,16 @@ def max_member_bytes() -> int:
 
 def max_pixels() -> int:
     return int(env_limit("ARMQ_MAX_PIXELS", MAX_PIXELS, 1))
+
+
+def _count(items: Iterable[T], src: Path) -> Iterator[T]:
+    """`items`, refused in one line past ARMQ_MAX_FILES entries (checked while listing)."""
+    cap = int(env_limit("ARMQ_MAX_FILES", MAX_FILES, 1))
+    for n, x in enumerate(items, 1):
+        if n > cap:
+            raise DataError(f"{shown(src)}: more than {cap:,} files or archive members "
+                            f"(ARMQ_MAX_FILES; raise it if the data set is genuine)")
+        yield x
 
 
 class MemberTooLarge(OSError):
@@ -95,7 +111,7 @@ def list_images(source: str | os.PathLike) -> list[ImageRecord]:
     records: list[ImageRecord] = []
     cap = max_member_bytes()
     if src.is_dir():
-        for p in sorted(src.rglob("*")):
+        for p in sorted(_count(src.rglob("*"), src)):
             if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
                 rel = PurePosixPath(p.relative_to(src).as_posix())
                 records.append(ImageRecord(str(rel), _label_of(rel),
@@ -106,7 +122,7 @@ def list_images(source: str | os.PathLike) -> list[ImageRecord]:
             zf = zipfile.ZipFile(src)
         except (zipfile.BadZipFile, OSError) as e:
             raise DataError(f"{shown(src)}: not a readable zip archive ({shown(e)})") from None
-        for info in sorted(zf.infolist(), key=lambda i: i.filename):
+        for info in sorted(_count(zf.infolist(), src), key=lambda i: i.filename):
             rel = PurePosixPath(info.filename)
             if info.is_dir() or rel.suffix.lower() not in IMAGE_EXTS:
                 continue
@@ -118,7 +134,7 @@ def list_images(source: str | os.PathLike) -> list[ImageRecord]:
     elif _is_archive(src):
         try:
             tf = tarfile.open(src)
-            members = tf.getmembers()
+            members = list(_count(tf, src))     # iterating reads headers one at a time
         except (tarfile.TarError, OSError, EOFError) as e:
             raise DataError(f"{shown(src)}: not a readable tar archive ({shown(e)})") from None
         for m in sorted(members, key=lambda m: m.name):
@@ -180,8 +196,12 @@ def resize_crop(img: Image.Image, resize: int, crop: int, interpolation: str = "
     w, h = img.size
     if min(w, h) != resize:
         scale = resize / min(w, h)
-        img = img.resize((max(crop, round(w * scale)), max(crop, round(h * scale))),
-                         _RESAMPLE.get(interpolation, Image.BILINEAR))
+        size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
+        if size[0] * size[1] > max_pixels():    # the header check saw the smaller input
+            raise DataError(f"{w}x{h} resized to {size[0]}x{size[1]} = "
+                            f"{size[0] * size[1] / 1e6:.1f} Mpx is over the {max_pixels() / 1e6:g} "
+                            f"Mpx limit (ARMQ_MAX_PIXELS)")
+        img = img.resize(size, _RESAMPLE.get(interpolation, Image.BILINEAR))
         w, h = img.size
     left, top = (w - crop) // 2, (h - crop) // 2
     return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
@@ -220,6 +240,8 @@ def iter_decoded(records: list[ImageRecord], resize: int, crop: int,
             continue
         try:
             arr = resize_crop(img, resize, crop, interpolation)
+        except DataError as e:              # over a cap: the message names it
+            yield r, None, str(e)
         except (OSError, ValueError) as e:  # a decoded image PIL still cannot resample
             yield r, None, f"{type(e).__name__}: {e}"
         else:
@@ -253,8 +275,10 @@ def load_images(source: str | os.PathLike, resize: int, crop: int, interpolation
         it = tqdm(it, total=len(records), desc=desc, unit="img", leave=False,
                   disable=progress_disabled())
     imgs, labels, kept, skipped = [], [], [], []
+    first = ""      # why the first one was skipped: the error line says it if none is left
     for r, arr, err in it:
         if arr is None:
+            first = first or f"{shown(r.name)}: {shown(err)}"
             skipped.append(r.name)
             warnings.warn(f"skipping {shown(r.name)}: {shown(err)}", stacklevel=2)
             continue
@@ -262,6 +286,7 @@ def load_images(source: str | os.PathLike, resize: int, crop: int, interpolation
         labels.append(index.get(r.label, -1) if r.label is not None else -1)
         kept.append(r.name)
     if not imgs:
-        raise DataError(f"{shown(source)}: none of the {len(records)} image files could be decoded")
+        raise DataError(f"{shown(source)}: none of the {len(records)} image files could be "
+                        f"decoded (the first: {first})")
     return LabelledImages(np.stack(imgs), np.asarray(labels, np.int64), names, tuple(kept),
                           tuple(skipped))

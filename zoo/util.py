@@ -8,11 +8,17 @@ import json
 import os
 import re
 import signal
+import stat
 import sys
 import tempfile
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
+
+# the CLI wrapper's signal handling and fd capture live in zoo/signals.py (re-exported)
+from .signals import (Terminated, captured_native_output, install_term_handlers,  # noqa: F401
+                      received, restore_handlers)
 
 
 class ArmqError(Exception):
@@ -38,24 +44,54 @@ def _publish(tmp: str, path: Path) -> None:
 
 # ---- no output may overwrite an input ----------------------------------------------------------
 
+@dataclass(frozen=True)
+class InputFolder:
+    """A folder input: the real paths of its folders and of the files its symlinks name (no
+    hard links: the atomic rename replaces an output's name, never its inode)."""
+    path: Path
+    dirs: frozenset[str]
+    linked: frozenset[str]
+
+
+def scan_folder(root: Path) -> InputFolder:
+    """One walk (no recursion, each real folder once: link loops end) of an input folder."""
+    dirs, linked, stack = set[str](), set[str](), [root]
+    while stack:
+        real = os.path.realpath(stack.pop())
+        if real in dirs:
+            continue
+        dirs.add(real)
+        with contextlib.suppress(OSError), os.scandir(real) as it:
+            for e in it:
+                if e.is_dir():              # a link to a folder too: the loader reads it
+                    stack.append(Path(e.path))
+                elif e.is_symlink():        # a file (or dangling link) somewhere else
+                    linked.add(os.path.realpath(e.path))
+    return InputFolder(root, frozenset(dirs), frozenset(linked))
+
+
 # The files this CLI run reads and must never replace. Each CLI declares them once
 # (declare_inputs) after parsing; atomic_output/atomic_paths check every target against
 # them, so a writer cannot forget. Only while cli_entry runs a CLI: a main() called as a
 # library (tests, deploy in-process steps) must not leave inputs behind for later writes.
-_run_inputs: list[Path] | None = None
+_run_inputs: list[Path | InputFolder] | None = None
 
 
 def declare_inputs(*paths: str | os.PathLike | None,
                    outputs: Sequence[str | os.PathLike | None] = ()) -> None:
     """Register this run's read-only inputs (None and '-' are skipped) and check the output
-    files named on the command line against them now, before any work. A document the CLI
-    updates in place on purpose (quant.ptq's model card) is not an input in this sense."""
-    given = [Path(p) for p in paths if p is not None and str(p) not in ("", "-")]
+    files (or folders) named on the command line against them now, before any work. A document
+    the CLI updates in place on purpose (quant.ptq's model card) is not an input in this sense."""
+    given = [_as_input(p) for p in paths if p is not None and str(p) not in ("", "-")]
     if _run_inputs is not None:
         _run_inputs.extend(given)
     for out in outputs:
         if out is not None and str(out) not in ("", "-"):
             check_not_input(out, given)
+
+
+def _as_input(p: str | os.PathLike | InputFolder) -> Path | InputFolder:
+    return p if isinstance(p, InputFolder) else scan_folder(Path(p)) if os.path.isdir(p) else Path(p)
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -66,14 +102,25 @@ def same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def check_not_input(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> None:
+def check_not_input(path: str | os.PathLike,
+                    inputs: Sequence[str | os.PathLike | InputFolder] = ()) -> None:
     """Refuse (one line) to write `path` if it is one of `inputs` or of the run's declared
-    inputs -- the same path, a symlink to it or a hard link of it."""
+    inputs (the same path, a symlink to it or a hard link of it), lies in an input folder or
+    is a file that a link in one names."""
     out = Path(path)
-    for src in (*map(Path, inputs), *(_run_inputs or ())):
-        if same_file(out, src):
-            raise ArmqError(f"output {shown(out)} is the input {shown(src)}; "
-                            "name a different output file")
+    for src in (*map(_as_input, inputs), *(_run_inputs or ())):
+        if not isinstance(src, InputFolder):
+            if same_file(out, src):
+                raise ArmqError(f"output {shown(out)} is the input {shown(src)}; "
+                                "name a different output file")
+            continue
+        real = Path(os.path.realpath(out))
+        if any(str(d) in src.dirs for d in (real, *real.parents)):
+            raise ArmqError(f"output {shown(out)} is inside the input folder {shown(src.path)}; "
+                            "write it outside that folder")
+        if str(real) in src.linked:
+            raise ArmqError(f"output {shown(out)} is a file that a link in the input folder "
+                            f"{shown(src.path)} names; name a different output file")
 
 
 @contextlib.contextmanager
@@ -94,10 +141,10 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         with os.fdopen(fd, mode) as f:
             yield f
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise
+        raise _named_target(e, {tmp: path})
 
 
 @contextlib.contextmanager
@@ -133,11 +180,26 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
         yield list(tmps)
         for tmp, t in zip(tmps, targets):
             _publish(str(tmp), t)
-    except BaseException:
+    except BaseException as e:
         for tmp in tmps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        raise
+        raise _named_target(e, {str(tmp): t for tmp, t in zip(tmps, targets)})
+
+
+def _named_target(e: BaseException, tmps: dict[str, Path]) -> BaseException:
+    """A full disk while writing one of our temp files names the user's file, not the
+    temp name (nor, for a copy, the source: shutil puts the source in filename and the
+    destination in filename2). A file write without a name is ours when only one is open."""
+    if not isinstance(e, OSError) or e.errno not in _DISK_FULL:
+        return e
+    names = [n for n in (e.filename2, e.filename) if n is not None]
+    target = next((tmps[str(n)] for n in names if str(n) in tmps), None)
+    if target is None and not names and len(tmps) == 1:
+        target = next(iter(tmps.values()))
+    if target is None:
+        return e
+    return OSError(e.errno, e.strerror, str(target)).with_traceback(e.__traceback__)
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
@@ -183,6 +245,7 @@ def env_limit(name: str, default: float, minimum: float = 0.0) -> float:
 
 MAX_JSON_MB = 64.0        # ARMQ_MAX_JSON_MB: results, cards and compare inputs are far smaller
 MAX_JSON_DEPTH = 64       # ARMQ_MAX_JSON_DEPTH: our documents nest < 10 deep
+MAX_JSON_ITEMS = 2_000_000  # ARMQ_MAX_JSON_ITEMS: 60 MB of `[],` were 3 GB of Python lists
 
 
 def _json_depth(doc: Any) -> int:
@@ -196,6 +259,18 @@ def _json_depth(doc: Any) -> int:
     return depth
 
 
+def open_regular(path: Path, what: str) -> BinaryIO:
+    """Open a user-named file, refusing anything but a regular file before a read: a FIFO or
+    a device would block or never end (O_NONBLOCK: even opening a FIFO returns at once)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
+        os.close(fd)
+        kind = "a folder, not a file" if stat.S_ISDIR(mode) else "not a regular file (a FIFO?)"
+        raise ArmqError(f"{what} {shown(path)} is {kind}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Read a user-supplied JSON file with bounded size and nesting depth.
 
@@ -205,7 +280,7 @@ def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     cap = int(env_limit("ARMQ_MAX_JSON_MB", MAX_JSON_MB, 0.001) * 2**20)
     max_depth = int(env_limit("ARMQ_MAX_JSON_DEPTH", MAX_JSON_DEPTH, 1))
     try:
-        with open(p, "rb") as f:
+        with open_regular(p, what) as f:
             size = os.fstat(f.fileno()).st_size
             if size > cap:
                 raise ArmqError(f"{what} {shown(p)} is too large ({size / 2**20:.1f} MB > "
@@ -213,12 +288,16 @@ def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
             data = f.read(cap + 1)      # bounded: a file growing meanwhile cannot blow past it
     except FileNotFoundError:
         raise ArmqError(f"{what} {shown(p)} not found") from None
-    except IsADirectoryError:
-        raise ArmqError(f"{what} {shown(p)} is a folder, not a file") from None
     except OSError as e:
         raise ArmqError(f"cannot read {what} {shown(p)} ({e.strerror or e})") from None
     if len(data) > cap:
         raise ArmqError(f"{what} {shown(p)} is too large (> {cap / 2**20:g} MB)")
+    # every value but the first follows a ',' or opens a container: an upper bound, cheap
+    items = data.count(b",") + data.count(b"[") + data.count(b"{")
+    max_items = int(env_limit("ARMQ_MAX_JSON_ITEMS", MAX_JSON_ITEMS, 1))
+    if items > max_items:
+        raise ArmqError(f"{what} {shown(p)} has too many values (~{items:,} > {max_items:,}; "
+                        f"raise ARMQ_MAX_JSON_ITEMS if it is genuine)")
     try:
         doc = json.loads(data.decode("utf-8"))
     except RecursionError:
@@ -233,60 +312,24 @@ def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
 
 # ---- the CLI wrapper ---------------------------------------------------------------------------
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM/SIGHUP (CI cancel, `timeout`, `docker stop`, a closed terminal), raised where
-    the main thread is, like Ctrl-C: every CLI already stops its children, keeps what finished
-    and removes its temp dirs on KeyboardInterrupt (finally blocks, context managers)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-_TERM_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
-                      if s is not None)
-_received: list[int] = []
-
-
-def _on_term(signum: int, frame: object) -> None:
-    # Raise once: a second signal during cleanup must not abort the cleanup itself.
-    first = not _received
-    _received.append(signum)
-    if first:
-        raise Terminated(signum)
-
-
-def _install_term_handlers() -> dict[int, Any]:
-    """Install _on_term; returns the previous handlers (restored when cli_entry ends, so a
-    CLI run in-process, e.g. by a test, leaves its host process as it was)."""
-    previous: dict[int, Any] = {}
-    for s in _TERM_SIGNALS:
-        try:
-            old = signal.getsignal(s)
-            if old is signal.SIG_IGN:
-                continue    # e.g. nohup: the user asked for this signal to be ignored
-            signal.signal(s, _on_term)
-            previous[s] = old
-        except (ValueError, OSError):   # not the main thread / platform without it
-            pass
-    return previous
-
-
-def _restore_handlers(previous: dict[int, Any]) -> None:
-    for s, old in previous.items():
-        with contextlib.suppress(ValueError, OSError, TypeError):
-            signal.signal(s, old if old is not None else signal.SIG_DFL)
-
-
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def _error_line(e: BaseException) -> tuple[str, bool]:
     """(message, is_user_error) for an exception that ends a CLI."""
     if isinstance(e, OSError) and e.errno in _DISK_FULL:
-        where = e.filename if e.filename is not None else None
+        # a copy (shutil) names its source in filename, the file being written in filename2
+        where = e.filename2 if e.filename2 is not None else e.filename
+        tmp = where is not None and Path(os.fsdecode(where)).resolve().is_relative_to(
+            Path(tempfile.gettempdir()).resolve())
         return ("disk full while writing" + (f" {where}" if where else "")
-                + f" ({e.strerror or 'no space left on device'}); free space and rerun", True)
+                + f" ({e.strerror or 'no space left on device'}); free space "
+                + ("in the temp folder (or point TMPDIR at a disk with room) " if tmp else "")
+                + "and rerun", True)
+    if isinstance(e, OSError) and e.errno == errno.EROFS:    # e.g. a run folder on a read-only mount
+        where = e.filename2 if e.filename2 is not None else e.filename
+        return (f"cannot write{f' {where}' if where else ''}: read-only file system; "
+                "give an output in a writable folder", True)
     user = isinstance(e, (ArmqError, FileNotFoundError, PermissionError, IsADirectoryError))
     if isinstance(e, ArmqError) and str(e).strip():
         # ours: one line by contract, so a newline in it comes from a user-controlled name
@@ -311,14 +354,14 @@ def cli_entry(main: Callable[[Sequence[str] | None], int | None], prog: str,
     if "--debug" in args:
         args.remove("--debug")
     global _run_inputs
-    _received.clear()
+    received.clear()
     outer, _run_inputs = _run_inputs, []
-    previous = _install_term_handlers()
+    previous = install_term_handlers()
     try:
         _run_main(main, prog, args, debug)
     finally:
         _run_inputs = outer
-        _restore_handlers(previous)
+        restore_handlers(previous)
 
 
 def _exit_on_broken_pipe() -> None:
@@ -345,7 +388,7 @@ def _run_main(main: Callable[[Sequence[str] | None], int | None], prog: str, arg
             _exit_on_broken_pipe()
         raise
     except KeyboardInterrupt as e:
-        signum = e.signum if isinstance(e, Terminated) else (_received[0] if _received else 0)
+        signum = e.signum if isinstance(e, Terminated) else (received[0] if received else 0)
         if signum:
             print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
             sys.exit(128 + signum)
@@ -358,31 +401,7 @@ def _run_main(main: Callable[[Sequence[str] | None], int | None], prog: str, arg
         # An error is one line by contract: names inside it are escaped, never raw.
         print(f"{prog}: error: {shown(msg)}", file=sys.stderr)
         sys.exit(2 if user else 1)
-    if _received:
+    if received:
         # main caught the interrupt itself (deploy keeps what finished): still say which signal
-        sys.exit(128 + _received[0])
+        sys.exit(128 + received[0])
     sys.exit(rc or 0)
-
-
-@contextlib.contextmanager
-def captured_native_output() -> Iterator[list[str]]:
-    """Send fd 1/2 (C++ logging of converters) to a temp file; yields a list that
-    receives the captured lines afterwards, for error messages."""
-    lines: list[str] = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        try:
-            os.dup2(tmp.fileno(), 1)
-            os.dup2(tmp.fileno(), 2)
-            yield lines
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-            tmp.seek(0)
-            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())

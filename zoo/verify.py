@@ -98,7 +98,7 @@ def verify(files: Sequence[Path], data: Path, tolerance: float, record: bool = F
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = make_parser("zoo.verify", __doc__)
-    from armq import assets_dir  # the one place that knows where the shipped assets are
+    from zoo.assets import assets_dir  # the one place that knows where the shipped assets are
 
     p.add_argument("--weights-dir", type=Path, default=assets_dir() / "weights")
     p.add_argument("--data", type=Path, default=assets_dir() / "data" / "cifar10_test.tar.gz",

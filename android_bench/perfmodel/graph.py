@@ -1,6 +1,6 @@
 """What an ONNX model file runs, node by node: op class, precision, MACs and bytes.
 
-The nodes are those of the graph onnxruntime builds (quant.onnx_ptq.runtime_graph:
+The nodes are those of the graph onnxruntime builds (export.runtime.runtime_graph:
 ARM64 rules for the QEMU targets, the host's rules locally), not the file's: fused
 QLinearConv, the Q/DQ and Transpose nodes the optimizer leaves, and the float
 islands of an INT8 model are what the CPU pays for. Shapes come from running that
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.formats import Precision   # the one precision enum (export.formats)
 from zoo.cost import conv_macs
 
 
@@ -36,11 +37,6 @@ class OpClass(str, Enum):
     QDQ = "qdq"                  # QuantizeLinear / DequantizeLinear left in the graph
     POOL = "pool"
     FREE = "free"                # reshape/flatten: metadata only, per-op overhead
-
-
-class Precision(str, Enum):
-    FP32 = "fp32"
-    INT8 = "int8"
 
 
 COMPUTE = (OpClass.DENSE, OpClass.POINTWISE, OpClass.DEPTHWISE, OpClass.DEPTHWISE_IM2COL,
@@ -253,7 +249,7 @@ def graph_work(model, arm: bool = False) -> list[NodeWork]:
 
 def onnx_work(path: str | Path, arm: bool) -> list[NodeWork]:
     """The runtime nodes of an ONNX file as ORT builds it (arm=True: an ARM64 CPU)."""
-    from quant.onnx_ptq import runtime_graph
+    from export.runtime import runtime_graph
 
     return graph_work(runtime_graph(Path(path), arm), arm)
 

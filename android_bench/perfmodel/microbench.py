@@ -1,8 +1,9 @@
 """Single-op micro-benchmarks per op class, FP32 and INT8 (ORT QDQ), and their table.
 
 Each micro-model is one op of a class at one size (built with onnx.helper; the
-INT8 twin goes through armq's own ORT PTQ, quant.onnx_ptq, with the default
-QuantConfig, so it is quantized as the models are). android_bench's runner measures
+INT8 twin goes through armq's own ORT PTQ with the default QuantConfig, so it is
+quantized as the models are: quant.latency_model.quantize_micro, passed in as
+`quantize` because quant sits above this package). android_bench's runner measures
 it on a target: median milliseconds locally, guest instructions per inference under
 QEMU. Each row keeps the runtime nodes of its file (graph.onnx_work) beside the
 measured cost, so the constants can be refitted from the table alone.
@@ -155,21 +156,13 @@ def build_model(m: Micro, seed: int = 0):
     return model
 
 
-def quantize_micro(src: Path, dst: Path, work: Path, seed: int = 0) -> None:
-    """INT8 twin of a float micro-model with armq's ORT PTQ (default QuantConfig)."""
-    from quant.common import Method
-    from quant.config import QuantConfig
-    from quant.onnx_ptq import calibrate, model_input, preprocess, quantize
-
-    pre = work / f"{src.stem}.pre.onnx"
-    preprocess(src, pre)
-    name, batch, shape = model_input(pre)
-    x = np.random.default_rng(seed).standard_normal((CALIB_SAMPLES, *shape[1:])).astype(np.float32)
-    ranges = calibrate(pre, x, Method.MINMAX, name, batch, work)
-    quantize(pre, ranges, Method.MINMAX, dst, QuantConfig())
+# (float micro-model, INT8 twin to write, work folder): armq's ORT PTQ, which lives in
+# quant above this package, so the caller passes it (quant.latency_model.quantize_micro).
+Quantize = Callable[[Path, Path, Path], None]
 
 
-def write_models(out: Path, micros: Sequence[Micro] = MICROS) -> list[tuple[Micro, Precision, Path]]:
+def write_models(out: Path, quantize: Quantize, micros: Sequence[Micro] = MICROS
+                 ) -> list[tuple[Micro, Precision, Path]]:
     """Every micro-model file, FP32 and INT8 (QDQ rows are INT8 by construction)."""
     import onnx
 
@@ -182,7 +175,7 @@ def write_models(out: Path, micros: Sequence[Micro] = MICROS) -> list[tuple[Micr
             continue
         files.append((m, Precision.FP32, fp32))
         int8 = out / f"{m.name}.int8.onnx"
-        quantize_micro(fp32, int8, out)
+        quantize(fp32, int8, out)
         files.append((m, Precision.INT8, int8))
     return files
 
@@ -190,7 +183,7 @@ def write_models(out: Path, micros: Sequence[Micro] = MICROS) -> list[tuple[Micr
 Measure = Callable[[Sequence[Path]], dict[str, float]]
 
 
-def measure_table(target_id: str, unit: str, arm: bool, measure: Measure,
+def measure_table(target_id: str, unit: str, arm: bool, measure: Measure, quantize: Quantize,
                   micros: Sequence[Micro] = MICROS, previous: dict | None = None) -> dict:
     """Build, measure and fit: the table document of one target. Rows of `previous`
     (the cached table) keep their measurement; only files it lacks are measured. Every
@@ -198,7 +191,7 @@ def measure_table(target_id: str, unit: str, arm: bool, measure: Measure,
     known = {r["name"]: r["measured"] for r in (previous or {}).get("rows", [])
              if isinstance(r, dict) and "name" in r and "measured" in r}
     with tempfile.TemporaryDirectory(prefix="armq-micro-") as td:
-        files = write_models(Path(td), micros)
+        files = write_models(Path(td), quantize, micros)
         todo = [f for _, _, f in files if f.name not in known]
         measured = {**known, **(measure(todo) if todo else {})}
         rows = []

@@ -14,8 +14,7 @@ from __future__ import annotations
 import importlib
 
 from .base import BenchError, Target, TargetOptions
-
-KINDS = ("local", "qemu", "ssh", "adb")
+from .spec import KINDS
 
 
 def make_target(kind: str, options: TargetOptions | None = None) -> Target:

@@ -22,13 +22,11 @@ from .base import (RUNNER_PATH, BenchConfig, ModelSpec, RunnerFailed, Target, Ta
 
 
 def host_cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """This machine's CPU model (runner.cpu_info: /proc/cpuinfo, ARM part names)."""
+    from ..runner import cpu_info
+
+    model = cpu_info()["model"]
+    return model if model != "unknown" else platform.machine()
 
 
 def outputs_path(config: BenchConfig, model: ModelSpec, tag: str) -> Path | None:

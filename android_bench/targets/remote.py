@@ -59,11 +59,7 @@ for name in ("numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"):
         info.setdefault("errors", {})[name] = type(e).__name__ + ": " + str(e)[:200]
 try:
     with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key.strip().lower() in ("features", "flags"):
-                info["cpu_flags"] = value.split()[:400]
-                break
+        info["cpuinfo"] = f.read(65536)
 except Exception:
     pass
 print("%s" + json.dumps(info))
@@ -82,9 +78,15 @@ def parse_probe(stdout: str) -> dict | None:
     for line in (stdout or "").splitlines():
         if line.startswith(PROBE_MARK):
             try:
-                return json.loads(line[len(PROBE_MARK):])
+                info = json.loads(line[len(PROBE_MARK):])
             except json.JSONDecodeError:
                 return None
+            if not isinstance(info, dict):
+                return None
+            # the device sends its /proc/cpuinfo text; runner.py's reader reads it here
+            text = info.pop("cpuinfo", None)
+            info["cpu_flags"] = cpuinfo_flags(text if isinstance(text, str) else "")
+            return info
     return None
 
 
@@ -98,13 +100,11 @@ def missing_runtime(probe: dict, suffix: str) -> str | None:
 
 
 def cpuinfo_flags(text: str) -> list[str]:
-    """The CPU flags of a /proc/cpuinfo text: its first Features (ARM) or flags (x86) line
-    (PROBE_SCRIPT reads the same line on the device)."""
-    for line in (text or "").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("features", "flags"):
-            return value.split()[:400]
-    return []
+    """The CPU flags of a /proc/cpuinfo text (runner.parse_cpuinfo: its first Features (ARM)
+    or flags (x86) line), at most 400."""
+    from ..runner import parse_cpuinfo
+
+    return parse_cpuinfo(text)["flags"][:400]
 
 
 def copy_timeout(size_bytes: float) -> float:

@@ -73,6 +73,16 @@ from .remote import (INSTALL_HINT, PROBE_MARK, PROBE_SCRIPT, PROBE_TIMEOUT,  # n
                      parse_probe)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+def armq_known_hosts() -> Path:
+    """Where the boards of a device inventory have their host keys recorded: armq's own state
+    folder ($XDG_STATE_HOME/armq, else ~/.local/state/armq), never a file the inventory names
+    (a device file is data, and ssh accept-new appends to this file); `deploy --known-hosts`
+    chooses another."""
+    base = os.environ.get("XDG_STATE_HOME") or ""
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "armq" / "known_hosts"
 STRICT_MODES = ("accept-new", "yes", "no")
 
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
@@ -190,6 +200,8 @@ class SshTarget(RemoteTarget):
             raise BenchError(f"--ssh-strict must be one of {', '.join(STRICT_MODES)}")
         if key is not None and not Path(key).expanduser().is_file():
             raise BenchError(f"--ssh-key {key}: no such file")
+        if known_hosts is not None and Path(known_hosts) == armq_known_hosts():
+            armq_known_hosts().parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # first use
         if known_hosts is not None and not Path(known_hosts).expanduser().parent.is_dir():
             raise BenchError(f"--known-hosts {known_hosts}: its folder does not exist")
         if connect_timeout <= 0:
@@ -265,7 +277,10 @@ class SshTarget(RemoteTarget):
         if not self.multiplex or (self._master is not None and self._master.poll() is None):
             return
         self.close()
-        self._cm_dir = tempfile.mkdtemp(prefix="armq-ssh-")
+        self._cm_dir = control_dir()
+        if self._cm_dir is None:    # no folder with a short enough path: plain connections
+            self.multiplex = False
+            return
         err_path = os.path.join(self._cm_dir, "master.err")
         argv = [self.ssh_prog, *self._common_options(), "-M", "-N", "-o", "ControlPersist=no",
                 "-o", f"ControlPath={self._cm_path}"]
@@ -350,6 +365,26 @@ class SshTarget(RemoteTarget):
         self.say(f"    ssh {self.dest}: connecting and probing {self.python}")
         self.connect()
         return super().probe()
+
+
+# ssh binds its ControlPath socket as the path plus a 17-character suffix (".XXXXXXXXXXXXXXXX")
+# and renames it; a unix socket's path holds at most 107 bytes. A long TMPDIR (80 characters
+# is enough) made every ssh step fail with "path too long for Unix domain socket".
+MAX_CONTROL_PATH = 107 - 17
+
+
+def control_dir(bases: Sequence[str | None] = (None, "/tmp")) -> str | None:
+    """A new private folder for the ControlMaster socket: in the temp folder when the
+    socket's path fits there, else in /tmp; None when neither works (then no multiplexing)."""
+    for base in bases:
+        try:
+            d = tempfile.mkdtemp(prefix="armq-ssh-", dir=base)
+        except OSError:
+            continue
+        if len(os.fsencode(os.path.join(d, "cm"))) <= MAX_CONTROL_PATH:
+            return d
+        os.rmdir(d)
+    return None
 
 
 def _stop_master(proc: subprocess.Popen, cm_dir: str) -> None:

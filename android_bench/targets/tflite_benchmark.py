@@ -176,24 +176,17 @@ def _ms(us: float | None) -> float | None:
 
 
 def cpu_from_cpuinfo(text: str, abi: str = "", soc: str = "") -> dict:
-    """CPU features that decide INT8 speed, from the phone's /proc/cpuinfo (runner.py's keys)."""
-    flags: set[str] = set()
-    hardware, n = "", 0
-    for line in (text or "").splitlines():
-        k, _, v = line.partition(":")
-        k = k.strip().lower()
-        if k == "features" and not flags:
-            flags = set(v.split())
-        elif k == "hardware":
-            hardware = v.strip()
-        elif k == "processor" and v.strip().isdigit():
-            n += 1
+    """CPU features that decide INT8 speed, from the phone's /proc/cpuinfo (runner.py's
+    reader and keys)."""
+    from ..runner import cpu_features, parse_cpuinfo
+
+    info = parse_cpuinfo(text)
+    flags = info["flags"]
     machine = "aarch64" if abi.startswith("arm64") or "asimd" in flags else (abi or "unknown")
-    return {"machine": machine, "model": soc or hardware or "unknown",
-            "features": {"asimd": "asimd" in flags or "neon" in flags, "dotprod": "asimddp" in flags,
-                         "i8mm": "i8mm" in flags, "sve": "sve" in flags, "sve2": "sve2" in flags,
-                         "fphp": "fphp" in flags, "bf16": "bf16" in flags, "sme": "sme" in flags},
-            "feature_source": "/proc/cpuinfo (adb)" if flags else "none", "n_cpus": n or None}
+    return {"machine": machine, "model": soc or info["hardware"] or "unknown",
+            "features": cpu_features("aarch64", flags),
+            "feature_source": "/proc/cpuinfo (adb)" if flags else "none",
+            "n_cpus": info["n_processors"] or None}
 
 
 def is_int8_model(model: ModelSpec) -> bool:

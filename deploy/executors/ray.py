@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -64,7 +65,7 @@ def run_on_worker(job: Job, run_dir: str, inputs: Files | None, dirs: list[str],
     if drop_omp:
         # Ray sets OMP_NUM_THREADS in its workers; the local runner's stages never had it
         os.environ.pop("OMP_NUM_THREADS", None)
-    local = LocalExecutor(die_with_parent=True)
+    local = LocalExecutor(death_signal=signal.SIGKILL)   # a killed worker: no stage left unseen
     if inputs is None:
         return local.run(job, lambda: False, lambda el: None), {}
     scratch = tempfile.mkdtemp(prefix="armq-stage-")
@@ -107,10 +108,10 @@ class RayExecutor:
 
     def __init__(self, address: str | None, devices: list[str],
                  mode: ArtifactMode = ArtifactMode.AUTO):
+        if address is not None:
+            _check_reachable(address)           # seconds, before Ray's own import
         ray = self.ray = import_ray()
         self.run_dir = Path(".").resolve()     # set by bind() once the run folder exists
-        if address is not None:
-            _check_reachable(address)
         try:
             if address is None:
                 # "local": a new one-node cluster even when another runs on this machine
@@ -262,20 +263,40 @@ class RayExecutor:
             pass
 
 
-def _check_reachable(address: str) -> None:
-    """A host:port (or ray://host:port) nobody answers on is one line now, not minutes of
-    Ray retrying; `auto` is left to Ray (it finds a cluster started on this machine)."""
+PROBE_TIMEOUT_S = 5.0
+# HTTP/2's client connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5):
+# Ray's GCS and its client server speak gRPC, whose servers answer with a SETTINGS frame.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _check_reachable(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """A host:port (or ray://host:port) nobody answers on, or where something that is not
+    gRPC answers (ray.init would wait there for minutes), is one line now; `auto` is left to
+    Ray (it finds a cluster started on this machine)."""
     import socket
 
     hostport = address.split("://", 1)[-1]
     host, sep, port = hostport.rpartition(":")
     if address == "auto" or not sep or not port.isdigit():
         return
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false", "")
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        with socket.create_connection((host, int(port)), timeout=timeout) as s:
+            if tls:                 # its handshake is Ray's to make: only reachability here
+                return
+            s.settimeout(timeout)
+            s.sendall(_H2_PREFACE)
+            head = s.recv(9)        # a frame header: length (3), type (1), flags, stream id
+    except socket.timeout:
+        raise ArmqError(f"--ray-address {address}: something answers there but says nothing "
+                        f"Ray would ({timeout:g} s without a gRPC reply); is it a Ray head's "
+                        f"port (default 6379, ray:// 10001)?") from None
     except OSError as e:
         raise ArmqError(f"--ray-address {address}: nothing answers there ({e.strerror or e}); "
                         f"start the head with `ray start --head` or give its address") from None
+    if len(head) < 4 or head[3] != 4:       # 4: SETTINGS, the first frame a server sends
+        raise ArmqError(f"--ray-address {address}: the service there is not Ray (no gRPC "
+                        f"reply); is it a Ray head's port (default 6379, ray:// 10001)?")
 
 
 def _first_line(e: BaseException) -> str:
