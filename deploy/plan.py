@@ -2,8 +2,11 @@
 command line its own package builds, and how each stage's output file is folded
 into results.json (deploy.collect).
 
-    group 1 (in order)      cost, weights -> export.onnx, export.tflite, export.mnn (--runtimes)
-                            -> quant.ptq (ort, tflite, mnn)
+    group 1 (side by side where the executor shares the run folder, each stage once
+            what it needs ended; else in order)
+                            cost, weights -> export.onnx, export.tflite, export.mnn (--runtimes)
+                            -> quant.ptq (ort, tflite, mnn); side by side also each
+                            target's quant.evaluate --on (below), once its ONNX INT8 file is made
     group 2 (alone)         android_bench on the local target, android_bench.profile
     group 3 (side by side)  quant.evaluate --card (accuracy), quant.evaluate --on (each
                             QEMU / board / phone target's ONNX INT8 file scored there),
@@ -71,6 +74,8 @@ class Plan:
         self.baseline = baseline
         self.py = sys.executable
         self.notes: list[str] = []
+        # group 1 side by side (Executor.shares_files: one model's card updates take turns)
+        self.side_by_side = False
 
     def card(self, p: Planned) -> Path:
         return self.art / f"{p.tag}.json"
@@ -281,9 +286,10 @@ class Plan:
                          prepare=self._argv(lambda p=p, ev=ev: card_eval.command(
                              self.card(p), ev, s.limit_eval, python=self.py)),
                          stdout_file=acc_json, after=self._after_accuracy(p, acc_json)))
-            if s.target_eval:
-                g3 += [self._accuracy_on_stage(p, tg, ev, ev_note)
-                       for tg in s.targets if tg.emulated or tg.remote]
+            if s.target_eval:   # beside the TFLite export and PTQ: it needs the ONNX INT8 only
+                (g1 if self.side_by_side else g3).extend(
+                    self._accuracy_on_stage(p, tg, ev, ev_note)
+                    for tg in s.targets if tg.emulated or tg.remote)
             for tg in local:
                 g2.append(self._bench_stage(p, tg, exclusive=True))
                 prof_json = self.run_dir / "profile" / f"{t}.json"
@@ -298,7 +304,7 @@ class Plan:
         for p in self.planned:
             for tg in s.targets:
                 g4.append(self._why_stage(p, tg))
-        return [(g1, False), (g2, False), (g3, True), (g4, False)]
+        return [(g1, self.side_by_side), (g2, False), (g3, True), (g4, False)]
 
     def recipe_targets(self) -> list[TargetSpec]:
         """One target per distinct ONNX INT8 recipe among the run's targets (the first that
@@ -309,6 +315,14 @@ class Plan:
                 continue        # its probe failed: the device is not benchmarked
             seen.setdefault(tg.recipe().tag, tg)
         return list(seen.values())
+
+    def _quant_ort_id(self, p: Planned, tg: TargetSpec) -> list[str]:
+        """The quant_ort stage that writes the ONNX INT8 file `tg` runs (none: a board or
+        phone whose probe failed has no recipe)."""
+        if tg.remote and tg.probed is None:
+            return []
+        many = len(self.recipe_targets()) > 1
+        return [f"{p.tag}/quant_ort" + (f"/{tg.recipe().tag}" if many else "")]
 
     def int8_onnx_key(self, tg: TargetSpec) -> str:
         """The card key of the ONNX INT8 file benchmarked (and deployed) on `tg`."""
@@ -412,7 +426,8 @@ class Plan:
 
         return Stage(id=f"{p.tag}/accuracy_on/{tg.id}", kind="accuracy_on", model=p.tag,
                      target=tg.id,
-                     needs=[f"{p.tag}/export_onnx"] + ([f"probe/{tg.id}"] if tg.remote else []),
+                     needs=[f"{p.tag}/export_onnx", *self._quant_ort_id(p, tg)]
+                     + ([f"probe/{tg.id}"] if tg.remote else []),
                      when=self._acc_when(p, ev, ev_note), prepare=prepare, after=after,
                      env={"ARMQ_THREADS": "1"} if self.s.jobs > 1 else {},
                      stdout_file=out_json, timeout_s=TIMEOUTS["accuracy_on"])

@@ -27,6 +27,9 @@ class LocalExecutor:
     def parallelism(self) -> int:
         return self.jobs
 
+    def shares_files(self) -> bool:
+        return True
+
     def bind(self, run_dir: Path) -> None:
         pass
 
