@@ -12,7 +12,7 @@ into results.json (deploy.collect).
                             QEMU / board / phone target's ONNX INT8 file scored there),
                             android_bench on every QEMU target and every board / phone
                             (ssh, adb: timed on the device)
-    group 4                 android_bench.compare per target; where best INT8 / best FP32
+    group 4 (side by side)  android_bench.compare per target; where best INT8 / best FP32
                             stays under analysis.INT8_GOAL: android_bench.latency_model
                             --breakdown of the ONNX pair (which op classes hold INT8 back)
 
@@ -304,7 +304,8 @@ class Plan:
         for p in self.planned:
             for tg in s.targets:
                 g4.append(self._why_stage(p, tg))
-        return [(g1, self.side_by_side), (g2, False), (g3, True), (g4, False)]
+        # compare and why_int8 read the bench results and write their own files only
+        return [(g1, self.side_by_side), (g2, False), (g3, True), (g4, True)]
 
     def recipe_targets(self) -> list[TargetSpec]:
         """One target per distinct ONNX INT8 recipe among the run's targets (the first that

@@ -64,3 +64,29 @@ def test_card_updates_take_turns(tmp_path):
     for t in threads:
         t.join()
     assert set(load_card(card_path).artifacts) == {f"k{i}" for i in range(8)}
+
+
+def test_demo_plans_every_stage_kind(tmp_path):
+    """`make demo`'s sweep (deploy/demo.toml) plans every stage kind a deploy run has, with
+    the first group side by side (the two-minute budget rests on it) and one ONNX Runtime
+    quantization for both targets (cortex-a72 takes this x86 host's U8S8 recipe too)."""
+    from deploy.cli import build_parser
+    from deploy.plan import Plan
+    from deploy.settings import REPO, Settings, resolve_all
+
+    s = Settings(build_parser().parse_args(["--sweep", str(REPO / "deploy" / "demo.toml")]))
+    planned = resolve_all(s)
+    res = Results(tmp_path / "results.json", {"models": {}, "stages": []})
+    plan = Plan(s, planned, tmp_path, res, None)
+    plan.side_by_side = True
+    groups = plan.stages()
+    kinds = {(st.kind, st.target) for g, _ in groups for st in g}
+    want = {"cost", "weights", "export_onnx", "export_tflite", "quant_ort", "quant_tflite",
+            "accuracy", "opprofile", "bench", "accuracy_on", "compare", "why_int8"}
+    assert {k for k, _ in kinds} == want
+    assert ("bench", "local") in kinds and any(k == "bench" and t.startswith("qemu:")
+                                               for k, t in kinds)
+    assert groups[0][1] is True and any(st.kind == "accuracy_on" for st in groups[0][0])
+    if {t.recipe().tag for t in s.targets} == {s.targets[0].recipe().tag}:
+        assert sum(st.kind == "quant_ort" for g, _ in groups for st in g) == 1
+    assert s.limit_eval < 2000 and 0 < s.target_eval < 200     # smaller than the defaults
