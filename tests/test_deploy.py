@@ -626,6 +626,24 @@ def test_report_headline_decision_first(tmp_path):
     assert html.index("id='headline'") < html.index("What the numbers say")
 
 
+def test_ship_choice_weighs_speed_and_accuracy(tmp_path):
+    """INT8 ships where it is >= 1.1x the best FP32 and loses <= 1 pt top-1; else FP32."""
+    from deploy.verdict import ship_choice
+
+    doc = json.loads(_synthetic(tmp_path).read_text())
+    by = {c["target"]: c for c in ship_choice(doc)}
+    assert by["local"]["ship_key"] == "onnx_int8" and by["local"]["drop"] == pytest.approx(0.05)
+    assert by["qemu:cortex-a72"]["ship_key"] == "onnx" and "under 1.1x" in \
+        by["qemu:cortex-a72"]["why_ship"]
+    acc = doc["models"][TAG]["accuracy"]["results"]
+    acc["onnx_int8"]["top1"] = 86.0                     # 2.5 pt lost: FP32 ships on local too
+    local = next(c for c in ship_choice(doc) if c["target"] == "local")
+    assert local["ship_key"] == "onnx" and "2.50 pt top-1 lost (over 1)" in local["why_ship"]
+    del doc["models"][TAG]["accuracy"]                  # no accuracy: speed decides, and says so
+    local = next(c for c in ship_choice(doc) if c["target"] == "local")
+    assert local["ship_key"] == "onnx_int8" and "accuracy not measured" in local["why_ship"]
+
+
 def test_report_qemu_speedup_is_the_instruction_ratio(tmp_path):
     """On QEMU the measured speed-up is the instruction ratio; the emulated-ms ratio (2.36x)
     never sits beside it as a second speed-up. The MAC-ratio theory and INT8's bit-width 4x
