@@ -304,6 +304,8 @@ class Plan:
         for p in self.planned:
             for tg in s.targets:
                 g4.append(self._why_stage(p, tg))
+        if self.side_by_side:   # the longest lane (TFLite export, then PTQ) starts first
+            g1.sort(key=lambda st: {"weights": 0, "export_tflite": 1}.get(st.kind, 2))
         # compare and why_int8 read the bench results and write their own files only
         return [(g1, self.side_by_side), (g2, False), (g3, True), (g4, True)]
 

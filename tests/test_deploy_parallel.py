@@ -87,6 +87,7 @@ def test_demo_plans_every_stage_kind(tmp_path):
     assert ("bench", "local") in kinds and any(k == "bench" and t.startswith("qemu:")
                                                for k, t in kinds)
     assert groups[0][1] is True and any(st.kind == "accuracy_on" for st in groups[0][0])
+    assert [st.kind for st in groups[0][0]][:2] == ["weights", "export_tflite"]
     if {t.recipe().tag for t in s.targets} == {s.targets[0].recipe().tag}:
         assert sum(st.kind == "quant_ort" for g, _ in groups for st in g) == 1
     assert s.limit_eval < 2000 and 0 < s.target_eval < 200     # smaller than the defaults
