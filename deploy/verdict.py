@@ -11,8 +11,8 @@ def ship_choice(doc: dict) -> list[dict]:
     """Per model x target, the configuration to ship (best_per_target's records, decided):
     the best INT8 file when it is at least SLOW_INT8x the best FP32 file and loses at most
     MAX_INT8_DROP top-1 points against it on the same test images (unmeasured accuracy
-    does not block it: `drop` None says so); else the best FP32 file. `why` says which
-    rule decided."""
+    does not block it: `drop` None says so); else the best FP32 file (`ship_key`, `ship`);
+    `why_ship` says which rule decided."""
     out = []
     for b in best_per_target(doc):
         acc = g(models(doc), b["model"], "accuracy", "results", default={}) or {}
