@@ -31,7 +31,7 @@ from zoo.util import ArmqError, atomic_path, atomic_paths, captured_native_outpu
     check_writable_dir, cli_entry, declare_inputs, shown
 
 from . import common
-from .card import ModelCard, card_path_for, data_config, load_card, save_card
+from .card import ModelCard, card_lock, card_path_for, data_config, load_card, save_card
 
 PROG = "export.mnn"
 FORMAT = "mnn"
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "is not recorded in any card")
         else:
             # The model and the card that records its hash change together (quant.ptq's rule).
-            with atomic_paths(dest, card_path) as (tmp_dest, tmp_card):
+            with card_lock(card_path), atomic_paths(dest, card_path) as (tmp_dest, tmp_card):
                 shutil.copyfile(tmp_model, tmp_dest)
                 card = load_card(card_path)   # re-read: another stage may have added to it
                 card.record_artifact(card_path, "mnn", tmp_dest, installed_as=dest, **details)

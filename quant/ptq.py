@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from export.card import RECIPE_TAGS, int8_filename, int8_key, load_card, save_card
+from export.card import RECIPE_TAGS, card_lock, int8_filename, int8_key, load_card, save_card
 from export.litert_layout import add_flag, to_argv
 from zoo.clikit import make_parser
 from zoo.util import ArmqError, atomic_paths, check_writable_dir, cli_entry, declare_inputs, shown
@@ -397,7 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # The INT8 file and the card that records its hash are one transaction:
                 # both are written in full before either is renamed into place, so a full
                 # disk or a kill leaves the old pair, never a file its card does not describe.
-                with atomic_paths(dest, ref.card_path) as (tmp_dest, tmp_card):
+                with card_lock(ref.card_path), \
+                        atomic_paths(dest, ref.card_path) as (tmp_dest, tmp_card):
                     shutil.copyfile(tmp_model, tmp_dest)
                     card = load_card(ref.card_path)
                     card.record_artifact(ref.card_path, key, tmp_dest, installed_as=dest, **rec)
@@ -414,12 +415,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                           progress=interactive, what="--eval")
             rows = _evaluate_all(ref, ev, produced, key_of, method_of)
         if rows:
-            card = load_card(ref.card_path)  # re-read: another stage may have added to it
-            for r in rows:
-                card.accuracy[r["key"]] = {k: r.get(k) for k in ("top1", "top5", "agreement",
-                                                                 "sqnr_db", "n", "method")
-                                           if r.get(k) is not None} | {"data": str(eval_src)}
-            save_card(card, ref.card_path)
+            with card_lock(ref.card_path):
+                card = load_card(ref.card_path)  # re-read: another stage may have added to it
+                for r in rows:
+                    card.accuracy[r["key"]] = {k: r.get(k) for k in ("top1", "top5", "agreement",
+                                                                     "sqnr_db", "n", "method")
+                                               if r.get(k) is not None} | {"data": str(eval_src)}
+                save_card(card, ref.card_path)
         if rows:
             from .evaluate import format_table
             print(format_table(rows))
