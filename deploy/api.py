@@ -105,6 +105,7 @@ def _run(a: DeployConfig, settings: Settings, planned: list, baseline: str | Non
            "stages": [], "notes": []}
     results = Results(run_dir / "results.json", doc)
     plan = Plan(settings, planned, run_dir, results, baseline)
+    plan.side_by_side = settings.jobs > 1 and executor.shares_files()
     # boards and phones first: their probed CPU decides their INT8 recipe (plan.stages)
     probes = plan.probe_stages()
     runner = Runner(results, run_dir, probes, jobs=settings.jobs, cwd=REPO,

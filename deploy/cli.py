@@ -200,7 +200,11 @@ def print_summary(doc: dict, wall: float, report: Path | None, out=sys.stdout) -
           + f"; wall time {_mmss(wall)}", file=out)
     print("  per stage, summed over models (|| = ran side by side with other || stages):", file=out)
     print(f"    {'stage':<26} {'wall':>8} {'cpu':>8}", file=out)
-    par_kinds = ("accuracy", "bench qemu") if (doc.get("config") or {}).get("jobs", 1) > 1 else ()
+    run = doc.get("run") or {}
+    jobs = (doc.get("config") or {}).get("jobs", 1)
+    par_kinds: tuple[str, ...] = ("accuracy", "bench qemu") if jobs > 1 else ()
+    if jobs > 1 and (run.get("executor") or {}).get("artifacts") != "bytes":
+        par_kinds += ("export_", "quant_")      # group 1 side by side (Plan.side_by_side)
     for k, secs, cpu, ok, bad in stage_times(stages):
         mark = " ||" if k.startswith(par_kinds) else ""
         print(f"    {k:<26} {secs:7.1f}s {cpu:7.1f}s{mark}" + (f"   ({bad} not ok)" if bad else ""),

@@ -2,14 +2,17 @@
 command line its own package builds, and how each stage's output file is folded
 into results.json (deploy.collect).
 
-    group 1 (in order)      cost, weights -> export.onnx, export.tflite, export.mnn (--runtimes)
-                            -> quant.ptq (ort, tflite, mnn)
+    group 1 (side by side where the executor shares the run folder, each stage once
+            what it needs ended; else in order)
+                            cost, weights -> export.onnx, export.tflite, export.mnn (--runtimes)
+                            -> quant.ptq (ort, tflite, mnn); side by side also each
+                            target's quant.evaluate --on (below), once its ONNX INT8 file is made
     group 2 (alone)         android_bench on the local target, android_bench.profile
     group 3 (side by side)  quant.evaluate --card (accuracy), quant.evaluate --on (each
                             QEMU / board / phone target's ONNX INT8 file scored there),
                             android_bench on every QEMU target and every board / phone
                             (ssh, adb: timed on the device)
-    group 4                 android_bench.compare per target; where best INT8 / best FP32
+    group 4 (side by side)  android_bench.compare per target; where best INT8 / best FP32
                             stays under analysis.INT8_GOAL: android_bench.latency_model
                             --breakdown of the ONNX pair (which op classes hold INT8 back)
 
@@ -59,6 +62,8 @@ class Plan(TargetStages):
         self.baseline = baseline
         self.py = sys.executable
         self.notes: list[str] = []
+        # group 1 side by side (Executor.shares_files: one model's card updates take turns)
+        self.side_by_side = False
 
     def card(self, p: Planned) -> Path:
         return self.art / f"{p.tag}.json"
@@ -174,9 +179,10 @@ class Plan(TargetStages):
                          prepare=self._argv(lambda p=p, ev=ev: card_eval.command(
                              self.card(p), ev, s.limit_eval, python=self.py)),
                          stdout_file=acc_json, after=self._after_accuracy(p, acc_json)))
-            if s.target_eval:
-                g3 += [self._accuracy_on_stage(p, tg, ev, ev_note)
-                       for tg in s.targets if tg.emulated or tg.remote]
+            if s.target_eval:   # beside the TFLite export and PTQ: it needs the ONNX INT8 only
+                (g1 if self.side_by_side else g3).extend(
+                    self._accuracy_on_stage(p, tg, ev, ev_note)
+                    for tg in s.targets if tg.emulated or tg.remote)
             for tg in local:
                 g2.append(self._bench_stage(p, tg, exclusive=True))
                 prof_json = self.run_dir / "profile" / f"{t}.json"
@@ -191,7 +197,10 @@ class Plan(TargetStages):
         for p in self.planned:
             for tg in s.targets:
                 g4.append(self._why_stage(p, tg))
-        return [(g1, False), (g2, False), (g3, True), (g4, False)]
+        if self.side_by_side:   # the longest lane (TFLite export, then PTQ) starts first
+            g1.sort(key=lambda st: {"weights": 0, "export_tflite": 1}.get(st.kind, 2))
+        # compare and why_int8 read the bench results and write their own files only
+        return [(g1, self.side_by_side), (g2, False), (g3, True), (g4, True)]
 
     def _prepare_stages(self, p: Planned, mk) -> list[Stage]:
         """Group 1 of one model, in order: cost, weights, the exports, the INT8 files."""
@@ -269,6 +278,14 @@ class Plan(TargetStages):
                 continue        # its probe failed: the device is not benchmarked
             seen.setdefault(tg.recipe().tag, tg)
         return list(seen.values())
+
+    def _quant_ort_id(self, p: Planned, tg: TargetSpec) -> list[str]:
+        """The quant_ort stage that writes the ONNX INT8 file `tg` runs (none: a board or
+        phone whose probe failed has no recipe)."""
+        if tg.remote and tg.probed is None:
+            return []
+        many = len(self.recipe_targets()) > 1
+        return [f"{p.tag}/quant_ort" + (f"/{tg.recipe().tag}" if many else "")]
 
     def int8_onnx_key(self, tg: TargetSpec) -> str:
         """The card key of the ONNX INT8 file benchmarked (and deployed) on `tg`."""

@@ -6,8 +6,9 @@ The HTML is one self-contained file (plots embedded as base64 PNG); the
 Markdown links the PNG files in plots/. Works on partial runs: whatever a
 failed or interrupted stage did not produce is shown as missing, with why.
 Emulated (QEMU) timings are labelled EMULATED wherever they appear. The report
-opens with three lines (deploy.explain.headline): what got faster, by how much,
-what it cost in accuracy. Numbers: deploy.analysis; tables: deploy.tables;
+opens with the decision (deploy.explain.headline): the configuration to ship per target,
+linked to its table right below, then what got faster, by how much, what it cost in
+accuracy. Numbers: deploy.analysis; tables: deploy.tables;
 plots: deploy.plots; this module writes the Markdown and the HTML.
 """
 from __future__ import annotations
@@ -26,9 +27,10 @@ from . import analysis as A
 from . import explain as E
 from . import paper
 from .plots import PLOTS
-from .tables import (BEST_NOTE, EMU, ON_TARGET_NOTE, ON_TARGET_TITLE, WHY_NOTE, WHY_TITLE,
-                     best_table, fcount, fnum, int8_table, main_table, on_target_table,
-                     stage_table, table8_table, why_blocks)
+from .tables import (BEST_NOTE, EMU, ON_TARGET_NOTE, ON_TARGET_TITLE, SHIP_ANCHOR, SHIP_TITLE,
+                     WHY_NOTE, WHY_TITLE, best_table, fcount, fnum, int8_table, main_table,
+                     on_target_table, stage_table, table8_table, why_blocks)
+from .verdict import badge_text, run_badge
 
 PROG = "deploy.report"
 
@@ -46,6 +48,7 @@ th{background:#f3f4f6;position:sticky;top:0}
 tr.fail td{background:#fde8e8}tr.missing td{color:#888}tr.emu td{background:#fff8e6}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;color:#fff}
 .complete{background:#2e7d32}.failed,.killed{background:#c62828}.interrupted{background:#ef6c00}
+.partial{background:#b26a00}
 .running{background:#1565c0}.emu-banner{background:#fff3cd;border:1px solid #e0c36a;padding:8px 12px;
 border-radius:6px;margin:12px 0;font-size:13px}.fail-box{background:#fde8e8;border:1px solid #e57373;
 padding:8px 12px;border-radius:6px;margin:12px 0;font-size:13px}
@@ -186,7 +189,7 @@ def _t8_note() -> str:
 
 
 def _headline(doc: dict) -> list[tuple[str, str]]:
-    """The three headline lines as (label, text)."""
+    """The headline lines as (label, text)."""
     return [tuple(x.split(": ", 1)) for x in E.headline(doc)]  # type: ignore[misc]
 
 
@@ -246,7 +249,7 @@ def _meta_lines(doc: dict) -> list[str]:
     run = doc.get("run") or {}
     host = run.get("host") or {}
     cfg = doc.get("config") or {}
-    lines = [f"run {run.get('id', '?')}: {run.get('status', '?')}, started {run.get('started', '?')}, "
+    lines = [f"run {run.get('id', '?')}: {badge_text(doc)}, started {run.get('started', '?')}, "
              f"wall {fnum(run.get('wall_s'), 0)} s",
              f"host: {host.get('cpu', '?')} ({host.get('cpus', '?')} CPUs, {host.get('machine', '?')}); "
              f"load average at start {', '.join(f'{x:.1f}' for x in host.get('load_avg') or []) or '?'}",
@@ -294,8 +297,12 @@ def _model_blurbs(doc: dict) -> list[tuple[str, str, list[str]]]:
 
 
 def build_md(doc: dict, pngs) -> str:
-    L = [f"# {_title(doc)}", ""]
-    L += [f"**{a}:** {b}  " for a, b in _headline(doc)] + [""]
+    L = [f"# {_title(doc)}", "", f"**Run:** {badge_text(doc)}  "]
+    bt = best_table(doc)
+    link = f" ([table](#{SHIP_ANCHOR}))" if bt else ""
+    L += [f"**{a}:** {b}{link if a == 'Ship' else ''}  " for a, b in _headline(doc)] + [""]
+    if bt:
+        L += [f"## {SHIP_TITLE}", "", BEST_NOTE, "", _md_table(*bt), ""]
     L += [f"- {x}" for x in _meta_lines(doc)] + [""]
     for kind, payload in _sections(doc):
         if kind == "emu":
@@ -326,9 +333,6 @@ def build_md(doc: dict, pngs) -> str:
     if i8:
         L += ["## INT8 vs FP32", "", I8_NOTE, "", _md_table(*i8), ""]
         L += [f"*{x}*" for x in _cross_check(doc)] + [""]
-    bt = best_table(doc)
-    if bt:
-        L += ["## Best per target", "", BEST_NOTE, "", _md_table(*bt), ""]
     why = why_blocks(doc)
     if why:
         L += [f"## {WHY_TITLE}", "", WHY_NOTE, ""]
@@ -342,13 +346,19 @@ def build_md(doc: dict, pngs) -> str:
 
 
 def build_html(doc: dict, pngs) -> str:
-    run = doc.get("run") or {}
-    status = run.get("status", "running")
+    badge = run_badge(doc)
+    bt = best_table(doc)
+    link = f" (<a href='#{SHIP_ANCHOR}'>table</a>)" if bt else ""
     H = ["<!doctype html><html><head><meta charset='utf-8'>",
          f"<title>{_esc(_title(doc))}</title><style>{CSS}</style></head><body>",
-         f"<h1>{_esc(_title(doc))} <span class='badge {status}'>{_esc(status)}</span></h1>",
+         f"<h1>{_esc(_title(doc))} <span class='badge {_esc(badge)}'>{_esc(badge_text(doc))}"
+         "</span></h1>",
          "<div class='headline' id='headline'>" + "".join(
-             f"<p><b>{_esc(a)}:</b> {_esc(b)}</p>" for a, b in _headline(doc)) + "</div>"]
+             f"<p><b>{_esc(a)}:</b> {_esc(b)}{link if a == 'Ship' else ''}</p>"
+             for a, b in _headline(doc)) + "</div>"]
+    if bt:
+        H.append(f"<h2 id='{SHIP_ANCHOR}'>{_esc(SHIP_TITLE)}</h2>"
+                 f"<p class='small'>{_esc(BEST_NOTE)}</p>" + _html_table(*bt))
     H += [f"<div class='meta'>{_esc(x)}</div>" for x in _meta_lines(doc)]
     for kind, payload in _sections(doc):
         if kind == "emu":
@@ -387,10 +397,6 @@ def build_html(doc: dict, pngs) -> str:
     if i8:
         H.append(f"<h2>INT8 vs FP32</h2><p class='small'>{_esc(I8_NOTE)}</p>" + _html_table(*i8))
         H += [f"<p class='small'>{_esc(x)}</p>" for x in _cross_check(doc)]
-    bt = best_table(doc)
-    if bt:
-        H.append(f"<h2 id='best'>Best per target</h2><p class='small'>{_esc(BEST_NOTE)}</p>"
-                 + _html_table(*bt))
     why = why_blocks(doc)
     if why:
         H.append(f"<h2 id='why-int8'>{_esc(WHY_TITLE)}</h2><p class='small'>{_esc(WHY_NOTE)}</p>")

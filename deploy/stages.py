@@ -313,7 +313,8 @@ class Runner:
     def run_all(self, groups: Sequence[tuple[Sequence[Stage], bool]]) -> None:
         """Run (stages, parallel) groups in order. A sequential group runs its stages in
         order (later ones may need earlier ones); a parallel group runs its non-exclusive
-        stages `jobs` at a time (they must not need each other), exclusive ones alone first."""
+        stages `jobs` at a time, each once the stages of the group it needs have ended,
+        exclusive ones alone first."""
         try:
             for group, parallel in groups:
                 par = [s for s in group if not s.exclusive]
@@ -341,20 +342,36 @@ class Runner:
 
     def _parallel(self, stages: list[Stage]) -> None:
         queue = list(stages)
-        qlock = threading.Lock()
+        ids = {s.id for s in stages}
+        turn = threading.Condition()
+
+        def ready(s: Stage) -> bool:
+            # what it needs from this group has ended (then run_one skips it if that failed)
+            return all(self.by_id[n].status not in (PENDING, RUNNING) for n in s.needs if n in ids)
+
+        def take() -> Stage | None:
+            with turn:
+                while queue and not self.interrupted:
+                    s = next((x for x in queue if ready(x)), None)
+                    if s is not None:
+                        queue.remove(s)
+                        return s
+                    turn.wait(0.2)      # a stage it needs is running: wait for its end
+                return None
 
         def worker():
             while not self.interrupted:
-                with qlock:
-                    if not queue:
-                        return
-                    s = queue.pop(0)
-                # (a group never holds a stage and what it needs: groups run in order)
+                s = take()
+                if s is None:
+                    return
                 try:
                     self.run_one(s)
                 except KeyboardInterrupt:
                     self.interrupted = True
                     return
+                finally:
+                    with turn:
+                        turn.notify_all()
 
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.jobs, len(queue)))]
         for t in threads:

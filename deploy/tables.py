@@ -9,6 +9,7 @@ from export.card import key_format
 
 from . import analysis as A
 from . import paper
+from .verdict import ship_choice
 
 EMU = "EMULATED"
 
@@ -151,25 +152,34 @@ def on_target_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
     return (head, body) if body else None
 
 
+SHIP_TITLE = "Which configuration to ship"
+# The section's anchor: its id in the HTML and the heading's slug in the Markdown (GitHub's
+# rule: lower case, spaces to hyphens), so the headline's link works in both.
+SHIP_ANCHOR = "which-configuration-to-ship"
 BEST_NOTE = ("Per model and target: the fastest FP32 file and the fastest INT8 file over every "
-             "runtime that ran there, and INT8's speed-up over that best FP32 (android_bench."
-             "compare: median latency on real CPUs, guest instructions on QEMU, EMULATED). "
-             "A same-runtime ratio (INT8 vs FP32 above) flatters a runtime whose FP32 is slow; "
+             "runtime that ran there, INT8's speed-up over that best FP32 (android_bench."
+             "compare: median latency on real CPUs, guest instructions on QEMU, EMULATED), and "
+             f"the one to ship: the INT8 file when it is at least {A.SLOW_INT8}x the best FP32 "
+             f"file and loses at most {A.MAX_INT8_DROP:g} pt top-1 against it on the same test "
+             "images (this host's kernels), else the FP32 file. "
+             "A same-runtime ratio (INT8 vs FP32 below) flatters a runtime whose FP32 is slow; "
              "this one does not. The recipe is the INT8 file's integer format (quant.config."
              "recipe_for; TFLite full-integer is always int8 activations).")
 
 
 def best_table(doc: dict) -> tuple[list[str], list[list[str]]] | None:
-    """Best FP32 vs best INT8 per model x target, over the runtimes in results.json."""
-    best = A.best_per_target(doc)
+    """The configuration to ship per model x target, beside the best FP32 and best INT8
+    files over the runtimes in results.json (deploy.verdict.ship_choice)."""
+    best = ship_choice(doc)
     if not best:
         return None
-    head = ["model", "target", "best FP32", "FP32 cost", "best INT8", "INT8 cost",
+    head = ["model", "target", "ship", "why", "best FP32", "FP32 cost", "best INT8", "INT8 cost",
             "best INT8 / best FP32", "measured as", "runtimes compared"]
     body = []
     for b in best:
         cost = fcount if b["emulated"] else (lambda v: f"{fms(v)} ms")
         body.append([b["label"], b["target"] + (f" [{EMU}]" if b["emulated"] else ""),
+                     b["ship"], b["why_ship"],
                      b["fp32_runtime"].removesuffix(" FP32"), cost(b["fp32_cost"]),
                      b["int8_runtime"], cost(b["int8_cost"]), fx(b["speedup"]),
                      f"guest instructions ({EMU})" if b["emulated"] else "median latency",

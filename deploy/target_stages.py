@@ -107,7 +107,8 @@ class TargetStages:
 
         return Stage(id=f"{p.tag}/accuracy_on/{tg.id}", kind="accuracy_on", model=p.tag,
                      target=tg.id,
-                     needs=[f"{p.tag}/export_onnx"] + ([f"probe/{tg.id}"] if tg.remote else []),
+                     needs=[f"{p.tag}/export_onnx", *self._quant_ort_id(p, tg)]
+                     + ([f"probe/{tg.id}"] if tg.remote else []),
                      when=self._acc_when(p, ev, ev_note), prepare=prepare, after=after,
                      env={"ARMQ_THREADS": "1"} if self.s.jobs > 1 else {},
                      stdout_file=out_json, timeout_s=TIMEOUTS["accuracy_on"])

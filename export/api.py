@@ -27,7 +27,7 @@ from zoo.util import ArmqError, atomic_path, atomic_paths, check_writable_dir, d
 
 from . import build, common
 from .build import ModelConfig, Prepared
-from .card import load_card, save_card
+from .card import card_lock, load_card, save_card
 from .parity import Tolerance, parity_inputs
 from .source import SourceKind, require_traceable
 
@@ -247,7 +247,7 @@ def to_mnn(model: Any = None, options: ExportOptions = ExportOptions(),
                         "is not recorded in any card")
         else:
             # The model and the card that records its hash change together (quant.ptq's rule).
-            with atomic_paths(dest, card_path) as (tmp_dest, tmp_card):
+            with card_lock(card_path), atomic_paths(dest, card_path) as (tmp_dest, tmp_card):
                 shutil.copyfile(tmp_model, tmp_dest)
                 doc = load_card(card_path)   # re-read: another stage may have added to it
                 doc.record_artifact(card_path, "mnn", tmp_dest, installed_as=dest, **details)

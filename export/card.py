@@ -21,12 +21,14 @@ Layout (version "armq-card/1"):
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from zoo._registry import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from zoo.config import DataConfig
@@ -391,6 +393,25 @@ def load_card(path: str | Path) -> ModelCard:
                         f"'{shown(model_stem(p.name))}' (a card belongs to the model files of its "
                         f"own name; re-export or rename it back)")
     return card
+
+
+@contextlib.contextmanager
+def card_lock(card_path: str | Path) -> Iterator[None]:
+    """Hold while a card is read, changed and written back: deploy runs one model's export
+    and PTQ stages side by side, and each stage's update must keep the entries another
+    stage wrote meanwhile. An exclusive flock on the card's folder (no lock file among the
+    models; closing the descriptor releases it); where there is no flock, no lock."""
+    try:
+        import fcntl
+    except ImportError:     # not POSIX: stages of one model then run one at a time
+        yield
+        return
+    fd = os.open(Path(card_path).resolve().parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def save_card(card: ModelCard, path: str | Path) -> Path:

@@ -18,7 +18,7 @@ from zoo.cli import add_model_args
 from zoo.clikit import make_parser as cli_parser
 from zoo.util import ArmqError, captured_native_output, declare_inputs
 
-from .card import ModelCard, load_card, norm_problem, save_card, CardError
+from .card import ModelCard, card_lock, load_card, norm_problem, save_card, CardError
 
 if TYPE_CHECKING:  # build imports this module: the name is for annotations only
     from .build import Prepared
@@ -232,6 +232,12 @@ def write_card(prep: Prepared, cost: dict, out_dir: Path, key: str, model_path: 
     The other artifacts of an existing card are kept when they come from the same
     weights and variant; otherwise they are stale and dropped (with a warning).
     """
+    with card_lock(out_dir / f"{prep.name}.json"):     # other stages may update it meanwhile
+        return _write_card_locked(prep, cost, out_dir, key, model_path, prog, **details)
+
+
+def _write_card_locked(prep: Prepared, cost: dict, out_dir: Path, key: str, model_path: Path,
+                       prog: str, **details: Any) -> Path:
     card_path = out_dir / f"{prep.name}.json"
     card = new_card(prep, cost)
     if card_path.exists():

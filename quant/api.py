@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from export.card import int8_filename, int8_key, load_card, save_card
+from export.card import card_lock, int8_filename, int8_key, load_card, save_card
 from zoo.util import atomic_paths, check_writable_dir, declare_inputs, shown
 
 from .common import Backend, Method, ModelRef, QuantError, resolve_models
@@ -228,7 +228,8 @@ def _one_backend(ref: ModelRef, b: Backend, run: "_Run", work: Path) -> Quantize
     # The INT8 file and the card that records its hash are one transaction:
     # both are written in full before either is renamed into place, so a full
     # disk or a kill leaves the old pair, never a file its card does not describe.
-    with atomic_paths(dest, ref.card_path) as (tmp_dest, tmp_card):
+    with card_lock(ref.card_path), \
+            atomic_paths(dest, ref.card_path) as (tmp_dest, tmp_card):
         shutil.copyfile(tmp_model, tmp_dest)
         card = load_card(ref.card_path)
         card.record_artifact(ref.card_path, key, tmp_dest, installed_as=dest, **rec)
@@ -266,12 +267,13 @@ def _evaluate(ref: ModelRef, files: list[QuantizedFile], eval_src: Path,
                          {f.backend: f.key for f in files},
                          {f.backend: f.record["calibration"]["method"] for f in files})
     if rows:
-        card = load_card(ref.card_path)  # re-read: another stage may have added to it
-        for r in rows:
-            card.accuracy[r["key"]] = {k: r.get(k) for k in ("top1", "top5", "agreement",
-                                                             "sqnr_db", "n", "method")
-                                       if r.get(k) is not None} | {"data": str(eval_src)}
-        save_card(card, ref.card_path)
+        with card_lock(ref.card_path):
+            card = load_card(ref.card_path)  # re-read: another stage may have added to it
+            for r in rows:
+                card.accuracy[r["key"]] = {k: r.get(k) for k in ("top1", "top5", "agreement",
+                                                                 "sqnr_db", "n", "method")
+                                           if r.get(k) is not None} | {"data": str(eval_src)}
+            save_card(card, ref.card_path)
         print(format_table(rows))
     return rows
 

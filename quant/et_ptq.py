@@ -71,7 +71,7 @@ def quantize(model, calib: np.ndarray):
 
 
 def run(card_path: Path, calib_src: Path, num_calib: int, source: str | None = None) -> Path:
-    from export.card import load_card, save_card
+    from export.card import card_lock, load_card, save_card
     from export.executorch import lower, pte_details, quiet_imports
     from export.runtime import et_method
 
@@ -111,7 +111,7 @@ def run(card_path: Path, calib_src: Path, num_calib: int, source: str | None = N
     dest = card_path.parent / f"{ref.name}.int8.pte"
     if dest.resolve() in (card_path.resolve(), Path(calib_src).resolve()):
         raise ArmqError(f"{dest} would overwrite an input")
-    with atomic_paths(dest, card_path) as (tmp_dest, tmp_card):
+    with card_lock(card_path), atomic_paths(dest, card_path) as (tmp_dest, tmp_card):
         tmp_dest.write_bytes(flat)
         card = load_card(card_path)
         card.record_artifact(card_path, "pte_int8", tmp_dest, installed_as=dest, **details)

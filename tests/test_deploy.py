@@ -438,6 +438,69 @@ def test_report_shows_accuracy_on_the_targets_kernels(run, tmp_path):
     assert "id='on-target'" in (tmp_path / "report.html").read_text()
 
 
+def _slug(heading: str) -> str:
+    """A Markdown heading's anchor as GitHub makes it: lower case, punctuation dropped,
+    spaces to hyphens."""
+    import re
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_report_decision_first(run):
+    """The real run's headline names the configuration to ship on the local target (the
+    rule over its own measured medians and top-1), says the failed QEMU target measured
+    nothing, and links the table, which sits right under the headline, in both writers."""
+    import re
+
+    from deploy.analysis import MAX_INT8_DROP, SLOW_INT8
+
+    _, run_dir = run
+    d = _doc(run_dir)
+    b, acc = d["models"][TAG]["bench"]["local"], d["models"][TAG]["accuracy"]["results"]
+    int8 = b["onnx"]["median_ms"] / b[K8]["median_ms"] >= SLOW_INT8 and \
+        acc["onnx"]["top1"] - acc[K8]["top1"] <= MAX_INT8_DROP
+    want = f"ONNX Runtime INT8 {recipe_for_target('local').tag.upper()}" if int8 else \
+        "ONNX Runtime FP32"
+    md = (run_dir / "report.md").read_text()
+    ship = next(ln for ln in md.splitlines() if ln.startswith("**Ship:**"))
+    assert f"on local {want} (" in ship and "nothing measured on qemu:cortex-a72" in ship
+    anchor = re.search(r"\]\(#([\w-]+)\)", ship).group(1)
+    heads = {_slug(ln.lstrip("#")): i for i, ln in enumerate(md.splitlines()) if ln.startswith("#")}
+    assert anchor in heads and heads[anchor] < heads[_slug("What the numbers say")]
+    row = next(ln for ln in md.splitlines() if ln.startswith("| shufflenet_v1 1x g3 | local |"))
+    assert row.split(" | ")[2] == want
+    html = (run_dir / "report.html").read_text()
+    head = html[html.index("id='headline'"):]
+    link = re.search(r"<b>Ship:</b>[^<]*on local [^<]*<a href='#([\w-]+)'>", head).group(1)
+    assert link == anchor and html.index(f"<h2 id='{anchor}'>") < html.index("What the numbers say")
+
+
+def test_report_badges_a_partial_run(run, tmp_path):
+    """A run with failed stages is `partial` while some model was measured (not `failed`):
+    the real run (its QEMU bench failed), and the same run as 3 models of which one failed
+    its export; `failed` when no model measured anything."""
+    from deploy.report import render
+    from deploy.verdict import run_badge
+
+    _, run_dir = run
+    d = _doc(run_dir)
+    failed = sum(s["status"] == FAILED for s in d["stages"])     # the QEMU target's stages
+    assert failed >= 1 and d["run"]["status"] == "failed"
+    html = (run_dir / "report.html").read_text()
+    assert f"<span class='badge partial'>partial (1 of 1 model measured, {failed} stage" in html
+    m = d["models"][TAG]
+    d["models"]["copy_a"] = json.loads(json.dumps(m))
+    d["models"]["copy_b"] = {k: m[k] for k in ("spec", "name", "dataset", "variant")}
+    d["stages"].append({"id": "copy_b/export_onnx", "kind": "export_onnx", "model": "copy_b",
+                        "status": FAILED, "reason": "export.onnx: error: something broke"})
+    (tmp_path / "results.json").write_text(json.dumps(d))
+    md = render(tmp_path / "results.json").with_name("report.md").read_text()
+    assert md.splitlines()[2] == \
+        f"**Run:** partial (2 of 3 models measured, {failed + 1} stages failed)  "
+    for mm in d["models"].values():
+        mm.pop("bench", None)
+    assert d["run"]["status"] == "failed" and run_badge(d) == "failed"
+
+
 def test_ctrl_c_keeps_a_readable_partial_run(tmp_path):
     """SIGINT while export.onnx runs: exit 130, results.json says interrupted, the report
     of the partial run is written, and the stage's process group is gone."""
@@ -547,11 +610,15 @@ def _synthetic(tmp_path) -> Path:
     return p
 
 
-def test_report_headline_three_lines(tmp_path):
+def test_report_headline_decision_first(tmp_path):
     from deploy.explain import headline
 
     doc = json.loads(_synthetic(tmp_path).read_text())
-    what, much, acc = headline(doc)
+    ship, what, much, acc = headline(doc)
+    # 1.60x and 0.05 pt lost on local: INT8 ships; 0.93x the instructions on QEMU: FP32 does
+    assert ship == ("Ship: on local ONNX Runtime INT8 S8S8 (1.60x the best FP32, -0.05 pt top-1); "
+                    "on qemu:cortex-a72 ONNX Runtime FP32 (INT8 only 0.93x, instructions, "
+                    "EMULATED)")
     assert what.startswith("What got faster: INT8 over FP32 of shufflenet_v1 1x g3 (ONNX Runtime)")
     assert "on local" in what and "qemu" not in what          # 0.93x on QEMU: not faster
     assert much.startswith("By how much: ") and "1.60x on local (latency)" in much
@@ -561,10 +628,29 @@ def test_report_headline_three_lines(tmp_path):
     r = run_cli("deploy.report", tmp_path / "results.json", timeout=300)
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "report.md").read_text().splitlines()
-    assert md[2].startswith("**What got faster:**") and md[3].startswith("**By how much:**") \
-        and md[4].startswith("**Accuracy cost:**")
+    assert md[2] == "**Run:** complete  " and md[3].startswith("**Ship:**")
+    assert md[4].startswith("**What got faster:**") and md[5].startswith("**By how much:**") \
+        and md[6].startswith("**Accuracy cost:**")
     html = (tmp_path / "report.html").read_text()
     assert html.index("id='headline'") < html.index("What the numbers say")
+
+
+def test_ship_choice_weighs_speed_and_accuracy(tmp_path):
+    """INT8 ships where it is >= 1.1x the best FP32 and loses <= 1 pt top-1; else FP32."""
+    from deploy.verdict import ship_choice
+
+    doc = json.loads(_synthetic(tmp_path).read_text())
+    by = {c["target"]: c for c in ship_choice(doc)}
+    assert by["local"]["ship_key"] == "onnx_int8" and by["local"]["drop"] == pytest.approx(0.05)
+    assert by["qemu:cortex-a72"]["ship_key"] == "onnx" and "under 1.1x" in \
+        by["qemu:cortex-a72"]["why_ship"]
+    acc = doc["models"][TAG]["accuracy"]["results"]
+    acc["onnx_int8"]["top1"] = 86.0                     # 2.5 pt lost: FP32 ships on local too
+    local = next(c for c in ship_choice(doc) if c["target"] == "local")
+    assert local["ship_key"] == "onnx" and "2.50 pt top-1 lost (over 1)" in local["why_ship"]
+    del doc["models"][TAG]["accuracy"]                  # no accuracy: speed decides, and says so
+    local = next(c for c in ship_choice(doc) if c["target"] == "local")
+    assert local["ship_key"] == "onnx_int8" and "accuracy not measured" in local["why_ship"]
 
 
 def test_report_qemu_speedup_is_the_instruction_ratio(tmp_path):

@@ -251,14 +251,15 @@ def test_best_per_target_table_over_every_runtime(tmp_path):
     assert ort["speedup"] == pytest.approx(2.4e8 / 5.5e7) and ort["speedup"] > a76["speedup"]
     head, body = best_table(doc)
     row = next(r for r in body if r[1].startswith("qemu:cortex-a76"))
-    assert row[2] == "TFLite" and row[4] == "MNN INT8" and row[6] == "2.75x"
-    assert next(r for r in body if r[1] == "local")[4] == "ONNX Runtime INT8 U8S8"
+    assert row[4] == "TFLite" and row[6] == "MNN INT8" and row[8] == "2.75x"
+    assert row[2] == "MNN INT8" and row[3].startswith("INT8 2.75x the best FP32 file")
+    assert next(r for r in body if r[1] == "local")[6] == "ONNX Runtime INT8 U8S8"
     p = tmp_path / "results.json"
     p.write_text(json.dumps(doc))
     r = run_cli("deploy.report", p, timeout=300)
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "report.md").read_text()
-    assert "## Best per target" in md and "| MNN INT8 |" in md
+    assert "## Which configuration to ship" in md and "| MNN INT8 |" in md
     much = next(ln for ln in md.splitlines() if ln.startswith("**By how much:**"))
     assert "best INT8 vs best FP32: " in much and "2.75x on qemu:cortex-a76 (MNN INT8 vs TFLite FP32)" in much
 

@@ -226,6 +226,25 @@ def shown(x: object) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(x))
 
 
+PATH_PLACEHOLDER = "<dir>"
+
+
+def portable_arg(word: str, base: str | os.PathLike) -> str:
+    """A command-line word as a generated document prints it: an absolute path under
+    `base` relative to it, any other absolute path `<dir>/<name>` (a document must run
+    anywhere, and must not carry the paths of the machine that made it); `--flag=/path`
+    alike; every other word unchanged."""
+    flag, eq, value = word.partition("=") if word.startswith("-") else ("", "", word)
+    if not value.startswith("/") or " " in value:
+        return word
+    p = Path(os.path.normpath(value))
+    try:
+        shown_path = str(p.relative_to(Path(os.path.abspath(base))))
+    except ValueError:
+        shown_path = f"{PATH_PLACEHOLDER}/{p.name}" if p.name else PATH_PLACEHOLDER
+    return f"{flag}{eq}{shown_path}"
+
+
 # ---- bounded resources on untrusted input ----------------------------------------------------
 
 def env_limit(name: str, default: float, minimum: float = 0.0) -> float:

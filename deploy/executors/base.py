@@ -60,5 +60,10 @@ class Executor(Protocol):
         """How many stages of a side-by-side group may usefully run at once."""
         ...
 
+    def shares_files(self) -> bool:
+        """Do side-by-side stages see one run folder (so two stages updating one model card
+        take turns through export.card.card_lock), rather than copies sent back whole?"""
+        ...
+
     def close(self) -> None:
         ...

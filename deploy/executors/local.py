@@ -38,6 +38,9 @@ class LocalExecutor:
     def parallelism(self) -> int:
         return self.jobs
 
+    def shares_files(self) -> bool:
+        return True
+
     def bind(self, run_dir: Path) -> None:
         if self.watchdog is None:
             self.watchdog = Watchdog(run_dir / "results.json")

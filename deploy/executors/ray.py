@@ -176,6 +176,11 @@ class RayExecutor:
     def parallelism(self) -> int:
         return self.cpus
 
+    def shares_files(self) -> bool:
+        # bytes mode sends each task a copy of the card and installs the one it returns:
+        # two stages updating one card side by side would lose one update
+        return self.mode is ArtifactMode.SHARED
+
     def close(self) -> None:
         """Stops a cluster started here; leaves a joined one running."""
         if self.ray.is_initialized():
