@@ -134,15 +134,22 @@ def watch(stream: IO[bytes], results_path: Path) -> bool:
     return True
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    # zoo.clikit / zoo.util are standard library only (no torch, no numpy): still quick
+    from zoo.clikit import make_parser
+
+    p = make_parser("deploy.watchdog", __doc__)
+    p.add_argument("results", type=Path, help="the run's results.json (deploy starts this)")
+    args = p.parse_args(argv)
+    if args.results.suffix != ".json" or not args.results.parent.is_dir():
+        p.error(f"{args.results}: not a results.json in an existing run folder")
     for s in (signal.SIGINT, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)   # only the end of the pipe ends it
-    if len(argv) != 1:
-        print("usage: python -m deploy.watchdog RUN/results.json", file=sys.stderr)
-        return 2
-    watch(sys.stdin.buffer, Path(argv[0]))
+    watch(sys.stdin.buffer, args.results)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from zoo.util import cli_entry
+
+    cli_entry(main, "deploy.watchdog")

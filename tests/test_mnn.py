@@ -229,17 +229,18 @@ def test_tiny_mnn_model_under_qemu_matches_the_host(tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
     outs = {}
-    for target in ("local", "qemu"):
+    for target in ("local", "qemu:cortex-a72"):
         r = subprocess.run([sys.executable, "-m", "android_bench", "--model", str(model), "--target",
-                            target, "--cpu", "cortex-a72", "--runs", "2", "--warmup", "1",
-                            "--inputs", str(x), "--outputs-dir", str(tmp_path / target),
-                            "--json", str(tmp_path / f"{target}.json")],
+                            target, "--runs", "2", "--warmup", "1",
+                            "--inputs", str(x), "--outputs-dir", str(tmp_path / target.split(":")[0]),
+                            "--json", str(tmp_path / f"{target.split(':')[0]}.json")],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
-        (res,) = json.loads((tmp_path / f"{target}.json").read_text())["results"]
+        name = target.split(":")[0]
+        (res,) = json.loads((tmp_path / f"{name}.json").read_text())["results"]
         assert res["runtime"]["name"] == "mnn"
-        (f,) = (tmp_path / target).glob("tiny.mnn.*.outputs.npy")
-        outs[target] = (res, np.load(f))
+        (f,) = (tmp_path / name).glob("tiny.mnn.*.outputs.npy")
+        outs[name] = (res, np.load(f))
     q, host = outs["qemu"][0], outs["local"][0]
     assert q["target"]["emulated"] is True and host["target"]["emulated"] is False
     assert outs["qemu"][1].shape == (2, 1, 10)
