@@ -239,17 +239,8 @@ def breakdown_main(a, targets: Sequence[TargetSpec]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None, quantize: Quantize | None = None,
-         prog: str = PROG) -> int:
-    """The CLI; `quantize` (given by quant.latency_model) lets it fit missing tables."""
-    from .perfmodel.graph import onnx_work
-    from .perfmodel.microbench import constants_of
-    from .perfmodel.roofline import explain
-
-    a = build_parser(prog).parse_args(argv)
-    targets = parse_targets(a.targets)
-    if a.breakdown:
-        return breakdown_main(a, targets)
+def _check_io(a) -> list | None:
+    """The flags' files, checked before any benchmark runs; the --results documents."""
     for m in a.model:
         check_model(m)
     if len({m.name for m in a.model}) != len(a.model):
@@ -264,6 +255,17 @@ def main(argv: Sequence[str] | None = None, quantize: Quantize | None = None,
             check_writable_dir(out.parent)
             if out.resolve() in inputs:
                 raise ArmqError(f"{out} is an input; choose another output path")
+    return results
+
+
+def predict(a, targets: list, results: list | None,
+            quantize: Quantize | None) -> list[report.TargetReport]:
+    """Per target: its table's constants and each model's predicted split beside what was
+    measured (--results, else a benchmark run now)."""
+    from .perfmodel.graph import onnx_work
+    from .perfmodel.microbench import constants_of
+    from .perfmodel.roofline import explain
+
     quiet = a.quiet if hasattr(a, "quiet") else False
     # what --results lacks is a one-line error before any benchmark runs
     given = {t.id: from_results(results, t, a.model) for t in targets} if results is not None \
@@ -274,11 +276,20 @@ def main(argv: Sequence[str] | None = None, quantize: Quantize | None = None,
         c = constants_of(table)
         measured = given[t.id] if results is not None else \
             (bench(t, a.model, quiet) if a.model else {})
-        rows = []
-        for m in a.model:
-            works = onnx_work(m, arm=t.emulated)
-            rows.append((m.name, explain(works, c, measured.get(m.name))))
+        rows = [(m.name, explain(onnx_work(m, arm=t.emulated), c, measured.get(m.name)))
+                for m in a.model]
         per_target.append(report.TargetReport(t.id, t.unit, table, c, rows))
+    return per_target
+
+
+def main(argv: Sequence[str] | None = None, quantize: Quantize | None = None,
+         prog: str = PROG) -> int:
+    """The CLI; `quantize` (given by quant.latency_model) lets it fit missing tables."""
+    a = build_parser(prog).parse_args(argv)
+    targets = parse_targets(a.targets)
+    if a.breakdown:
+        return breakdown_main(a, targets)
+    per_target = predict(a, targets, _check_io(a), quantize)
     print(report.text(per_target))
     if a.json:
         with atomic_output(a.json, "w") as f:

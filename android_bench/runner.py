@@ -907,23 +907,10 @@ def result_doc(a: argparse.Namespace, be: "Backend", card: dict | None, sysinfo:
     return doc
 
 
-def main(argv=None) -> int:
-    a = parse_args(argv)
-    if not os.path.isfile(a.model):
-        raise UserError(f"model file {a.model} not found")
-    card = read_card(a.card)
-    sysinfo = system_info()
-
-    t0 = time.perf_counter()
-    be = open_backend(a.model, a.threads, a.runtime, a.et_lib)
-    init_ms = (time.perf_counter() - t0) * 1e3
-    spec = be.inputs[0]
-    if len(be.inputs) != 1:
-        raise UserError(f"model has {len(be.inputs)} inputs; the runner feeds exactly one")
-    shape = concrete_shape(spec["shape"], card)
-    samples, input_source = make_samples(a, spec, shape)
-
-    markers = Markers(a.model, a.markers)
+def time_inferences(be: "Backend", samples: list, warmup: int, runs: int, markers: "Markers"
+                    ) -> tuple[float, float, list[float], list]:
+    """The first inference, `warmup` more, then `runs` timed ones (ms), cycling over the
+    samples; every sample's first output is kept (for --outputs-npy)."""
     outputs_first: list[np.ndarray | None] = [None] * len(samples)
 
     def infer(i: int) -> float:
@@ -942,16 +929,37 @@ def main(argv=None) -> int:
     except (RuntimeError, ValueError) as e:
         raise UserError(f"inference failed: {str(e).splitlines()[0] if str(e) else e}") from None
     t = time.perf_counter()
-    for i in range(a.warmup):
+    for i in range(warmup):
         infer(1 + i)
     warm_ms = (time.perf_counter() - t) * 1e3
-    times = [infer(1 + a.warmup + i) for i in range(a.runs)]
+    times = [infer(1 + warmup + i) for i in range(runs)]
     # Make sure every sample's output is known for --outputs-npy.
     for i, o in enumerate(outputs_first):
         if o is None:
             infer(i)
     markers.close()
+    return first_ms, warm_ms, times, outputs_first
 
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if not os.path.isfile(a.model):
+        raise UserError(f"model file {a.model} not found")
+    card = read_card(a.card)
+    sysinfo = system_info()
+
+    t0 = time.perf_counter()
+    be = open_backend(a.model, a.threads, a.runtime, a.et_lib)
+    init_ms = (time.perf_counter() - t0) * 1e3
+    spec = be.inputs[0]
+    if len(be.inputs) != 1:
+        raise UserError(f"model has {len(be.inputs)} inputs; the runner feeds exactly one")
+    shape = concrete_shape(spec["shape"], card)
+    samples, input_source = make_samples(a, spec, shape)
+
+    markers = Markers(a.model, a.markers)
+    first_ms, warm_ms, times, outputs_first = time_inferences(be, samples, a.warmup, a.runs,
+                                                              markers)
     timing = {"clock": "wall", "init": init_ms, "first": first_ms, "warmup_total": warm_ms,
               "warmup_runs": a.warmup, **summarize(times)}
     profile = be.profile(samples[0], min(a.runs, 20)) if a.profile else None
