@@ -132,12 +132,14 @@ def test_train_device_auto_on_cpu_records_the_device_and_fits_a_budget(small_cif
 def test_train_device_cuda_without_a_gpu_is_one_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the refusal cannot be shown")
-    r = run_cli("zoo.train", *_train_args(tmp_path, tmp_path / "x.pt"), "--device", "cuda",
+    data = tmp_path / "data"      # the output may not lie inside the data folder
+    data.mkdir()
+    r = run_cli("zoo.train", *_train_args(data, tmp_path / "x.pt"), "--device", "cuda",
                 env={"ARMQ_CACHE": str(tmp_path / "cache")})
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
     assert "--device cuda" in last and "Traceback" not in r.stderr
-    r = run_cli("zoo.train", *_train_args(tmp_path, tmp_path / "x.pt"), "--bf16")
+    r = run_cli("zoo.train", *_train_args(data, tmp_path / "x.pt"), "--bf16")
     assert r.returncode != 0 and "--bf16 needs --device cuda" in r.stderr
 
 
