@@ -349,3 +349,45 @@ def test_deploy_ray_address_not_ray_cli(tmp_path):
                 "--out", tmp_path / "runs")
     finally:
         srv.close()
+
+
+def test_zip_member_count_refused_before_its_directory_is_read(tmp_path, monkeypatch):
+    """zipfile builds one object per entry before anything can be counted: a million-entry
+    zip (a few MB) cost hundreds of MB. The count its end record declares is checked first."""
+    import zipfile
+
+    from zoo import data
+
+    zpath = tmp_path / "many.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for i in range(61):
+            zf.writestr(f"a/{i}.png", b"")
+    assert data.zip_entry_count(zpath) == 61
+    monkeypatch.setattr(data, "MAX_FILES", 60)
+
+    real_zipfile = zipfile.ZipFile
+
+    def no_directory(*a, **k):
+        raise AssertionError("the zip's directory was parsed before the count was checked")
+    monkeypatch.setattr(data.zipfile, "ZipFile", no_directory)
+    with pytest.raises(data.DataError, match="more than 60 files or archive members"):
+        data.list_images(zpath)
+    monkeypatch.setattr(data, "MAX_FILES", 61)
+    monkeypatch.setattr(data.zipfile, "ZipFile", real_zipfile)
+    assert len(data.list_images(zpath)) == 61
+
+
+def test_zip64_entry_count_is_read(tmp_path):
+    """A ZIP64 end record (forced here) declares the count in its own field."""
+    import zipfile
+
+    from zoo import data
+
+    zpath = tmp_path / "z64.zip"
+    with zipfile.ZipFile(zpath, "w", allowZip64=True) as zf:
+        for i in range(3):
+            with zf.open(f"{i}.png", "w", force_zip64=True) as f:
+                f.write(b"x")
+    assert data.zip_entry_count(zpath) == 3
+    (tmp_path / "junk.zip").write_bytes(b"not a zip at all")
+    assert data.zip_entry_count(tmp_path / "junk.zip") is None

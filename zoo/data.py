@@ -45,14 +45,44 @@ def max_pixels() -> int:
     return int(env_limit("ARMQ_MAX_PIXELS", MAX_PIXELS, 1))
 
 
+def _max_files() -> int:
+    return int(env_limit("ARMQ_MAX_FILES", MAX_FILES, 1))
+
+
+def _too_many(src: Path, cap: int) -> DataError:
+    return DataError(f"{shown(src)}: more than {cap:,} files or archive members "
+                     f"(ARMQ_MAX_FILES; raise it if the data set is genuine)")
+
+
 def _count(items: Iterable[T], src: Path) -> Iterator[T]:
     """`items`, refused in one line past ARMQ_MAX_FILES entries (checked while listing)."""
-    cap = int(env_limit("ARMQ_MAX_FILES", MAX_FILES, 1))
+    cap = _max_files()
     for n, x in enumerate(items, 1):
         if n > cap:
-            raise DataError(f"{shown(src)}: more than {cap:,} files or archive members "
-                            f"(ARMQ_MAX_FILES; raise it if the data set is genuine)")
+            raise _too_many(src, cap)
         yield x
+
+
+def zip_entry_count(src: Path) -> int | None:
+    """The entry count a zip's end-of-central-directory record declares (ZIP64 too), read
+    from the file's tail without parsing the directory: zipfile.ZipFile builds one object per
+    entry before anything can be counted (a million entries: hundreds of MB). None when no
+    record is found (zipfile then says what is wrong)."""
+    with open(src, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - (22 + 0xFFFF)))      # the record, then a comment of <= 64 KiB
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) < at + 22:
+            return None
+        n = int.from_bytes(tail[at + 10:at + 12], "little")
+        loc = at - 20                              # ZIP64: its locator sits just before
+        if n != 0xFFFF or loc < 0 or tail[loc:loc + 4] != b"PK\x06\x07":
+            return n
+        f.seek(int.from_bytes(tail[loc + 8:loc + 16], "little"))
+        rec = f.read(40)
+        return int.from_bytes(rec[32:40], "little") if rec[:4] == b"PK\x06\x06" else n
 
 
 class MemberTooLarge(OSError):
@@ -118,6 +148,8 @@ def list_images(source: str | os.PathLike) -> list[ImageRecord]:
                                            lambda p=p: _bounded(p.stat().st_size, cap,
                                                                 lambda: open(p, "rb"))))
     elif _is_archive(src) and src.name.lower().endswith(".zip"):
+        if (zip_entry_count(src) or 0) > _max_files():   # before the directory is parsed
+            raise _too_many(src, _max_files())
         try:
             zf = zipfile.ZipFile(src)
         except (zipfile.BadZipFile, OSError) as e:
