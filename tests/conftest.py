@@ -69,6 +69,15 @@ def two_threads() -> Iterator[None]:
     yield from _torch_threads(2)
 
 
+def process_alive(pid: int) -> bool:
+    """Is `pid` running (a zombie, exited but not reaped, counts as gone)?"""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def wait_for_running_stage(proc: subprocess.Popen, runs: Path, kind: str,
                            timeout: float = 600) -> Path:
     """Poll a `python -m deploy --out runs` process until its results.json shows stage

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import process_alive
+
 from deploy.rundiff import compare
 from deploy.stages import FAILED, INTERRUPTED, OK, SKIPPED, Results, Runner, Stage
 
@@ -113,15 +115,8 @@ def test_ctrl_c_on_ray_stops_the_stage_and_marks_the_run(ray_executor, tmp_path)
     assert st["m/a"]["status"] == INTERRUPTED and "Ctrl-C" in st["m/a"]["reason"]
     assert st["m/b"]["status"] == SKIPPED and st["m/b"]["reason"] == "not run (Ctrl-C)"
     for _ in range(100):              # the stage's process got the SIGINT on its worker
-        if not _alive(pid[0]):
+        if not process_alive(pid[0]):
             break
         time.sleep(0.1)
-    assert not _alive(pid[0])
+    assert not process_alive(pid[0])
 
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, interrupt_deploy, run_cli
+from conftest import REPO, interrupt_deploy, process_alive, run_cli
 
 from deploy.devices import DevicePool, Device, DeviceKind, load_devices
 from deploy.rundiff import compare
@@ -180,18 +180,11 @@ def test_ray_stage_graph_bytes_mode_and_a_killed_worker(tmp_path):
     assert by["d"]["outputs"]["device"] == "q1" and by["d"]["node"]
     # the killed worker's stage process did not outlive it (PR_SET_PDEATHSIG)
     for _ in range(50):
-        if not _alive(killed[1]):
+        if not process_alive(killed[1]):
             break
         time.sleep(0.1)
-    assert not _alive(killed[1])
+    assert not process_alive(killed[1])
 
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 # ---- the same sweep on both executors ------------------------------------------------------
