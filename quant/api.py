@@ -29,6 +29,8 @@ from .common import Backend, Method, ModelRef, QuantError, resolve_models
 from .config import QuantConfig, Recipe, RecipeError, recipe_for_target
 from .evaluate import EvalOptions, EvalResult, evaluate
 from .policy import Holdout
+from .ptq_steps import (audit, backends_for, evaluate_all, print_audit, quantize_backend,
+                        recipe_record)
 
 __all__ = ["Backend", "EvalOptions", "EvalResult", "Method", "PtqOptions", "QuantError",
            "QuantResult", "QuantizedFile", "evaluate", "quantize"]
@@ -130,7 +132,6 @@ class _Plan:
 
 def _plan(model: str | None, out_dir: Path, calib: str, opts: PtqOptions) -> _Plan:
     from .calib import check_source, list_images
-    from .ptq import _backends_for
 
     given = Path(model) if model else None
     refs = resolve_models(model, out_dir)
@@ -152,7 +153,7 @@ def _plan(model: str | None, out_dir: Path, calib: str, opts: PtqOptions) -> _Pl
             source = source_for_card(opts.source, refs[0].card.source)
         except SourceError as e:
             raise QuantError(str(e)) from None
-    plans = [(r, _backends_for(r, opts.backend, given, source is not None)) for r in refs]
+    plans = [(r, backends_for(r, opts.backend, given, source is not None)) for r in refs]
     if opts.litert_rewrites is not None and not any(Backend.TFLITE in bs for _, bs in plans):
         raise QuantError("--litert-rewrites is for the TFLite backend, which this run does not "
                          "use (--backend tflite)")
@@ -203,7 +204,6 @@ def _calib_split(data, opts: PtqOptions, needs_holdout: bool):
 
 def _one_backend(ref: ModelRef, b: Backend, run: "_Run", work: Path) -> QuantizedFile:
     """Quantize `ref` for backend `b`; write the INT8 file and its card record together."""
-    from .ptq import _audit, _print_audit, quantize_backend, recipe_record
 
     t0 = time.perf_counter()
     cfg_b = run.config.for_mnn(run.opts.method is not None) if b is Backend.MNN else run.config
@@ -222,7 +222,7 @@ def _one_backend(ref: ModelRef, b: Backend, run: "_Run", work: Path) -> Quantize
     tried = det.pop("tried", None)
     if tried:
         calib_info["tried"] = tried
-    rec = {"calibration": calib_info, "audit": _audit(tmp_model, b),
+    rec = {"calibration": calib_info, "audit": audit(tmp_model, b),
            "recipe": recipe_record(b, run.config, run.recipe, run.opts.target),
            "seconds": round(time.perf_counter() - t0, 1), **det}
     # The INT8 file and the card that records its hash are one transaction:
@@ -235,7 +235,7 @@ def _one_backend(ref: ModelRef, b: Backend, run: "_Run", work: Path) -> Quantize
         card.record_artifact(ref.card_path, key, tmp_dest, installed_as=dest, **rec)
         card.accuracy.pop(key, None)  # a new model: old numbers are stale
         save_card(card, tmp_card)
-    _print_audit(ref.name, b, dest, rec)
+    print_audit(ref.name, b, dest, rec)
     return QuantizedFile(b, key, dest, rec)
 
 
@@ -259,11 +259,10 @@ def _evaluate(ref: ModelRef, files: list[QuantizedFile], eval_src: Path,
     """Float vs INT8 accuracy of every backend, printed and written into the card."""
     from .calib import load_set
     from .evaluate import format_table
-    from .ptq import _evaluate_all
 
     ev = load_set(eval_src, ref.card, limit=opts.eval_limit, require_labels=True,
                   progress=sys.stderr.isatty(), what="--eval")
-    rows = _evaluate_all(ref, ev, {f.backend: f.path for f in files},
+    rows = evaluate_all(ref, ev, {f.backend: f.path for f in files},
                          {f.backend: f.key for f in files},
                          {f.backend: f.record["calibration"]["method"] for f in files})
     if rows:
