@@ -214,7 +214,7 @@ def to_mnn(model: Any = None, options: ExportOptions = ExportOptions(),
     model: an FP32 .onnx file, a card (.json) or an ExportResult of `to_onnx` (or give
     `card`); `out`: default beside the card / ONNX (with a card: only its folder).
     Needs armq[mnn]."""
-    from .mnn import FORMAT, PROG, _resolve, export_mnn, parity_images
+    from .mnn import FORMAT, PROG, export_mnn, parity_images, resolve_input
     from .runtime import mnn_tools, resolve_threads
 
     common.check_parity_args(types.SimpleNamespace(num_images=options.num_images,
@@ -229,8 +229,7 @@ def to_mnn(model: Any = None, options: ExportOptions = ExportOptions(),
         raise ArmqError("--out applies to --onnx only (with --card the .mnn goes beside the card)")
     mnn_tools()  # fail early, in one line, without the runtime
     threads = resolve_threads(options.threads)
-    onnx_path, card_doc, card_path, out_dir = _resolve(types.SimpleNamespace(card=card, onnx=onnx_arg,
-                                                                         out=out))
+    onnx_path, card_doc, card_path, out_dir = resolve_input(card, onnx_arg, out)
     check_writable_dir(out_dir)
     name = card_doc.name if card_doc is not None else onnx_path.stem
     dest = out_dir / f"{name}.{FORMAT}"

@@ -107,17 +107,19 @@ def export_mnn(onnx_path: Path, dest: Path, x: np.ndarray, data: dict, atol: flo
     }
 
 
-def _resolve(args) -> tuple[Path, ModelCard | None, Path | None, Path]:
-    """(ONNX file, card or None, card path or None, output folder) from the flags."""
-    if args.card is not None:
-        card = load_card(args.card)
+def resolve_input(card_arg: Path | None, onnx_arg: Path | None, out_arg: Path | None
+                  ) -> tuple[Path, ModelCard | None, Path | None, Path]:
+    """(ONNX file, card or None, card path or None, output folder) from --card or --onnx
+    (and --out)."""
+    if card_arg is not None:
+        card = load_card(card_arg)
         if "onnx" not in card.artifacts:
-            raise ArmqError(f"card {args.card} has no FP32 ONNX model (run `python -m export.onnx`)")
-        onnx_path = card.artifact_path(args.card, "onnx")
+            raise ArmqError(f"card {card_arg} has no FP32 ONNX model (run `python -m export.onnx`)")
+        onnx_path = card.artifact_path(card_arg, "onnx")
         if not onnx_path.is_file():
             raise ArmqError(f"{onnx_path} (the card's ONNX model) does not exist")
-        return onnx_path, card, Path(args.card), Path(args.card).parent
-    onnx_path = Path(args.onnx)
+        return onnx_path, card, Path(card_arg), Path(card_arg).parent
+    onnx_path = Path(onnx_arg)
     if onnx_path.suffix.lower() != ".onnx" or ".int8." in onnx_path.name.lower():
         raise ArmqError(f"--onnx {onnx_path}: expected an FP32 .onnx file (MNN quantizes its "
                         "own FP32 model: python -m quant.ptq --backend mnn)")
@@ -125,7 +127,7 @@ def _resolve(args) -> tuple[Path, ModelCard | None, Path | None, Path]:
         raise ArmqError(f"--onnx {onnx_path} does not exist")
     cp = card_path_for(onnx_path)
     card = load_card(cp) if cp.is_file() else None
-    out = Path(args.out) if args.out is not None else onnx_path.parent
+    out = Path(out_arg) if out_arg is not None else onnx_path.parent
     return onnx_path, card, (cp if card is not None else None), out
 
 
